@@ -1,0 +1,124 @@
+"""Cycle-engine thresholds: one typed, validated config object with per-site overrides.
+
+JSON file shape (every key optional)::
+
+    {
+      "defaults": {"load_idle_s": 20, "dump_idle_s": 20, ...},
+      "sites": {"SITE-QUARRY": {"dump_idle_s": 10}}
+    }
+
+A flat object (thresholds at the top level, no "defaults"/"sites") is accepted as defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+@dataclass(frozen=True, slots=True)
+class CycleThresholds:
+    """Thresholds of the cycle rules for one site (all durations in seconds, distances in m)."""
+
+    loader_distance_m: float = 50.0
+    """A point is at a loader when its geodesic distance to the loader is <= this."""
+    load_idle_s: float = 20.0
+    """A truck standing at a loader this long starts LOAD_TIME (threshold met exactly counts)."""
+    dump_idle_s: float = 20.0
+    """A truck standing inside a dump polygon this long starts DUMP_TIME."""
+    travel_idle_outlier_s: float = 600.0
+    """One standstill longer than this during LOAD_TRAVEL/EMPTY_TRAVEL marks the cycle OUTLIER."""
+    area_idle_outlier_s: float = 1200.0
+    """A LOAD_TIME or DUMP_TIME longer than this marks the cycle OUTLIER."""
+    still_radius_m: float = 15.0
+    """Two consecutive points closer than this are at the same spot (GPS noise tolerance)."""
+    gap_speed_mps: float = 5.0
+    """Assumed speed to cover the distance between two points across a reporting gap; the rest
+    of the gap is inferred as standing time."""
+    blip_max_s: float = 45.0
+    """Movement at (or away from) a load/dump spot shorter than this, followed by standing at the
+    same spot again, does not end the spell (queue creep, repositioning, GPS jitter)."""
+    max_gap_s: float = 1800.0
+    """A gap between two consecutive points longer than this closes the open cycle INVALID
+    (DATA_GAP): nothing reliable is known about what happened inside it."""
+    max_disorder_s: float = 60.0
+    """Points are held this long (event time, per truck) so that out-of-order arrivals can be
+    put back in order before they are applied."""
+    max_forward_jump_s: float = 21600.0
+    """A point more than this ahead of the truck's newest point is held as a suspected clock jump
+    until the next point confirms or refutes it."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{f.name} must be a number, got {value!r}")
+            if not value >= 0 or value != value or value == float("inf"):
+                raise ConfigError(f"{f.name} must be a finite number >= 0, got {value!r}")
+        if self.loader_distance_m <= 0:
+            raise ConfigError("loader_distance_m must be > 0")
+        if self.gap_speed_mps <= 0:
+            raise ConfigError("gap_speed_mps must be > 0")
+
+
+THRESHOLD_NAMES = frozenset(f.name for f in fields(CycleThresholds))
+
+
+def _thresholds_from(mapping: Mapping[str, Any], base: CycleThresholds, where: str) -> CycleThresholds:
+    unknown = set(mapping) - THRESHOLD_NAMES
+    if unknown:
+        raise ConfigError(f"{where}: unknown threshold(s) {sorted(unknown)}; known: {sorted(THRESHOLD_NAMES)}")
+    return replace(base, **{k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in mapping.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Default thresholds plus per-site overrides."""
+
+    defaults: CycleThresholds = field(default_factory=CycleThresholds)
+    sites: Mapping[str, CycleThresholds] = field(default_factory=dict)
+
+    def for_site(self, site_guid: str) -> CycleThresholds:
+        """Thresholds in force for a site."""
+        return self.sites.get(site_guid, self.defaults)
+
+    @property
+    def max_disorder_ms(self) -> int:
+        """Largest re-order window over all sites, in ms (the watermark bound must cover it)."""
+        return int(max([self.defaults.max_disorder_s, *(t.max_disorder_s for t in self.sites.values())]) * 1000)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EngineConfig":
+        """Build from the JSON shape in the module docstring; raises ConfigError."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("engine config must be a JSON object")
+        if "defaults" not in data and "sites" not in data:
+            data = {"defaults": data}
+        unknown = set(data) - {"defaults", "sites"}
+        if unknown:
+            raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected 'defaults' and 'sites'")
+        defaults = _thresholds_from(data.get("defaults") or {}, CycleThresholds(), "defaults")
+        sites_raw = data.get("sites") or {}
+        if not isinstance(sites_raw, Mapping):
+            raise ConfigError("'sites' must be an object of site_guid -> thresholds")
+        sites = {str(site): _thresholds_from(over, defaults, f"sites.{site}") for site, over in sites_raw.items()}
+        return cls(defaults=defaults, sites=sites)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "EngineConfig":
+        """Load from a JSON file; raises ConfigError with the file name on any problem."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read engine config {path}: {exc}") from exc
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape accepted by from_dict (sites list only their full threshold sets)."""
+        return {"defaults": asdict(self.defaults), "sites": {s: asdict(t) for s, t in self.sites.items()}}

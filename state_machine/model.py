@@ -1,0 +1,187 @@
+"""Plain data types shared by the engine, the simulator, the CLI and the Flink adapters.
+
+Times are integer epoch milliseconds (UTC) everywhere inside the engine; durations are float
+seconds. Nothing here reads a clock or talks to a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+IDLING = 2
+WORKING = 3
+WORK_STATES = (IDLING, WORKING)
+
+# Segment names (the cycle phases) and cycle statuses, as in the legacy service.
+SEG_NONE = "NONE"  # no cycle open yet (before the truck's first load)
+LOAD_TIME = "LOAD_TIME"
+LOAD_TRAVEL = "LOAD_TRAVEL"
+DUMP_TIME = "DUMP_TIME"
+EMPTY_TRAVEL = "EMPTY_TRAVEL"
+SEGMENTS = (SEG_NONE, LOAD_TIME, LOAD_TRAVEL, DUMP_TIME, EMPTY_TRAVEL)
+
+INPROGRESS = "INPROGRESS"
+COMPLETE = "COMPLETE"
+INVALID = "INVALID"
+OUTLIER = "OUTLIER"
+CLOSED_STATUSES = (COMPLETE, INVALID, OUTLIER)
+
+# Asset types in dx.asset / assets.csv.
+HAUL_TRUCK = "HAUL_TRUCK"
+LOADER = "LOADER"
+
+
+class TelemetryPoint(NamedTuple):
+    """One validated telemetry message."""
+
+    asset_guid: str
+    site_guid: str
+    ts_ms: int
+    latitude: float
+    longitude: float
+    work_state_id: int
+
+
+class Rejection(NamedTuple):
+    """A point the engine did not apply, with the reason (late, conflicting duplicate, ...)."""
+
+    point: TelemetryPoint
+    reason: str
+    detail: str = ""
+
+
+def ms_to_iso(ts_ms: int | None) -> str:
+    """Epoch milliseconds to ISO 8601 UTC with millisecond precision and a trailing Z."""
+    if ts_ms is None:
+        return ""
+    dt = datetime.fromtimestamp(ts_ms / 1000.0, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def seconds_between(start_ms: int | None, end_ms: int | None) -> float | None:
+    """Duration in seconds between two epoch-ms instants, None when either is unknown."""
+    if start_ms is None or end_ms is None:
+        return None
+    return (end_ms - start_ms) / 1000.0
+
+
+@dataclass(slots=True)
+class CycleRecord:
+    """One cycle, in progress (temporary table) or closed (final table).
+
+    A cycle runs from one load_start to the next load_start of the same truck. Segment times
+    are epoch ms; durations are seconds. ``cycle_end_ms`` is the next load_start for a closed
+    cycle (or the last point time when the cycle was closed by a data gap or site change).
+    """
+
+    asset_guid: str
+    site_guid: str
+    cycle_status: str
+    current_segment: str
+    loader_asset_guid: str | None = None
+    dump_region_guid: str | None = None
+    load_start_ms: int | None = None
+    load_end_ms: int | None = None
+    dump_start_ms: int | None = None
+    dump_end_ms: int | None = None
+    cycle_end_ms: int | None = None
+    load_seconds: float | None = None
+    load_travel_seconds: float | None = None
+    dump_seconds: float | None = None
+    empty_travel_seconds: float | None = None
+    total_cycle_seconds: float | None = None
+    invalid_reason: str | None = None
+    outlier_rule: str | None = None
+    outlier_seconds: float | None = None
+    travel_idle_seconds: float = 0.0
+    point_count: int = 0
+    load_travel_distance_m: float = 0.0
+    empty_travel_distance_m: float = 0.0
+    last_event_ms: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (field name -> value)."""
+        return asdict(self)
+
+
+CYCLE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CycleRecord))
+
+# CSV columns written by `asset-cycle replay` and `asset-cycle simulate` (truth_cycles.csv).
+CYCLE_CSV_COLUMNS: tuple[str, ...] = (
+    "asset_guid",
+    "site_guid",
+    "cycle_status",
+    "loader_asset_guid",
+    "dump_region_guid",
+    "load_start_utc",
+    "load_end_utc",
+    "dump_start_utc",
+    "dump_end_utc",
+    "cycle_end_utc",
+    "load_seconds",
+    "load_travel_seconds",
+    "dump_seconds",
+    "empty_travel_seconds",
+    "total_cycle_seconds",
+    "invalid_reason",
+    "outlier_rule",
+    "outlier_seconds",
+    "travel_idle_seconds",
+    "point_count",
+    "load_travel_distance_m",
+    "empty_travel_distance_m",
+    "current_segment",
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def cycle_to_csv_row(record: CycleRecord) -> dict[str, str]:
+    """A cycle as a CSV row keyed by CYCLE_CSV_COLUMNS (times as ISO 8601 UTC)."""
+    row: dict[str, str] = {}
+    for column in CYCLE_CSV_COLUMNS:
+        if column.endswith("_utc"):
+            row[column] = ms_to_iso(getattr(record, column[: -len("_utc")] + "_ms"))
+        else:
+            row[column] = _fmt(getattr(record, column))
+    return row
+
+
+class TruckStatus(NamedTuple):
+    """Latest processed point of a truck: process info and live fleet state."""
+
+    asset_guid: str
+    site_guid: str
+    last_event_ms: int
+    latitude: float
+    longitude: float
+    work_state_id: int
+    current_segment: str
+    area: str  # "L" at a loader, "D" in a dump region, "T" travelling
+    area_guid: str | None
+
+
+@dataclass(slots=True)
+class StepOutput:
+    """What one engine step produced.
+
+    in_progress: the truck's current cycle row for the temporary table, only when it changed.
+    closed: cycles that closed and can no longer change (for the final table).
+    status: the newest processed point (process info / fleet state), None when nothing new.
+    rejected: points not applied, each with a reason (late, conflicting duplicate, clock jump).
+    """
+
+    in_progress: CycleRecord | None = None
+    closed: list[CycleRecord] = field(default_factory=list)
+    status: TruckStatus | None = None
+    rejected: list[Rejection] = field(default_factory=list)
+    duplicates: int = 0
+    reordered: int = 0
