@@ -1,0 +1,448 @@
+"""Build the Amazon Managed Service for Apache Flink (MSF) application zip.
+
+Zip layout (all paths relative to the zip root)::
+
+    main.py                     MSF entry point (source: deploy/msf_main.py)
+    build-info.json             what went in: version, jars + sha256, vendored wheels
+    lib/asset-cycle-deps.jar    one merged jar: Kinesis connector, JDBC core + postgres, PG driver
+    lib/python/                 ONE directory on the PYTHONPATH of the client and of the UDF workers
+        job/ udfs/ state_machine/ deploy/   the project's packages
+        sql/*.sql                            the project's SQL files
+        shapely/ pyproj/ psycopg2/ ...       vendored manylinux x86_64 / cp312 wheels, unpacked
+
+MSF run options (property group ``kinesis.analytics.flink.run.options``)::
+
+    python  = main.py
+    jarfile = lib/asset-cycle-deps.jar
+    pyFiles = lib/python/
+
+Why the project's packages live in ``lib/python`` and not at the zip root: Flink puts a
+``pyFiles`` *directory* itself on the UDF workers' PYTHONPATH, so only a directory that *contains*
+``job/`` makes ``import job`` work inside the Python workers (the zip root cannot be listed).
+
+Packages the MSF runtime already provides (apache-flink and its closure, e.g. numpy, pandas,
+pyarrow, requests/certifi; boto3/botocore) are never vendored: a second numpy on the path would
+shadow the runtime's and break PyFlink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as metadata
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+MSF_PYTHON_VERSION = "3.12"
+MSF_PLATFORM = "manylinux2014_x86_64"
+MSF_ABI = "cp312"
+
+DEPS_JAR_NAME = "asset-cycle-deps.jar"
+ZIP_JAR_PATH = f"lib/{DEPS_JAR_NAME}"
+ZIP_PYTHON_DIR = "lib/python"
+ZIP_ENTRY_POINT = "main.py"
+
+RUN_OPTIONS_GROUP = "kinesis.analytics.flink.run.options"
+RUN_OPTIONS: dict[str, str] = {
+    "python": ZIP_ENTRY_POINT,
+    "jarfile": ZIP_JAR_PATH,
+    "pyFiles": f"{ZIP_PYTHON_DIR}/",
+}
+
+PROJECT_PACKAGES = ("job", "udfs", "state_machine", "deploy")
+PACKAGE_DATA_SUFFIXES = frozenset({".py", ".sql", ".json", ".yaml", ".yml"})
+"""Files copied from the project's packages (mirrors pyproject's package-data)."""
+
+VENDORED_REQUIREMENTS = ("shapely", "pyproj", "psycopg2-binary", "redis", "orjson")
+"""Distributions vendored into the zip; their version specifiers come from pyproject.toml."""
+
+RUNTIME_PROVIDED_BASE = frozenset(
+    {
+        "apache-flink", "apache-flink-libraries", "apache-beam", "py4j", "pemja", "cloudpickle",
+        "numpy", "pandas", "pyarrow", "protobuf", "python-dateutil", "six", "pytz", "avro", "fastavro",
+        "requests", "urllib3", "idna", "certifi", "charset-normalizer", "httplib2", "ruamel-yaml",
+        "boto3", "botocore", "s3transfer", "jmespath",
+    }
+)  # fmt: skip
+"""Distributions the MSF Python runtime brings (PyFlink's closure and boto3's), never vendored."""
+
+KINESIS_MARKER = "kinesis"
+SIGNATURE_SUFFIXES = (".SF", ".DSA", ".RSA", ".EC")
+ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)
+"""Fixed timestamp of every zip entry, so equal inputs give a byte-identical zip."""
+
+
+class PackageError(Exception):
+    """The application zip cannot be built (missing jar, failed wheel download, ...)."""
+
+
+def normalize_name(name: str) -> str:
+    """PEP 503 normalised distribution name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+def pinned_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> dict[str, str]:
+    """All of pyproject's ``[project] dependencies`` as {normalised name: requirement string}."""
+    data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    out: dict[str, str] = {}
+    for req in data["project"]["dependencies"]:
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if match:
+            out[normalize_name(match.group(1))] = req.strip()
+    return out
+
+
+def vendored_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[str]:
+    """Requirement strings of VENDORED_REQUIREMENTS with pyproject's version specifiers."""
+    pins = pinned_requirements(pyproject)
+    return [pins.get(normalize_name(name), name) for name in VENDORED_REQUIREMENTS]
+
+
+def _requirement_names(dist: str) -> list[str]:
+    try:
+        requires = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return []
+    names = []
+    for req in requires:
+        if re.search(r"extra\s*==", req):
+            continue
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if match:
+            names.append(normalize_name(match.group(1)))
+    return names
+
+
+def runtime_provided() -> frozenset[str]:
+    """RUNTIME_PROVIDED_BASE plus the installed closure of apache-flink and boto3 (if installed).
+
+    The local venv pins the same apache-flink version as the MSF runtime, so its dependency
+    closure is what the runtime has importable.
+    """
+    seen: set[str] = set(RUNTIME_PROVIDED_BASE)
+    todo = ["apache-flink", "boto3"]
+    while todo:
+        name = todo.pop()
+        for dep in _requirement_names(name):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return frozenset(seen)
+
+
+# --------------------------------------------------------------------------- wheels
+
+
+def wheel_cache_key(requirements: Sequence[str], platform: str, python_version: str) -> str:
+    """Short stable key of a wheel set: same inputs, same cache directory."""
+    blob = json.dumps([sorted(requirements), platform, python_version, MSF_ABI])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def download_wheels(
+    requirements: Sequence[str],
+    cache_root: Path,
+    platform: str = MSF_PLATFORM,
+    python_version: str = MSF_PYTHON_VERSION,
+) -> Path:
+    """Download the MSF-runtime wheels of ``requirements`` (with dependencies) into a cached dir.
+
+    The directory is keyed by the requirement set; a completed download is reused without any
+    network access. Returns the directory holding the ``.whl`` files.
+    """
+    target = cache_root / f"wheels-{wheel_cache_key(requirements, platform, python_version)}"
+    marker = target / ".complete"
+    if marker.is_file():
+        log.info("using cached wheels in %s", target)
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
+        "--only-binary=:all:", "--platform", platform, "--python-version", python_version,
+        "--implementation", "cp", "--abi", MSF_ABI, "--dest", str(target), *requirements,
+    ]  # fmt: skip
+    log.info("downloading wheels: %s", " ".join(requirements))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise PackageError(f"pip download of {', '.join(requirements)} failed: {' | '.join(tail)}")
+    marker.write_text("\n".join(sorted(p.name for p in target.glob("*.whl"))) + "\n")
+    return target
+
+
+def wheel_distribution(wheel: Path) -> str:
+    """Normalised distribution name of a wheel file name (``name-version-...whl``)."""
+    return normalize_name(wheel.name.split("-", 1)[0])
+
+
+def select_wheels(wheel_dir: Path, provided: Iterable[str]) -> list[Path]:
+    """The wheels in ``wheel_dir`` that the runtime does not already provide (sorted)."""
+    provided = set(provided)
+    wheels = sorted(wheel_dir.glob("*.whl"))
+    if not wheels:
+        raise PackageError(f"no .whl files in {wheel_dir}")
+    return [w for w in wheels if wheel_distribution(w) not in provided]
+
+
+def _wheel_member_target(name: str) -> str | None:
+    """Where a wheel member goes below lib/python (``None`` = dropped)."""
+    first, _, rest = name.partition("/")
+    if first.endswith(".data"):
+        kind, _, inner = rest.partition("/")
+        return inner if kind in ("purelib", "platlib") and inner else None
+    return name
+
+
+# --------------------------------------------------------------------------- jars
+
+
+def resolve_jars(
+    jar_names: Sequence[str] | None = None,
+    jar_dir: Path | None = None,
+    maven_base_url: str | None = None,
+    local_dir: Path | None = None,
+    allow_missing_kinesis: bool = False,
+) -> list[Path]:
+    """Materialise the connector jars through ``deploy.jars`` (checksums verified there).
+
+    A missing jar raises PackageError naming it; with ``allow_missing_kinesis`` only the Kinesis
+    connector may be absent (local testing: the zip then cannot read from Kinesis).
+    """
+    try:
+        from deploy import jars
+    except ImportError as exc:  # pragma: no cover - depends on the sibling module
+        raise PackageError(f"deploy.jars is not available: {exc}") from exc
+    names = list(jar_names) if jar_names is not None else [spec.name for spec in jars.JARS]
+    dest = jar_dir or PROJECT_ROOT / ".jars"
+    kinesis = [n for n in names if KINESIS_MARKER in n.lower()]
+    others = [n for n in names if n not in kinesis]
+    try:
+        paths = list(jars.ensure_jars(dest, names=others, maven_base_url=maven_base_url, local_dir=local_dir))
+    except jars.JarError as exc:
+        raise PackageError(f"missing jar: {exc}") from exc
+    for name in kinesis:
+        try:
+            paths.extend(jars.ensure_jars(dest, names=[name], maven_base_url=maven_base_url, local_dir=local_dir))
+        except jars.JarError as exc:
+            if not allow_missing_kinesis:
+                raise PackageError(
+                    f"missing jar: {exc} (give --kinesis-jar-dir or --maven-base-url; "
+                    "--allow-missing-kinesis only for local tests)"
+                ) from exc
+            log.warning("Kinesis connector jar %s left out (--allow-missing-kinesis): %s", name, exc)
+    return paths
+
+
+def _is_signature(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith("META-INF/") and "/" not in upper[len("META-INF/") :] and upper.endswith(SIGNATURE_SUFFIXES)
+
+
+def _dropped_jar_entry(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return (
+        _is_signature(name)
+        or name.upper() in ("META-INF/MANIFEST.MF", "META-INF/INDEX.LIST")
+        or base == "module-info.class"
+    )
+
+
+def merge_jars(jars: Sequence[Path], output: Path) -> dict[str, int]:
+    """Merge ``jars`` into one uber jar at ``output``.
+
+    ``META-INF/services/*`` files are concatenated (unique lines, first-seen order), signature
+    files, per-jar manifests, INDEX.LIST and ``module-info.class`` are dropped, any other
+    duplicate keeps the first jar's copy. Returns counters (entries, services, duplicates).
+    """
+    if not jars:
+        raise PackageError("no jars to merge")
+    services: dict[str, list[str]] = {}
+    written: set[str] = set()
+    duplicates = 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as out:
+        manifest = "Manifest-Version: 1.0\r\nCreated-By: asset-cycle deploy.package\r\n\r\n"
+        out.writestr(_zinfo("META-INF/MANIFEST.MF"), manifest)
+        written.add("META-INF/MANIFEST.MF")
+        for jar in jars:
+            try:
+                src = zipfile.ZipFile(jar)
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise PackageError(f"{jar.name} is not a readable jar: {exc}") from exc
+            with src:
+                for info in src.infolist():
+                    name = info.filename
+                    if info.is_dir() or _dropped_jar_entry(name):
+                        continue
+                    if name.startswith("META-INF/services/") and name != "META-INF/services/":
+                        lines = services.setdefault(name, [])
+                        for line in src.read(info).decode("utf-8").splitlines():
+                            if line.strip() and line not in lines:
+                                lines.append(line)
+                        continue
+                    if name in written:
+                        duplicates += 1
+                        continue
+                    written.add(name)
+                    out.writestr(_zinfo(name, info.external_attr), src.read(info))
+        for name in sorted(services):
+            out.writestr(_zinfo(name), "\n".join(services[name]) + "\n")
+    return {"entries": len(written) + len(services), "services": len(services), "duplicates": duplicates}
+
+
+# --------------------------------------------------------------------------- zip
+
+
+def _zinfo(name: str, external_attr: int = 0) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = external_attr or (0o644 << 16)
+    return info
+
+
+def project_files(root: Path = PROJECT_ROOT) -> list[tuple[Path, str]]:
+    """(source file, path inside lib/python) of the project's packages and sql/*.sql."""
+    out: list[tuple[Path, str]] = []
+    for package in PROJECT_PACKAGES:
+        base = root / package
+        if not (base / "__init__.py").is_file():
+            raise PackageError(f"project package {package}/ not found under {root}")
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and path.suffix in PACKAGE_DATA_SUFFIXES and "__pycache__" not in path.parts:
+                out.append((path, path.relative_to(root).as_posix()))
+    out.extend((p, f"sql/{p.name}") for p in sorted((root / "sql").glob("*.sql")))
+    return out
+
+
+@dataclass
+class PackageResult:
+    """What ``build_package`` produced."""
+
+    zip_path: Path
+    jars: list[str]
+    wheels: list[str]
+    skipped_wheels: list[str]
+    entries: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_package(
+    output: Path,
+    *,
+    root: Path = PROJECT_ROOT,
+    wheel_dir: Path | None = None,
+    wheel_cache: Path | None = None,
+    jar_paths: Sequence[Path] | None = None,
+    jar_names: Sequence[str] | None = None,
+    jar_dir: Path | None = None,
+    maven_base_url: str | None = None,
+    kinesis_jar_dir: Path | None = None,
+    allow_missing_kinesis: bool = False,
+) -> PackageResult:
+    """Build the MSF application zip at ``output`` (written atomically: no partial zip on error).
+
+    ``wheel_dir`` uses ready wheels (no download; tests pass a dir of fake wheels); otherwise the
+    MSF wheels are downloaded once into ``wheel_cache`` (default ``build/msf``) and reused.
+    ``jar_paths`` uses ready jars; otherwise ``deploy.jars`` materialises them into ``jar_dir``.
+    """
+    warnings: list[str] = []
+    if jar_paths is None:
+        jar_paths = resolve_jars(jar_names, jar_dir, maven_base_url, kinesis_jar_dir, allow_missing_kinesis)
+    missing = [str(p) for p in jar_paths if not Path(p).is_file()]
+    if missing:
+        raise PackageError(f"missing jar: {', '.join(missing)}")
+    if not any(KINESIS_MARKER in Path(p).name.lower() for p in jar_paths):
+        if not allow_missing_kinesis:
+            raise PackageError("missing jar: no Kinesis connector jar among the jars to package")
+        warnings.append("no Kinesis connector jar in the package (--allow-missing-kinesis)")
+
+    if wheel_dir is None:
+        requirements = vendored_requirements(root / "pyproject.toml")
+        wheel_dir = download_wheels(requirements, wheel_cache or root / "build" / "msf")
+    provided = runtime_provided()
+    wheels = select_wheels(wheel_dir, provided)
+    skipped = sorted(w.name for w in wheel_dir.glob("*.whl") if wheel_distribution(w) in provided)
+    have = {wheel_distribution(w) for w in wheels}
+    absent = [n for n in VENDORED_REQUIREMENTS if normalize_name(n) not in have]
+    if absent:
+        raise PackageError(f"no wheel for {', '.join(absent)} in {wheel_dir}")
+
+    output = output.resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="asset-cycle-pkg-") as tmp:
+        uber = Path(tmp) / DEPS_JAR_NAME
+        merge_jars([Path(p) for p in jar_paths], uber)
+        partial = Path(tmp) / "app.zip"
+        names: set[str] = set()
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+
+            def add(name: str, data: bytes, attr: int = 0) -> None:
+                if name in names:
+                    raise PackageError(f"two files for {name} in the zip (vendored wheel clashes with project?)")
+                names.add(name)
+                zf.writestr(_zinfo(name, attr), data)
+
+            add(ZIP_ENTRY_POINT, (root / "deploy" / "msf_main.py").read_bytes())
+            add(ZIP_JAR_PATH, uber.read_bytes())
+            for src, rel in project_files(root):
+                add(f"{ZIP_PYTHON_DIR}/{rel}", src.read_bytes())
+            for wheel in wheels:
+                try:
+                    with zipfile.ZipFile(wheel) as wz:
+                        for info in wz.infolist():
+                            target = None if info.is_dir() else _wheel_member_target(info.filename)
+                            if target:
+                                add(f"{ZIP_PYTHON_DIR}/{target}", wz.read(info), info.external_attr)
+                except zipfile.BadZipFile as exc:
+                    raise PackageError(f"{wheel.name} is not a valid wheel: {exc}") from exc
+            info = {
+                "version": _project_version(root),
+                "run_options": {RUN_OPTIONS_GROUP: RUN_OPTIONS},
+                "jars": [{"file": Path(p).name, "sha256": _sha256(Path(p))} for p in jar_paths],
+                "wheels": [w.name for w in wheels],
+                "python": MSF_PYTHON_VERSION,
+                "platform": MSF_PLATFORM,
+            }
+            add("build-info.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+        shutil.move(str(partial), output)
+    return PackageResult(
+        zip_path=output,
+        jars=[Path(p).name for p in jar_paths],
+        wheels=[w.name for w in wheels],
+        skipped_wheels=skipped,
+        entries=len(names),
+        warnings=warnings,
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _project_version(root: Path) -> str:
+    try:
+        return str(tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
