@@ -216,7 +216,9 @@ def ensure_wheel(cache_dir: Path | None = None) -> Path:
     actual = sha256_of(wheel)
     if actual != WHEEL_SHA256:
         wheel.unlink(missing_ok=True)
-        raise JarError(f"{WHEEL_FILENAME}: sha256 {actual}, expected {WHEEL_SHA256} (downloaded into {cache})")
+        raise JarError(
+            f"{WHEEL_FILENAME}: sha256 {actual}, expected {WHEEL_SHA256} (downloaded into {cache})"
+        )
     return wheel
 
 
@@ -261,7 +263,9 @@ def record_lock(spec: JarSpec, sha256: str, sha1: str, source: str, lock_file: P
         "source": source,
     }
     lock_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    log.warning("recorded %s sha256 %s in %s (trust on first use; commit this file)", spec.name, sha256, lock_file)
+    log.warning(
+        "recorded %s sha256 %s in %s (trust on first use; commit this file)", spec.name, sha256, lock_file
+    )
 
 
 def _fetch_maven(spec: JarSpec, target: Path, base_url: str, lock_file: Path) -> None:
@@ -280,7 +284,9 @@ def _fetch_maven(spec: JarSpec, target: Path, base_url: str, lock_file: Path) ->
             try:
                 _http_get(url + ".sha1", sha1_file)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                raise JarError(f"{spec.name}: no pinned sha256 and cannot download {url}.sha1: {exc}") from exc
+                raise JarError(
+                    f"{spec.name}: no pinned sha256 and cannot download {url}.sha1: {exc}"
+                ) from exc
             published = sha1_file.read_text(encoding="ascii", errors="replace").split()[0:1]
             actual_sha1 = sha1_of(tmp)
             if not published or published[0].lower() != actual_sha1:
@@ -388,7 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fetch.add_argument("--cache-dir", default=None, help="cache for the JDBC wheel")
     group = fetch.add_mutually_exclusive_group()
     group.add_argument("--kinesis", action="store_true", help="also fetch the Kinesis connector (required)")
-    group.add_argument("--kinesis-optional", action="store_true", help="try the Kinesis connector, warn on failure")
+    group.add_argument(
+        "--kinesis-optional", action="store_true", help="try the Kinesis connector, warn on failure"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     kw = {"maven_base_url": args.maven_base_url, "local_dir": args.local_dir, "cache_dir": args.cache_dir}
@@ -402,8 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except JarError as exc:
                 if args.kinesis:
                     raise
-                print(f"warning: Kinesis connector not fetched (only needed for --source kinesis): {exc}",
-                      file=sys.stderr)
+                print(
+                    f"warning: Kinesis connector not fetched (only needed for --source kinesis): {exc}",
+                    file=sys.stderr,
+                )
     except JarError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

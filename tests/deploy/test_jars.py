@@ -95,8 +95,13 @@ def test_missing_kinesis_jar_names_jar_and_places(tmp_path):
     repo = tmp_path / "maven"
     repo.mkdir()
     with pytest.raises(jars.JarError) as err:
-        jars.ensure_jars(tmp_path / "dest", names=[jars.KINESIS_JAR], maven_base_url=repo.as_uri(),
-                         local_dir=tmp_path / "nowhere", lock_file=tmp_path / "lock.json")
+        jars.ensure_jars(
+            tmp_path / "dest",
+            names=[jars.KINESIS_JAR],
+            maven_base_url=repo.as_uri(),
+            local_dir=tmp_path / "nowhere",
+            lock_file=tmp_path / "lock.json",
+        )
     msg = str(err.value)
     assert jars.KINESIS_JAR in msg
     assert "nowhere" in msg and repo.as_uri() in msg
@@ -112,12 +117,15 @@ def _publish(repo: Path, spec: jars.JarSpec, data: bytes, sha1: str | None = Non
 
 
 def test_maven_trust_on_first_use_records_then_enforces(tmp_path, monkeypatch):
-    monkeypatch.setattr(jars, "JARS", tuple(replace(s, sha256=None) if s.origin == "maven" else s
-                                            for s in jars.JARS))
+    monkeypatch.setattr(
+        jars, "JARS", tuple(replace(s, sha256=None) if s.origin == "maven" else s for s in jars.JARS)
+    )
     repo, lock = tmp_path / "maven", tmp_path / "lock.json"
     spec = jars.spec_by_name(jars.KINESIS_JAR)
     _publish(repo, spec, b"kinesis jar bytes")
-    [path] = jars.ensure_jars(tmp_path / "dest", names=[spec.name], maven_base_url=repo.as_uri(), lock_file=lock)
+    [path] = jars.ensure_jars(
+        tmp_path / "dest", names=[spec.name], maven_base_url=repo.as_uri(), lock_file=lock
+    )
     assert path.read_bytes() == b"kinesis jar bytes"
     assert jars.kinesis_jar_available(tmp_path / "dest")
     entry = json.loads(lock.read_text())["jars"][spec.name]
@@ -130,8 +138,9 @@ def test_maven_trust_on_first_use_records_then_enforces(tmp_path, monkeypatch):
 
 
 def test_maven_sha1_mismatch_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(jars, "JARS", tuple(replace(s, sha256=None) if s.origin == "maven" else s
-                                            for s in jars.JARS))
+    monkeypatch.setattr(
+        jars, "JARS", tuple(replace(s, sha256=None) if s.origin == "maven" else s for s in jars.JARS)
+    )
     repo, lock = tmp_path / "maven", tmp_path / "lock.json"
     spec = jars.spec_by_name(jars.KINESIS_JAR)
     _publish(repo, spec, b"kinesis jar bytes", sha1="0" * 40)
@@ -147,10 +156,30 @@ def test_unknown_jar_name():
 
 def test_cli_reports_missing_kinesis_as_error(tmp_path, fake_wheel, capsys):
     cache, _ = fake_wheel
-    rc = jars.main(["fetch", "--dest", str(tmp_path / "d"), "--cache-dir", str(cache), "--kinesis",
-                    "--maven-base-url", (tmp_path / "empty").as_uri()])
+    rc = jars.main(
+        [
+            "fetch",
+            "--dest",
+            str(tmp_path / "d"),
+            "--cache-dir",
+            str(cache),
+            "--kinesis",
+            "--maven-base-url",
+            (tmp_path / "empty").as_uri(),
+        ]
+    )
     assert rc == 1
     assert jars.KINESIS_JAR in capsys.readouterr().err
-    rc = jars.main(["fetch", "--dest", str(tmp_path / "d"), "--cache-dir", str(cache), "--kinesis-optional",
-                    "--maven-base-url", (tmp_path / "empty").as_uri()])
+    rc = jars.main(
+        [
+            "fetch",
+            "--dest",
+            str(tmp_path / "d"),
+            "--cache-dir",
+            str(cache),
+            "--kinesis-optional",
+            "--maven-base-url",
+            (tmp_path / "empty").as_uri(),
+        ]
+    )
     assert rc == 0
