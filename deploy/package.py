@@ -223,29 +223,34 @@ def resolve_jars(
 ) -> list[Path]:
     """Materialise the connector jars through ``deploy.jars`` (checksums verified there).
 
-    A missing jar raises PackageError naming it; with ``allow_missing_kinesis`` only the Kinesis
-    connector may be absent (local testing: the zip then cannot read from Kinesis).
+    Default: every jar of ``deploy.jars.JARS``. A missing jar raises PackageError naming it; with
+    ``allow_missing_kinesis`` only the Kinesis connector may be absent (local testing: such a zip
+    cannot read from Kinesis).
     """
-    try:
-        from deploy import jars
-    except ImportError as exc:  # pragma: no cover - depends on the sibling module
-        raise PackageError(f"deploy.jars is not available: {exc}") from exc
+    from deploy import jars
+
     names = list(jar_names) if jar_names is not None else [spec.name for spec in jars.JARS]
-    dest = jar_dir or PROJECT_ROOT / ".jars"
-    kinesis = [n for n in names if KINESIS_MARKER in n.lower()]
+    dest = jar_dir or jars.DEFAULT_JAR_DIR
+    kinesis = [n for n in names if n == jars.KINESIS_JAR]
     others = [n for n in names if n not in kinesis]
+    paths: list[Path] = []
     try:
-        paths = list(jars.ensure_jars(dest, names=others, maven_base_url=maven_base_url, local_dir=local_dir))
+        if others:
+            paths.extend(
+                jars.ensure_jars(dest, names=others, maven_base_url=maven_base_url, local_dir=local_dir)
+            )
     except jars.JarError as exc:
         raise PackageError(f"missing jar: {exc}") from exc
     for name in kinesis:
         try:
-            paths.extend(jars.ensure_jars(dest, names=[name], maven_base_url=maven_base_url, local_dir=local_dir))
+            paths.extend(
+                jars.ensure_jars(dest, names=[name], maven_base_url=maven_base_url, local_dir=local_dir)
+            )
         except jars.JarError as exc:
             if not allow_missing_kinesis:
                 raise PackageError(
-                    f"missing jar: {exc} (give --kinesis-jar-dir or --maven-base-url; "
-                    "--allow-missing-kinesis only for local tests)"
+                    f"missing jar: {exc} (use --kinesis-jar-dir DIR or --maven-base-url URL; "
+                    "--allow-missing-kinesis is for local tests only)"
                 ) from exc
             log.warning("Kinesis connector jar %s left out (--allow-missing-kinesis): %s", name, exc)
     return paths
@@ -253,7 +258,11 @@ def resolve_jars(
 
 def _is_signature(name: str) -> bool:
     upper = name.upper()
-    return upper.startswith("META-INF/") and "/" not in upper[len("META-INF/") :] and upper.endswith(SIGNATURE_SUFFIXES)
+    return (
+        upper.startswith("META-INF/")
+        and "/" not in upper[len("META-INF/") :]
+        and upper.endswith(SIGNATURE_SUFFIXES)
+    )
 
 
 def _dropped_jar_entry(name: str) -> bool:
@@ -396,7 +405,9 @@ def build_package(
 
             def add(name: str, data: bytes, attr: int = 0) -> None:
                 if name in names:
-                    raise PackageError(f"two files for {name} in the zip (vendored wheel clashes with project?)")
+                    raise PackageError(
+                        f"two files for {name} in the zip (vendored wheel clashes with project?)"
+                    )
                 names.add(name)
                 zf.writestr(_zinfo(name, attr), data)
 

@@ -15,11 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", type=Path, default=Path("dist/asset-cycle-msf.zip"), help="zip to write")
     p.add_argument(
-        "--wheel-dir", type=Path, help="use the .whl files in this dir instead of downloading (offline builds)"
+        "--wheel-dir",
+        type=Path,
+        help="use the .whl files in this dir instead of downloading (offline builds)",
     )
-    p.add_argument(
-        "--wheel-cache", type=Path, help="cache dir for downloaded MSF wheels (default build/msf)"
-    )
+    p.add_argument("--wheel-cache", type=Path, help="cache dir for downloaded MSF wheels (default build/msf)")
     p.add_argument("--jar-dir", type=Path, help="where deploy.jars materialises the jars (default .jars)")
     p.add_argument("--maven-base-url", help="Maven repository base URL for the Kinesis connector jar")
     p.add_argument("--kinesis-jar-dir", type=Path, help="local dir holding the Kinesis connector jar")
