@@ -50,6 +50,10 @@ class CycleThresholds:
     max_disorder_s: float = 60.0
     """Points are held this long (event time, per truck) so that out-of-order arrivals can be
     put back in order before they are applied."""
+    idle_close_s: float = 14400.0
+    """When event time (the watermark) passes a silent truck's last point by this much, its open
+    cycle is closed INVALID (IDLE_TIMEOUT) by a timer. Longer than any store-and-forward backlog
+    that should still complete a cycle."""
     max_forward_jump_s: float = 21600.0
     """A point more than this ahead of the truck's newest point is held as a suspected clock jump
     until the next point confirms or refutes it."""

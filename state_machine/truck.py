@@ -1,0 +1,320 @@
+"""Per-truck processing: dedup, re-ordering, the cycle state machine, and what to emit.
+
+``TruckEngine.on_point(state, point, site) -> (StepOutput, state)`` and
+``TruckEngine.on_timer(state, timer_ms, watermark_ms, site) -> (StepOutput, state)`` are the only
+entry points; the Flink function and the offline replay both call exactly these.
+
+Ordering (per truck, deterministic for a given arrival order):
+  * A point is held in a re-order buffer until the truck's newest point is max_disorder_s newer;
+    then it is committed, in event-time order, to the cycle state machine. Closed cycles come
+    only from committed points, so they never change afterwards.
+  * Exact duplicates (same timestamp, position and work state) are dropped and counted; the same
+    timestamp with different content is rejected as CONFLICTING_DUPLICATE (first one wins).
+  * A point older than the newest committed point is rejected as LATE (never silently lost).
+  * A point more than max_forward_jump_s ahead of the truck's newest point is held as a suspected
+    clock jump: the next point confirms it (it is near the new time) or refutes it (it continues
+    the old timeline; the suspect is rejected as CLOCK_JUMP).
+  * For low latency the temporary-table row is computed speculatively from the committed state
+    plus the buffered points (optional); it is an upsert, so a later re-order simply overwrites it.
+Timers: the truck needs a timer at newest + max_disorder (to flush its buffer when it goes quiet)
+and, with a cycle open, at last point + idle_close_s (to close it IDLE_TIMEOUT). A watermark of
+END_OF_INPUT (bounded input finished) flushes but never closes cycles.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from typing import NamedTuple
+
+import orjson
+
+from state_machine.config import CycleThresholds, EngineConfig
+from state_machine.cycle import IDLE_TIMEOUT, CycleState, apply_point, close_cycle
+from state_machine.model import (
+    SEG_NONE,
+    CycleRecord,
+    Rejection,
+    StepOutput,
+    TelemetryPoint,
+    TruckStatus,
+)
+from state_machine.reference import SiteReference, SpatialCache
+
+STATE_VERSION = 1
+END_OF_INPUT = 2**63 - 1
+_RECENT_KEEP = 32
+
+LATE = "LATE"
+CONFLICTING_DUPLICATE = "CONFLICTING_DUPLICATE"
+CLOCK_JUMP = "CLOCK_JUMP"
+
+
+class _Entry(NamedTuple):
+    """A buffered point with its classification (taken once, when it arrived)."""
+
+    ts_ms: int
+    point: TelemetryPoint
+    area: str
+    guid: str | None
+
+
+def _fingerprint(p: TelemetryPoint) -> int:
+    return (round(p.latitude * 1e7) * 1_000_003 + round(p.longitude * 1e7) * 31 + p.work_state_id) & 0xFFFFFFFF
+
+
+class TruckState:
+    """What is kept per truck in Flink keyed state (see to_bytes for the serialised form)."""
+
+    __slots__ = ("asset", "committed", "pending", "newest_ms", "recent", "suspect", "_spec", "_row_key")
+
+    def __init__(self, asset: str, site: str) -> None:
+        self.asset = asset
+        self.committed = CycleState(asset, site)
+        self.pending: list[_Entry] = []
+        self.newest_ms: int | None = None
+        self.recent: list[list[int]] = []  # [ts, fingerprint] of the last committed points
+        self.suspect: _Entry | None = None
+        self._spec: CycleState | None = None  # speculative state (committed + pending), not serialised
+        self._row_key: tuple | None = None  # key of the last emitted in-progress row, not serialised
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Versioned compact JSON encoding; from_bytes(to_bytes(s)) == s."""
+        return orjson.dumps(
+            [
+                STATE_VERSION,
+                self.asset,
+                self.committed.to_list(),
+                [_entry_to_list(e) for e in self.pending],
+                self.newest_ms,
+                self.recent,
+                _entry_to_list(self.suspect) if self.suspect else None,
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "TruckState":
+        """Decode to_bytes output; raises ValueError on an unknown version."""
+        values = orjson.loads(data)
+        if not values or values[0] != STATE_VERSION:
+            raise ValueError(f"unsupported truck state version {values[0] if values else None!r}")
+        _, asset, committed, pending, newest, recent, suspect = values
+        state = cls.__new__(cls)
+        state.asset = asset
+        state.committed = CycleState.from_list(committed)
+        state.pending = [_entry_from_list(asset, e) for e in pending]
+        state.newest_ms = newest
+        state.recent = recent
+        state.suspect = _entry_from_list(asset, suspect) if suspect else None
+        state._spec = None
+        state._row_key = None
+        return state
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TruckState) and self.to_bytes() == other.to_bytes()
+
+    # -- timers ----------------------------------------------------------------------------------
+    def timer_due_ms(self, config: EngineConfig) -> int | None:
+        """Event time at which on_timer must run next (None: no timer needed)."""
+        th = config.for_site(self.committed.site)
+        due: list[int] = []
+        if self.pending or self.suspect:
+            newest = max(self.newest_ms or 0, self.suspect.ts_ms if self.suspect else 0)
+            due.append(newest + int(th.max_disorder_s * 1000))
+        last = self.committed.prev_ts
+        if self.committed.phase != SEG_NONE and last is not None:
+            due.append(last + int(th.idle_close_s * 1000))
+        return min(due) if due else None
+
+
+def _entry_to_list(e: _Entry) -> list:
+    p = e.point
+    return [p.ts_ms, p.site_guid, p.latitude, p.longitude, p.work_state_id, e.area, e.guid]
+
+
+def _entry_from_list(asset: str, v: list) -> _Entry:
+    ts, site, lat, lon, ws, area, guid = v
+    return _Entry(ts, TelemetryPoint(asset, site, ts, lat, lon, ws), area, guid)
+
+
+class TruckEngine:
+    """Stateless service object: runs steps for any truck given its state (pure, no I/O)."""
+
+    def __init__(self, config: EngineConfig | None = None, speculative: bool = True) -> None:
+        self.config = config or EngineConfig()
+        self.speculative = speculative
+        self.spatial = SpatialCache()
+
+    # -- public steps ----------------------------------------------------------------------------
+    def on_point(
+        self, state: TruckState | None, point: TelemetryPoint, site: SiteReference
+    ) -> tuple[StepOutput, TruckState]:
+        """Apply one arriving point (any order) and return what to emit and the new state."""
+        out = StepOutput()
+        if state is None:
+            state = TruckState(point.asset_guid, point.site_guid)
+        th = self.config.for_site(point.site_guid)
+        entry = self._classify(point, site, th)
+
+        verdict = self._admit(state, entry, th, out)
+        if verdict is None:
+            return out, state
+        appended_in_order = verdict
+        self._commit(state, th, out, state.newest_ms - int(th.max_disorder_s * 1000))
+        self._emit_current(state, out, appended_in_order, entry, force_full=False)
+        return out, state
+
+    def on_timer(
+        self, state: TruckState, timer_ms: int, watermark_ms: int, site: SiteReference | None = None
+    ) -> tuple[StepOutput, TruckState]:
+        """Event-time timer: flush the buffer; close a silent truck's cycle (not at end of input)."""
+        out = StepOutput()
+        th = self.config.for_site(state.committed.site)
+        if state.suspect is not None and (
+            watermark_ms >= END_OF_INPUT or watermark_ms >= state.suspect.ts_ms + int(th.max_disorder_s * 1000)
+        ):
+            self._accept_suspect(state)
+        flush_to = watermark_ms if watermark_ms < END_OF_INPUT else END_OF_INPUT
+        if state.pending and (state.newest_ms or 0) + int(th.max_disorder_s * 1000) <= flush_to:
+            self._commit(state, th, out, END_OF_INPUT)
+        last = state.committed.prev_ts
+        if (
+            watermark_ms < END_OF_INPUT
+            and not state.pending
+            and last is not None
+            and state.committed.phase != SEG_NONE
+            and watermark_ms >= last + int(th.idle_close_s * 1000)
+        ):
+            rec = close_cycle(state.committed, last, IDLE_TIMEOUT)
+            if rec is not None:
+                out.closed.append(rec)
+                state._spec = None
+        self._emit_current(state, out, False, None, force_full=True)
+        return out, state
+
+    # -- internals -------------------------------------------------------------------------------
+    def _classify(self, point: TelemetryPoint, site: SiteReference, th: CycleThresholds) -> _Entry:
+        area, guid, _ = self.spatial.get(site, th.loader_distance_m).classify(point.latitude, point.longitude)
+        return _Entry(point.ts_ms, point, area, guid)
+
+    def _admit(self, state: TruckState, entry: _Entry, th: CycleThresholds, out: StepOutput) -> bool | None:
+        """Dedup / late / clock-jump checks and buffering. None: not buffered; else appended-in-order."""
+        ts = entry.ts_ms
+        point = entry.point
+        committed_ts = state.committed.prev_ts
+        if committed_ts is not None and ts <= committed_ts:
+            fp = _fingerprint(point)
+            for rts, rfp in state.recent:
+                if rts == ts:
+                    if rfp == fp:
+                        out.duplicates += 1
+                    else:
+                        out.rejected.append(Rejection(point, CONFLICTING_DUPLICATE, "differs from the applied point"))
+                    return None
+            out.rejected.append(
+                Rejection(point, LATE, f"{(committed_ts - ts) / 1000:.3f}s older than the last applied point")
+            )
+            return None
+        for e in state.pending:
+            if e.ts_ms == ts:
+                if e.point == point:
+                    out.duplicates += 1
+                else:
+                    out.rejected.append(Rejection(point, CONFLICTING_DUPLICATE, "differs from a buffered point"))
+                return None
+
+        newest = state.newest_ms
+        jump_ms = int(th.max_forward_jump_s * 1000)
+        if state.suspect is not None:
+            if state.suspect.ts_ms == ts:
+                if state.suspect.point == point:
+                    out.duplicates += 1
+                else:
+                    out.rejected.append(Rejection(point, CONFLICTING_DUPLICATE, "differs from a held point"))
+                return None
+            if ts >= state.suspect.ts_ms - int(th.max_disorder_s * 1000):
+                self._accept_suspect(state)  # the clock really moved on
+                newest = state.newest_ms
+            elif newest is None or ts <= newest + jump_ms:
+                out.rejected.append(Rejection(state.suspect.point, CLOCK_JUMP, "not confirmed by the next point"))
+                state.suspect = None
+            else:
+                out.rejected.append(Rejection(state.suspect.point, CLOCK_JUMP, "replaced by another jump"))
+                state.suspect = entry
+                return None
+        if newest is not None and ts > newest + jump_ms:
+            state.suspect = entry
+            return None
+
+        in_order = newest is None or ts > newest
+        if in_order:
+            state.pending.append(entry)
+            state.newest_ms = ts
+        else:
+            insort(state.pending, entry, key=lambda e: e.ts_ms)
+            out.reordered += 1
+            state._spec = None
+        return in_order
+
+    def _accept_suspect(self, state: TruckState) -> None:
+        suspect = state.suspect
+        state.suspect = None
+        if suspect is not None:
+            insort(state.pending, suspect, key=lambda e: e.ts_ms)
+            state.newest_ms = max(state.newest_ms or suspect.ts_ms, suspect.ts_ms)
+            state._spec = None
+
+    def _commit(self, state: TruckState, th: CycleThresholds, out: StepOutput, horizon_ms: int) -> None:
+        """Apply buffered points with ts <= horizon to the committed state, in order."""
+        pending = state.pending
+        n = 0
+        committed = state.committed
+        while n < len(pending) and pending[n].ts_ms <= horizon_ms:
+            e = pending[n]
+            site_th = th if e.point.site_guid == committed.site else self.config.for_site(e.point.site_guid)
+            out.closed.extend(apply_point(committed, e.point, e.area, e.guid, site_th))
+            state.recent.append([e.ts_ms, _fingerprint(e.point)])
+            n += 1
+        if n:
+            del pending[:n]
+            if len(state.recent) > _RECENT_KEEP:
+                del state.recent[: len(state.recent) - _RECENT_KEEP]
+
+    def _current(self, state: TruckState, appended: bool, entry: _Entry | None) -> CycleState:
+        """The state to show in the temporary table: speculative (committed + buffer) or committed."""
+        if not self.speculative or not state.pending:
+            state._spec = None
+            return state.committed
+        spec = state._spec
+        if spec is not None and appended and entry is not None:
+            apply_point(spec, entry.point, entry.area, entry.guid, self.config.for_site(entry.point.site_guid))
+            return spec
+        spec = state.committed.copy()
+        for e in state.pending:
+            apply_point(spec, e.point, e.area, e.guid, self.config.for_site(e.point.site_guid))
+        state._spec = spec
+        return spec
+
+    def _emit_current(
+        self, state: TruckState, out: StepOutput, appended: bool, entry: _Entry | None, force_full: bool
+    ) -> None:
+        cur = self._current(state, appended, entry)
+        if cur.prev_ts is None:
+            return
+        if entry is not None or force_full:
+            out.status = TruckStatus(
+                state.asset, cur.site, cur.prev_ts, cur.prev_lat, cur.prev_lon, cur.prev_ws,
+                cur.phase, cur.prev_area, cur.prev_guid,
+            )
+        key = (cur.site, cur.phase, cur.loader, cur.region, cur.load_start, cur.load_end, cur.dump_start,
+               cur.dump_end, cur.invalid, cur.outlier_rule)
+        if force_full:
+            key = (*key, cur.prev_ts, cur.points)
+        if key != state._row_key or out.closed:
+            state._row_key = key
+            out.in_progress = cur.in_progress_record()
+
+
+def closed_sort_key(rec: CycleRecord) -> tuple:
+    """Stable order for closed cycles (asset, load_start)."""
+    return (rec.asset_guid, rec.load_start_ms or 0)
