@@ -87,6 +87,11 @@ class Track:
         self.north = to_north
         return self
 
+    def approach(self, from_north: float = -300.0, every: float = 10.0) -> "Track":
+        """Drive in to the loader from `from_north` (a clean start before the first load)."""
+        self.north = from_north
+        return self.drive(0.0, every=every)
+
     def cycle(self, load_s: float = 120.0, dump_s: float = 40.0, every: float = 10.0) -> "Track":
         """Load at the loader, haul to the dump, dump, return to the loader (ends arriving)."""
         self.stand(load_s, every)

@@ -1,0 +1,199 @@
+"""Ordering, dedup, timers and serialisation of the per-truck engine, with property-based tests."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from state_machine.model import COMPLETE, IDLING, WORKING, TelemetryPoint
+from state_machine.truck import END_OF_INPUT, TruckEngine, TruckState
+from tests.state_machine.track import T0, Track, offset, site_reference
+
+SITE = site_reference()
+
+
+def noisy(points: list[TelemetryPoint], rng: random.Random, sigma_m: float) -> list[TelemetryPoint]:
+    out = []
+    for p in points:
+        lat, lon = offset(p.latitude, p.longitude, rng.gauss(0, sigma_m), rng.gauss(0, sigma_m))
+        out.append(p._replace(latitude=lat, longitude=lon))
+    return out
+
+
+def build_track(seed: int) -> list[TelemetryPoint]:
+    """A random multi-cycle track: varied load/dump times, ping intervals, noise, long idles."""
+    rng = random.Random(seed)
+    every = rng.choice([5.0, 10.0, 15.0, 20.0, 30.0])
+    tr = Track().approach(every=every)
+    for _ in range(rng.randint(2, 5)):
+        tr.stand(rng.uniform(25, 300), every)
+        tr.drive(rng.uniform(500, 900), speed=rng.uniform(5, 12), every=every)
+        if rng.random() < 0.3:
+            tr.stand(rng.uniform(100, 900), every=max(every, 30))
+        if rng.random() < 0.85:
+            tr.drive(1500, speed=rng.uniform(5, 12), every=every).stand(rng.uniform(25, 120), every)
+        tr.drive(0, speed=rng.uniform(6, 14), every=every)
+    tr.stand(60, every)
+    return noisy(tr.points, rng, rng.choice([0.0, 2.0, 4.0]))
+
+
+def run(engine: TruckEngine, arrivals: list[TelemetryPoint], roundtrip: bool = False):
+    state = None
+    closed, rejected, dups = [], [], 0
+    for p in arrivals:
+        if roundtrip and state is not None:
+            state = TruckState.from_bytes(state.to_bytes())
+        out, state = engine.on_point(state, p, SITE)
+        closed += out.closed
+        rejected += out.rejected
+        dups += out.duplicates
+    out, state = engine.on_timer(state, 0, END_OF_INPUT, SITE)
+    closed += out.closed
+    return closed, rejected, dups, state
+
+
+def shuffled_within(points: list[TelemetryPoint], rng: random.Random, max_delay_s: float) -> list[TelemetryPoint]:
+    """Delivery order when each point is delayed by 0..max_delay_s."""
+    keyed = [(p.ts_ms + rng.uniform(0, max_delay_s) * 1000, i, p) for i, p in enumerate(points)]
+    return [p for _, _, p in sorted(keyed)]
+
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10**6), shuffle_seed=st.integers(0, 10**6))
+def test_closed_cycles_identical_when_shuffled_within_max_disorder(seed: int, shuffle_seed: int):
+    points = build_track(seed)
+    engine = TruckEngine()
+    expected, _, _, _ = run(engine, points)
+    arrivals = shuffled_within(points, random.Random(shuffle_seed), 59.0)
+    got, rejected, _, _ = run(engine, arrivals)
+    assert rejected == []
+    assert got == expected
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10**6), dup_seed=st.integers(0, 10**6), rate=st.floats(0.05, 1.0))
+def test_closed_cycles_identical_when_duplicated(seed: int, dup_seed: int, rate: float):
+    points = build_track(seed)
+    engine = TruckEngine()
+    expected, _, _, _ = run(engine, points)
+    rng = random.Random(dup_seed)
+    with_dups = points + [p for p in points if rng.random() < rate]
+    arrivals = shuffled_within(with_dups, rng, 59.0)
+    got, rejected, dups, _ = run(engine, arrivals)
+    assert rejected == []
+    assert dups == len(with_dups) - len(points)
+    assert got == expected
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10**6), drop_seed=st.integers(0, 10**6), drop=st.floats(0.0, 0.5))
+def test_gapped_input_yields_well_formed_cycles(seed: int, drop_seed: int, drop: float):
+    rng = random.Random(drop_seed)
+    points = [p for p in build_track(seed) if rng.random() >= drop]
+    closed, rejected, _, _ = run(TruckEngine(), points)
+    assert rejected == []
+    starts = [c.load_start_ms for c in closed]
+    assert starts == sorted(set(starts))
+    for c in closed:
+        assert c.total_cycle_seconds == (c.cycle_end_ms - c.load_start_ms) / 1000
+        if c.cycle_status == COMPLETE:
+            assert c.load_start_ms < c.load_end_ms <= c.dump_start_ms < c.dump_end_ms <= c.cycle_end_ms
+            parts = c.load_seconds + c.load_travel_seconds + c.dump_seconds + c.empty_travel_seconds
+            assert abs(parts - c.total_cycle_seconds) < 1e-6
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10**6), shuffle_seed=st.integers(0, 10**6))
+def test_state_roundtrips_through_bytes_at_every_step(seed: int, shuffle_seed: int):
+    arrivals = shuffled_within(build_track(seed), random.Random(shuffle_seed), 40.0)
+    engine = TruckEngine()
+    plain = run(engine, arrivals)
+    tripped = run(engine, arrivals, roundtrip=True)
+    assert plain[0] == tripped[0]
+    assert plain[3] == tripped[3]
+    assert TruckState.from_bytes(plain[3].to_bytes()) == plain[3]
+
+
+def test_state_is_small():
+    engine = TruckEngine()
+    state = None
+    biggest = 0
+    for p in shuffled_within(build_track(7), random.Random(1), 59.0):
+        _, state = engine.on_point(state, p, SITE)
+        biggest = max(biggest, len(state.to_bytes()))
+    assert biggest <= 2048, biggest
+
+
+def test_late_point_is_reported_not_lost():
+    points = Track().approach().cycle().stand(200).points
+    late = points[5]
+    engine = TruckEngine()
+    closed, rejected, dups, _ = run(engine, points[:5] + points[6:] + [late])
+    assert [r.reason for r in rejected] == ["LATE"]
+    assert rejected[0].point == late
+
+
+def test_duplicate_of_committed_point_is_counted_not_late():
+    points = Track().approach().cycle().stand(200).points
+    _, rejected, dups, _ = run(TruckEngine(), points + [points[-15]])
+    assert rejected == [] and dups == 1
+
+
+def test_conflicting_duplicate_is_rejected():
+    points = Track().approach().stand(60).points
+    changed = points[3]._replace(work_state_id=WORKING if points[3].work_state_id == IDLING else IDLING)
+    _, rejected, _, _ = run(TruckEngine(), points[:4] + [changed] + points[4:])
+    assert [r.reason for r in rejected] == ["CONFLICTING_DUPLICATE"]
+
+
+def test_single_forward_clock_glitch_is_rejected_and_cycles_unchanged():
+    points = Track().approach().cycle().cycle().stand(100).points
+    engine = TruckEngine()
+    expected, _, _, _ = run(engine, points)
+    glitch = points[20]._replace(ts_ms=points[20].ts_ms + 86_400_000 * 3)
+    got, rejected, _, _ = run(engine, points[:21] + [glitch] + points[21:])
+    assert [r.reason for r in rejected] == ["CLOCK_JUMP"]
+    assert got == expected
+
+
+def test_confirmed_forward_jump_is_accepted():
+    points = Track().approach().cycle().stand(100).points
+    later = Track(start_ms=points[-1].ts_ms + 86_400_000).approach().cycle().stand(100).points
+    got, rejected, _, _ = run(TruckEngine(), points + later)
+    assert rejected == []
+    assert len(got) == 3  # the cycle before the jump closes DATA_GAP-free? it closes at the next load
+    assert got[-1].load_start_ms > points[-1].ts_ms
+
+
+def test_idle_timer_closes_silent_truck_but_end_of_input_does_not():
+    points = Track().approach().stand(120).drive(900).points
+    engine = TruckEngine()
+    state = None
+    for p in points:
+        _, state = engine.on_point(state, p, SITE)
+    out, ended = engine.on_timer(TruckState.from_bytes(state.to_bytes()), 0, END_OF_INPUT, SITE)
+    assert out.closed == [] and ended.committed.phase == "LOAD_TRAVEL"
+    due = ended.timer_due_ms(engine.config)
+    assert due == points[-1].ts_ms + 14_400_000
+    out, closed_state = engine.on_timer(ended, due, due, SITE)
+    assert [(c.cycle_status, c.invalid_reason) for c in out.closed] == [("INVALID", "IDLE_TIMEOUT")]
+    assert closed_state.timer_due_ms(engine.config) is None
+
+
+def test_speculative_row_has_low_latency_and_final_row_matches_committed():
+    points = Track().approach().cycle().stand(40).points
+    engine = TruckEngine(speculative=True)
+    state = None
+    first_load_row_at = None
+    for p in points:
+        out, state = engine.on_point(state, p, SITE)
+        if out.in_progress and out.in_progress.current_segment == "LOAD_TIME" and first_load_row_at is None:
+            first_load_row_at = p.ts_ms
+    assert first_load_row_at == T0 + 30_000 + 20_000  # approach 30 s, then 20 s standing
+    out, state = engine.on_timer(state, 0, END_OF_INPUT, SITE)
+    assert out.in_progress == state.committed.in_progress_record()
