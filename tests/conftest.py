@@ -1,0 +1,150 @@
+"""Shared fixtures: a throwaway PostgreSQL schema and a Redis key prefix per test.
+
+Services (defaults match CI; override with environment variables):
+
+* ``ASSET_CYCLE_TEST_PG_DSN`` (default ``host=127.0.0.1 port=5432 dbname=test user=postgres``)
+* ``ASSET_CYCLE_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``)
+
+Fixtures:
+
+* ``pg_dsn`` (session): the DSN, after checking PostgreSQL answers (fails with a clear message);
+* ``pg_conn``: a fresh psycopg2 connection (rolled back and closed afterwards);
+* ``pg_schema``: a new uniquely named schema, dropped (CASCADE) afterwards;
+* ``table_names``: ``job.db.TableNames`` pointing at ``pg_schema``;
+* ``migrated_tables``: ``table_names`` with the migrations applied;
+* ``redis_url`` / ``redis_client`` (session): checked connection (``decode_responses=False``);
+* ``redis_prefix``: a unique key prefix ``test:<hex>:``; every key under it is deleted afterwards.
+
+Tests using them should carry ``pytestmark = pytest.mark.services``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+DEFAULT_PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """DSN of the test PostgreSQL; fails the test with a clear message when it is down."""
+    import psycopg2
+
+    dsn = os.environ.get("ASSET_CYCLE_TEST_PG_DSN", DEFAULT_PG_DSN)
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=3)
+    except psycopg2.Error as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable ({dsn!r}): {' '.join(str(exc).split())} -- start it "
+            "(CI does) or point ASSET_CYCLE_TEST_PG_DSN at a server",
+            pytrace=False,
+        )
+    conn.close()
+    return dsn
+
+
+@pytest.fixture
+def pg_conn(pg_dsn: str) -> Iterator[Any]:
+    """A psycopg2 connection to the test database, closed after the test."""
+    import psycopg2
+
+    conn = psycopg2.connect(pg_dsn, connect_timeout=3)
+    try:
+        yield conn
+    finally:
+        if not conn.closed:
+            conn.rollback()
+            conn.close()
+
+
+@pytest.fixture
+def pg_schema(pg_dsn: str) -> Iterator[str]:
+    """A fresh, uniquely named schema (``t_<hex>``), dropped with everything in it afterwards."""
+    import psycopg2
+    from psycopg2 import sql
+
+    name = _unique("t_")
+    conn = psycopg2.connect(pg_dsn, connect_timeout=3)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        conn.close()
+
+
+@pytest.fixture
+def table_names(pg_schema: str) -> Any:
+    """Default table names inside the throwaway schema."""
+    from job.db import TableNames
+
+    return TableNames(schema=pg_schema)
+
+
+@pytest.fixture
+def migrated_tables(pg_dsn: str, table_names: Any) -> Any:
+    """``table_names`` after ``asset-cycle db init`` (all migrations applied)."""
+    import psycopg2
+
+    from job.db import apply_migrations
+
+    conn = psycopg2.connect(pg_dsn, connect_timeout=3)
+    try:
+        apply_migrations(conn, table_names)
+    finally:
+        conn.close()
+    return table_names
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the test Redis; fails the test with a clear message when it is down."""
+    import redis
+
+    url = os.environ.get("ASSET_CYCLE_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is not reachable ({url}): {exc} -- start it (CI does) or point "
+            "ASSET_CYCLE_TEST_REDIS_URL at a server",
+            pytrace=False,
+        )
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_url: str) -> Iterator[Any]:
+    """A session-wide redis.Redis (bytes responses)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=5)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_client: Any) -> Iterator[str]:
+    """A unique key prefix (``test:<hex>:``); all keys under it are deleted after the test."""
+    prefix = _unique("test:") + ":"
+    yield prefix
+    pattern = prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?").replace("[", "\\[") + "*"
+    keys = list(redis_client.scan_iter(match=pattern, count=500))
+    if keys:
+        redis_client.delete(*keys)
