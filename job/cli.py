@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "job.commands.simulate",
     "job.commands.replay",
+    "job.commands.score",
     "job.commands.db",
     "job.commands.seed",
     "job.commands.run",
