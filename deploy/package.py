@@ -114,18 +114,44 @@ def vendored_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> 
     return [pins.get(normalize_name(name), name) for name in VENDORED_REQUIREMENTS]
 
 
+MSF_MARKER_ENV = {
+    "python_version": MSF_PYTHON_VERSION,
+    "python_full_version": f"{MSF_PYTHON_VERSION}.0",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "extra": "",
+}
+"""Environment markers of the MSF Python runtime (to evaluate dependency markers)."""
+
+
 def _requirement_names(dist: str) -> list[str]:
+    """Names of ``dist``'s installed requirements that apply on the MSF runtime (no extras)."""
     try:
         requires = metadata.requires(dist) or []
     except metadata.PackageNotFoundError:
         return []
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # pragma: no cover - packaging is nearly always there
+        Requirement = None  # type: ignore[assignment,misc]  # noqa: N806
     names = []
     for req in requires:
-        if re.search(r"extra\s*==", req):
-            continue
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
-        if match:
-            names.append(normalize_name(match.group(1)))
+        if Requirement is not None:
+            try:
+                parsed = Requirement(req)
+            except InvalidRequirement:
+                continue
+            if parsed.marker is not None and not parsed.marker.evaluate(MSF_MARKER_ENV):
+                continue
+            names.append(normalize_name(parsed.name))
+        elif not re.search(r"extra\s*==", req):
+            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+            if match:
+                names.append(normalize_name(match.group(1)))
     return names
 
 
@@ -135,15 +161,15 @@ def runtime_provided() -> frozenset[str]:
     The local venv pins the same apache-flink version as the MSF runtime, so its dependency
     closure is what the runtime has importable.
     """
-    seen: set[str] = set(RUNTIME_PROVIDED_BASE)
+    explored: set[str] = set()
     todo = ["apache-flink", "boto3"]
     while todo:
         name = todo.pop()
-        for dep in _requirement_names(name):
-            if dep not in seen:
-                seen.add(dep)
-                todo.append(dep)
-    return frozenset(seen)
+        if name in explored:
+            continue
+        explored.add(name)
+        todo.extend(dep for dep in _requirement_names(name) if dep not in explored)
+    return frozenset(RUNTIME_PROVIDED_BASE | explored)
 
 
 # --------------------------------------------------------------------------- wheels
@@ -194,8 +220,13 @@ def wheel_distribution(wheel: Path) -> str:
 
 
 def select_wheels(wheel_dir: Path, provided: Iterable[str]) -> list[Path]:
-    """The wheels in ``wheel_dir`` that the runtime does not already provide (sorted)."""
-    provided = set(provided)
+    """The wheels in ``wheel_dir`` to vendor (sorted).
+
+    VENDORED_REQUIREMENTS are always vendored (our pinned versions come first on the path);
+    their dependencies only when the runtime does not already provide them.
+    """
+    keep = {normalize_name(n) for n in VENDORED_REQUIREMENTS}
+    provided = set(provided) - keep
     wheels = sorted(wheel_dir.glob("*.whl"))
     if not wheels:
         raise PackageError(f"no .whl files in {wheel_dir}")
@@ -388,7 +419,7 @@ def build_package(
         wheel_dir = download_wheels(requirements, wheel_cache or root / "build" / "msf")
     provided = runtime_provided()
     wheels = select_wheels(wheel_dir, provided)
-    skipped = sorted(w.name for w in wheel_dir.glob("*.whl") if wheel_distribution(w) in provided)
+    skipped = sorted({w.name for w in wheel_dir.glob("*.whl")} - {w.name for w in wheels})
     have = {wheel_distribution(w) for w in wheels}
     absent = [n for n in VENDORED_REQUIREMENTS if normalize_name(n) not in have]
     if absent:

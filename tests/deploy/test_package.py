@@ -122,7 +122,13 @@ def _names(path: Path) -> set[str]:
 # ----------------------------------------------------------------------------- layout
 
 
-def test_zip_layout_and_contents(tmp_path: Path, wheel_dir: Path, fake_jars: dict[str, Path]) -> None:
+def test_zip_layout_and_contents(
+    tmp_path: Path, wheel_dir: Path, fake_jars: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the runtime has numpy/certifi/pyjwt and (through apache-beam) orjson too
+    monkeypatch.setattr(
+        package, "runtime_provided", lambda: frozenset({"numpy", "certifi", "pyjwt", "orjson"})
+    )
     out = tmp_path / "dist" / "app.zip"
     result = build_package(out, wheel_dir=wheel_dir, jar_paths=list(fake_jars.values()))
     names = _names(out)
@@ -154,15 +160,21 @@ def test_zip_layout_and_contents(tmp_path: Path, wheel_dir: Path, fake_jars: dic
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.startswith("lib/python/tests/")]
 
-    # vendored wheels unpacked (purelib merged, scripts dropped); runtime-provided ones left out
-    for pkg in ("shapely", "pyproj", "psycopg2", "redis", "orjson", "jwt"):
+    # vendored wheels unpacked (purelib merged, scripts dropped); the explicitly vendored ones
+    # always (orjson too), their dependencies only when the runtime lacks them (pyjwt: provided)
+    for pkg in ("shapely", "pyproj", "psycopg2", "redis", "orjson"):
         assert f"lib/python/{pkg}/__init__.py" in names
+    assert not [n for n in names if n.startswith("lib/python/jwt/")]
     assert "lib/python/shapely_extra.py" in names
     assert "lib/python/shapely-2.1.2.dist-info/METADATA" in names
     assert not [n for n in names if ".data/" in n or n.endswith("-tool")]
     assert not [n for n in names if n.startswith(("lib/python/numpy/", "lib/python/certifi/"))]
     assert sorted(result.skipped_wheels) == sorted(
-        ["numpy-2.2.6-cp312-cp312-manylinux2014_x86_64.whl", "certifi-2026.1.1-py3-none-any.whl"]
+        [
+            "numpy-2.2.6-cp312-cp312-manylinux2014_x86_64.whl",
+            "certifi-2026.1.1-py3-none-any.whl",
+            "pyjwt-2.10.1-py3-none-any.whl",
+        ]
     )
     # nothing outside the documented layout
     assert {n.split("/", 1)[0] for n in names} == {"main.py", "build-info.json", "lib"}
@@ -329,8 +341,14 @@ def test_runtime_provided_covers_flink_and_boto3() -> None:
     provided = package.runtime_provided()
     for name in ("apache-flink", "numpy", "pandas", "pyarrow", "certifi", "boto3", "botocore"):
         assert name in provided
-    for name in ("shapely", "pyproj", "psycopg2-binary", "redis", "orjson", "pyjwt"):
+    for name in ("shapely", "pyproj", "psycopg2-binary", "apache-flink-libraries-not-a-dist"):
         assert name not in provided
+
+
+def test_explicitly_vendored_wheels_are_kept_even_if_provided(wheel_dir: Path) -> None:
+    provided = {"numpy", "orjson", "redis", "pyjwt", "certifi"}
+    chosen = {package.wheel_distribution(w) for w in package.select_wheels(wheel_dir, provided)}
+    assert chosen == {"shapely", "pyproj", "psycopg2-binary", "redis", "orjson"}
 
 
 def test_download_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
