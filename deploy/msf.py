@@ -134,19 +134,29 @@ class Msf:
         """The ``ApplicationDetail`` of the application."""
         return self._call("describe_application", ApplicationName=self.application)["ApplicationDetail"]
 
-    def wait_for(self, targets: Iterable[str], failing: Iterable[str] = ()) -> dict[str, Any]:
-        """Poll until the application status is one of ``targets``; MsfError on ``failing``/timeout."""
+    def wait_for(
+        self, targets: Iterable[str], failing: Iterable[str] = (), grace_polls: int = 3
+    ) -> dict[str, Any]:
+        """Poll until the application status is one of ``targets``; MsfError on ``failing``/timeout.
+
+        A ``failing`` status counts once a transitional status was seen (or after ``grace_polls``
+        polls), so a status that has not yet left READY right after a start request is no failure.
+        """
         targets, failing = set(targets), set(failing)
         deadline = time.monotonic() + self.timeout_s
+        moved = False
+        polls = 0
         while True:
             detail = self.describe()
+            polls += 1
             status = detail["ApplicationStatus"]
             if status in targets:
                 return detail
-            if status in failing:
+            if status in failing and (moved or polls > grace_polls):
                 raise MsfError(
                     f"{self.application} is {status} while waiting for {'/'.join(sorted(targets))}"
                 )
+            moved = moved or status not in failing
             if time.monotonic() > deadline:
                 raise MsfError(
                     f"timed out waiting for {self.application} to be {'/'.join(sorted(targets))} (is {status})"

@@ -557,3 +557,24 @@ def test_cli_snapshots_table(kda: Any, cli_msf: list[str], capsys: pytest.Captur
         assert main(["msf", "snapshots"]) == 0
     out = capsys.readouterr().out
     assert "nightly" in out and "READY" in out and "2024-05-03T12:00:00+00:00" in out
+
+
+def test_start_tolerates_a_late_status_change(kda: Any) -> None:
+    """READY right after the start request is not a failure while it has not moved yet."""
+    with Stubber(kda) as k:
+        k.add_response("start_application", {}, {"ApplicationName": APP, "RunConfiguration": ANY})
+        expect_describe(k, "READY")
+        expect_describe(k, "STARTING")
+        expect_describe(k, "RUNNING")
+        _msf(kda).start(wait=True)
+        k.assert_no_pending_responses()
+
+
+def test_start_that_never_leaves_ready_fails(kda: Any) -> None:
+    with Stubber(kda) as k:
+        k.add_response("start_application", {}, {"ApplicationName": APP, "RunConfiguration": ANY})
+        for _ in range(4):
+            expect_describe(k, "READY")
+        with pytest.raises(MsfError, match="READY while waiting for RUNNING"):
+            _msf(kda).start(wait=True)
+        k.assert_no_pending_responses()
