@@ -184,8 +184,10 @@ def test_application_wiring(template: dict[str, Any]) -> None:
         assert key in groups["SourceConfig"]
     assert {"postgres.secret.name", "redis.secret.name"} == set(groups["SecretsConfig"])
     assert "thresholds.json" in groups["EngineConfig"]
-    assert "jdbc.url" in groups["SinkConfig"] and "batch.size" in groups["SinkConfig"]
-    assert {"redis.host", "redis.port", "redis.tls", "poll.interval.s"} <= set(groups["ReferenceConfig"])
+    assert {"jdbc.url", "schema", "sink.batch.size", "sink.batch.interval.ms"} <= set(groups["SinkConfig"])
+    assert {"redis.host", "redis.port", "redis.tls", "reference.poll.interval.s"} <= set(
+        groups["ReferenceConfig"]
+    )
     flink = conf["FlinkApplicationConfiguration"]
     assert flink["CheckpointConfiguration"]["ConfigurationType"] == "CUSTOM"
     assert flink["ParallelismConfiguration"]["AutoScalingEnabled"] == {"Ref": "AutoScalingEnabled"}
@@ -235,3 +237,40 @@ def test_example_parameters_match_template(template: dict[str, Any]) -> None:
         pattern = declared[key].get("AllowedPattern")
         if pattern:
             assert re.fullmatch(pattern, value), key
+
+
+def _resolve(value: Any, params: dict[str, str]) -> str:
+    """A property value of the template with the example parameters filled in."""
+    if isinstance(value, dict) and "Ref" in value:
+        return (
+            {"AWS::Region": "eu-west-1"}.get(value["Ref"])
+            or params.get(value["Ref"])
+            or _default(value["Ref"])
+        )
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        assert value["Fn::GetAtt"] == ["TelemetryStream", "Arn"]
+        return "arn:aws:kinesis:eu-west-1:123456789012:stream/asset-telemetry"
+    return str(value)
+
+
+def _default(name: str) -> str:
+    data, _ = decode(str(TEMPLATE))
+    return str(data["Parameters"][name]["Default"])
+
+
+def test_property_groups_pass_the_jobs_settings_validation(
+    template: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The keys the template sets are the ones job.settings reads (no unused or invalid key)."""
+    settings = pytest.importorskip("job.settings")
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in json.loads(PARAMETERS.read_text())}
+    conf = template["Resources"]["Application"]["Properties"]["ApplicationConfiguration"]
+    groups = {
+        g["PropertyGroupId"]: {k: _resolve(v, params) for k, v in g["PropertyMap"].items()}
+        for g in conf["EnvironmentProperties"]["PropertyGroups"]
+    }
+    with caplog.at_level("WARNING"):
+        app = settings.settings_from_groups(groups)
+    assert app.sink.schema == "dx"
+    assert app.sink.table_dead_letter == "asset_cycle_dead_letter"
+    assert not [r for r in caplog.records if "not used" in r.getMessage() or "unused" in r.getMessage()]

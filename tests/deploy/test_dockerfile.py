@@ -147,3 +147,14 @@ def test_properties_configmap_matches_msf_groups(k8s_docs: list[dict[str, Any]])
     mounts = _deployment(k8s_docs)["spec"]["podTemplate"]["spec"]["containers"][0]["volumeMounts"]
     assert any(m["mountPath"] == "/etc/flink/application_properties.json" for m in mounts)
     assert "password" not in K8S.read_text().lower()
+
+
+def test_properties_configmap_passes_the_jobs_settings_validation(
+    k8s_docs: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = pytest.importorskip("job.settings")
+    (cm,) = [d for d in k8s_docs if d["kind"] == "ConfigMap"]
+    items = json.loads(cm["data"]["application_properties.json"])
+    with caplog.at_level("WARNING"):
+        settings.settings_from_groups({g["PropertyGroupId"]: g["PropertyMap"] for g in items})
+    assert not [r for r in caplog.records if "not used" in r.getMessage()]
