@@ -383,6 +383,14 @@ def test_reprocess_from_timestamp_with_empty_state(kda: Any) -> None:
     assert plan.safety_snapshot == "pre-reprocess-20240503T120000Z"
     assert plan.uid_suffix == "4"
     assert plan.restore_type == RESTORE_SKIP
+    # the rewritten SourceConfig is valid for the job
+    settings = pytest.importorskip("job.settings")
+    app = settings.settings_from_groups(
+        {"SourceConfig": plan.source_config, "SinkConfig": SINK, "ReferenceConfig": {"redis.host": "redis"}}
+    )
+    assert app.source.init_position == "AT_TIMESTAMP"
+    assert app.source.init_timestamp == "2024-05-01T06:00:00.000Z"
+    assert app.source.uid_suffix == "4"
 
 
 def test_reprocess_trim_horizon_restoring_keyed_state(kda: Any) -> None:
