@@ -20,9 +20,10 @@ Why the project's packages live in ``lib/python`` and not at the zip root: Flink
 ``pyFiles`` *directory* itself on the UDF workers' PYTHONPATH, so only a directory that *contains*
 ``job/`` makes ``import job`` work inside the Python workers (the zip root cannot be listed).
 
-Packages the MSF runtime already provides (apache-flink and its closure, e.g. numpy, pandas,
-pyarrow, requests/certifi; boto3/botocore) are never vendored: a second numpy on the path would
-shadow the runtime's and break PyFlink.
+The five VENDORED_REQUIREMENTS are always vendored (lib/python comes first on the path, so our
+pins win). Their dependencies are vendored only when the MSF runtime does not already provide
+them (apache-flink's closure, e.g. numpy, pandas, pyarrow, requests/certifi, and boto3's): a
+second numpy on the path would shadow the runtime's and break PyFlink.
 """
 
 from __future__ import annotations
