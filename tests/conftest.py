@@ -8,8 +8,9 @@ Services (defaults match CI; override with environment variables):
 Fixtures:
 
 * ``pg_dsn`` (session): the DSN, after checking PostgreSQL answers (fails with a clear message);
-* ``pg_conn``: a fresh psycopg2 connection (rolled back and closed afterwards);
 * ``pg_schema``: a new uniquely named schema, dropped (CASCADE) afterwards;
+* ``pg_conn``: a fresh psycopg2 connection, search_path = ``pg_schema`` (rolled back and closed
+  before the schema is dropped);
 * ``table_names``: ``job.db.TableNames`` pointing at ``pg_schema``;
 * ``migrated_tables``: ``table_names`` with the migrations applied;
 * ``redis_url`` / ``redis_client`` (session): checked connection (``decode_responses=False``);
@@ -54,12 +55,20 @@ def pg_dsn() -> str:
 
 
 @pytest.fixture
-def pg_conn(pg_dsn: str) -> Iterator[Any]:
-    """A psycopg2 connection to the test database, closed after the test."""
+def pg_conn(pg_dsn: str, pg_schema: str) -> Iterator[Any]:
+    """A psycopg2 connection with ``search_path`` = the test's ``pg_schema``, public.
+
+    It depends on ``pg_schema`` so that it is rolled back and closed before the schema is
+    dropped (an open transaction holding locks would otherwise block the DROP).
+    """
     import psycopg2
+    from psycopg2 import sql
 
     conn = psycopg2.connect(pg_dsn, connect_timeout=3)
     try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(pg_schema)))
+        conn.commit()
         yield conn
     finally:
         if not conn.closed:
@@ -82,6 +91,8 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
         yield name
     finally:
         with conn.cursor() as cur:
+            # fail instead of hanging when a test leaked a connection with an open transaction
+            cur.execute("SET lock_timeout = '20s'")
             cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
         conn.close()
 
