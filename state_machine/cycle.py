@@ -14,7 +14,10 @@ that sparse devices work. For a pair (a, b) with gap dt and displacement d:
   * a WORKING and d <= still_radius_m: it stood the whole gap (the device says WORKING but the
     truck did not move: engine running at a loader, a WORKING blip);
   * otherwise it was moving.
-The standing time of a pair belongs to where ``a`` is.
+The standing time of a pair belongs to where ``a`` is. When a moving point ``a`` is followed by
+an IDLING point ``b`` far away, the truck arrived at ``b`` about d / gap_speed_mps after ``a``
+and stood the rest of the gap: that "arrival credit" counts towards a spell opened at ``b``
+(the spell still starts at ``b``, its first idle point) and towards a travel standstill.
 
 Spells. A spell is a standstill at one loader (within loader_distance_m) or inside one dump
 region. It starts at the first point of its first standing pair (the first idle point). It
@@ -82,9 +85,10 @@ class CycleState:
         "loader", "region", "load_start", "load_end", "dump_start", "dump_end",
         "invalid", "outlier_rule", "outlier_s", "travel_idle_s", "points", "lt_dist", "et_dist",
         # the previous applied point
-        "prev_ts", "prev_lat", "prev_lon", "prev_ws", "prev_area", "prev_guid",
+        "prev_ts", "prev_lat", "prev_lon", "prev_ws", "prev_area", "prev_guid", "prev_credit",
         # the open spell (standstill at a loader or in a dump region)
-        "sp_kind", "sp_guid", "sp_start", "sp_until", "sp_lat", "sp_lon", "sp_confirmed", "sp_depart",
+        "sp_kind", "sp_guid", "sp_start", "sp_until", "sp_credit", "sp_lat", "sp_lon", "sp_confirmed",
+        "sp_depart",
         # the current travel standstill run
         "st_start", "st_until",
     )
@@ -100,6 +104,7 @@ class CycleState:
         self.prev_ws = 0
         self.prev_area = ""
         self.prev_guid: str | None = None
+        self.prev_credit = 0
         self._reset_spell()
         self.st_start: int | None = None
         self.st_until: int | None = None
@@ -124,6 +129,7 @@ class CycleState:
         self.sp_guid: str | None = None
         self.sp_start = 0
         self.sp_until = 0
+        self.sp_credit = 0
         self.sp_lat = 0.0
         self.sp_lon = 0.0
         self.sp_confirmed = False
@@ -258,7 +264,8 @@ def _end_spell(s: CycleState, th: CycleThresholds) -> None:
     s._reset_spell()
 
 
-def _set_prev(s: CycleState, p: TelemetryPoint, area: str, guid: str | None) -> None:
+def _set_prev(s: CycleState, p: TelemetryPoint, area: str, guid: str | None, credit: int = 0) -> None:
+    s.prev_credit = credit
     s.prev_ts = p.ts_ms
     s.prev_lat = p.latitude
     s.prev_lon = p.longitude
@@ -303,17 +310,22 @@ def apply_point(
         s.points += 1
         return closed
 
+    # Standing time of the pair: at prev's spot (still) or, when a moving truck arrives at an idle
+    # point, just before p (arrival credit, carried with p and added to a spell opened at p).
+    credit = 0
     if near:
         still = dt
     elif s.prev_ws == IDLING:
         still = max(0.0, dt - d / th.gap_speed_mps)
     else:
         still = 0.0
+        if p.work_state_id == IDLING:
+            credit = int(round(max(0.0, dt - d / th.gap_speed_mps) * 1000.0))
     still_until = prev_ts + int(round(still * 1000.0))
     blip_ms = th.blip_max_s * 1000.0
 
     # 1. Attribute the standing time of the pair (prev -> p) to where prev was.
-    if still > 0.0:
+    if still > 0.0 or s.prev_credit:
         prev_in_spell = s.sp_kind != "" and (
             (s.prev_area == s.sp_kind and s.prev_guid == s.sp_guid)
             or approx_distance_m(s.sp_lat, s.sp_lon, s.prev_lat, s.prev_lon) <= th.still_radius_m
@@ -325,6 +337,7 @@ def apply_point(
             s.sp_guid = s.prev_guid
             s.sp_start = prev_ts
             s.sp_until = prev_ts
+            s.sp_credit = s.prev_credit
             s.sp_lat = s.prev_lat
             s.sp_lon = s.prev_lon
             prev_in_spell = True
@@ -333,14 +346,14 @@ def apply_point(
                 s.sp_until = still_until
             if not s.sp_confirmed:
                 threshold = th.load_idle_s if s.sp_kind == AREA_LOADER else th.dump_idle_s
-                if (s.sp_until - s.sp_start) >= threshold * 1000.0:
+                if (s.sp_until - s.sp_start + s.sp_credit) >= threshold * 1000.0:
                     _confirm_spell(s, th, closed)
         elif s.phase in _TRAVEL_PHASES:
-            if s.st_until is not None and prev_ts - s.st_until <= blip_ms:
+            if s.st_until is not None and prev_ts - s.prev_credit - s.st_until <= blip_ms:
                 s.st_until = still_until
             else:
-                s.st_start, s.st_until = prev_ts, still_until
-            s.travel_idle_s += still
+                s.st_start, s.st_until = prev_ts - s.prev_credit, still_until
+            s.travel_idle_s += still + s.prev_credit / 1000.0
             run = (s.st_until - s.st_start) / 1000.0
             if run > th.travel_idle_outlier_s:
                 _note_outlier(s, TRAVEL_IDLE, run)
@@ -367,6 +380,6 @@ def apply_point(
             if entered_other_area or p.ts_ms - s.sp_depart > blip_ms:
                 _end_spell(s, th)
 
-    _set_prev(s, p, area, guid)
+    _set_prev(s, p, area, guid, credit)
     s.points += 1
     return closed

@@ -77,7 +77,7 @@ class Replayer:
         self.max_ts: int | None = None
         self.result = ReplayResult()
 
-    def _collect(self, asset: str, out: StepOutput, state: TruckState) -> None:
+    def _collect(self, asset: str, out: StepOutput, state: TruckState, watermark: int | None = None) -> None:
         res = self.result
         res.closed.extend(out.closed)
         if out.in_progress is not None:
@@ -88,7 +88,7 @@ class Replayer:
         res.reordered += out.reordered
         for rej in out.rejected:
             res.dead_letters.append(_rejection_letter(rej))
-        due = state.timer_due_ms(self.config)
+        due = state.timer_due_ms(self.config, watermark)
         if due != self.timers.get(asset):
             if due is None:
                 self.timers.pop(asset, None)
@@ -105,7 +105,7 @@ class Replayer:
             del self.timers[asset]
             state = self.states[asset]
             out, state = self.engine.on_timer(state, due, watermark, self.reference.sites.get(state.committed.site))
-            self._collect(asset, out, state)
+            self._collect(asset, out, state, watermark)
 
     def feed(self, source: str, raw: str | bytes) -> None:
         """Process one raw record in arrival order."""

@@ -114,8 +114,14 @@ class TruckState:
         return isinstance(other, TruckState) and self.to_bytes() == other.to_bytes()
 
     # -- timers ----------------------------------------------------------------------------------
-    def timer_due_ms(self, config: EngineConfig) -> int | None:
-        """Event time at which on_timer must run next (None: no timer needed)."""
+    def timer_due_ms(self, config: EngineConfig, watermark_ms: int | None = None) -> int | None:
+        """Event time at which on_timer must run next (None: no timer needed).
+
+        Pass the current watermark after on_timer: once it is END_OF_INPUT no timer is needed
+        (registering one at or below the final watermark would fire again forever).
+        """
+        if watermark_ms is not None and watermark_ms >= END_OF_INPUT:
+            return None
         th = config.for_site(self.committed.site)
         due: list[int] = []
         if self.pending or self.suspect:
