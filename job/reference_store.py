@@ -417,7 +417,11 @@ def _load_regions(redis_client: Any, prefix: str, stats: ReferenceLoadStats) -> 
         for raw_field, value in values.items():
             field_name = _text(raw_field)
             try:
-                site_regions.append(Region.from_redis_value(site, value))
+                region = Region.from_redis_value(site, value)
+                if not all(math.isfinite(x) and math.isfinite(y) and abs(x) <= 180 and abs(y) <= 90
+                           for x, y in region.points):
+                    raise ValueError("region_points has a non-finite or out-of-range lon/lat")
+                site_regions.append(region)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 message = (f"skipping malformed region in Redis hash {key!r} field {field_name!r}: "
                            f"{type(exc).__name__}: {str(exc)[:200]}")

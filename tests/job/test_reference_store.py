@@ -123,6 +123,8 @@ def test_malformed_region_skipped_with_warning(pg_conn, redis_client, migrated_t
         "no points": json.dumps({"region_guid": "D-3"}),
         "a list": "[1, 2, 3]",
         "bad pair": json.dumps({"region_guid": "D-4", "region_points": "1 2, 3, 5 6, 7 8"}),
+        "nan point": json.dumps({"region_guid": "D-5", "region_points": "nan 2, 3 4, 5 6"}),
+        "swapped": json.dumps({"region_guid": "D-6", "region_points": "-23.7 133.4, -23.8 133.4, -23.8 133.5"}),
     })
     redis_client.set(rs.regions_key("SITE-WRONGTYPE", redis_prefix), "not a hash")
     redis_client.hset(f"{redis_prefix}other:key", "x", "y")  # not matched by the pattern
@@ -130,11 +132,25 @@ def test_malformed_region_skipped_with_warning(pg_conn, redis_client, migrated_t
     with caplog.at_level(logging.WARNING, logger="job.reference_store"):
         loaded = rs.load_reference_data(pg_conn, redis_client, migrated_tables, redis_prefix, stats=stats)
     assert loaded.sites == {"SITE-X": SiteReference("SITE-X", (), (good,))}
-    assert stats.skipped_regions == 5 and stats.regions == 1
+    assert stats.skipped_regions == 7 and stats.regions == 1
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    for field_name in ("not json", "two points", "no points", "a list", "bad pair"):
+    for field_name in ("not json", "two points", "no points", "a list", "bad pair", "nan point", "swapped"):
         assert any(key in m and repr(field_name) in m for m in messages), field_name
     assert any("SITE-WRONGTYPE" in m for m in messages)
+
+
+@services
+def test_load_with_decoding_client(pg_conn, redis_url: str, migrated_tables: TableNames, redis_prefix: str) -> None:
+    import redis
+
+    reference, assets = _reference()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        rs.seed_reference(pg_conn, client, migrated_tables, reference, assets, redis_prefix)
+        loaded = rs.load_reference_data(pg_conn, client, migrated_tables, redis_prefix)
+    finally:
+        client.close()
+    assert _normalised(loaded) == _normalised(reference)
 
 
 @services
