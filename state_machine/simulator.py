@@ -81,7 +81,7 @@ class SimulationSpec:
 
     trucks: int = 5
     loaders: int | None = None
-    """None: one loader per ~6 trucks."""
+    """None: one loader per 5 trucks."""
     dumps: int | None = None
     """None: one dump region per ~15 trucks (at least 2)."""
     hours: float | None = 2.0
@@ -140,7 +140,7 @@ class SimulationSpec:
     @property
     def n_loaders(self) -> int:
         """Loaders per site (resolved)."""
-        return self.loaders if self.loaders is not None else max(1, round(self.trucks / 6))
+        return self.loaders if self.loaders is not None else max(1, math.ceil(self.trucks / 5))
 
     @property
     def n_dumps(self) -> int:
@@ -556,6 +556,8 @@ class _Truck(_Proc):
         # empty haul to the (maybe new) loader
         if rng.random() < spec.reassign_p and len(site.loaders) > 1:
             self.loader = rng.choice([k for k in range(len(site.loaders)) if k != self.loader])
+        elif not self.ghost:
+            self.loader = self._dispatch(tip_end, _Path(back_pts).length)
         nld = site.loaders[self.loader]
         back = _Path(back_pts + nld.road[1:])
         t_next = self._travel(back, tip_end, self.v_empty, legs, idle_empty, 250.0, 250.0, True, False)
@@ -564,6 +566,21 @@ class _Truck(_Proc):
         else:
             cyc.empty_dist += back.length
         return legs, t_next
+
+    def _dispatch(self, t: int, to_hub_m: float) -> int:
+        """Keep the assigned loader unless its expected queue exceeds 3 min; then take the soonest free."""
+        loaders = self.site.loaders
+        v = self.v_empty
+
+        def ready(k: int) -> float:
+            eta = t + (to_hub_m + _Path(loaders[k].road).length) / v * 1000.0
+            return max(eta, loaders[k].free_at)
+
+        cur = self.loader
+        eta_cur = t + (to_hub_m + _Path(loaders[cur].road).length) / v * 1000.0
+        if loaders[cur].free_at - eta_cur <= 180_000:
+            return cur
+        return min(range(len(loaders)), key=lambda k: (ready(k), k != cur, k))
 
     def _close(self, next_load_start: int) -> None:
         cyc = self.cycle

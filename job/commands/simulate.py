@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--trucks", type=int, default=5, help="haul trucks per site (default 5)")
-    p.add_argument("--loaders", type=int, default=None, help="loaders per site (default: trucks/6)")
+    p.add_argument("--loaders", type=int, default=None, help="loaders per site (default: trucks/5)")
     p.add_argument("--dumps", type=int, default=None, help="dump regions per site (default: trucks/15, >= 2)")
     p.add_argument("--hours", type=float, default=2.0, help="simulated hours (default 2)")
     p.add_argument("--seed", type=int, default=0)
