@@ -7,17 +7,14 @@ position has already been classified (see reference.SpatialIndex).
 Rules (all in event time, documented in docs/cycle-rules.md):
 
 Standing time is inferred from *pairs* of consecutive points, not by counting idle points, so
-that sparse devices work. For a pair (a, b) with gap dt and displacement d:
-  * a IDLING and d <= still_radius_m: the truck stood the whole gap (dt);
-  * a IDLING and d >  still_radius_m: it stood dt - d / gap_speed_mps (>= 0): the rest of the
-    gap is what it needed to drive d;
-  * a WORKING and d <= still_radius_m: it stood the whole gap (the device says WORKING but the
-    truck did not move: engine running at a loader, a WORKING blip);
-  * otherwise it was moving.
-The standing time of a pair belongs to where ``a`` is. When a moving point ``a`` is followed by
-an IDLING point ``b`` far away, the truck arrived at ``b`` about d / gap_speed_mps after ``a``
-and stood the rest of the gap: that "arrival credit" counts towards a spell opened at ``b``
-(the spell still starts at ``b``, its first idle point) and towards a travel standstill.
+that sparse devices work. For a pair (a, b) with gap dt and displacement d, the truck needed about
+d / gap_speed_mps to drive d and stood the rest, ``dt - d / gap_speed_mps`` (nothing if <= 0):
+  * d <= still_radius_m: it stood the whole gap at a (GPS jitter; also a WORKING device whose
+    truck does not move: engine running at a loader, a WORKING blip);
+  * a IDLING: it stood at a first, then drove to b;
+  * b IDLING (a moving): it drove first and stood at b (it arrived about d / gap_speed_mps after a);
+  * both WORKING: it stood somewhere in the middle of the gap (a stop that falls entirely inside
+    a reporting gap); the standing is placed at a, or at b when only b is in a load/dump area.
 
 Spells. A spell is a standstill at one loader (within loader_distance_m) or inside one dump
 region. It starts at the first point of its first standing pair (the first idle point). It
@@ -62,7 +59,7 @@ from state_machine.model import (
     CycleRecord,
     TelemetryPoint,
 )
-from state_machine.reference import AREA_DUMP, AREA_LOADER, approx_distance_m
+from state_machine.reference import AREA_DUMP, AREA_LOADER, AREA_TRAVEL, SpatialIndex, approx_distance_m
 
 NO_DUMP = "NO_DUMP"
 REPEATED_DUMP = "REPEATED_DUMP"
@@ -85,10 +82,10 @@ class CycleState:
         "loader", "region", "load_start", "load_end", "dump_start", "dump_end",
         "invalid", "outlier_rule", "outlier_s", "travel_idle_s", "points", "lt_dist", "et_dist",
         # the previous applied point
-        "prev_ts", "prev_lat", "prev_lon", "prev_ws", "prev_area", "prev_guid", "prev_credit",
+        "prev_ts", "prev_lat", "prev_lon", "prev_ws", "prev_area", "prev_guid",
         # the open spell (standstill at a loader or in a dump region)
-        "sp_kind", "sp_guid", "sp_start", "sp_until", "sp_credit", "sp_lat", "sp_lon", "sp_confirmed",
-        "sp_depart",
+        "sp_kind", "sp_guid", "sp_start", "sp_until", "sp_lat", "sp_lon", "sp_confirmed", "sp_depart",
+        "sp_provisional",
         # the current travel standstill run
         "st_start", "st_until",
     )
@@ -104,7 +101,6 @@ class CycleState:
         self.prev_ws = 0
         self.prev_area = ""
         self.prev_guid: str | None = None
-        self.prev_credit = 0
         self._reset_spell()
         self.st_start: int | None = None
         self.st_until: int | None = None
@@ -129,13 +125,13 @@ class CycleState:
         self.sp_guid: str | None = None
         self.sp_start = 0
         self.sp_until = 0
-        self.sp_credit = 0
         self.sp_lat = 0.0
         self.sp_lon = 0.0
         self.sp_confirmed = False
         self.sp_depart: int | None = None
+        self.sp_provisional = False  # placed by _gap_stop_in_area; real standing there replaces it
 
-    def copy(self) -> "CycleState":
+    def copy(self) -> CycleState:
         """A shallow copy (all fields are immutable values)."""
         new = CycleState.__new__(CycleState)
         for name in CycleState.__slots__:
@@ -147,7 +143,7 @@ class CycleState:
         return [getattr(self, name) for name in CycleState.__slots__]
 
     @classmethod
-    def from_list(cls, values: list) -> "CycleState":
+    def from_list(cls, values: list) -> CycleState:
         """Inverse of to_list."""
         new = cls.__new__(cls)
         for name, value in zip(cls.__slots__, values, strict=True):
@@ -247,8 +243,12 @@ def _confirm_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord]
         s.invalid = REPEATED_DUMP
 
 
-def _end_spell(s: CycleState, th: CycleThresholds) -> None:
+def _end_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord]) -> None:
     """The truck left the spell at s.sp_depart: end LOAD_TIME / DUMP_TIME if it had started."""
+    if s.sp_provisional and not s.sp_confirmed:
+        threshold = th.load_idle_s if s.sp_kind == AREA_LOADER else th.dump_idle_s
+        if (s.sp_until - s.sp_start) >= threshold * 1000.0:
+            _confirm_spell(s, th, closed)
     if s.sp_confirmed and s.sp_depart is not None:
         length = (s.sp_depart - s.sp_start) / 1000.0
         if s.phase == LOAD_TIME and s.sp_kind == AREA_LOADER:
@@ -264,8 +264,7 @@ def _end_spell(s: CycleState, th: CycleThresholds) -> None:
     s._reset_spell()
 
 
-def _set_prev(s: CycleState, p: TelemetryPoint, area: str, guid: str | None, credit: int = 0) -> None:
-    s.prev_credit = credit
+def _set_prev(s: CycleState, p: TelemetryPoint, area: str, guid: str | None) -> None:
     s.prev_ts = p.ts_ms
     s.prev_lat = p.latitude
     s.prev_lon = p.longitude
@@ -274,10 +273,45 @@ def _set_prev(s: CycleState, p: TelemetryPoint, area: str, guid: str | None, cre
     s.prev_guid = guid
 
 
+def _gap_stop_in_area(
+    s: CycleState, p: TelemetryPoint, dt: float, d: float, index: SpatialIndex, th: CycleThresholds
+) -> tuple[str, str, int, int] | None:
+    """A stop inside a reporting gap whose two ends lie just outside a load/dump area.
+
+    If the truck could have driven from the first point into an area and on to the second point
+    and still have stood there at least the area's idle threshold, place the standing there
+    (the area that leaves the longest standing wins). Returns (area, guid, from_ms, to_ms).
+    """
+    reach = min(dt * th.gap_speed_mps / 2.0, 300.0)
+    near_a = index.areas_near(s.prev_lat, s.prev_lon, reach)
+    if not near_a:
+        return None
+    near_b = index.areas_near(p.latitude, p.longitude, reach)
+    best: tuple[float, str, str, float] | None = None
+    for key, dist_a in near_a.items():
+        dist_b = near_b.get(key)
+        if dist_b is None:
+            continue
+        standing = dt - max(dist_a + dist_b, d) / th.gap_speed_mps
+        threshold = th.load_idle_s if key[0] == AREA_LOADER else th.dump_idle_s
+        if standing >= threshold and (best is None or standing > best[0]):
+            best = (standing, key[0], key[1], dist_a)
+    if best is None:
+        return None
+    standing, kind, area_guid, dist_a = best
+    start = s.prev_ts + int(dist_a / th.gap_speed_mps * 1000.0)
+    return kind, area_guid, start, start + int(standing * 1000.0)
+
+
 def apply_point(
-    s: CycleState, p: TelemetryPoint, area: str, guid: str | None, th: CycleThresholds
+    s: CycleState, p: TelemetryPoint, area: str, guid: str | None, th: CycleThresholds,
+    index: SpatialIndex | None = None,
 ) -> list[CycleRecord]:
-    """Advance the state by one point (strictly newer than the previous one); return closed cycles."""
+    """Advance the state by one point (strictly newer than the previous one); return closed cycles.
+
+    ``index`` (the site's spatial index) enables placing a stop that fell entirely inside a
+    reporting gap at a nearby load/dump area.
+    """
     closed: list[CycleRecord] = []
     if s.prev_ts is None:
         s.site = p.site_guid
@@ -310,50 +344,71 @@ def apply_point(
         s.points += 1
         return closed
 
-    # Standing time of the pair: at prev's spot (still) or, when a moving truck arrives at an idle
-    # point, just before p (arrival credit, carried with p and added to a spell opened at p).
-    credit = 0
-    if near:
-        still = dt
-    elif s.prev_ws == IDLING:
-        still = max(0.0, dt - d / th.gap_speed_mps)
-    else:
-        still = 0.0
-        if p.work_state_id == IDLING:
-            credit = int(round(max(0.0, dt - d / th.gap_speed_mps) * 1000.0))
-    still_until = prev_ts + int(round(still * 1000.0))
+    # The standing interval of the pair and where it happened (see the module docstring).
     blip_ms = th.blip_max_s * 1000.0
+    stand_from = stand_to = 0
+    at_p = False
+    if near:
+        stand_from, stand_to = prev_ts, p.ts_ms
+    else:
+        standing_ms = int((dt - d / th.gap_speed_mps) * 1000.0)
+        if standing_ms > 0:
+            if s.prev_ws == IDLING:
+                stand_from, stand_to = prev_ts, prev_ts + standing_ms
+            elif p.work_state_id == IDLING:
+                stand_from, stand_to, at_p = p.ts_ms - standing_ms, p.ts_ms, True
+            else:  # both moving: it stood somewhere in between, in whichever end is a load/dump area
+                half_drive = (p.ts_ms - prev_ts - standing_ms) // 2
+                stand_from, stand_to = prev_ts + half_drive, p.ts_ms - half_drive
+                at_p = s.prev_area == AREA_TRAVEL and area != AREA_TRAVEL
+    if at_p:
+        where_area, where_guid, where_lat, where_lon = area, guid, p.latitude, p.longitude
+    else:
+        where_area, where_guid, where_lat, where_lon = s.prev_area, s.prev_guid, s.prev_lat, s.prev_lon
+    by_detour = False
+    if (index is not None and where_area == AREA_TRAVEL and area == AREA_TRAVEL
+            and s.prev_ws != IDLING and p.work_state_id != IDLING
+            and stand_to - stand_from >= 1000.0 * min(th.load_idle_s, th.dump_idle_s)):
+        detour = _gap_stop_in_area(s, p, dt, d, index, th)
+        if detour is not None:
+            where_area, where_guid, stand_from, stand_to = detour
+            by_detour = True
+            where_lat, where_lon = (s.prev_lat + p.latitude) / 2, (s.prev_lon + p.longitude) / 2
 
-    # 1. Attribute the standing time of the pair (prev -> p) to where prev was.
-    if still > 0.0 or s.prev_credit:
-        prev_in_spell = s.sp_kind != "" and (
-            (s.prev_area == s.sp_kind and s.prev_guid == s.sp_guid)
-            or approx_distance_m(s.sp_lat, s.sp_lon, s.prev_lat, s.prev_lon) <= th.still_radius_m
+    # 1. Attribute the standing interval to the open spell, a new spell, or a travel standstill.
+    if stand_to > stand_from:
+        in_spell = s.sp_kind != "" and (
+            (where_area == s.sp_kind and where_guid == s.sp_guid)
+            or approx_distance_m(s.sp_lat, s.sp_lon, where_lat, where_lon) <= th.still_radius_m
         )
-        if not prev_in_spell and s.prev_area in (AREA_LOADER, AREA_DUMP):
+        if not in_spell and where_area != AREA_TRAVEL:
             if s.sp_kind != "":
-                _end_spell(s, th)
-            s.sp_kind = s.prev_area
-            s.sp_guid = s.prev_guid
-            s.sp_start = prev_ts
-            s.sp_until = prev_ts
-            s.sp_credit = s.prev_credit
-            s.sp_lat = s.prev_lat
-            s.sp_lon = s.prev_lon
-            prev_in_spell = True
-        if prev_in_spell:
-            if still_until > s.sp_until:
-                s.sp_until = still_until
-            if not s.sp_confirmed:
+                _end_spell(s, th, closed)
+            s.sp_provisional = by_detour
+            s.sp_kind = where_area
+            s.sp_guid = where_guid
+            s.sp_start = stand_from
+            s.sp_until = stand_from
+            s.sp_lat = where_lat
+            s.sp_lon = where_lon
+            in_spell = True
+        if in_spell:
+            if s.sp_provisional and not by_detour:  # the truck really stands here: start from that
+                s.sp_provisional = False
+                s.sp_start, s.sp_until = stand_from, stand_from
+                s.sp_lat, s.sp_lon = where_lat, where_lon
+            if stand_to > s.sp_until:
+                s.sp_until = stand_to
+            if not s.sp_confirmed and not s.sp_provisional:
                 threshold = th.load_idle_s if s.sp_kind == AREA_LOADER else th.dump_idle_s
-                if (s.sp_until - s.sp_start + s.sp_credit) >= threshold * 1000.0:
+                if (s.sp_until - s.sp_start) >= threshold * 1000.0:
                     _confirm_spell(s, th, closed)
         elif s.phase in _TRAVEL_PHASES:
-            if s.st_until is not None and prev_ts - s.prev_credit - s.st_until <= blip_ms:
-                s.st_until = still_until
+            if s.st_until is not None and stand_from - s.st_until <= blip_ms:
+                s.st_until = max(s.st_until, stand_to)
             else:
-                s.st_start, s.st_until = prev_ts - s.prev_credit, still_until
-            s.travel_idle_s += still + s.prev_credit / 1000.0
+                s.st_start, s.st_until = stand_from, stand_to
+            s.travel_idle_s += (stand_to - stand_from) / 1000.0
             run = (s.st_until - s.st_start) / 1000.0
             if run > th.travel_idle_outlier_s:
                 _note_outlier(s, TRAVEL_IDLE, run)
@@ -378,8 +433,8 @@ def apply_point(
                 s.sp_depart = p.ts_ms  # first WORKING point after the standing (or first point away)
             entered_other_area = area in (AREA_LOADER, AREA_DUMP) and not stays
             if entered_other_area or p.ts_ms - s.sp_depart > blip_ms:
-                _end_spell(s, th)
+                _end_spell(s, th, closed)
 
-    _set_prev(s, p, area, guid, credit)
+    _set_prev(s, p, area, guid)
     s.points += 1
     return closed

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import shapely
 from pyproj import Geod
@@ -80,7 +80,7 @@ class Region:
         )
 
     @classmethod
-    def from_redis_value(cls, site_guid: str, raw: str | bytes) -> "Region":
+    def from_redis_value(cls, site_guid: str, raw: str | bytes) -> Region:
         """Parse one value of the Redis regions hash; raises ValueError on a malformed value."""
         data = json.loads(raw)
         text = str(data["region_points"]).strip()
@@ -134,7 +134,8 @@ class ReferenceData:
 
 
 class _Candidate:
-    __slots__ = ("kind", "guid", "lat", "lon", "min_lat", "max_lat", "min_lon", "max_lon", "geom", "area")
+    __slots__ = ("kind", "guid", "lat", "lon", "min_lat", "max_lat", "min_lon", "max_lon", "geom", "area",
+                 "metric_geom")
 
     def __init__(self, kind: str, guid: str, box: tuple[float, float, float, float], lat: float = 0.0,
                  lon: float = 0.0, geom: Polygon | None = None, area: float = 0.0) -> None:
@@ -145,6 +146,21 @@ class _Candidate:
         self.min_lat, self.max_lat, self.min_lon, self.max_lon = box
         self.geom = geom
         self.area = area
+        self.metric_geom: Polygon | None = None
+        if geom is not None:  # a local metric copy (metres east/north of the centroid) for distances
+            c = geom.centroid
+            self.lat, self.lon = c.y, c.x
+            kx = _M_PER_DEG_LAT * math.cos(math.radians(c.y))
+            self.metric_geom = shapely.transform(geom, lambda xy: (xy - (c.x, c.y)) * (kx, _M_PER_DEG_LAT))
+            shapely.prepare(self.metric_geom)
+
+    def distance_m(self, lat: float, lon: float, loader_distance_m: float) -> float:
+        """Metres from a position to this area (0 inside)."""
+        if self.metric_geom is None:
+            return max(0.0, approx_distance_m(lat, lon, self.lat, self.lon) - loader_distance_m)
+        kx = _M_PER_DEG_LAT * math.cos(math.radians(self.lat))
+        return float(shapely.distance(self.metric_geom, shapely.Point((lon - self.lon) * kx,
+                                                                       (lat - self.lat) * _M_PER_DEG_LAT)))
 
 
 class SpatialIndex:
@@ -198,6 +214,21 @@ class SpatialIndex:
         if best_loader is not None:
             return AREA_LOADER, best_loader, best_dist
         return AREA_TRAVEL, None, None
+
+    def areas_near(self, lat: float, lon: float, radius_m: float) -> dict[tuple[str, str], float]:
+        """Load/dump areas within radius_m of a position: (kind, guid) -> distance in metres (0 inside)."""
+        reach_lat = radius_m / _M_PER_DEG_LAT
+        reach_lon = reach_lat / max(math.cos(math.radians(lat)), 1e-6)
+        found: dict[tuple[str, str], float] = {}
+        for i in range(math.floor((lat - reach_lat) / _CELL_DEG), math.floor((lat + reach_lat) / _CELL_DEG) + 1):
+            for j in range(math.floor((lon - reach_lon) / _CELL_DEG), math.floor((lon + reach_lon) / _CELL_DEG) + 1):
+                for c in self._grid.get((i, j), ()):
+                    key = (c.kind, c.guid)
+                    if key not in found:
+                        d = c.distance_m(lat, lon, self.loader_distance_m)
+                        if d <= radius_m:
+                            found[key] = d
+        return found
 
 
 class SpatialCache:

@@ -11,8 +11,8 @@ watermark. The closed cycles of a replay are the contract the Flink job is teste
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from state_machine.config import EngineConfig
 from state_machine.model import HAUL_TRUCK, CycleRecord, Rejection, StepOutput, TruckStatus

@@ -93,7 +93,7 @@ class TruckState:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "TruckState":
+    def from_bytes(cls, data: bytes) -> TruckState:
         """Decode to_bytes output; raises ValueError on an unknown version."""
         values = orjson.loads(data)
         if not values or values[0] != STATE_VERSION:
@@ -150,6 +150,7 @@ class TruckEngine:
         self.config = config or EngineConfig()
         self.speculative = speculative
         self.spatial = SpatialCache()
+        self._sites: dict[str, SiteReference] = {}  # newest reference seen per site
 
     # -- public steps ----------------------------------------------------------------------------
     def on_point(
@@ -175,6 +176,8 @@ class TruckEngine:
     ) -> tuple[StepOutput, TruckState]:
         """Event-time timer: flush the buffer; close a silent truck's cycle (not at end of input)."""
         out = StepOutput()
+        if site is not None:
+            self._sites[site.site_guid] = site
         th = self.config.for_site(state.committed.site)
         if state.suspect is not None and (
             watermark_ms >= END_OF_INPUT or watermark_ms >= state.suspect.ts_ms + int(th.max_disorder_s * 1000)
@@ -200,8 +203,16 @@ class TruckEngine:
 
     # -- internals -------------------------------------------------------------------------------
     def _classify(self, point: TelemetryPoint, site: SiteReference, th: CycleThresholds) -> _Entry:
+        self._sites[site.site_guid] = site
         area, guid, _ = self.spatial.get(site, th.loader_distance_m).classify(point.latitude, point.longitude)
         return _Entry(point.ts_ms, point, area, guid)
+
+    def _apply(self, cycle: CycleState, e: _Entry) -> list[CycleRecord]:
+        """Apply one buffered point with its site's thresholds and current spatial index."""
+        th = self.config.for_site(e.point.site_guid)
+        site = self._sites.get(e.point.site_guid)
+        index = self.spatial.get(site, th.loader_distance_m) if site is not None else None
+        return apply_point(cycle, e.point, e.area, e.guid, th, index)
 
     def _admit(self, state: TruckState, entry: _Entry, th: CycleThresholds, out: StepOutput) -> bool | None:
         """Dedup / late / clock-jump checks and buffering. None: not buffered; else appended-in-order."""
@@ -277,8 +288,7 @@ class TruckEngine:
         committed = state.committed
         while n < len(pending) and pending[n].ts_ms <= horizon_ms:
             e = pending[n]
-            site_th = th if e.point.site_guid == committed.site else self.config.for_site(e.point.site_guid)
-            out.closed.extend(apply_point(committed, e.point, e.area, e.guid, site_th))
+            out.closed.extend(self._apply(committed, e))
             state.recent.append([e.ts_ms, _fingerprint(e.point)])
             n += 1
         if n:
@@ -293,11 +303,11 @@ class TruckEngine:
             return state.committed
         spec = state._spec
         if spec is not None and appended and entry is not None:
-            apply_point(spec, entry.point, entry.area, entry.guid, self.config.for_site(entry.point.site_guid))
+            self._apply(spec, entry)
             return spec
         spec = state.committed.copy()
         for e in state.pending:
-            apply_point(spec, e.point, e.area, e.guid, self.config.for_site(e.point.site_guid))
+            self._apply(spec, e)
         state._spec = spec
         return spec
 
