@@ -232,19 +232,27 @@ class SpatialIndex:
 
 
 class SpatialCache:
-    """Builds SpatialIndex objects once per (site fingerprint, loader distance)."""
+    """Builds SpatialIndex objects once per site content and loader distance.
+
+    The same SiteReference object hits by identity (no hashing); a new object with the same content
+    (a broadcast refresh) hits by fingerprint; changed content rebuilds the index.
+    """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str, float], SpatialIndex] = {}
+        self._cache: dict[tuple[str, float], tuple[SiteReference, str, SpatialIndex]] = {}
 
     def get(self, site: SiteReference, loader_distance_m: float) -> SpatialIndex:
         """The index for this exact site content and distance threshold."""
-        key = (site.site_guid, site.fingerprint, loader_distance_m)
-        index = self._cache.get(key)
-        if index is None:
-            for stale in [k for k in self._cache if k[0] == site.site_guid]:
-                del self._cache[stale]
-            index = self._cache[key] = SpatialIndex(site, loader_distance_m)
+        key = (site.site_guid, loader_distance_m)
+        entry = self._cache.get(key)
+        if entry is not None and entry[0] is site:
+            return entry[2]
+        fingerprint = site.fingerprint
+        if entry is not None and entry[1] == fingerprint:
+            index = entry[2]
+        else:
+            index = SpatialIndex(site, loader_distance_m)
+        self._cache[key] = (site, fingerprint, index)
         return index
 
 
