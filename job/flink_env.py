@@ -1,0 +1,203 @@
+"""Builds the StreamExecutionEnvironment (and its Configuration) for local runs and for MSF.
+
+Locally everything is set here: Python execution mode (thread by default: 5-20x faster than process
+mode for keyed state), parallelism, exactly-once checkpointing with retained (externalized)
+checkpoints, state backend, ``pipeline.jars`` (JDBC jars, plus the Kinesis connector when used),
+REST/Web UI port, auto-watermark interval, fixed-delay restarts and the savepoint to restore from.
+
+On MSF (``on_msf=True``) the service owns parallelism, checkpointing, state backend and the jar
+(``jarfile`` run option); only what the job itself decides (Python mode, watermark interval) is
+set, plus explicit FlinkConfig overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from job.settings import FlinkSettings
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_JAR_DIR = PROJECT_ROOT / ".jars"
+
+
+class FlinkEnvError(RuntimeError):
+    """The Flink environment cannot be built (no Java, missing jar, bad option)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvInfo:
+    """What was configured, for printing at start."""
+
+    rest_port: int | None
+    jars: tuple[str, ...]
+    config: dict[str, str]
+
+    @property
+    def web_ui(self) -> str | None:
+        """The local Web UI address, when a fixed port was chosen."""
+        return f"http://127.0.0.1:{self.rest_port}" if self.rest_port else None
+
+
+def check_java() -> str:
+    """Path of the java binary; FlinkEnvError when there is none (PyFlink needs Java 11+)."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise FlinkEnvError(
+            "Java not found: PyFlink needs a Java 11/17 runtime (install openjdk-17-jre-headless or set JAVA_HOME)"
+        )
+    try:
+        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FlinkEnvError(f"cannot run {java}: {exc}") from exc
+    if proc.returncode != 0:
+        raise FlinkEnvError(f"{java} -version failed: {(proc.stderr or proc.stdout).strip()[:200]}")
+    return java
+
+
+def required_jars(jar_dir: str | Path | None, kinesis: bool, fetch: bool = True) -> list[Path]:
+    """The jars for ``pipeline.jars``, verified; fetched into ``jar_dir`` when missing and ``fetch``."""
+    from deploy import jars
+
+    jar_dir = Path(jar_dir) if jar_dir else DEFAULT_JAR_DIR
+    names = list(jars.JDBC_JARS)
+    paths: list[Path] = []
+    if fetch:
+        try:
+            paths = jars.ensure_jars(jar_dir, names=names)
+        except jars.JarError as exc:
+            raise FlinkEnvError(f"JDBC connector jars unavailable: {exc}") from exc
+    else:
+        for name in names:
+            path = jars.find_jar(name, jar_dir)
+            if path is None:
+                raise FlinkEnvError(f"jar {name} not found in {jar_dir}; run: python -m deploy.jars fetch")
+            paths.append(path)
+    if kinesis:
+        path = jars.find_jar(jars.KINESIS_JAR, jar_dir)
+        if path is None:
+            raise FlinkEnvError(
+                f"{jars.KINESIS_JAR} jar not found in {jar_dir}; fetch it where Maven Central is reachable: "
+                "python -m deploy.jars fetch --kinesis (or --local-dir DIR / --maven-base-url URL)"
+            )
+        paths.append(path)
+    return paths
+
+
+def local_python_path() -> list[str]:
+    """site-packages of the running interpreter (venv included) and the project root."""
+    import site
+
+    paths = [*site.getsitepackages(), str(PROJECT_ROOT)]
+    return list(dict.fromkeys(p for p in paths if Path(p).is_dir()))
+
+
+def pin_jvm_utc() -> None:
+    """Run the local JVM in UTC: ``-Duser.timezone=UTC`` for a gateway not started yet, and
+    ``TimeZone.setDefault(UTC)`` for one already running (local minicluster only)."""
+    opts = os.environ.get("JVM_ARGS", "")
+    if "-Duser.timezone=" not in opts:
+        os.environ["JVM_ARGS"] = (opts + " -Duser.timezone=UTC").strip()
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    jvm.java.util.TimeZone.setDefault(jvm.java.util.TimeZone.getTimeZone("UTC"))
+
+
+def _duration_ms(ms: int) -> str:
+    return f"{int(ms)} ms"
+
+
+def build_configuration(
+    flink: FlinkSettings, jar_paths: list[Path] | None = None, on_msf: bool = False
+) -> dict[str, str]:
+    """The Flink configuration as a plain dict (testable without a JVM)."""
+    conf: dict[str, str] = {
+        "python.execution-mode": flink.python_execution_mode,
+        "pipeline.auto-watermark-interval": _duration_ms(flink.auto_watermark_interval_ms),
+        # keep consecutive Python operators fused in one Python function call chain
+        "python.operator-chaining.enabled": "true",
+    }
+    if not on_msf:
+        conf["python.executable"] = sys.executable
+        conf["python.client.executable"] = sys.executable
+        # thread mode embeds the interpreter behind python.executable, which does not read a
+        # venv's pyvenv.cfg: put this environment's site-packages and the project on its path
+        conf["python.pythonpath"] = os.pathsep.join(local_python_path())
+        conf["state.backend.type"] = flink.state_backend
+        conf["execution.checkpointing.mode"] = "EXACTLY_ONCE"
+        conf["execution.checkpointing.externalized-checkpoint-retention"] = "RETAIN_ON_CANCELLATION"
+        if flink.rest_port is not None:
+            conf["rest.port"] = str(flink.rest_port)
+            conf["rest.bind-port"] = str(flink.rest_port)
+            conf["rest.address"] = "127.0.0.1"
+            conf["rest.bind-address"] = "127.0.0.1"
+        if jar_paths:
+            from deploy.jars import jar_urls
+
+            conf["pipeline.jars"] = ";".join(jar_urls(jar_paths))
+        if flink.checkpoint_dir:
+            conf["execution.checkpointing.dir"] = Path(flink.checkpoint_dir).resolve().as_uri()
+        if flink.savepoint_dir:
+            conf["execution.checkpointing.savepoint-dir"] = Path(flink.savepoint_dir).resolve().as_uri()
+        if flink.from_savepoint:
+            path = flink.from_savepoint
+            if "://" not in path:
+                if not Path(path).exists():
+                    raise FlinkEnvError(f"savepoint {path} does not exist")
+                path = Path(path).resolve().as_uri()
+            conf["execution.state-recovery.path"] = path
+        if flink.state_backend == "rocksdb":
+            conf["state.backend.incremental"] = "true"
+    if flink.parallelism is not None:
+        conf["parallelism.default"] = str(flink.parallelism)
+    if flink.checkpoint_interval_ms:
+        conf["execution.checkpointing.interval"] = _duration_ms(flink.checkpoint_interval_ms)
+    if flink.restart_attempts is not None:
+        conf["restart-strategy.type"] = "fixed-delay"
+        conf["restart-strategy.fixed-delay.attempts"] = str(flink.restart_attempts)
+        conf["restart-strategy.fixed-delay.delay"] = _duration_ms(flink.restart_delay_ms)
+    return conf
+
+
+def create_environment(
+    flink: FlinkSettings, on_msf: bool = False, fetch_jars: bool = True
+) -> tuple[object, EnvInfo]:
+    """(StreamExecutionEnvironment, EnvInfo). Raises FlinkEnvError with a clear message."""
+    if not on_msf:
+        check_java()
+    jar_paths = [] if on_msf else required_jars(flink.jar_dir, flink.kinesis, fetch=fetch_jars)
+    conf_dict = build_configuration(flink, jar_paths, on_msf=on_msf)
+    if not on_msf:
+        pin_jvm_utc()
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.util.java_utils import add_jars_to_context_class_loader
+
+    conf = Configuration()
+    for key, value in conf_dict.items():
+        conf.set_string(key, value)
+    try:
+        env = StreamExecutionEnvironment.get_execution_environment(conf)
+    except Exception as exc:  # py4j / gateway start-up
+        raise FlinkEnvError(f"cannot start the Flink environment: {exc}") from exc
+    if jar_paths:
+        from deploy.jars import jar_urls
+
+        add_jars_to_context_class_loader(jar_urls(jar_paths))
+    if flink.parallelism is not None:
+        env.set_parallelism(flink.parallelism)
+    if flink.checkpoint_interval_ms:
+        env.enable_checkpointing(flink.checkpoint_interval_ms)
+    env.get_config().set_auto_watermark_interval(flink.auto_watermark_interval_ms)
+    info = EnvInfo(flink.rest_port, tuple(str(p) for p in jar_paths), conf_dict)
+    log.info("Flink configuration: %s", {k: v for k, v in conf_dict.items() if k != "pipeline.jars"})
+    return env, info

@@ -1,0 +1,186 @@
+"""Run the real pipeline on a bundle into a PostgreSQL schema and read the tables back.
+
+Used by the Flink tests (and the equivalence test against ``state_machine.replay``)::
+
+    result = run_bundle(bundle_dir, table_names, pg_dsn)
+    tables = read_tables(pg_dsn, table_names)
+    tables.closed  # list[CycleRecord] sorted like ReplayResult.sorted_closed()
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from job.db import CYCLE_COLUMNS, DEAD_LETTER_COLUMNS, PROCESS_INFO_COLUMNS, TableNames, apply_migrations
+from job.settings import AppSettings, FlinkSettings, SinkSettings
+from state_machine.config import EngineConfig
+from state_machine.model import CycleRecord, TruckStatus
+from state_machine.reference import ReferenceData
+
+SOURCE_LABEL = "file:telemetry.jsonl"
+
+
+@dataclass
+class RunResult:
+    """How a run went."""
+
+    seconds: float
+    records: int
+
+    @property
+    def events_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Tables:
+    """Table contents as engine types."""
+
+    closed: list[CycleRecord] = field(default_factory=list)
+    in_progress: dict[str, CycleRecord] = field(default_factory=dict)
+    statuses: dict[str, TruckStatus] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+
+def pg_params(dsn: str) -> dict[str, Any]:
+    """libpq DSN -> dict of parameters."""
+    from psycopg2.extensions import parse_dsn
+
+    return parse_dsn(dsn)
+
+
+def jdbc_url(dsn: str) -> str:
+    p = pg_params(dsn)
+    return f"jdbc:postgresql://{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}/{p.get('dbname', 'postgres')}"
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def run_bundle(
+    bundle_dir: str | Path,
+    names: TableNames,
+    pg_dsn: str,
+    reference: ReferenceData | None = None,
+    engine: EngineConfig | None = None,
+    parallelism: int = 1,
+    checkpoint_interval_ms: int | None = None,
+    batch_size: int = 2000,
+    migrate: bool = True,
+    source_label: str = SOURCE_LABEL,
+    engine_factory: Any = None,
+    state_codec: Any = None,
+    execution_mode: str = "thread",
+) -> RunResult:
+    """Run the pipeline (bounded file source, load-once reference) into ``names``' schema."""
+    import psycopg2
+
+    from job.flink_env import create_environment
+    from job.pipeline import bounded_reference_stream, build_pipeline
+    from job.sinks import JdbcTarget, SinkSet
+    from job.sources import file_source, resolve_file_path
+    from state_machine.bundle import read_reference
+    from udfs.reference_poller import snapshot_records
+
+    bundle_dir = Path(bundle_dir)
+    if migrate:
+        conn = psycopg2.connect(pg_dsn)
+        try:
+            apply_migrations(conn, names)
+        finally:
+            conn.close()
+    if reference is None:
+        reference, _ = read_reference(bundle_dir)
+    settings = AppSettings(
+        sink=SinkSettings(jdbc_url=jdbc_url(pg_dsn), batch_size=batch_size),
+        engine=engine or EngineConfig(),
+        flink=FlinkSettings(parallelism=parallelism, checkpoint_interval_ms=checkpoint_interval_ms,
+                            python_execution_mode=execution_mode, source_idleness_ms=None),
+    )  # fmt: skip
+    env, _info = create_environment(settings.flink)
+    params = pg_params(pg_dsn)
+    target = JdbcTarget(settings.sink.jdbc_url, params.get("user", "postgres"), params.get("password"),
+                        batch_size=batch_size)  # fmt: skip
+    sinks = SinkSet(env, names, target)
+    raw = file_source(env, bundle_dir, label=source_label)
+    build_pipeline(env, raw.stream, bounded_reference_stream(env, snapshot_records(reference)), sinks, settings,
+                   raw.label, check_future=False, engine_factory=engine_factory, state_codec=state_codec)  # fmt: skip
+    sinks.attach()
+    records = count_lines(resolve_file_path(bundle_dir))
+    start = time.perf_counter()
+    env.execute("asset-cycle-test")
+    return RunResult(time.perf_counter() - start, records)
+
+
+def _select(conn: Any, names: TableNames, kind: str, columns: list[tuple[str, str]]) -> list[tuple]:
+    from psycopg2 import sql
+
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(sql.Identifier(c) for c, _ in columns), names.table(kind)
+            )
+        )
+        return cur.fetchall()
+
+
+def read_tables(pg_dsn: str, names: TableNames) -> Tables:
+    """All rows of the job's four tables as CycleRecords / TruckStatus / dicts."""
+    import psycopg2
+
+    from job.db import cycle_record_from_row, datetime_to_ms
+    from state_machine.truck import closed_sort_key
+
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        out = Tables()
+        out.closed = sorted(
+            (cycle_record_from_row(r) for r in _select(conn, names, "cycle", CYCLE_COLUMNS)), key=closed_sort_key
+        )
+        for r in _select(conn, names, "cycle_tmp", CYCLE_COLUMNS):
+            rec = cycle_record_from_row(r)
+            out.in_progress[rec.asset_guid] = rec
+        for r in _select(conn, names, "process_info", PROCESS_INFO_COLUMNS):
+            out.statuses[r[0]] = TruckStatus(r[0], r[1], datetime_to_ms(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
+        cols = [c for c, _ in DEAD_LETTER_COLUMNS]
+        out.dead_letters = sorted(
+            (dict(zip(cols, r, strict=True)) for r in _select(conn, names, "dead_letter", DEAD_LETTER_COLUMNS)),
+            key=lambda d: d["dead_letter_id"],
+        )
+        conn.rollback()
+        return out
+    finally:
+        conn.close()
+
+
+def table_snapshot(pg_dsn: str, names: TableNames, exclude: tuple[str, ...] = ("updated_at",)) -> dict[str, list]:
+    """Every row of the four tables (all columns but ``exclude``), sorted, for before/after checks."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(pg_dsn)
+    out: dict[str, list] = {}
+    try:
+        with conn.cursor() as cur:
+            for kind in ("cycle_tmp", "cycle", "process_info", "dead_letter"):
+                cur.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                    "ORDER BY ordinal_position",
+                    (names.schema, names.table_name(kind)),
+                )
+                cols = [c for (c,) in cur.fetchall() if c not in exclude]
+                cur.execute(
+                    sql.SQL("SELECT {} FROM {}").format(
+                        sql.SQL(", ").join(sql.Identifier(c) for c in cols), names.table(kind)
+                    )
+                )
+                out[kind] = sorted(cur.fetchall(), key=repr)
+        conn.rollback()
+    finally:
+        conn.close()
+    return out

@@ -1,0 +1,367 @@
+"""The keyed (by asset_guid) broadcast function around the cycle engine. No cycle rules here.
+
+Per truck (keyed state, one ValueState read + one write per record)::
+
+    (engine state bytes, registered timer ms or -1, held point count, first held event ms)
+
+plus a ListState of points held while the truck's reference data is missing.
+
+* Reference data arrives on the broadcast input as ``(kind, key, payload)`` updates (udfs.rows
+  REF_*), is stored in broadcast state (restored from checkpoints) and cached as SiteReference
+  objects in the Python instance (filled lazily from broadcast state after a restore).
+* A point of an asset whose type is not HAUL_TRUCK is dropped (counted). A point whose asset type
+  or site reference is not (yet) known is held; held points are released, in arrival order, as
+  soon as the data is there, and dead-lettered (UNKNOWN_ASSET / NO_REFERENCE_DATA) when more than
+  ``wait_max_points`` pile up, when the watermark passes the first held point + ``wait_max_ms``,
+  or at end of input.
+* Timers: one event-time timer per truck at ``state.timer_due_ms`` (re-registered when it moves).
+  Before applying a point the truck's due timer is also fired with the point's watermark hint
+  (udfs.parse): the offline replay fires timers with a per-record watermark, Flink's periodic
+  watermarks lag behind it, and this makes each truck see timer firings at exactly the same
+  positions of its own point sequence as in the replay. At end of input (watermark at or beyond
+  END_THRESHOLD) timers fire first with the largest hint seen, then with END_OF_INPUT.
+* Output: ``(tag, row)`` pairs on the main output (tags udfs.rows OUT_*), split into side outputs
+  by SplitOutputs right after (PyFlink 2.2's thread mode does not route side outputs yielded from
+  a keyed-broadcast ``on_timer``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pyflink.common import Types
+from pyflink.datastream import OutputTag, ProcessFunction
+from pyflink.datastream.functions import KeyedBroadcastProcessFunction
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
+
+from state_machine.config import EngineConfig
+from state_machine.model import HAUL_TRUCK, StepOutput, TelemetryPoint
+from state_machine.reference import SiteReference, site_reference_from_mapping
+from state_machine.telemetry import format_record
+from udfs.rows import (
+    CYCLE_ROW_TYPE,
+    DEAD_LETTER_ROW_TYPE,
+    NO_HINT,
+    OUT_CYCLE,
+    OUT_DEAD_LETTER,
+    OUT_STATUS,
+    OUT_TMP,
+    REF_ASSET,
+    REF_ASSET_DELETED,
+    REF_SITE,
+    REF_SITE_DELETED,
+    STATUS_ROW_TYPE,
+    cycle_row,
+    dead_letter,
+    status_row,
+)
+
+END_OF_INPUT = 2**63 - 1
+END_THRESHOLD = 2**62
+"""Watermarks at or above this are end of input (no event time comes near it; the polling reference
+stream's own watermark is Long.MAX_VALUE - 1)."""
+UNKNOWN_ASSET = "UNKNOWN_ASSET"
+NO_REFERENCE_DATA = "NO_REFERENCE_DATA"
+ENGINE_SOURCE = "engine"
+
+REFERENCE_STATE = MapStateDescriptor("reference", Types.STRING(), Types.STRING())
+TRUCK_STATE_TYPE = Types.TUPLE([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.LONG(), Types.INT(), Types.LONG()])
+HELD_TYPE = Types.TUPLE(
+    [Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.INT(), Types.LONG(), Types.STRING()]
+)
+
+TMP_TAG = OutputTag("cycle-tmp", CYCLE_ROW_TYPE)
+CYCLE_TAG = OutputTag("cycle-final", CYCLE_ROW_TYPE)
+STATUS_TAG = OutputTag("process-info", STATUS_ROW_TYPE)
+DEAD_LETTER_TAG = OutputTag("engine-dead-letters", DEAD_LETTER_ROW_TYPE)
+_TAGS = {OUT_TMP: TMP_TAG, OUT_CYCLE: CYCLE_TAG, OUT_STATUS: STATUS_TAG, OUT_DEAD_LETTER: DEAD_LETTER_TAG}
+
+_MISSING = object()
+
+
+def _default_engine(config: EngineConfig) -> Any:
+    from state_machine.truck import TruckEngine
+
+    return TruckEngine(config)
+
+
+def _default_state_codec() -> tuple[Callable[[bytes], Any], Callable[[Any], bytes]]:
+    from state_machine.truck import TruckState
+
+    return TruckState.from_bytes, lambda s: s.to_bytes()
+
+
+class _Counter:
+    """A Flink counter, or a plain int when metrics are unavailable."""
+
+    def __init__(self, group: Any, name: str) -> None:
+        self.value = 0
+        self._flink = None
+        if group is not None:
+            try:
+                self._flink = group.counter(name)
+            except Exception:  # noqa: BLE001
+                self._flink = None
+
+    def inc(self, n: int = 1) -> None:
+        self.value += n
+        if self._flink is not None:
+            self._flink.inc(n)
+
+
+class CycleFunction(KeyedBroadcastProcessFunction):
+    """Runs the cycle engine per truck with broadcast reference data (see module docstring)."""
+
+    def __init__(
+        self,
+        engine_config: dict,
+        source: str,
+        wait_max_points: int = 5000,
+        wait_max_ms: int = 600_000,
+        engine_factory: Callable[[EngineConfig], Any] | None = None,
+        state_codec: Callable[[], tuple[Callable[[bytes], Any], Callable[[Any], bytes]]] | None = None,
+    ) -> None:
+        self.engine_config = engine_config
+        self.source = source
+        self.wait_max_points = int(wait_max_points)
+        self.wait_max_ms = int(wait_max_ms)
+        self.engine_factory = engine_factory
+        self.state_codec = state_codec
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self, runtime_context) -> None:
+        self.config = EngineConfig.from_dict(self.engine_config)
+        self.engine = (self.engine_factory or _default_engine)(self.config)
+        self.decode, self.encode = (self.state_codec or _default_state_codec)()
+        self.truck_state = runtime_context.get_state(ValueStateDescriptor("truck", TRUCK_STATE_TYPE))
+        self.held = runtime_context.get_list_state(ListStateDescriptor("held", HELD_TYPE))
+        self.sites: dict[str, Any] = {}
+        self.asset_types: dict[str, Any] = {}
+        self.max_hint = NO_HINT
+        try:
+            group = runtime_context.get_metrics_group()
+        except Exception:  # noqa: BLE001
+            group = None
+        self.c_points = _Counter(group, "points")
+        self.c_non_truck = _Counter(group, "nonTruckPoints")
+        self.c_held = _Counter(group, "heldPoints")
+        self.c_no_ref = _Counter(group, "noReferenceData")
+        self.c_unknown = _Counter(group, "unknownAsset")
+        self.c_rejected = _Counter(group, "rejectedPoints")
+        self.c_duplicates = _Counter(group, "duplicates")
+        self.c_reordered = _Counter(group, "reordered")
+        self.c_closed = _Counter(group, "closedCycles")
+        self.c_no_start = _Counter(group, "closedWithoutLoadStart")
+
+    # -- reference data --------------------------------------------------------------------------
+    def process_broadcast_element(self, value, ctx):
+        kind, key, payload = value[0], value[1], value[2]
+        state = ctx.get_broadcast_state(REFERENCE_STATE)
+        if kind == REF_SITE:
+            state.put("s:" + key, payload)
+            self.sites[key] = site_reference_from_mapping(json.loads(payload))
+        elif kind == REF_SITE_DELETED:
+            state.remove("s:" + key)
+            self.sites[key] = None
+        elif kind == REF_ASSET:
+            state.put("a:" + key, payload)
+            self.asset_types[key] = payload
+        elif kind == REF_ASSET_DELETED:
+            state.remove("a:" + key)
+            self.asset_types[key] = None
+        # cached negative lookups may be stale now
+        self.sites = {k: v for k, v in self.sites.items() if v is not _MISSING}
+        self.asset_types = {k: v for k, v in self.asset_types.items() if v is not _MISSING}
+        return iter(())
+
+    def _site(self, ctx, site_guid: str) -> SiteReference | None:
+        site = self.sites.get(site_guid, _MISSING)
+        if site is _MISSING:
+            payload = ctx.get_broadcast_state(REFERENCE_STATE).get("s:" + site_guid)
+            site = site_reference_from_mapping(json.loads(payload)) if payload else None
+            self.sites[site_guid] = site if site is not None else _MISSING
+        return None if site is _MISSING else site
+
+    def _asset_type(self, ctx, asset_guid: str) -> str | None:
+        kind = self.asset_types.get(asset_guid, _MISSING)
+        if kind is _MISSING:
+            kind = ctx.get_broadcast_state(REFERENCE_STATE).get("a:" + asset_guid)
+            self.asset_types[asset_guid] = kind if kind is not None else _MISSING
+        return None if kind is _MISSING else kind
+
+    def _lookup(self, ctx, asset_guid: str, site_guid: str) -> tuple[str, Any]:
+        """("ok", site) | ("skip", None) for non-trucks | ("wait", reason)."""
+        kind = self._asset_type(ctx, asset_guid)
+        if kind is None:
+            return "wait", UNKNOWN_ASSET
+        if kind != HAUL_TRUCK:
+            return "skip", None
+        site = self._site(ctx, site_guid)
+        if site is None:
+            return "wait", NO_REFERENCE_DATA
+        return "ok", site
+
+    # -- output ----------------------------------------------------------------------------------
+    def _emit(self, out: StepOutput) -> Iterator[tuple[int, Any]]:
+        if out.in_progress is not None:
+            yield OUT_TMP, cycle_row(out.in_progress)
+        for rec in out.closed:
+            if rec.load_start_ms is None:
+                self.c_no_start.inc()
+                continue
+            self.c_closed.inc()
+            yield OUT_CYCLE, cycle_row(rec)
+        if out.status is not None:
+            yield OUT_STATUS, status_row(out.status)
+        for rej in out.rejected:
+            self.c_rejected.inc()
+            p = rej.point
+            yield OUT_DEAD_LETTER, dead_letter(ENGINE_SOURCE, rej.reason, rej.detail, format_record(p),
+                                               p.asset_guid, p.ts_ms)  # fmt: skip
+        if out.duplicates:
+            self.c_duplicates.inc(out.duplicates)
+        if out.reordered:
+            self.c_reordered.inc(out.reordered)
+
+    def _run_timers(self, ctx, truck: Any, wm: int, emitted: list) -> Any:
+        """Fire the truck's due timer(s) at watermark ``wm`` (as the replay does)."""
+        due = truck.timer_due_ms(self.config)
+        while due is not None and due <= wm:
+            out, truck = self.engine.on_timer(truck, due, wm, self._site(ctx, truck.committed.site))
+            emitted.extend(self._emit(out))
+            nxt = truck.timer_due_ms(self.config, wm)
+            if nxt == due:
+                break
+            due = nxt
+        return truck
+
+    def _apply(self, ctx, truck: Any, point: tuple, site: SiteReference, emitted: list) -> Any:
+        asset, site_guid, ts, lat, lon, ws, hint = point[:7]
+        if truck is not None and hint != NO_HINT:
+            truck = self._run_timers(ctx, truck, hint, emitted)
+        out, truck = self.engine.on_point(truck, TelemetryPoint(asset, site_guid, ts, lat, lon, ws), site)
+        self.c_points.inc()
+        emitted.extend(self._emit(out))
+        return truck
+
+    def _reject_held(self, asset: str, held: list[tuple], ctx, emitted: list) -> None:
+        for site_guid, ts, _lat, _lon, _ws, _hint, raw in held:
+            kind = self._asset_type(ctx, asset)
+            if kind is None:
+                reason, detail = UNKNOWN_ASSET, "asset_guid not in the asset table"
+                self.c_unknown.inc()
+            else:
+                reason, detail = NO_REFERENCE_DATA, f"no reference data for site {site_guid}"
+                self.c_no_ref.inc()
+            emitted.append((OUT_DEAD_LETTER, dead_letter(self.source, reason, detail, raw, asset, ts)))
+
+    def _release(self, ctx, asset: str, truck: Any, held: list[tuple], emitted: list) -> tuple[Any, list[tuple]]:
+        """Apply held points in order while their reference data is there; return what still waits."""
+        for i, (site_guid, ts, lat, lon, ws, hint, _raw) in enumerate(held):
+            status, site = self._lookup(ctx, asset, site_guid)
+            if status == "wait":
+                return truck, held[i:]
+            if status == "ok":
+                truck = self._apply(ctx, truck, (asset, site_guid, ts, lat, lon, ws, hint), site, emitted)
+            else:
+                self.c_non_truck.inc()
+        return truck, []
+
+    # -- main input ------------------------------------------------------------------------------
+    def process_element(self, value, ctx):
+        asset, site_guid, ts, lat, lon, ws, hint, raw = value
+        if hint > self.max_hint:
+            self.max_hint = hint
+        stored = self.truck_state.value()
+        if stored is None:
+            blob, timer, held_n, held_first = b"", -1, 0, 0
+        else:
+            blob, timer, held_n, held_first = stored
+        status, site = self._lookup(ctx, asset, site_guid)
+        if status == "skip" and held_n == 0:
+            self.c_non_truck.inc()
+            return
+        emitted: list = []
+        truck = self.decode(bytes(blob)) if blob else None
+        held: list[tuple] = []
+        if held_n:
+            truck, held = self._release(ctx, asset, truck, list(self.held.get()), emitted)
+        if held or status == "wait":
+            held.append((site_guid, ts, lat, lon, ws, hint, raw))
+            self.c_held.inc()
+            if len(held) > self.wait_max_points:
+                self._reject_held(asset, held, ctx, emitted)
+                held = []
+        elif status == "ok":
+            truck = self._apply(ctx, truck, (asset, site_guid, ts, lat, lon, ws, hint), site, emitted)
+        else:
+            self.c_non_truck.inc()
+        if held_n or held:
+            self._store_held(held)
+            held_first = held[0][1] if held else 0
+        self._save(ctx, truck, timer, len(held), held_first)
+        yield from emitted
+
+    def _save(self, ctx, truck: Any, timer: int, held_n: int, held_first: int, wm: int | None = None) -> None:
+        """Store the truck's state and (re-)register its single timer. ``wm``: the watermark the
+        caller fired timers at (on_timer); a timer at or below it would fire again at once."""
+        due = truck.timer_due_ms(self.config, wm) if truck is not None else None
+        if held_n:
+            deadline = held_first + self.wait_max_ms
+            due = deadline if due is None else min(due, deadline)
+        if due is not None and wm is not None and due <= wm:
+            due = None if wm >= END_THRESHOLD else wm + 1
+        new_timer = -1 if due is None else due
+        if new_timer != timer:
+            service = ctx.timer_service()
+            if timer >= 0:
+                service.delete_event_time_timer(timer)
+            if new_timer >= 0:
+                service.register_event_time_timer(new_timer)
+        blob = self.encode(truck) if truck is not None else b""
+        self.truck_state.update((blob, new_timer, held_n, held_first))
+
+    # -- timers ----------------------------------------------------------------------------------
+    def on_timer(self, timestamp: int, ctx):
+        stored = self.truck_state.value()
+        if stored is None:
+            return
+        blob, timer, held_n, held_first = stored
+        if timer != timestamp:
+            return  # superseded (deleted timers should not fire; be safe)
+        asset = ctx.get_current_key()
+        wm = ctx.timer_service().current_watermark()
+        end = wm >= END_THRESHOLD
+        emitted: list = []
+        truck = self.decode(bytes(blob)) if blob else None
+        held: list[tuple] = []
+        if held_n:
+            truck, held = self._release(ctx, asset, truck, list(self.held.get()), emitted)
+            if held and (end or wm >= held_first + self.wait_max_ms):
+                self._reject_held(asset, held, ctx, emitted)
+                held = []
+            self._store_held(held)
+            held_first = held[0][1] if held else 0
+        if truck is not None:
+            if end:
+                truck = self._run_timers(ctx, truck, self.max_hint, emitted)
+                truck = self._run_timers(ctx, truck, END_OF_INPUT, emitted)
+            else:
+                truck = self._run_timers(ctx, truck, wm, emitted)
+        self._save(ctx, truck, -1, len(held), held_first, END_OF_INPUT if end else wm)
+        yield from emitted
+
+    def _store_held(self, held: list[tuple]) -> None:
+        if held:
+            self.held.update(held)
+        else:
+            self.held.clear()
+
+
+class SplitOutputs(ProcessFunction):
+    """Routes the cycle operator's ``(tag, row)`` pairs to the side outputs TMP/CYCLE/STATUS/DEAD_LETTER."""
+
+    def process_element(self, value, ctx):
+        yield _TAGS[value[0]], value[1]

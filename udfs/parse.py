@@ -1,0 +1,56 @@
+"""Parse + validate raw telemetry: valid points go on as POINT tuples, bad records to a side output.
+
+Also computes the per-record watermark hint (``max event time seen before this record -
+out_of_orderness - 1``), i.e. the watermark the offline replay uses before each record. The cycle
+operator fires a truck's due timer with it before applying the truck's next point, so timer
+decisions do not depend on how late Flink's periodic watermarks arrive (see udfs.cycle_function).
+"""
+
+from __future__ import annotations
+
+import time
+
+from pyflink.datastream import OutputTag, ProcessFunction
+
+from state_machine.telemetry import Invalid, parse_record
+from udfs.rows import DEAD_LETTER_ROW_TYPE, NO_HINT, dead_letter
+
+DEAD_LETTER_TAG = OutputTag("parse-dead-letters", DEAD_LETTER_ROW_TYPE)
+
+
+class ParseFunction(ProcessFunction):
+    """raw str -> POINT tuple; invalid records -> DEAD_LETTER_TAG with the parser's reason."""
+
+    def __init__(self, source: str, out_of_orderness_ms: int, max_future_s: float = 300.0,
+                 check_future: bool = True) -> None:
+        self.source = source
+        self.lag_ms = int(out_of_orderness_ms)
+        self.max_future_s = max_future_s
+        self.check_future = check_future
+        self.max_ts: int | None = None
+        self._invalid = None
+
+    def open(self, runtime_context) -> None:
+        self.max_ts = None
+        try:
+            self._invalid = runtime_context.get_metrics_group().counter("invalidRecords")
+        except Exception:  # noqa: BLE001 - metrics are optional (e.g. unit tests)
+            self._invalid = None
+
+    def process_element(self, raw, ctx):
+        now_ms = int(time.time() * 1000) if self.check_future else None
+        parsed = parse_record(raw, now_ms=now_ms, max_future_s=self.max_future_s)
+        if isinstance(parsed, Invalid):
+            if self._invalid is not None:
+                self._invalid.inc()
+            yield DEAD_LETTER_TAG, dead_letter(
+                self.source, parsed.reason, parsed.detail, raw, parsed.asset_guid, parsed.ts_ms
+            )
+            return
+        max_ts = self.max_ts
+        hint = NO_HINT if max_ts is None else max_ts - self.lag_ms - 1
+        ts = parsed.ts_ms
+        if max_ts is None or ts > max_ts:
+            self.max_ts = ts
+        yield (parsed.asset_guid, parsed.site_guid, ts, parsed.latitude, parsed.longitude,
+               parsed.work_state_id, hint, raw)  # fmt: skip

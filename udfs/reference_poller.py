@@ -1,0 +1,160 @@
+"""Reference data as a stream of broadcast updates ``(kind, key, payload)`` (udfs.rows REF_*).
+
+* ``reference_updates(previous, data)``: what changed between two snapshots (pure, tested).
+* ``ReferencePoller``: a FlatMapFunction driven by a 1-per-second ticker; every
+  ``interval_s`` it loads PostgreSQL (asset types, loader positions) and Redis (dump regions)
+  with ``job.reference_store.load_reference_data`` and emits only changed sites / asset types. A
+  failing poll keeps the last known data, logs a warning and is counted (``referencePollFailures``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import FlatMapFunction
+
+from state_machine.reference import ReferenceData, site_reference_to_mapping
+from udfs.rows import REF_ASSET, REF_ASSET_DELETED, REF_SITE, REF_SITE_DELETED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Snapshot:
+    """What was last broadcast: site guid -> JSON payload, asset guid -> type."""
+
+    sites: dict[str, str] = field(default_factory=dict)
+    assets: dict[str, str] = field(default_factory=dict)
+
+
+def site_payload(site: Any) -> str:
+    """Canonical JSON of a SiteReference (stable order, so equal content compares equal)."""
+    return json.dumps(site_reference_to_mapping(site), sort_keys=True, separators=(",", ":"))
+
+
+def reference_updates(previous: Snapshot, data: ReferenceData) -> tuple[list[tuple[str, str, str]], Snapshot]:
+    """(updates, new snapshot): asset types first, then sites; deletions for what disappeared."""
+    current = Snapshot(
+        sites={guid: site_payload(site) for guid, site in sorted(data.sites.items())},
+        assets={str(guid): str(kind) for guid, kind in sorted(data.asset_types.items())},
+    )
+    updates: list[tuple[str, str, str]] = []
+    for guid, kind in current.assets.items():
+        if previous.assets.get(guid) != kind:
+            updates.append((REF_ASSET, guid, kind))
+    for guid in sorted(set(previous.assets) - set(current.assets)):
+        updates.append((REF_ASSET_DELETED, guid, ""))
+    for guid, payload in current.sites.items():
+        if previous.sites.get(guid) != payload:
+            updates.append((REF_SITE, guid, payload))
+    for guid in sorted(set(previous.sites) - set(current.sites)):
+        updates.append((REF_SITE_DELETED, guid, ""))
+    return updates, current
+
+
+def snapshot_records(data: ReferenceData) -> list[tuple[str, str, str]]:
+    """All records of one full snapshot (the bounded, load-once mode)."""
+    return reference_updates(Snapshot(), data)[0]
+
+
+class ReferencePoller(FlatMapFunction):
+    """tick -> changed reference records, polling every ``interval_s`` (see module docstring).
+
+    ``connect`` is a picklable zero-argument callable returning ``(pg_conn, redis_client, names,
+    redis_key_prefix)``; it is called lazily in the worker (credentials are resolved there).
+    """
+
+    def __init__(self, connect: Any, interval_s: float) -> None:
+        self.connect = connect
+        self.interval_s = float(interval_s)
+
+    def open(self, runtime_context) -> None:
+        self.snapshot = Snapshot()
+        self.next_poll = 0.0
+        self.conns: tuple | None = None
+        self.polls = 0
+        self.failures = 0
+        try:
+            group = runtime_context.get_metrics_group()
+            self._c_fail = group.counter("referencePollFailures")
+            self._c_updates = group.counter("referenceUpdates")
+        except Exception:  # noqa: BLE001
+            self._c_fail = self._c_updates = None
+
+    def close(self) -> None:
+        self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        if self.conns is not None:
+            pg, redis_client = self.conns[0], self.conns[1]
+            for closer in (getattr(pg, "close", None), getattr(redis_client, "close", None)):
+                try:
+                    if closer:
+                        closer()
+                except Exception:  # noqa: BLE001
+                    pass
+        self.conns = None
+
+    def poll(self) -> list[tuple[str, str, str]]:
+        """Load once and return the updates since the last successful poll ([] on failure)."""
+        from job.reference_store import load_reference_data
+
+        self.polls += 1
+        try:
+            if self.conns is None:
+                self.conns = self.connect()
+            pg, redis_client, names, prefix = self.conns
+            data = load_reference_data(pg, redis_client, names, redis_key_prefix=prefix)
+        except Exception as exc:  # noqa: BLE001 - any PG/Redis failure keeps the last data
+            self.failures += 1
+            if self._c_fail is not None:
+                self._c_fail.inc()
+            log.warning("reference poll failed (keeping the last known data): %s: %s",
+                        type(exc).__name__, str(exc)[:300])  # fmt: skip
+            self._drop_connections()
+            return []
+        updates, self.snapshot = reference_updates(self.snapshot, data)
+        if updates:
+            log.info("reference data changed: %d update(s)", len(updates))
+            if self._c_updates is not None:
+                self._c_updates.inc(len(updates))
+        return updates
+
+    def flat_map(self, value):
+        now = time.monotonic()
+        if now < self.next_poll:
+            return
+        self.next_poll = now + self.interval_s
+        yield from self.poll()
+
+
+@dataclass(frozen=True)
+class ReferenceConnector:
+    """Picklable connection factory for ReferencePoller (credentials resolved in the worker)."""
+
+    settings: Any  # job.settings.AppSettings
+    postgres: Any = None  # job.reference_store.PostgresSettings override (local runs)
+    redis: Any = None  # job.reference_store.RedisSettings override (local runs)
+    names: Any = None  # job.db.TableNames
+
+    def __call__(self) -> tuple:
+        from job import settings as app_settings
+
+        pg_settings = self.postgres or app_settings.postgres_settings(self.settings)
+        redis_settings = self.redis or app_settings.redis_settings(self.settings)
+        pg = pg_settings.connect()
+        pg.autocommit = True
+        return pg, redis_settings.client(), self.names, self.settings.reference.redis_key_prefix
+
+
+class MaxTimestampAssigner(TimestampAssigner):
+    """Reference stream timestamps: Long.MAX_VALUE, so its watermark (MAX - 1) never holds back the
+    keyed operator's event-time watermark (see udfs.cycle_function.END_THRESHOLD)."""
+
+    def extract_timestamp(self, value, record_timestamp):
+        return 2**63 - 1
