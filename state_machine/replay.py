@@ -72,7 +72,7 @@ class Replayer:
         self.lag_ms = self.config.max_disorder_ms if out_of_orderness_ms is None else out_of_orderness_ms
         self.now_ms = now_ms
         self.states: dict[str, TruckState] = {}
-        self.timers: dict[str, int] = {}
+        self.timers: dict[str, tuple[int, int]] = {}  # asset -> (due, time of its heap entry)
         self._heap: list[tuple[int, str]] = []
         self.max_ts: int | None = None
         self.result = ReplayResult()
@@ -89,19 +89,27 @@ class Replayer:
         for rej in out.rejected:
             res.dead_letters.append(_rejection_letter(rej))
         due = state.timer_due_ms(self.config, watermark)
-        if due != self.timers.get(asset):
-            if due is None:
-                self.timers.pop(asset, None)
-            else:
-                self.timers[asset] = due
-                heapq.heappush(self._heap, (due, asset))
+        queued = self.timers.get(asset)
+        if due is None:
+            self.timers.pop(asset, None)
+        elif queued is None or due < queued[1]:
+            heapq.heappush(self._heap, (due, asset))
+            self.timers[asset] = (due, due)
+        else:  # a later due: keep the queued heap entry and re-check it when it pops (coalescing)
+            self.timers[asset] = (due, queued[1])
 
     def _fire_timers(self, watermark: int) -> None:
         heap = self._heap
         while heap and heap[0][0] <= watermark:
-            due, asset = heapq.heappop(heap)
-            if self.timers.get(asset) != due:
-                continue  # superseded
+            queued_at, asset = heapq.heappop(heap)
+            entry = self.timers.get(asset)
+            if entry is None or entry[1] != queued_at:
+                continue  # cancelled or superseded by an earlier entry
+            due = entry[0]
+            if due > watermark:  # the due time moved on since this entry was queued
+                heapq.heappush(heap, (due, asset))
+                self.timers[asset] = (due, due)
+                continue
             del self.timers[asset]
             state = self.states[asset]
             out, state = self.engine.on_timer(state, due, watermark, self.reference.sites.get(state.committed.site))

@@ -109,8 +109,22 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_GOOD_IDS: set[str] = set()  # ids already accepted (fleets are small; bounded below)
+
+
 def _id_problem(value: str) -> str | None:
     """Why a guid string is unacceptable, or None when it is fine."""
+    if value in _GOOD_IDS:
+        return None
+    problem = _id_problem_uncached(value)
+    if problem is None:
+        if len(_GOOD_IDS) >= 100_000:
+            _GOOD_IDS.clear()
+        _GOOD_IDS.add(value)
+    return problem
+
+
+def _id_problem_uncached(value: str) -> str | None:
     if not value or value.isspace():
         return "empty"
     if len(value) > MAX_ID_LENGTH:

@@ -38,7 +38,7 @@ from state_machine.model import (
     TelemetryPoint,
     TruckStatus,
 )
-from state_machine.reference import SiteReference, SpatialCache
+from state_machine.reference import SiteReference, SpatialCache, SpatialIndex
 
 STATE_VERSION = 1
 END_OF_INPUT = 2**63 - 1
@@ -143,6 +143,16 @@ def _entry_from_list(asset: str, v: list) -> _Entry:
     return _Entry(ts, TelemetryPoint(asset, site, ts, lat, lon, ws), area, guid)
 
 
+class _SiteRuntime(NamedTuple):
+    """Per-site values needed on every point, resolved once per reference object."""
+
+    site: SiteReference | None
+    th: CycleThresholds
+    index: SpatialIndex | None
+    disorder_ms: int
+    jump_ms: int
+
+
 class TruckEngine:
     """Stateless service object: runs steps for any truck given its state (pure, no I/O)."""
 
@@ -150,7 +160,18 @@ class TruckEngine:
         self.config = config or EngineConfig()
         self.speculative = speculative
         self.spatial = SpatialCache()
-        self._sites: dict[str, SiteReference] = {}  # newest reference seen per site
+        self._runtime: dict[str, _SiteRuntime] = {}  # per site, for the newest reference seen
+
+    def _site_runtime(self, site_guid: str, site: SiteReference | None = None) -> _SiteRuntime:
+        """Thresholds and spatial index of a site; `site` updates the reference in use."""
+        rt = self._runtime.get(site_guid)
+        if rt is not None and (site is None or site is rt.site):
+            return rt
+        th = self.config.for_site(site_guid)
+        index = self.spatial.get(site, th.loader_distance_m) if site is not None else None
+        rt = _SiteRuntime(site, th, index, int(th.max_disorder_s * 1000), int(th.max_forward_jump_s * 1000))
+        self._runtime[site_guid] = rt
+        return rt
 
     # -- public steps ----------------------------------------------------------------------------
     def on_point(
@@ -160,14 +181,15 @@ class TruckEngine:
         out = StepOutput()
         if state is None:
             state = TruckState(point.asset_guid, point.site_guid)
-        th = self.config.for_site(point.site_guid)
-        entry = self._classify(point, site, th)
+        rt = self._site_runtime(point.site_guid, site)
+        area, guid, _ = rt.index.classify(point.latitude, point.longitude)
+        entry = _Entry(point.ts_ms, point, area, guid)
 
-        verdict = self._admit(state, entry, th, out)
+        verdict = self._admit(state, entry, rt, out)
         if verdict is None:
             return out, state
         appended_in_order = verdict
-        self._commit(state, th, out, state.newest_ms - int(th.max_disorder_s * 1000))
+        self._commit(state, out, state.newest_ms - rt.disorder_ms)
         self._emit_current(state, out, appended_in_order, entry, force_full=False)
         return out, state
 
@@ -177,7 +199,7 @@ class TruckEngine:
         """Event-time timer: flush the buffer; close a silent truck's cycle (not at end of input)."""
         out = StepOutput()
         if site is not None:
-            self._sites[site.site_guid] = site
+            self._site_runtime(site.site_guid, site)
         th = self.config.for_site(state.committed.site)
         if state.suspect is not None and (
             watermark_ms >= END_OF_INPUT or watermark_ms >= state.suspect.ts_ms + int(th.max_disorder_s * 1000)
@@ -185,7 +207,7 @@ class TruckEngine:
             self._accept_suspect(state)
         flush_to = watermark_ms if watermark_ms < END_OF_INPUT else END_OF_INPUT
         if state.pending and (state.newest_ms or 0) + int(th.max_disorder_s * 1000) <= flush_to:
-            self._commit(state, th, out, END_OF_INPUT)
+            self._commit(state, out, END_OF_INPUT)
         last = state.committed.prev_ts
         if (
             watermark_ms < END_OF_INPUT
@@ -202,19 +224,12 @@ class TruckEngine:
         return out, state
 
     # -- internals -------------------------------------------------------------------------------
-    def _classify(self, point: TelemetryPoint, site: SiteReference, th: CycleThresholds) -> _Entry:
-        self._sites[site.site_guid] = site
-        area, guid, _ = self.spatial.get(site, th.loader_distance_m).classify(point.latitude, point.longitude)
-        return _Entry(point.ts_ms, point, area, guid)
-
     def _apply(self, cycle: CycleState, e: _Entry) -> list[CycleRecord]:
         """Apply one buffered point with its site's thresholds and current spatial index."""
-        th = self.config.for_site(e.point.site_guid)
-        site = self._sites.get(e.point.site_guid)
-        index = self.spatial.get(site, th.loader_distance_m) if site is not None else None
-        return apply_point(cycle, e.point, e.area, e.guid, th, index)
+        rt = self._site_runtime(e.point.site_guid)
+        return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index)
 
-    def _admit(self, state: TruckState, entry: _Entry, th: CycleThresholds, out: StepOutput) -> bool | None:
+    def _admit(self, state: TruckState, entry: _Entry, rt: _SiteRuntime, out: StepOutput) -> bool | None:
         """Dedup / late / clock-jump checks and buffering. None: not buffered; else appended-in-order."""
         ts = entry.ts_ms
         point = entry.point
@@ -241,7 +256,7 @@ class TruckEngine:
                 return None
 
         newest = state.newest_ms
-        jump_ms = int(th.max_forward_jump_s * 1000)
+        jump_ms = rt.jump_ms
         if state.suspect is not None:
             if state.suspect.ts_ms == ts:
                 if state.suspect.point == point:
@@ -249,7 +264,7 @@ class TruckEngine:
                 else:
                     out.rejected.append(Rejection(point, CONFLICTING_DUPLICATE, "differs from a held point"))
                 return None
-            if ts >= state.suspect.ts_ms - int(th.max_disorder_s * 1000):
+            if ts >= state.suspect.ts_ms - rt.disorder_ms:
                 self._accept_suspect(state)  # the clock really moved on
                 newest = state.newest_ms
             elif newest is None or ts <= newest + jump_ms:
@@ -281,7 +296,7 @@ class TruckEngine:
             state.newest_ms = max(state.newest_ms or suspect.ts_ms, suspect.ts_ms)
             state._spec = None
 
-    def _commit(self, state: TruckState, th: CycleThresholds, out: StepOutput, horizon_ms: int) -> None:
+    def _commit(self, state: TruckState, out: StepOutput, horizon_ms: int) -> None:
         """Apply buffered points with ts <= horizon to the committed state, in order."""
         pending = state.pending
         n = 0
