@@ -79,12 +79,15 @@ def polling_reference_stream(env: Any, t_env: Any, poller: ReferencePoller) -> A
     rate-limited Java source, so the poller is called once a second and checkpoints are never
     delayed by it.)
     """
-    t_env.execute_sql(
-        "CREATE TEMPORARY TABLE IF NOT EXISTS reference_ticker (tick BIGINT) WITH ("
-        "'connector' = 'datagen', 'rows-per-second' = '1', 'fields.tick.kind' = 'random')"
+    from job.sources import ticker_stream
+
+    ticks = ticker_stream(t_env, "reference_ticker", 1)
+    return (
+        ticks.flat_map(poller, output_type=REFERENCE_TYPE)
+        .set_parallelism(1)
+        .name("reference-poller")
+        .uid("reference-poller")
     )
-    ticks = t_env.to_data_stream(t_env.from_path("reference_ticker"))
-    return ticks.flat_map(poller, output_type=REFERENCE_TYPE).name("reference-poller").uid("reference-poller")
 
 
 def build_pipeline(

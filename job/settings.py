@@ -61,7 +61,7 @@ STATE_BACKENDS = ("hashmap", "rocksdb")
 EXECUTION_MODES = ("thread", "process")
 SOURCE_KINDS = ("kinesis", "file", "simulator")
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PASSWORD_IN_URL = re.compile(r"(?i)(password=)[^&;]*")
 
 
@@ -185,10 +185,9 @@ class _Group:
             raise self.error(keys[0], f"must be one of {', '.join(choices)}, got {value!r}")
         return norm
 
-    def warn_unused(self, allow_prefixes: tuple[str, ...] = ()) -> None:
+    def warn_unused(self) -> None:
         for key in sorted(set(self.values) - self.used):
-            if not key.startswith(allow_prefixes) or not allow_prefixes:
-                log.warning("property %s.%s is not used by asset-cycle", self.name, key)
+            log.warning("property %s.%s is not used by asset-cycle", self.name, key)
 
 
 # --------------------------------------------------------------------------- settings objects
@@ -254,7 +253,7 @@ class SinkSettings:
     max_retries: int = 3
 
     def __repr__(self) -> str:
-        safe = _PASSWORD_IN_URL.sub(r"\1***", self.jdbc_url)
+        safe = mask_url(self.jdbc_url)
         return (
             f"SinkSettings(jdbc_url={safe!r}, schema={self.schema!r}, tables={self.table_overrides()!r}, "
             f"batch_size={self.batch_size}, batch_interval_ms={self.batch_interval_ms}, "
@@ -387,14 +386,14 @@ def _source(g: _Group) -> SourceSettings:
 def _ident(g: _Group, key: str) -> str | None:
     value = g.str(key)
     if value is not None and not _IDENT.fullmatch(value):
-        raise g.error(key, f"must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*), got {value!r}")
+        raise g.error(key, f"must be a plain lower-case SQL identifier ([a-z_][a-z0-9_]*), got {value!r}")
     return value
 
 
 def _sink(g: _Group) -> SinkSettings:
     url = g.str("jdbc.url", required=True)
     if not url.startswith("jdbc:postgresql://"):
-        raise g.error("jdbc.url", f"must start with jdbc:postgresql://, got {_PASSWORD_IN_URL.sub('***', url)!r}")
+        raise g.error("jdbc.url", f"must start with jdbc:postgresql://, got {mask_url(url)!r}")
     return SinkSettings(
         jdbc_url=url,
         schema=_ident(g, "schema"),
@@ -504,21 +503,53 @@ def load_settings(local_properties: str | None = None, environ: Mapping[str, str
 # --------------------------------------------------------------------------- credentials
 
 
-def postgres_settings(settings: AppSettings):  # -> job.reference_store.PostgresSettings
-    """PostgreSQL connection settings: from Secrets Manager when a secret is named, else from env."""
+def mask_url(url: str) -> str:
+    """A URL with any password=... parameter masked."""
+    return _PASSWORD_IN_URL.sub(r"\1***", url)
+
+
+def parse_jdbc_url(url: str) -> dict[str, Any]:
+    """host, port, dbname (and query parameters) of a ``jdbc:postgresql://host:port/db?..`` URL."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    if not url.startswith("jdbc:postgresql://"):
+        raise SettingsError(f"SinkConfig.jdbc.url: not a jdbc:postgresql:// URL: {mask_url(url)!r}")
+    parts = urlsplit(url[len("jdbc:"):])
+    out: dict[str, Any] = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 5432,
+                           "dbname": unquote(parts.path.lstrip("/")) or "postgres"}  # fmt: skip
+    out.update({k: v for k, v in parse_qsl(parts.query) if k in ("sslmode", "sslrootcert")})
+    return out
+
+
+def postgres_settings(settings: AppSettings, environ: Mapping[str, str] | None = None):
+    """PostgreSQL settings (job.reference_store.PostgresSettings): the Secrets Manager secret when
+    one is named; otherwise host/port/db from SinkConfig.jdbc.url (when set) and user/password
+    from ASSET_CYCLE_PG_* variables."""
     from job import reference_store
 
     if settings.secrets.postgres_secret_name:
         return reference_store.PostgresSettings.from_secret(
             settings.secrets.postgres_secret_name, settings.secrets.region
         )
-    return reference_store.PostgresSettings.from_env()
+    base = reference_store.PostgresSettings.from_env(environ)
+    if settings.sink.jdbc_url:
+        return replace(base, **parse_jdbc_url(settings.sink.jdbc_url))
+    return base
 
 
-def redis_settings(settings: AppSettings):  # -> job.reference_store.RedisSettings
-    """Redis connection settings: from Secrets Manager when a secret is named, else from env."""
+def redis_settings(settings: AppSettings, environ: Mapping[str, str] | None = None):
+    """Redis settings (job.reference_store.RedisSettings): the secret when one is named (host from
+    the secret), otherwise ReferenceConfig host/port/tls/db with ASSET_CYCLE_REDIS_* credentials.
+    ReferenceConfig's TLS flag applies in both cases."""
     from job import reference_store
 
+    ref = settings.reference
     if settings.secrets.redis_secret_name:
-        return reference_store.RedisSettings.from_secret(settings.secrets.redis_secret_name, settings.secrets.region)
-    return reference_store.RedisSettings.from_env()
+        return reference_store.RedisSettings.from_secret(
+            settings.secrets.redis_secret_name, settings.secrets.region, tls=ref.redis_tls or None
+        )
+    base = reference_store.RedisSettings.from_env(environ)
+    env = os.environ if environ is None else environ
+    if env.get("ASSET_CYCLE_REDIS_HOST") and ref.redis_host == ReferenceSettings.redis_host:
+        return base
+    return replace(base, host=ref.redis_host, port=ref.redis_port, db=ref.redis_db, tls=ref.redis_tls or base.tls)

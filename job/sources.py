@@ -11,25 +11,25 @@ string schema drops shard and sequence number), so the label is per source, not 
   other ``source.*``/``aws.*`` key) and ``SimpleStringSchema``. uid ``kinesis-source[-suffix]``.
 * File: a FileSource of text lines: a bundle directory (its telemetry.jsonl) or a .jsonl file
   (bounded), or a directory monitored continuously for new files.
-* Simulator: PyFlink has no Python SourceFunction, so a producer thread in the client process
-  pulls ``state_machine.simulator.iter_deliveries`` (real time, accelerated, or as fast as
-  possible), writes rolling ``part-*.jsonl`` files (hidden while being written, renamed when
-  complete) into a spool directory, and a continuously monitoring FileSource reads them. Files are
-  read exactly once (the FileSource checkpoints which files it has seen) and old files are pruned.
-  This works on the local minicluster (client and TaskManager share the host); it is a demo
-  source, not an MSF one.
+* Simulator: PyFlink has no Python SourceFunction. A rate-limited Java source (the Table API
+  ``datagen`` connector, 20 ticks/s) drives ``SimulatorPuller``, a parallelism-1 flat_map that
+  owns ``state_machine.simulator.iter_deliveries(spec)`` and on each tick emits the lines due by
+  the wall clock (real time, accelerated, or as fast as possible). Lines keep delivery order (one
+  subtask, one generator), nothing sleeps (checkpoints are never held up, process mode works),
+  and it runs wherever the job runs. (A first design, a producer thread writing rolling files into
+  a directory watched by a FileSource, reordered files found in the same directory scan.) The
+  simulator position is not checkpointed: a restore restarts the simulation (demo source only).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pyflink.datastream import FlatMapFunction
 
 from job.settings import SourceSettings
 
@@ -145,115 +145,79 @@ def file_source(env: Any, path: str | Path, monitor_interval_s: float | None = N
 # --------------------------------------------------------------------------- simulator
 
 
-class SpoolWriter(threading.Thread):
-    """Writes lines into rolling files of a directory (``part-<n>.jsonl``, atomically renamed).
+class SimulatorPuller(FlatMapFunction):
+    """tick -> the simulator's telemetry lines that are due by now (wall clock).
 
-    ``lines`` yields ``(delivery_ms, line)`` in delivery order. With ``speed`` > 0 a line is
-    released when ``(delivery_ms - first) / speed`` wall seconds have passed; ``speed`` None or 0
-    writes as fast as possible. Files roll every ``roll_s`` or ``max_lines``; files older than
-    ``keep_s`` are deleted. Stops at the end of ``lines``, after ``max_lines_total``, or on stop().
+    Runs with parallelism 1. ``open`` starts ``iter_deliveries(spec)``; line ``i`` is due
+    ``(delivery_ms_i - delivery_ms_0) / speed`` wall seconds after the first tick (``speed`` None
+    or 0: as fast as possible, at most ``max_per_tick`` lines per tick). Never sleeps, so neither
+    checkpoints nor process mode's bundles are held up. The generator position is not checkpointed:
+    after a restore the simulation starts again (fine for a demo, not for production).
     """
 
-    def __init__(
-        self,
-        lines: Iterator[tuple[int, str]],
-        directory: str | Path,
-        speed: float | None = 60.0,
-        roll_s: float = 1.0,
-        max_lines: int = 20_000,
-        keep_s: float = 600.0,
-        max_lines_total: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__(name="simulator-spool", daemon=True)
-        self.lines = lines
-        self.directory = Path(directory)
+    def __init__(self, spec: Any, speed: float | None, max_per_tick: int = 5000,
+                 max_lines: int | None = None) -> None:  # fmt: skip
+        self.spec = spec
         self.speed = speed or None
-        self.roll_s = roll_s
+        self.max_per_tick = max_per_tick
         self.max_lines = max_lines
-        self.keep_s = keep_s
-        self.max_lines_total = max_lines_total
-        self.clock = clock
-        self.sleep = sleep
-        self.written = 0
-        self.files = 0
-        self.error: BaseException | None = None
-        self._stop_event = threading.Event()
 
-    def stop(self) -> None:
-        self._stop_event.set()
+    def open(self, runtime_context) -> None:
+        from state_machine.simulator import iter_deliveries
 
-    def _flush(self, buf: list[str]) -> None:
-        if not buf:
+        self.lines = iter_deliveries(self.spec)
+        self.pending: tuple[int, str] | None = None
+        self.start_wall: float | None = None
+        self.first_ms: int | None = None
+        self.emitted = 0
+        self.done = False
+
+    def flat_map(self, value):
+        if self.done:
             return
-        name = f"part-{self.files:08d}.jsonl"
-        tmp = self.directory / f".{name}.inprogress"
-        tmp.write_text("".join(buf), encoding="utf-8")
-        os.replace(tmp, self.directory / name)
-        self.files += 1
-        buf.clear()
-
-    def _prune(self) -> None:
-        cutoff = time.time() - self.keep_s
-        for f in self.directory.glob("part-*.jsonl"):
-            try:
-                if f.stat().st_mtime < cutoff:
-                    f.unlink()
-            except OSError:
-                pass
-
-    def run(self) -> None:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            buf: list[str] = []
-            start_wall = self.clock()
-            first_ms: int | None = None
-            last_roll = start_wall
-            for delivery_ms, line in self.lines:
-                if self._stop_event.is_set():
-                    break
-                if first_ms is None:
-                    first_ms = delivery_ms
-                if self.speed:
-                    due = start_wall + (delivery_ms - first_ms) / 1000.0 / self.speed
-                    while True:
-                        now = self.clock()
-                        if now >= due or self._stop_event.is_set():
-                            break
-                        if buf and now - last_roll >= self.roll_s:
-                            self._flush(buf)
-                            last_roll = now
-                        self.sleep(min(due - now, self.roll_s / 4))
-                buf.append(line if line.endswith("\n") else line + "\n")
-                self.written += 1
-                now = self.clock()
-                if len(buf) >= self.max_lines or now - last_roll >= self.roll_s:
-                    self._flush(buf)
-                    last_roll = now
-                    if self.files % 50 == 0:
-                        self._prune()
-                if self.max_lines_total is not None and self.written >= self.max_lines_total:
-                    break
-            self._flush(buf)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            self.error = exc
-            log.exception("simulator spool writer failed")
+        now = time.monotonic()
+        if self.start_wall is None:
+            self.start_wall = now
+        for _ in range(self.max_per_tick):
+            if self.pending is None:
+                try:
+                    self.pending = next(self.lines)
+                except StopIteration:
+                    self.done = True
+                    return
+            delivery_ms, line = self.pending
+            if self.first_ms is None:
+                self.first_ms = delivery_ms
+            if self.speed and self.start_wall + (delivery_ms - self.first_ms) / 1000.0 / self.speed > now:
+                return
+            self.pending = None
+            self.emitted += 1
+            yield line
+            if self.max_lines is not None and self.emitted >= self.max_lines:
+                self.done = True
+                return
 
 
-def simulator_source(
-    env: Any,
-    spool_dir: str | Path,
-    lines: Iterator[tuple[int, str]],
-    speed: float | None = 60.0,
-    monitor_interval_s: float = 1.0,
-    max_lines_total: int | None = None,
-) -> tuple[RawSource, SpoolWriter]:
-    """An unbounded raw stream fed by a simulator producer thread (started here)."""
-    spool = Path(spool_dir)
-    spool.mkdir(parents=True, exist_ok=True)
-    writer = SpoolWriter(lines, spool, speed=speed, max_lines_total=max_lines_total)
-    raw = file_source(env, spool, monitor_interval_s=monitor_interval_s, uid="simulator-source",
-                      label="simulator")  # fmt: skip
-    writer.start()
-    return raw, writer
+def ticker_stream(t_env: Any, name: str, rows_per_second: int) -> Any:
+    """An unbounded, rate-limited stream of BIGINT ticks (the Table API datagen connector: PyFlink
+    has no Python source function, and datagen is a Java source that paces itself)."""
+    t_env.execute_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS `{name}` (tick BIGINT) WITH ("
+        f"'connector' = 'datagen', 'rows-per-second' = '{int(rows_per_second)}', 'fields.tick.kind' = 'random')"
+    )
+    return t_env.to_data_stream(t_env.from_path(name))
+
+
+def simulator_source(t_env: Any, spec: Any, speed: float | None = 60.0, ticks_per_second: int = 20,
+                     max_lines: int | None = None) -> RawSource:  # fmt: skip
+    """An unbounded raw stream from the fleet simulator (see SimulatorPuller)."""
+    from pyflink.common import Types
+
+    ticks = ticker_stream(t_env, "simulator_ticker", ticks_per_second)
+    stream = (
+        ticks.flat_map(SimulatorPuller(spec, speed, max_lines=max_lines), output_type=Types.STRING())
+        .set_parallelism(1)
+        .name("simulator-source")
+        .uid("simulator-source")
+    )
+    return RawSource(stream, "simulator", bounded=False)
