@@ -13,9 +13,10 @@ A flat object (thresholds at the top level, no "defaults"/"sites") is accepted a
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -98,7 +99,7 @@ class EngineConfig:
         return int(max([self.defaults.max_disorder_s, *(t.max_disorder_s for t in self.sites.values())]) * 1000)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EngineConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineConfig:
         """Build from the JSON shape in the module docstring; raises ConfigError."""
         if not isinstance(data, Mapping):
             raise ConfigError("engine config must be a JSON object")
@@ -115,7 +116,7 @@ class EngineConfig:
         return cls(defaults=defaults, sites=sites)
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "EngineConfig":
+    def from_json_file(cls, path: str | Path) -> EngineConfig:
         """Load from a JSON file; raises ConfigError with the file name on any problem."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))

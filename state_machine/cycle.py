@@ -46,6 +46,9 @@ from __future__ import annotations
 
 from state_machine.config import CycleThresholds
 from state_machine.model import (
+    ALERT_DUMP_OUTSIDE_REGION,
+    ALERT_LONG_IDLE,
+    ALERT_RESTRICTED_REGION,
     COMPLETE,
     DUMP_TIME,
     EMPTY_TRAVEL,
@@ -56,8 +59,10 @@ from state_machine.model import (
     LOAD_TRAVEL,
     OUTLIER,
     SEG_NONE,
+    Alert,
     CycleRecord,
     TelemetryPoint,
+    ms_to_iso,
 )
 from state_machine.reference import AREA_DUMP, AREA_LOADER, AREA_TRAVEL, SpatialIndex, approx_distance_m
 
@@ -81,13 +86,14 @@ class CycleState:
         # the open cycle
         "loader", "region", "load_start", "load_end", "dump_start", "dump_end",
         "invalid", "outlier_rule", "outlier_s", "travel_idle_s", "points", "lt_dist", "et_dist",
+        "lt_stop_ms", "lt_stop_s", "lt_stop_lat", "lt_stop_lon",  # longest standstill while loaded
         # the previous applied point
-        "prev_ts", "prev_lat", "prev_lon", "prev_ws", "prev_area", "prev_guid",
+        "prev_ts", "prev_lat", "prev_lon", "prev_ws", "prev_area", "prev_guid", "prev_zone",
         # the open spell (standstill at a loader or in a dump region)
         "sp_kind", "sp_guid", "sp_start", "sp_until", "sp_lat", "sp_lon", "sp_confirmed", "sp_depart",
         "sp_provisional",
         # the current travel standstill run
-        "st_start", "st_until",
+        "st_start", "st_until", "st_alerted",
     )
 
     def __init__(self, asset: str, site: str) -> None:
@@ -101,9 +107,11 @@ class CycleState:
         self.prev_ws = 0
         self.prev_area = ""
         self.prev_guid: str | None = None
+        self.prev_zone: str | None = None
         self._reset_spell()
         self.st_start: int | None = None
         self.st_until: int | None = None
+        self.st_alerted = False
 
     def _reset_cycle(self) -> None:
         self.loader: str | None = None
@@ -119,6 +127,10 @@ class CycleState:
         self.points = 0
         self.lt_dist = 0.0
         self.et_dist = 0.0
+        self.lt_stop_ms: int | None = None
+        self.lt_stop_s = 0.0
+        self.lt_stop_lat = 0.0
+        self.lt_stop_lon = 0.0
 
     def _reset_spell(self) -> None:
         self.sp_kind = ""
@@ -224,11 +236,21 @@ def _note_outlier(s: CycleState, rule: str, seconds: float) -> None:
         s.outlier_s = round(seconds, 3)
 
 
-def _confirm_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord]) -> None:
+def _confirm_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord],
+                   alerts: list[Alert] | None) -> None:
     """The open spell reached its idle threshold: start LOAD_TIME or DUMP_TIME."""
     s.sp_confirmed = True
     if s.sp_kind == AREA_LOADER:
         if s.phase != SEG_NONE:
+            if s.phase == LOAD_TRAVEL and alerts is not None:
+                where = "" if s.lt_stop_ms is None else f"; longest stop while loaded {s.lt_stop_s:.0f} s here"
+                alerts.append(Alert(
+                    ALERT_DUMP_OUTSIDE_REGION, s.asset, s.site,
+                    s.lt_stop_ms if s.lt_stop_ms is not None else s.sp_start,
+                    s.lt_stop_lat if s.lt_stop_ms is not None else None,
+                    s.lt_stop_lon if s.lt_stop_ms is not None else None,
+                    f"loaded at {s.loader} from {ms_to_iso(s.load_start)} and back at a loader without "
+                    f"dumping in any dump region{where}", str(s.load_start)))
             rec = close_cycle(s, s.sp_start, NO_DUMP if s.phase == LOAD_TRAVEL else None)
             if rec is not None:
                 closed.append(rec)
@@ -243,12 +265,13 @@ def _confirm_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord]
         s.invalid = REPEATED_DUMP
 
 
-def _end_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord]) -> None:
+def _end_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord],
+               alerts: list[Alert] | None) -> None:
     """The truck left the spell at s.sp_depart: end LOAD_TIME / DUMP_TIME if it had started."""
     if s.sp_provisional and not s.sp_confirmed:
         threshold = th.load_idle_s if s.sp_kind == AREA_LOADER else th.dump_idle_s
         if (s.sp_until - s.sp_start) >= threshold * 1000.0:
-            _confirm_spell(s, th, closed)
+            _confirm_spell(s, th, closed, alerts)
     if s.sp_confirmed and s.sp_depart is not None:
         length = (s.sp_depart - s.sp_start) / 1000.0
         if s.phase == LOAD_TIME and s.sp_kind == AREA_LOADER:
@@ -305,13 +328,20 @@ def _gap_stop_in_area(
 
 def apply_point(
     s: CycleState, p: TelemetryPoint, area: str, guid: str | None, th: CycleThresholds,
-    index: SpatialIndex | None = None,
+    index: SpatialIndex | None = None, alerts: list[Alert] | None = None,
 ) -> list[CycleRecord]:
     """Advance the state by one point (strictly newer than the previous one); return closed cycles.
 
     ``index`` (the site's spatial index) enables placing a stop that fell entirely inside a
-    reporting gap at a nearby load/dump area.
+    reporting gap at a nearby load/dump area, and restricted-region alerts. ``alerts`` collects
+    operator alerts (pass None for speculative runs, whose alerts would not be final).
     """
+    if index is not None and index.has_zones:
+        zone = index.zone_at(p.latitude, p.longitude)
+        if zone is not None and zone != s.prev_zone and alerts is not None:
+            alerts.append(Alert(ALERT_RESTRICTED_REGION, s.asset, p.site_guid, p.ts_ms, p.latitude, p.longitude,
+                                f"entered region {zone}", zone))
+        s.prev_zone = zone
     closed: list[CycleRecord] = []
     if s.prev_ts is None:
         s.site = p.site_guid
@@ -383,7 +413,7 @@ def apply_point(
         )
         if not in_spell and where_area != AREA_TRAVEL:
             if s.sp_kind != "":
-                _end_spell(s, th, closed)
+                _end_spell(s, th, closed, alerts)
             s.sp_provisional = by_detour
             s.sp_kind = where_area
             s.sp_guid = where_guid
@@ -402,16 +432,22 @@ def apply_point(
             if not s.sp_confirmed and not s.sp_provisional:
                 threshold = th.load_idle_s if s.sp_kind == AREA_LOADER else th.dump_idle_s
                 if (s.sp_until - s.sp_start) >= threshold * 1000.0:
-                    _confirm_spell(s, th, closed)
+                    _confirm_spell(s, th, closed, alerts)
         elif s.phase in _TRAVEL_PHASES:
             if s.st_until is not None and stand_from - s.st_until <= blip_ms:
                 s.st_until = max(s.st_until, stand_to)
             else:
-                s.st_start, s.st_until = stand_from, stand_to
+                s.st_start, s.st_until, s.st_alerted = stand_from, stand_to, False
             s.travel_idle_s += (stand_to - stand_from) / 1000.0
             run = (s.st_until - s.st_start) / 1000.0
+            if s.phase == LOAD_TRAVEL and run > s.lt_stop_s:
+                s.lt_stop_ms, s.lt_stop_s, s.lt_stop_lat, s.lt_stop_lon = s.st_start, run, where_lat, where_lon
             if run > th.travel_idle_outlier_s:
                 _note_outlier(s, TRAVEL_IDLE, run)
+                if not s.st_alerted and alerts is not None:
+                    s.st_alerted = True
+                    alerts.append(Alert(ALERT_LONG_IDLE, s.asset, s.site, s.st_start, where_lat, where_lon,
+                                        f"standing {run:.0f} s during {s.phase} (limit {th.travel_idle_outlier_s:g} s)"))
 
     # 2. Distance travelled (standing jitter is not distance; a departing truck is travelling).
     if not near:
@@ -433,7 +469,7 @@ def apply_point(
                 s.sp_depart = p.ts_ms  # first WORKING point after the standing (or first point away)
             entered_other_area = area in (AREA_LOADER, AREA_DUMP) and not stays
             if entered_other_area or p.ts_ms - s.sp_depart > blip_ms:
-                _end_spell(s, th, closed)
+                _end_spell(s, th, closed, alerts)
 
     _set_prev(s, p, area, guid)
     s.points += 1

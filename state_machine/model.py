@@ -7,7 +7,7 @@ seconds. Nothing here reads a clock or talks to a database.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 IDLING = 2
@@ -56,7 +56,7 @@ def ms_to_iso(ts_ms: int | None) -> str:
     """Epoch milliseconds to ISO 8601 UTC with millisecond precision and a trailing Z."""
     if ts_ms is None:
         return ""
-    dt = datetime.fromtimestamp(ts_ms / 1000.0, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts_ms / 1000.0, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
 
 
@@ -169,6 +169,27 @@ class TruckStatus(NamedTuple):
     area_guid: str | None
 
 
+# Alert types (issue: operator experience). Each is emitted once per occurrence.
+ALERT_DUMP_OUTSIDE_REGION = "DUMP_OUTSIDE_REGION"
+ALERT_LONG_IDLE = "LONG_IDLE"
+ALERT_RESTRICTED_REGION = "RESTRICTED_REGION_ENTRY"
+ALERT_NO_REFERENCE_DATA = "NO_REFERENCE_DATA"
+ALERT_CLOCK_JUMP = "CLOCK_JUMP"
+
+
+class Alert(NamedTuple):
+    """Something an operator should look at, at one instant and place."""
+
+    alert_type: str
+    asset_guid: str
+    site_guid: str
+    event_ms: int
+    latitude: float | None
+    longitude: float | None
+    detail: str
+    key: str = ""  # distinguishes alerts of one type at the same instant (e.g. the region)
+
+
 @dataclass(slots=True)
 class StepOutput:
     """What one engine step produced.
@@ -177,11 +198,13 @@ class StepOutput:
     closed: cycles that closed and can no longer change (for the final table).
     status: the newest processed point (process info / fleet state), None when nothing new.
     rejected: points not applied, each with a reason (late, conflicting duplicate, clock jump).
+    alerts: operator alerts raised by committed points (final, emitted once per occurrence).
     """
 
     in_progress: CycleRecord | None = None
     closed: list[CycleRecord] = field(default_factory=list)
     status: TruckStatus | None = None
     rejected: list[Rejection] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     duplicates: int = 0
     reordered: int = 0

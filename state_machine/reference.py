@@ -184,6 +184,21 @@ class SpatialIndex:
             min_lon, min_lat, max_lon, max_lat = geom.bounds
             self._insert(_Candidate(AREA_DUMP, region.region_guid, (min_lat, max_lat, min_lon, max_lon),
                                     geom=geom, area=geom.area))
+        self._zones: dict[tuple[int, int], list[_Candidate]] = {}
+        for region in site.regions:
+            if region.region_type == DUMP_REGION_TYPE or not region.region_type:
+                continue
+            geom = Polygon(region.points)
+            if not geom.is_valid:
+                geom = geom.buffer(0)
+            shapely.prepare(geom)
+            min_lon, min_lat, max_lon, max_lat = geom.bounds
+            zone = _Candidate(region.region_type, region.region_guid, (min_lat, max_lat, min_lon, max_lon),
+                              geom=geom, area=geom.area)
+            for i in range(math.floor(min_lat / _CELL_DEG), math.floor(max_lat / _CELL_DEG) + 1):
+                for j in range(math.floor(min_lon / _CELL_DEG), math.floor(max_lon / _CELL_DEG) + 1):
+                    self._zones.setdefault((i, j), []).append(zone)
+        self.has_zones = bool(self._zones)
         for cell in self._grid.values():  # loaders first, then smallest region, then guid
             cell.sort(key=lambda c: (c.kind != AREA_LOADER, c.area, c.guid))
 
@@ -214,6 +229,13 @@ class SpatialIndex:
         if best_loader is not None:
             return AREA_LOADER, best_loader, best_dist
         return AREA_TRAVEL, None, None
+
+    def zone_at(self, lat: float, lon: float) -> str | None:
+        """The guid of a non-dump region (e.g. "restricted") containing the position, else None."""
+        for c in self._zones.get((math.floor(lat / _CELL_DEG), math.floor(lon / _CELL_DEG)), ()):
+            if c.min_lat <= lat <= c.max_lat and c.min_lon <= lon <= c.max_lon and shapely.contains_xy(c.geom, lon, lat):
+                return c.guid
+        return None
 
     def areas_near(self, lat: float, lon: float, radius_m: float) -> dict[tuple[str, str], float]:
         """Load/dump areas within radius_m of a position: (kind, guid) -> distance in metres (0 inside)."""

@@ -15,7 +15,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from state_machine.config import EngineConfig
-from state_machine.model import HAUL_TRUCK, CycleRecord, Rejection, StepOutput, TruckStatus
+from state_machine.model import (
+    ALERT_NO_REFERENCE_DATA,
+    HAUL_TRUCK,
+    Alert,
+    CycleRecord,
+    Rejection,
+    StepOutput,
+    TruckStatus,
+)
 from state_machine.reference import ReferenceData
 from state_machine.telemetry import Invalid, format_record, parse_record
 from state_machine.truck import END_OF_INPUT, TruckEngine, TruckState, closed_sort_key
@@ -44,6 +52,7 @@ class ReplayResult:
     in_progress: dict[str, CycleRecord] = field(default_factory=dict)
     statuses: dict[str, TruckStatus] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     records: int = 0
     applied_points: int = 0
     duplicates: int = 0
@@ -75,6 +84,7 @@ class Replayer:
         self.timers: dict[str, tuple[int, int]] = {}  # asset -> (due, time of its heap entry)
         self._heap: list[tuple[int, str]] = []
         self.max_ts: int | None = None
+        self._sites_missing: set[str] = set()
         self.result = ReplayResult()
 
     def _collect(self, asset: str, out: StepOutput, state: TruckState, watermark: int | None = None) -> None:
@@ -84,6 +94,7 @@ class Replayer:
             res.in_progress[asset] = out.in_progress
         if out.status is not None:
             res.statuses[asset] = out.status
+        res.alerts.extend(out.alerts)
         res.duplicates += out.duplicates
         res.reordered += out.reordered
         for rej in out.rejected:
@@ -138,6 +149,11 @@ class Replayer:
             return
         site = self.reference.sites.get(parsed.site_guid)
         if site is None:
+            if parsed.site_guid not in self._sites_missing:
+                self._sites_missing.add(parsed.site_guid)
+                res.alerts.append(Alert(ALERT_NO_REFERENCE_DATA, parsed.asset_guid, parsed.site_guid, parsed.ts_ms,
+                                        parsed.latitude, parsed.longitude,
+                                        f"no loaders or regions known for site {parsed.site_guid}"))
             res.dead_letters.append(DeadLetter(source, NO_REFERENCE_DATA, f"no reference data for site {parsed.site_guid}",
                                                _text(raw), parsed.asset_guid, parsed.ts_ms))
             return

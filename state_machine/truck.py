@@ -31,7 +31,9 @@ import orjson
 from state_machine.config import CycleThresholds, EngineConfig
 from state_machine.cycle import IDLE_TIMEOUT, CycleState, apply_point, close_cycle
 from state_machine.model import (
+    ALERT_CLOCK_JUMP,
     SEG_NONE,
+    Alert,
     CycleRecord,
     Rejection,
     StepOutput,
@@ -224,10 +226,10 @@ class TruckEngine:
         return out, state
 
     # -- internals -------------------------------------------------------------------------------
-    def _apply(self, cycle: CycleState, e: _Entry) -> list[CycleRecord]:
+    def _apply(self, cycle: CycleState, e: _Entry, alerts: list[Alert] | None = None) -> list[CycleRecord]:
         """Apply one buffered point with its site's thresholds and current spatial index."""
         rt = self._site_runtime(e.point.site_guid)
-        return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index)
+        return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index, alerts)
 
     def _admit(self, state: TruckState, entry: _Entry, rt: _SiteRuntime, out: StepOutput) -> bool | None:
         """Dedup / late / clock-jump checks and buffering. None: not buffered; else appended-in-order."""
@@ -269,6 +271,10 @@ class TruckEngine:
                 newest = state.newest_ms
             elif newest is None or ts <= newest + jump_ms:
                 out.rejected.append(Rejection(state.suspect.point, CLOCK_JUMP, "not confirmed by the next point"))
+                sp = state.suspect.point
+                out.alerts.append(Alert(ALERT_CLOCK_JUMP, sp.asset_guid, sp.site_guid, sp.ts_ms, sp.latitude,
+                                        sp.longitude, f"device clock jumped {(sp.ts_ms - newest) / 1000:.0f} s ahead "
+                                        "and came back; the point was rejected"))
                 state.suspect = None
             else:
                 out.rejected.append(Rejection(state.suspect.point, CLOCK_JUMP, "replaced by another jump"))
@@ -303,7 +309,7 @@ class TruckEngine:
         committed = state.committed
         while n < len(pending) and pending[n].ts_ms <= horizon_ms:
             e = pending[n]
-            out.closed.extend(self._apply(committed, e))
+            out.closed.extend(self._apply(committed, e, out.alerts))
             state.recent.append([e.ts_ms, _fingerprint(e.point)])
             n += 1
         if n:
