@@ -11,6 +11,10 @@ import argparse
 import importlib
 import sys
 
+from job.errors import CliError
+
+__all__ = ["CliError", "build_parser", "main"]
+
 COMMAND_MODULES = (
     "job.commands.simulate",
     "job.commands.replay",
@@ -50,10 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"asset-cycle {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-class CliError(Exception):
-    """An error to report to the user as one clear line (no traceback)."""
 
 
 if __name__ == "__main__":
