@@ -4,8 +4,10 @@ The Flink job and this replay share every rule (TruckEngine); this module only r
 job's plumbing: parse + validate (bad records are dead-lettered with a reason), asset filtering
 (non-trucks are counted, unknown assets rejected), per-site reference data, and event-time
 timers driven by a watermark of ``max event time seen - out_of_orderness - 1 ms`` (the Flink
-bounded-out-of-orderness strategy) that fire before each record, plus a final END_OF_INPUT
-watermark. The closed cycles of a replay are the contract the Flink job is tested against.
+bounded-out-of-orderness strategy, held back against lone far-future timestamps: see
+state_machine.watermark) that fire before each record, plus a final END_OF_INPUT watermark.
+Timestamps further than max_future_s ahead of ``now_ms`` are rejected when ``now_ms`` is given
+(the CLI passes the wall clock, as the Flink job's parse step does). The closed cycles of a replay are the contract the Flink job is tested against.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from state_machine.model import (
 from state_machine.reference import ReferenceData
 from state_machine.telemetry import Invalid, format_record, parse_record
 from state_machine.truck import END_OF_INPUT, TruckEngine, TruckState, closed_sort_key
+from state_machine.watermark import WatermarkTracker
 
 UNKNOWN_ASSET = "UNKNOWN_ASSET"
 NO_REFERENCE_DATA = "NO_REFERENCE_DATA"
@@ -83,7 +86,9 @@ class Replayer:
         self.states: dict[str, TruckState] = {}
         self.timers: dict[str, tuple[int, int]] = {}  # asset -> (due, time of its heap entry)
         self._heap: list[tuple[int, str]] = []
-        self.max_ts: int | None = None
+        self.watermarks = WatermarkTracker(self.lag_ms, min(
+            [int(self.config.defaults.max_forward_jump_s * 1000)]
+            + [int(t.max_forward_jump_s * 1000) for t in self.config.sites.values()]))
         self._sites_missing: set[str] = set()
         self.result = ReplayResult()
 
@@ -135,10 +140,10 @@ class Replayer:
             res.dead_letters.append(DeadLetter(source, parsed.reason, parsed.detail, _text(raw),
                                                parsed.asset_guid, parsed.ts_ms))
             return
-        if self.max_ts is not None:
-            self._fire_timers(self.max_ts - self.lag_ms - 1)
-        if self.max_ts is None or parsed.ts_ms > self.max_ts:
-            self.max_ts = parsed.ts_ms
+        watermark = self.watermarks.watermark
+        if watermark is not None:
+            self._fire_timers(watermark)
+        self.watermarks.observe(parsed.ts_ms)
         asset_type = self.reference.asset_types.get(parsed.asset_guid)
         if asset_type is None:
             res.dead_letters.append(DeadLetter(source, UNKNOWN_ASSET, "asset_guid not in the asset table",

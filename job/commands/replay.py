@@ -44,7 +44,7 @@ def run_replay(args: argparse.Namespace) -> int:
     if not telemetry.is_file():
         raise CliError(f"{telemetry} not found")
 
-    replayer = Replayer(reference, config)
+    replayer = Replayer(reference, config, now_ms=int(time.time() * 1000))
     started = time.perf_counter()
     bar = None
     if not args.no_progress and telemetry.stat().st_size > 5_000_000 and sys.stderr.isatty():

@@ -1,0 +1,176 @@
+"""Hostile input, backlogs and clock trouble through the pure engine (the replay path).
+
+Expected behaviour (docs/reliability.md):
+  * hostile/malformed records never crash anything; each lands in the dead letters with a reason;
+    the valid records' cycles are exactly those of the clean stream;
+  * a truck offline for 30 minutes that delivers its backlog late still gets all its cycles;
+  * a clock that jumps backwards: points older than the applied ones are dead-lettered LATE (none
+    lost silently) and cycles already closed stay untouched; the truck resumes when its clock does;
+  * a burst of 100k duplicates is dropped and counted; cycles unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from state_machine.model import TelemetryPoint
+from state_machine.replay import replay
+from state_machine.simulator import SimulationSpec, simulate
+from state_machine.telemetry import format_record, parse_record
+
+SPEC = SimulationSpec(trucks=6, hours=4.0, seed=31)
+
+
+def _sim():
+    return simulate(SPEC)
+
+
+def _records(lines):
+    return [(f"line {i}", line) for i, line in enumerate(lines)]
+
+
+HOSTILE_FIXED = [
+    "", " ", "{", "}", "[]", "null", "42", '"text"', "{'single': 'quotes'}", "\x00\x01\x02",
+    '{"asset_guid": "x"}',
+    '{"asset_guid": null, "site_guid": "S", "timestamp": "2024-01-15T06:00:00Z", "latitude": 1, "longitude": 1, "work_state_id": 2}',
+    '{"asset_guid": "\'; DROP TABLE dx.asset_cycle_vlx;--", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00Z", "latitude": -22.7, "longitude": 118.7, "work_state_id": 3}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00", "latitude": -22.7, "longitude": 118.7, "work_state_id": 3}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "1970-01-01T00:00:00Z", "latitude": -22.7, "longitude": 118.7, "work_state_id": 3}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "9999-12-31T23:59:59Z", "latitude": -22.7, "longitude": 118.7, "work_state_id": 3}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00Z", "latitude": NaN, "longitude": 118.7, "work_state_id": 3}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00Z", "latitude": 1e999, "longitude": 118.7, "work_state_id": 3}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00Z", "latitude": 91, "longitude": 118.7, "work_state_id": 3}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00Z", "latitude": 0, "longitude": 0, "work_state_id": 3}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00Z", "latitude": -22.7, "longitude": 118.7, "work_state_id": 7}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00Z", "latitude": "-22.7", "longitude": 118.7, "work_state_id": 3}',
+    '{"asset_guid": "T", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00Z", "latitude": -22.7, "longitude": 118.7, "work_state_id": true}',
+    '{"asset_guid": "' + "Ω≈ç√∫˜µ≤≥÷" * 30 + '", "site_guid": "SITE-01", "timestamp": "2024-01-15T06:00:00Z", "latitude": -22.7, "longitude": 118.7, "work_state_id": 3}',
+    '{"asset_guid": "' + "A" * 1_000_000 + '"}',
+    "x" * 1_000_000,
+]
+
+
+def _hostile_generated(n: int, seed: int) -> list[str]:
+    """n hostile records: broken JSON, wrong types, out-of-range values, unknown assets."""
+    rng = random.Random(seed)
+    good = {"asset_guid": "S01-HT-001", "site_guid": "SITE-01", "timestamp": "2024-01-15T07:00:00.000Z",
+            "latitude": -22.7, "longitude": 118.7, "work_state_id": 3}
+    bad_values = [None, "", "x" * 300, [], {}, True, -1, 1e308, float("inf"), "NaN", "2024-13-45T99:99:99Z",
+                  "\u202e\u0000", "'; DROP TABLE x;--", 7, 2.5, "3"]
+    out: list[str] = []
+    while len(out) < n:
+        kind = rng.randrange(4)
+        if kind == 0:  # truncated or corrupted JSON
+            text = json.dumps(good)
+            cut = rng.randrange(1, len(text) - 1)
+            out.append(text[:cut] if rng.random() < 0.5 else text[:cut] + chr(rng.randrange(1, 0x2FFF)) + text[cut:])
+        elif kind == 1:  # one field with a wrong value
+            rec = dict(good)
+            rec[rng.choice(list(good))] = rng.choice(bad_values)
+            text = json.dumps(rec, allow_nan=True)
+            if not isinstance(parse_record(text), TelemetryPoint):  # some "bad" values are valid here
+                out.append(text)
+        elif kind == 2:  # a field missing
+            rec = dict(good)
+            del rec[rng.choice(list(good))]
+            out.append(json.dumps(rec))
+        else:  # valid shape, unknown asset (must not disturb real trucks)
+            rec = dict(good, asset_guid=f"GHOST-{rng.randrange(10**6)}")
+            out.append(json.dumps(rec))
+    return out
+
+
+def test_ten_thousand_hostile_records_mixed_into_a_valid_stream():
+    sim = _sim()
+    clean = replay(_records(sim.telemetry_lines), sim.reference)
+    hostile = HOSTILE_FIXED + _hostile_generated(10_000, seed=5)
+    lines = list(sim.telemetry_lines)
+    rng = random.Random(9)
+    for bad in hostile:
+        lines.insert(rng.randrange(len(lines) + 1), bad)
+    mixed = replay(_records(lines), sim.reference)
+    assert mixed.sorted_closed() == clean.sorted_closed()
+    assert mixed.in_progress == clean.in_progress
+    extra_letters = len(mixed.dead_letters) - len(clean.dead_letters)
+    assert extra_letters == len(hostile), "every hostile record is dead-lettered exactly once"
+    assert all(d.reason for d in mixed.dead_letters)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=st.one_of(st.binary(max_size=300), st.text(max_size=300),
+                     st.dictionaries(st.sampled_from(["asset_guid", "site_guid", "timestamp", "latitude",
+                                                      "longitude", "work_state_id", "extra"]),
+                                     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
+                                               st.text(max_size=40)), max_size=7).map(json.dumps)))
+def test_any_input_is_applied_or_dead_lettered_never_raises(raw):
+    sim_ref = _REF
+    result = replay([("fuzz", raw)], sim_ref)
+    assert result.records == 1
+    assert result.applied_points + result.non_truck + len(result.dead_letters) == 1
+
+
+_REF = simulate(SimulationSpec(trucks=1, hours=0.2, seed=1)).reference
+
+
+def test_truck_offline_30_minutes_backlog_delivered_late_keeps_its_cycles():
+    sim = _sim()
+    truck = "S01-HT-002"
+    points = [(i, line) for i, line in enumerate(sim.telemetry_lines)]
+    parsed = {i: parse_record(line) for i, line in points}
+    start = SPEC.start_ms + 90 * 60_000
+    end = start + 30 * 60_000
+    held = [line for i, line in points if getattr(parsed[i], "asset_guid", None) == truck
+            and start <= parsed[i].ts_ms < end]
+    assert len(held) > 40
+    held_set = set(held)
+    rest = [line for _, line in points if line not in held_set]
+    reconnect = next(k for k, line in enumerate(rest) if getattr(parse_record(line), "ts_ms", 0) >= end)
+    delivered = rest[:reconnect] + held + rest[reconnect:]  # the whole backlog arrives at reconnection
+    online = replay(_records(sim.telemetry_lines), sim.reference)
+    offline = replay(_records(delivered), sim.reference)
+    assert offline.sorted_closed() == online.sorted_closed()
+    assert not [d for d in offline.dead_letters if d.reason == "LATE"]
+
+
+def test_clock_jumping_backwards_dead_letters_late_points_and_keeps_closed_cycles():
+    sim = _sim()
+    truck = "S01-HT-003"
+    jump_at = SPEC.start_ms + 2 * 3_600_000
+    lines = []
+    shifted = 0
+    for line in sim.telemetry_lines:
+        p = parse_record(line)
+        if getattr(p, "asset_guid", None) == truck and p.ts_ms >= jump_at:
+            lines.append(format_record(p._replace(ts_ms=p.ts_ms - 3_600_000)))  # clock now 1 h behind
+            shifted += 1
+        else:
+            lines.append(line)
+    clean = replay(_records(sim.telemetry_lines), sim.reference)
+    jumped = replay(_records(lines), sim.reference)
+    before = [c for c in clean.sorted_closed() if c.asset_guid == truck and c.cycle_end_ms <= jump_at - 60_000]
+    after_jump = [c for c in jumped.sorted_closed() if c.asset_guid == truck]
+    assert after_jump[: len(before)] == before  # nothing closed before the jump changes
+    late = [d for d in jumped.dead_letters if d.reason == "LATE" and d.asset_guid == truck]
+    assert late, "points from the past are reported, never silently dropped"
+    accounted = len(late) + sum(1 for d in jumped.dead_letters if d.asset_guid == truck and d.reason != "LATE")
+    assert accounted <= shifted
+    others = [c for c in jumped.sorted_closed() if c.asset_guid != truck]
+    assert others == [c for c in clean.sorted_closed() if c.asset_guid != truck]
+
+
+def test_burst_of_100k_duplicates_is_dropped_and_counted():
+    sim = _sim()
+    lines = list(sim.telemetry_lines)
+    rng = random.Random(4)
+    burst_at = len(lines) // 2
+    window = lines[burst_at - 300: burst_at]
+    burst = [window[rng.randrange(len(window))] for _ in range(100_000)]
+    clean = replay(_records(lines), sim.reference)
+    noisy = replay(_records(lines[:burst_at] + burst + lines[burst_at:]), sim.reference)
+    assert noisy.sorted_closed() == clean.sorted_closed()
+    assert noisy.duplicates - clean.duplicates + (noisy.non_truck - clean.non_truck) + (
+        len(noisy.dead_letters) - len(clean.dead_letters)) == 100_000
