@@ -7,7 +7,16 @@ import pytest
 from state_machine.config import CycleThresholds, EngineConfig
 from state_machine.model import COMPLETE, IDLING, INVALID, OUTLIER, WORKING, CycleRecord
 from state_machine.truck import END_OF_INPUT, TruckEngine
-from tests.state_machine.track import DUMP_CENTER, LOADER_LAT, LOADER_LON, SITE, T0, Track, offset, site_reference
+from tests.state_machine.track import (
+    DUMP_CENTER,
+    LOADER_LAT,
+    LOADER_LON,
+    SITE,
+    T0,
+    Track,
+    offset,
+    site_reference,
+)
 
 
 def run(points, config: EngineConfig | None = None, finish: bool = True):

@@ -55,26 +55,26 @@ class Track:
         self.north = 0.0
         self.points: list[TelemetryPoint] = []
 
-    def at(self, north: float, ws: int, east: float = 0.0) -> "Track":
+    def at(self, north: float, ws: int, east: float = 0.0) -> Track:
         lat, lon = offset(LOADER_LAT, LOADER_LON, north, east)
         self.points.append(TelemetryPoint(self.asset, self.site, self.t, lat, lon, ws))
         self.north = north
         return self
 
-    def wait(self, seconds: float) -> "Track":
+    def wait(self, seconds: float) -> Track:
         self.t += int(seconds * 1000)
         return self
 
-    def stand(self, seconds: float, every: float = 10.0, ws: int = IDLING, east: float = 0.0) -> "Track":
+    def stand(self, seconds: float, every: float = 10.0, ws: int = IDLING, east: float = 0.0) -> Track:
         """Stand still here: a point now and every `every` s while standing (the last one before leaving)."""
         n = int(seconds // every)
-        for i in range(n):
+        for _ in range(n):
             self.at(self.north, ws, east)
             self.wait(every)
         self.wait(seconds - n * every)
         return self
 
-    def drive(self, to_north: float, speed: float = 10.0, every: float = 10.0) -> "Track":
+    def drive(self, to_north: float, speed: float = 10.0, every: float = 10.0) -> Track:
         """Drive along the road to `to_north` at `speed` m/s with WORKING pings every `every` s."""
         start = self.north
         dist = abs(to_north - start)
@@ -87,12 +87,12 @@ class Track:
         self.north = to_north
         return self
 
-    def approach(self, from_north: float = -300.0, every: float = 10.0) -> "Track":
+    def approach(self, from_north: float = -300.0, every: float = 10.0) -> Track:
         """Drive in to the loader from `from_north` (a clean start before the first load)."""
         self.north = from_north
         return self.drive(0.0, every=every)
 
-    def cycle(self, load_s: float = 120.0, dump_s: float = 40.0, every: float = 10.0) -> "Track":
+    def cycle(self, load_s: float = 120.0, dump_s: float = 40.0, every: float = 10.0) -> Track:
         """Load at the loader, haul to the dump, dump, return to the loader (ends arriving)."""
         self.stand(load_s, every)
         self.drive(1500.0, every=every)
