@@ -44,7 +44,7 @@ from state_machine.reference import SiteReference, SpatialCache, SpatialIndex
 
 STATE_VERSION = 1
 END_OF_INPUT = 2**63 - 1
-_RECENT_KEEP = 32
+_RECENT_KEEP = 64
 
 LATE = "LATE"
 CONFLICTING_DUPLICATE = "CONFLICTING_DUPLICATE"
@@ -61,7 +61,8 @@ class _Entry(NamedTuple):
 
 
 def _fingerprint(p: TelemetryPoint) -> int:
-    return (round(p.latitude * 1e7) * 1_000_003 + round(p.longitude * 1e7) * 31 + p.work_state_id) & 0xFFFFFFFF
+    """16-bit digest of a point's content (tells exact duplicates from conflicting ones)."""
+    return (round(p.latitude * 1e7) * 1_000_003 + round(p.longitude * 1e7) * 31 + p.work_state_id) & 0xFFFF
 
 
 class TruckState:
@@ -74,7 +75,7 @@ class TruckState:
         self.committed = CycleState(asset, site)
         self.pending: list[_Entry] = []
         self.newest_ms: int | None = None
-        self.recent: list[list[int]] = []  # [ts, fingerprint] of the last committed points
+        self.recent: list[list[int]] = []  # [ts, 16-bit fingerprint] of the last committed points
         self.suspect: _Entry | None = None
         self._spec: CycleState | None = None  # speculative state (committed + pending), not serialised
         self._row_key: tuple | None = None  # key of the last emitted in-progress row, not serialised
@@ -89,7 +90,7 @@ class TruckState:
                 self.committed.to_list(),
                 [_entry_to_list(e) for e in self.pending],
                 self.newest_ms,
-                self.recent,
+                _encode_recent(self.recent, self.committed.prev_ts),
                 _entry_to_list(self.suspect) if self.suspect else None,
             ]
         )
@@ -106,7 +107,7 @@ class TruckState:
         state.committed = CycleState.from_list(committed)
         state.pending = [_entry_from_list(asset, e) for e in pending]
         state.newest_ms = newest
-        state.recent = recent
+        state.recent = _decode_recent(recent, state.committed.prev_ts)
         state.suspect = _entry_from_list(asset, suspect) if suspect else None
         state._spec = None
         state._row_key = None
@@ -133,6 +134,18 @@ class TruckState:
         if self.committed.phase != SEG_NONE and last is not None:
             due.append(last + int(th.idle_close_s * 1000))
         return min(due) if due else None
+
+
+def _encode_recent(recent: list[list[int]], base: int | None) -> list[int]:
+    """[ts, fp] pairs as one flat list of (base - ts, fp): short numbers in the JSON."""
+    flat: list[int] = []
+    for ts, fp in recent:
+        flat += (base - ts, fp)
+    return flat
+
+
+def _decode_recent(flat: list[int], base: int | None) -> list[list[int]]:
+    return [[base - flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
 
 
 def _entry_to_list(e: _Entry) -> list:
