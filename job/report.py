@@ -17,11 +17,12 @@ Plots are drawn with matplotlib's object API on the Agg canvas (no pyplot global
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,6 +165,21 @@ def _fmt_time(value: datetime, tz: str) -> str:
 
 # ----------------------------------------------------------------------------- data access
 
+@contextlib.contextmanager
+def _reading(conn: Any) -> Iterator[Any]:
+    """A cursor; a transaction this opened (the connection was idle) is rolled back afterwards,
+    so read-only queries neither hold locks nor touch a caller's open transaction."""
+    from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+
+    was_idle = conn.get_transaction_status() == TRANSACTION_STATUS_IDLE
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        if was_idle and not conn.autocommit:
+            conn.rollback()
+
+
 def fetch_cycles(conn: Any, names: TableNames, start: datetime, end: datetime,
                  site: str | None = None) -> pd.DataFrame:
     """Closed cycles with load_start_utc in [start, end) (one COPY query) as a DataFrame.
@@ -182,12 +198,12 @@ def fetch_cycles(conn: Any, names: TableNames, start: datetime, end: datetime,
     if site is not None:
         select = select + sql.SQL(" AND site_guid = %(site)s")
         params["site"] = site
+    from psycopg2.extensions import encodings
+
     buffer = io.StringIO()
-    with conn.cursor() as cur:
-        bound = cur.mogrify(select, params).decode(conn.encoding if conn.encoding != "SQL_ASCII" else "utf-8")
+    with _reading(conn) as cur:
+        bound = cur.mogrify(select, params).decode(encodings.get(conn.encoding, "utf-8"))
         cur.copy_expert("COPY (" + bound + ") TO STDOUT WITH (FORMAT csv, HEADER true)", buffer)
-    if not conn.autocommit:
-        conn.rollback()  # read-only; end the transaction
     buffer.seek(0)
     text_cols = ("asset_guid", "site_guid", "cycle_status", "loader_asset_guid", "dump_region_guid",
                  "invalid_reason", "outlier_rule")
@@ -208,12 +224,10 @@ def fetch_asset_names(conn: Any, names: TableNames, guids: Iterable[str]) -> dic
         return {}
     from psycopg2 import sql
 
-    with conn.cursor() as cur:
+    with _reading(conn) as cur:
         cur.execute(sql.SQL("SELECT asset_guid, asset_name FROM {} WHERE asset_guid = ANY(%s) "
                             "AND asset_name IS NOT NULL").format(names.table("asset")), (guids,))
         rows = cur.fetchall()
-    if not conn.autocommit:
-        conn.rollback()
     return {guid: name for guid, name in rows if name}
 
 
@@ -251,7 +265,7 @@ def fetch_map_data(conn: Any, names: TableNames, sites: Sequence[str]) -> dict[s
     out = {site: MapData(site) for site in sites}
     if not sites:
         return out
-    with conn.cursor() as cur:
+    with _reading(conn) as cur:
         cur.execute(sql.SQL(
             "SELECT a.asset_guid, COALESCE(a.asset_name, a.asset_guid), COALESCE(i.site_guid, a.site_guid), "
             "i.latitude, i.longitude FROM {asset} a JOIN {info} i ON i.asset_guid = a.asset_guid "
@@ -267,8 +281,6 @@ def fetch_map_data(conn: Any, names: TableNames, sites: Sequence[str]) -> dict[s
         ).format(names.table("process_info")), (list(sites),))
         for guid, site, lat, lon, segment, last in cur.fetchall():
             out[site].trucks.append((guid, float(lat), float(lon), segment, last))
-    if not conn.autocommit:
-        conn.rollback()
     return out
 
 
@@ -356,25 +368,34 @@ def _dimension_keys(df: pd.DataFrame) -> dict[str, pd.Series]:
     }
 
 
+_TIME_COLUMNS = ("total_min", *[f"{seg}_min" for seg in SEGMENTS])
+
+
 def group_kpis(df: pd.DataFrame, key: pd.Series) -> pd.DataFrame:
-    """KPI columns (see KPI_COLUMNS, without dimension/key/name) per value of ``key``."""
+    """KPI columns (see KPI_COLUMNS, without dimension/key/name) per value of ``key`` (index: the keys)."""
+    import numpy as np
     import pandas as pd
 
-    out = pd.DataFrame({"cycles": df.groupby(key, sort=True).size()})
-    counts = pd.crosstab(key, df["cycle_status"]).reindex(columns=list(STATUSES), fill_value=0)
-    for status in STATUSES:
-        out[status.lower()] = counts[status].reindex(out.index, fill_value=0)
+    codes, uniques = pd.factorize(key.to_numpy(dtype=object), sort=True)
+    status = df["cycle_status"].to_numpy(dtype=object)
+    flags = pd.DataFrame({s.lower(): status == s for s in STATUSES})
+    counts = flags.groupby(codes).sum()
+    out = pd.DataFrame({"cycles": np.bincount(codes, minlength=len(uniques))})
+    for status_name in STATUSES:
+        out[status_name.lower()] = counts[status_name.lower()].reindex(out.index, fill_value=0)
     out["outlier_share_pct"] = 100.0 * out["outlier"] / out["cycles"]
     out["invalid_share_pct"] = 100.0 * out["invalid"] / out["cycles"]
-    complete = df["cycle_status"] == COMPLETE
-    g = df.loc[complete].groupby(key[complete], sort=True)
-    total = g["total_min"]
-    out["total_mean_min"] = total.mean()
-    out["total_median_min"] = total.median()
-    out["total_p90_min"] = total.quantile(0.9)
+    complete = flags["complete"].to_numpy()
+    times = pd.DataFrame({c: df[c].to_numpy(dtype=float)[complete] for c in _TIME_COLUMNS})
+    g = times.groupby(codes[complete])
+    means, medians = g.mean(), g.median()
+    out["total_mean_min"] = means["total_min"]
+    out["total_median_min"] = medians["total_min"]
+    out["total_p90_min"] = g["total_min"].quantile(0.9)
     for seg in SEGMENTS:
-        out[f"{seg}_mean_min"] = g[f"{seg}_min"].mean()
-        out[f"{seg}_median_min"] = g[f"{seg}_min"].median()
+        out[f"{seg}_mean_min"] = means[f"{seg}_min"]
+        out[f"{seg}_median_min"] = medians[f"{seg}_min"]
+    out.index = pd.Index(uniques, name="key")
     return out
 
 
@@ -393,7 +414,7 @@ def compute_kpis(df: pd.DataFrame, names: dict[str, str] | None = None) -> pd.Da
         return pd.DataFrame([row], columns=list(KPI_COLUMNS))
     blocks = []
     for dimension, key in _dimension_keys(df).items():
-        block = group_kpis(df, key.rename("key")).reset_index()
+        block = group_kpis(df, key).reset_index()
         block.insert(0, "dimension", dimension)
         block.insert(2, "name", [names.get(k, k) for k in block["key"]])
         blocks.append(block)
@@ -522,7 +543,7 @@ def plot_cycles_per_hour(df: pd.DataFrame, start: datetime, end: datetime, tz: s
         ax.bar(counts.index + pd.Timedelta(hours=hours) / 2, values, width=width, bottom=bottom,
                color=STATUS_COLORS[status], label=status)
         bottom = values if bottom is None else bottom + values
-    unit = "hour" if hours == 1 else f"{hours} h"
+    unit = {1: "hour", 24: "day"}.get(hours, f"{hours} h")
     ax.set_title(f"Cycles per {unit} by status (binned by load start)")
     ax.set_xlabel(f"time ({tz})")
     ax.set_ylabel(f"cycles per {unit}")
@@ -531,7 +552,8 @@ def plot_cycles_per_hour(df: pd.DataFrame, start: datetime, end: datetime, tz: s
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlim(index[0] if len(index) else lo, hi)
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.legend(ncols=3, loc="upper right", frameon=True)
+    handles, texts = ax.get_legend_handles_labels()
+    fig.legend(handles, texts, ncols=3, loc="outside lower center", frameon=False)
     ax.grid(axis="x", visible=False)
     return _save(fig, path)
 
@@ -775,21 +797,6 @@ def render_html(request: ReportRequest, kpis: pd.DataFrame, images: dict[str, Pa
         card("p90 cycle (min)", _cell(overall["total_p90_min"], "")),
         card("mean cycle (min)", _cell(overall["total_mean_min"], "")),
     ]) + "</div>")
-    parts.append("<h2>Key figures</h2>")
-    parts.append("<p>Times are minutes per cycle over COMPLETE cycles; shares are of all closed cycles. "
-                 "Full table incl. medians: <code>kpis.csv</code>.</p>")
-    parts.append(_kpi_table(kpis, "overall", ""))
-    if kpis[kpis["dimension"] == "site"].shape[0] > 1:
-        parts.append("<h3>Per site</h3>" + _kpi_table(kpis, "site", "site"))
-    parts.append(f"<h3>Per shift (day {DAY_SHIFT_START_H:02d}:00-{DAY_SHIFT_START_H + SHIFT_HOURS:02d}:00, "
-                 f"{html.escape(tz)})</h3>" + _kpi_table(kpis, "shift_type", "shift") + _kpi_table(kpis, "shift",
-                                                                                                  "shift"))
-    parts.append("<h3>Per loader</h3>" + _kpi_table(kpis, "loader", "loader"))
-    parts.append("<h3>Per dump region</h3>" + _kpi_table(kpis, "dump_region", "dump region"))
-    n_trucks = int((kpis["dimension"] == "truck").sum())
-    parts.append(f"<details><summary><b>Per truck ({n_trucks})</b></summary>"
-                 + _kpi_table(kpis, "truck", "truck") + "</details>")
-
     parts.append("<h2>Cycle times</h2>")
     parts.append(_figure(images["hist"], "cycle-time histogram",
                          "Distribution of total cycle time (load start to next load start) of COMPLETE cycles. "
@@ -822,6 +829,20 @@ def render_html(request: ReportRequest, kpis: pd.DataFrame, images: dict[str, Pa
                                     "process-info table, coloured by their current segment (live state, not "
                                     "limited to the window).")
                                  + " Metres east/north of the site centre (local equidistant projection)."))
+    parts.append("<h2>Key figures by group</h2>")
+    parts.append("<p>Times are minutes per cycle over COMPLETE cycles; shares are of all closed cycles. "
+                 "Medians and segment medians: <code>kpis.csv</code>.</p>")
+    parts.append("<h3>Overall</h3>" + _kpi_table(kpis, "overall", ""))
+    if kpis[kpis["dimension"] == "site"].shape[0] > 1:
+        parts.append("<h3>Per site</h3>" + _kpi_table(kpis, "site", "site"))
+    parts.append(f"<h3>Per shift (day {DAY_SHIFT_START_H:02d}:00-{DAY_SHIFT_START_H + SHIFT_HOURS:02d}:00, "
+                 f"{html.escape(tz)})</h3>" + _kpi_table(kpis, "shift_type", "shift") + _kpi_table(kpis, "shift",
+                                                                                                  "shift"))
+    parts.append("<h3>Per loader</h3>" + _kpi_table(kpis, "loader", "loader"))
+    parts.append("<h3>Per dump region</h3>" + _kpi_table(kpis, "dump_region", "dump region"))
+    n_trucks = int((kpis["dimension"] == "truck").sum())
+    parts.append(f"<details><summary><b>Per truck ({n_trucks})</b></summary>"
+                 + _kpi_table(kpis, "truck", "truck") + "</details>")
     parts.append("<p class='meta'>KPI definitions: docs/report.md.</p></body></html>")
     return "".join(parts)
 
