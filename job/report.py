@@ -83,6 +83,7 @@ _PLOT_RC = {
     "axes.axisbelow": True,
 }
 _DPI = 110
+FIG_WIDTH = 12.0  # inches; every plot has the same width so the page lines up
 
 
 class ReportError(ValueError):
@@ -445,7 +446,7 @@ def plot_cycle_time_hist(df: pd.DataFrame, path: Path) -> Path:
     import numpy as np
 
     x = df.loc[df["cycle_status"] == COMPLETE, "total_min"].dropna().to_numpy()
-    fig = _new_figure(10, 5)
+    fig = _new_figure(FIG_WIDTH, 5)
     ax = fig.add_subplot()
     if len(x):
         edges = np.histogram_bin_edges(x, bins="auto")
@@ -481,7 +482,7 @@ def plot_segments(kpis: pd.DataFrame, dimension: str, what: str, path: Path,
     rows = rows.assign(_stack=rows[[f"{s}_mean_min" for s in SEGMENTS]].fillna(0).sum(axis=1))
     rows = rows.sort_values("_stack", ascending=True)  # slowest at the top
     n = len(rows)
-    fig = _new_figure(11, max(3.2, 1.6 + 0.34 * n))
+    fig = _new_figure(FIG_WIDTH, max(3.2, 1.6 + 0.34 * n))
     ax = fig.add_subplot()
     title = f"Mean segment times per {what} (COMPLETE cycles)"
     if total_groups > n:
@@ -534,7 +535,7 @@ def plot_cycles_per_hour(df: pd.DataFrame, start: datetime, end: datetime, tz: s
     binned = df["local_start"].dt.floor(freq)
     counts = (pd.crosstab(binned, df["cycle_status"]).reindex(index=index, fill_value=0)
               .reindex(columns=list(STATUSES), fill_value=0))
-    fig = _new_figure(12, 4.8)
+    fig = _new_figure(FIG_WIDTH, 4.8)
     ax = fig.add_subplot()
     width = pd.Timedelta(hours=hours) * 0.85
     bottom = None
@@ -562,7 +563,7 @@ def plot_status_mix(df: pd.DataFrame, path: Path) -> Path:
     """Status counts with percentages, and the INVALID reasons / OUTLIER rules behind them."""
     counts = df["cycle_status"].value_counts().reindex(list(STATUSES), fill_value=0)
     total = int(counts.sum())
-    fig = _new_figure(12, 4.2)
+    fig = _new_figure(FIG_WIDTH, 4.2)
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.2])
     y = list(range(len(STATUSES)))[::-1]
     left.barh(y, counts.to_numpy(), color=[STATUS_COLORS[s] for s in STATUSES], height=0.6)
@@ -622,7 +623,7 @@ def plot_map(data: MapData, path: Path, title_suffix: str = "") -> Path:
             + [t[2] for t in data.trucks] + [p[1] for p in track_pts])
     title = f"Site {data.site_guid}: dump regions, loaders and trucks{title_suffix}"
     if not lats:
-        fig = _new_figure(10, 6)
+        fig = _new_figure(FIG_WIDTH, 6)
         ax = fig.add_subplot(title=title)
         _no_data(ax, "no reference data or positions for this site")
         return _save(fig, path)
@@ -633,7 +634,7 @@ def plot_map(data: MapData, path: Path, title_suffix: str = "") -> Path:
     all_x, all_y = proj.transform(lons, lats)
     # figure shaped like the site (padded extents below), within sensible bounds
     aspect = (max(all_y) - min(all_y) + 1.0) * 1.22 / ((max(all_x) - min(all_x) + 1.0) * 1.22)
-    fig = _new_figure(11, min(12.0, max(5.5, 9.5 * aspect)) + 1.6)
+    fig = _new_figure(FIG_WIDTH, min(12.0, max(5.5, 9.5 * aspect)) + 1.6)
     ax = fig.add_subplot(title=title)
     handles: list[Any] = []
     styles = {True: {"fc": "#C8934A", "alpha": 0.6, "ec": "#6B4A1C", "hatch": None, "text": "#3D2A0E"},
@@ -666,7 +667,7 @@ def plot_map(data: MapData, path: Path, title_suffix: str = "") -> Path:
         segs = [LIVE_SEGMENTS.get(t[3] or "") for t in data.trucks]
         xs, ys = proj.transform([t[2] for t in data.trucks], [t[1] for t in data.trucks])
         colors = [SEGMENT_COLORS[s] if s else NO_SEGMENT_COLOR for s in segs]
-        ax.scatter(xs, ys, marker="o", s=55, c=colors, edgecolor="black", linewidth=0.6, zorder=6)
+        ax.scatter(xs, ys, marker="o", s=50, c=colors, edgecolor="black", linewidth=0.6, zorder=8)
         for seg in [*SEGMENTS, None]:
             if seg in segs:
                 color = SEGMENT_COLORS[seg] if seg else NO_SEGMENT_COLOR
@@ -675,7 +676,7 @@ def plot_map(data: MapData, path: Path, title_suffix: str = "") -> Path:
                                       label=f"truck: {SEGMENT_LABELS[seg] if seg else 'no cycle yet'}"))
     if data.loaders:
         xs, ys = proj.transform([ld[2] for ld in data.loaders], [ld[1] for ld in data.loaders])
-        ax.scatter(xs, ys, marker="^", s=160, color="#111111", edgecolor="white", linewidth=1.2, zorder=8)
+        ax.scatter(xs, ys, marker="^", s=170, color="#111111", edgecolor="white", linewidth=1.2, zorder=7)
         for (label, _, _), x, y in zip(data.loaders, xs, ys, strict=True):
             ax.annotate(label, (x, y), xytext=(8, 6), textcoords="offset points", fontsize=9, zorder=9,
                         fontweight="bold", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
