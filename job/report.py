@@ -11,7 +11,8 @@ table or, with a telemetry bundle, sampled truck tracks. Output in ``out_dir``:
 * ``cycle_time_hist.png``, ``segments_by_truck.png``, ``segments_by_loader.png``,
   ``cycles_per_hour.png``, ``status_mix.png``, ``map_<site>.png``.
 
-Plots are drawn with matplotlib's object API on the Agg canvas (no pyplot global state).
+Plots are drawn with matplotlib's object API on the Agg canvas (no pyplot global state);
+``build_report`` applies the report style (font sizes, grid) with ``matplotlib.rc_context``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import base64
 import contextlib
 import html
 import io
-import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
     from state_machine.reference import Region
 
-log = logging.getLogger(__name__)
 
 STATUSES = (COMPLETE, OUTLIER, INVALID)
 STATUS_COLORS = {COMPLETE: "#4477AA", OUTLIER: "#EEAA33", INVALID: "#CC3344"}
@@ -431,9 +430,12 @@ def write_kpis_csv(kpis: pd.DataFrame, path: Path) -> None:
 # ----------------------------------------------------------------------------- plots
 
 def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # Agg canvas: no display, no pyplot state
+    return fig
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -855,8 +857,12 @@ def _safe_name(text: str) -> str:
 
 
 def build_report(conn: Any, redis_client: Any, names: TableNames, request: ReportRequest,
-                 with_map: bool = True) -> ReportResult:
-    """Query, compute and write index.html, kpis.csv and the PNG plots; returns what was written."""
+                 with_map: bool = True, redis_problem: str | None = None) -> ReportResult:
+    """Query, compute and write index.html, kpis.csv and the PNG plots; returns what was written.
+
+    ``redis_client`` may be None (no regions; ``redis_problem`` says why, on the page). Problems
+    that do not stop the report are returned in ``ReportResult.warnings`` and shown on the page.
+    """
     import matplotlib
 
     out = request.out_dir
@@ -871,8 +877,9 @@ def build_report(conn: Any, redis_client: Any, names: TableNames, request: Repor
         if stale.name.startswith(("map_", "cycle_time_hist", "segments_by_", "cycles_per_hour", "status_mix")):
             stale.unlink()
     if df.empty:
-        write_kpis_csv(compute_kpis(df), kpis_path)
-        index_path.write_text(render_html(request, compute_kpis(df), {}, 0, source, warnings), encoding="utf-8")
+        kpis = compute_kpis(df)
+        write_kpis_csv(kpis, kpis_path)
+        index_path.write_text(render_html(request, kpis, {}, 0, source, warnings), encoding="utf-8")
         return ReportResult(index_path, kpis_path, 0, [], warnings)
 
     keys = set(df["loader_asset_guid"].dropna()) | set(df["asset_guid"].dropna())
@@ -891,7 +898,8 @@ def build_report(conn: Any, redis_client: Any, names: TableNames, request: Repor
         if request.bundle is not None:
             add_bundle_tracks(maps, request.bundle, request.start, request.end, warnings)
         elif redis_client is None:
-            warnings.append("Redis not available: the map shows no regions")
+            why = f" ({redis_problem})" if redis_problem else ""
+            warnings.append(f"Redis not available{why}: the map shows no regions")
         if len(sites_by_count) > len(map_sites):
             warnings.append(f"maps drawn for the {len(map_sites)} sites with most cycles "
                             f"(of {len(sites_by_count)})")
@@ -910,6 +918,4 @@ def build_report(conn: Any, redis_client: Any, names: TableNames, request: Repor
             suffix = " (sampled tracks)" if data.tracks else " (latest positions)" if data.trucks else ""
             images[f"map:{site}"] = plot_map(data, out / f"map_{_safe_name(site)}.png", suffix)
     index_path.write_text(render_html(request, kpis, images, len(df), source, warnings), encoding="utf-8")
-    for text in warnings:
-        log.warning(text)
     return ReportResult(index_path, kpis_path, len(df), list(images.values()), warnings)

@@ -84,14 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.bundle is not None and not args.bundle.is_dir():
         raise CliError(f"--bundle {args.bundle}: not a directory")
     conn = pg_connect_from_args(args)
-    client = None
-    if not args.no_map:
-        client, problem = _redis_or_none(args)
-        if problem:
-            print(f"asset-cycle report: warning: Redis unavailable ({problem}); the map has no regions",
-                  file=sys.stderr)
+    client, problem = (None, None) if args.no_map else _redis_or_none(args)
     try:
-        result = build_report(conn, client, names, request, with_map=not args.no_map)
+        result = build_report(conn, client, names, request, with_map=not args.no_map, redis_problem=problem)
     except psycopg2.errors.UndefinedTable as exc:
         raise CliError(f"{' '.join(str(exc).split())} (schema {names.schema}: run `asset-cycle db init` "
                        "and `asset-cycle run` first)") from None

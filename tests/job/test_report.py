@@ -162,11 +162,13 @@ def test_report_files_pngs_and_kpis_match_sql(filled: Any, pg_conn: Any, pg_dsn:
 
 
 @pytest.mark.services
-def test_site_filter_and_time_zone(filled: Any, pg_conn: Any, pg_dsn: str, redis_url: str, redis_prefix: str,
-                                   tmp_path: Path) -> None:
+def test_site_filter_time_zone_and_redis_down(filled: Any, pg_conn: Any, pg_dsn: str, redis_prefix: str,
+                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "site2"
     args = ["--from", START, "--to", END, "--site", "SITE-02", "--out", str(out), "--tz", "Australia/Perth"]
-    assert _run(args, pg_dsn, filled, redis_url, redis_prefix) == 0
+    assert _run(args, pg_dsn, filled, "redis://:hunter2@127.0.0.1:1/0", redis_prefix) == 0
+    err = capsys.readouterr().err
+    assert "Redis not available" in err and "hunter2" not in err
     rows = _kpis(out / "kpis.csv")
     expected = _sql_stats(pg_conn, filled, site="SITE-02")
     assert int(_row(rows, "overall", "all")["cycles"]) == expected["count"] > 0
@@ -175,7 +177,8 @@ def test_site_filter_and_time_zone(filled: Any, pg_conn: Any, pg_dsn: str, redis
     # 04:30-07:30 UTC is 12:30-15:30 in Perth (UTC+8): all in the local day shift
     assert [r["key"] for r in rows if r["dimension"] == "shift"] == ["2024-01-15 day"]
     assert {p.name for p in out.glob("map_*.png")} == {"map_SITE-02.png"}
-    assert "Haul cycle report - SITE-02" in (out / "index.html").read_text(encoding="utf-8")
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "Haul cycle report - SITE-02" in page and "Redis not available" in page
 
 
 @pytest.mark.services
