@@ -7,8 +7,8 @@
     reference updates ──MAX timestamps (uid reference-watermarks)──> broadcast ────────────────────┤
                                                                                                     v
                                  cycle engine, KeyedBroadcastProcessFunction (uid cycle-engine)
-                                                  │ (tag, row)
-                                 split (uid split-outputs) ──> tmp / final / process info / dead letters ──> SinkSet
+                                                  │ envelope rows (tag, cycle, status, dead letter)
+                                 Table API: split by tag ──> tmp / final / process info / dead letters ──> SinkSet
 
 Watermarks: bounded out-of-orderness = the engine's max_disorder (plus optional idleness). The
 reference stream gets Long.MAX_VALUE timestamps, so its watermark never holds back the keyed
@@ -28,19 +28,22 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream.functions import KeySelector
 
 from job.settings import AppSettings
-from udfs.cycle_function import (
-    CYCLE_TAG,
-    DEAD_LETTER_TAG,
-    REFERENCE_STATE,
-    STATUS_TAG,
-    TMP_TAG,
-    CycleFunction,
-    SplitOutputs,
-)
+from udfs.cycle_function import REFERENCE_STATE, CycleFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
 from udfs.parse import ParseFunction
 from udfs.reference_poller import MaxTimestampAssigner, ReferencePoller
-from udfs.rows import POINT_TYPE, REFERENCE_TYPE
+from udfs.rows import (
+    CYCLE_FIELDS,
+    DEAD_LETTER_FIELDS,
+    ENVELOPE_TYPE,
+    OUT_CYCLE,
+    OUT_DEAD_LETTER,
+    OUT_STATUS,
+    OUT_TMP,
+    POINT_TYPE,
+    REFERENCE_TYPE,
+    STATUS_FIELDS,
+)
 
 
 class PointTimestamps(TimestampAssigner):
@@ -59,12 +62,36 @@ class AssetKey(KeySelector):
 
 @dataclass(frozen=True)
 class PipelineStreams:
-    """The streams handed to the sinks (for tests and extra outputs)."""
+    """What the pipeline produced (for tests and extra outputs)."""
 
-    cycle_tmp: Any
-    cycle: Any
-    process_info: Any
-    dead_letters: Any
+    envelopes: Any  # DataStream of ENVELOPE_TYPE rows from the cycle operator
+    parse_dead_letters: Any  # DataStream of DEAD_LETTER_ROW_TYPE rows
+    tables: dict[str, list[Any]]  # sink kind -> Tables inserted into it
+
+
+def side_output(stream: Any, tag: Any) -> Any:
+    """A side output as a DataStream of the tag's type, without PyFlink's extra identity map (the
+    tag's type is a proper Row type, so the Java side output can be used as is)."""
+    from pyflink.datastream import DataStream
+
+    return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
+
+
+def split_envelopes(t_env: Any, envelopes: Any) -> dict[str, Any]:
+    """Envelope rows -> one Table per sink kind, with udfs.rows field names."""
+    from pyflink.table.expressions import col
+
+    table = t_env.from_data_stream(envelopes)
+
+    def part(tag: int, nested: str, names: tuple[str, ...]) -> Any:
+        return table.where(col("tag") == tag).select(*[col(nested).get(n).alias(n) for n in names])
+
+    return {
+        "cycle_tmp": part(OUT_TMP, "cycle", CYCLE_FIELDS),
+        "cycle": part(OUT_CYCLE, "cycle", CYCLE_FIELDS),
+        "process_info": part(OUT_STATUS, "status", STATUS_FIELDS),
+        "dead_letter": part(OUT_DEAD_LETTER, "dead_letter", DEAD_LETTER_FIELDS),
+    }
 
 
 def bounded_reference_stream(env: Any, records: list[tuple[str, str, str]]) -> Any:
@@ -101,8 +128,8 @@ def build_pipeline(
     engine_factory: Any = None,
     state_codec: Any = None,
 ) -> PipelineStreams:
-    """Wire parse -> watermarks -> keyed broadcast cycle engine -> split -> ``sinks`` (SinkSet-like:
-    ``add(kind, stream)``). Does not attach/execute. Returns the output streams."""
+    """Wire parse -> watermarks -> keyed broadcast cycle engine -> split -> ``sinks`` (a SinkSet:
+    ``t_env``, ``add(kind, stream)``, ``add_table(kind, table)``). Does not attach/execute."""
     lag_ms = settings.engine.max_disorder_ms
     parsed = (
         raw_stream.process(ParseFunction(source_label, lag_ms, check_future=check_future), output_type=POINT_TYPE)
@@ -132,22 +159,18 @@ def build_pipeline(
         engine_factory=engine_factory,
         state_codec=state_codec,
     )
-    tagged = (
+    envelopes = (
         points.key_by(AssetKey(), key_type=Types.STRING())
         .connect(reference)
-        .process(function)
+        .process(function, output_type=ENVELOPE_TYPE)
         .name("cycle-engine")
         .uid("cycle-engine")
     )
-    split = tagged.process(SplitOutputs()).name("split-outputs").uid("split-outputs")
-    streams = PipelineStreams(
-        cycle_tmp=split.get_side_output(TMP_TAG),
-        cycle=split.get_side_output(CYCLE_TAG),
-        process_info=split.get_side_output(STATUS_TAG),
-        dead_letters=parsed.get_side_output(PARSE_DEAD_LETTER_TAG).union(split.get_side_output(DEAD_LETTER_TAG)),
-    )
-    sinks.add("cycle_tmp", streams.cycle_tmp)
-    sinks.add("cycle", streams.cycle)
-    sinks.add("process_info", streams.process_info)
-    sinks.add("dead_letter", streams.dead_letters)
-    return streams
+    parse_dead = side_output(parsed, PARSE_DEAD_LETTER_TAG)
+    tables = split_envelopes(sinks.t_env, envelopes)
+    inserted: dict[str, list[Any]] = {}
+    for kind, table in tables.items():
+        sinks.add_table(kind, table)
+        inserted.setdefault(kind, []).append(table)
+    sinks.add("dead_letter", parse_dead)
+    return PipelineStreams(envelopes, parse_dead, inserted)

@@ -172,12 +172,15 @@ class SinkSet:
         return f"{self.prefix}_{kind}"
 
     def add(self, kind: str, stream: Any) -> None:
-        """Insert a DataStream of rows (a ROW_NAMED type) into the sink of ``kind``."""
+        """Insert a DataStream of rows (a ROW_NAMED type, udfs.rows layout) into the sink of ``kind``."""
+        self.add_table(kind, self.t_env.from_data_stream(stream))
+
+    def add_table(self, kind: str, table: Any) -> None:
+        """Insert a Table whose columns are udfs.rows fields into the sink of ``kind``."""
         name = self.sink_name(kind)
         if kind not in self._declared:
             self.t_env.execute_sql(sink_ddl(name, kind, self.names, self.target))
             self._declared.add(kind)
-        table = self.t_env.from_data_stream(stream)
         row_fields = list(table.get_schema().get_field_names())
         self._statements.add_insert(name, table.select(*select_expressions(kind, row_fields)))
         self._added.append(kind)

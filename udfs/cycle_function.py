@@ -20,9 +20,14 @@ plus a ListState of points held while the truck's reference data is missing.
   watermarks lag behind it, and this makes each truck see timer firings at exactly the same
   positions of its own point sequence as in the replay. At end of input (watermark at or beyond
   END_THRESHOLD) timers fire first with the largest hint seen, then with END_OF_INPUT.
-* Output: ``(tag, row)`` pairs on the main output (tags udfs.rows OUT_*), split into side outputs
-  by SplitOutputs right after (PyFlink 2.2's thread mode does not route side outputs yielded from
-  a keyed-broadcast ``on_timer``).
+* Output: one typed envelope row per output, ``(tag, cycle, status, dead_letter)`` with only the
+  tagged part set (udfs.rows ENVELOPE_TYPE, tags OUT_*); the Table API splits it by tag straight
+  into the sinks. (Side outputs are not used: PyFlink 2.2's thread mode does not route side
+  outputs yielded from a keyed-broadcast ``on_timer``, and every side output would add one more
+  Python->Java crossing per row.)
+* The decoded engine state of each truck is cached in the Python instance together with the
+  bytes it was written as; when keyed state returns the same bytes the cached object is used
+  (no decode). After a restore the bytes differ and the state is decoded.
 """
 
 from __future__ import annotations
@@ -31,8 +36,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pyflink.common import Types
-from pyflink.datastream import OutputTag, ProcessFunction
+from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
@@ -41,8 +45,6 @@ from state_machine.model import HAUL_TRUCK, StepOutput, TelemetryPoint
 from state_machine.reference import SiteReference, site_reference_from_mapping
 from state_machine.telemetry import format_record
 from udfs.rows import (
-    CYCLE_ROW_TYPE,
-    DEAD_LETTER_ROW_TYPE,
     NO_HINT,
     OUT_CYCLE,
     OUT_DEAD_LETTER,
@@ -52,7 +54,6 @@ from udfs.rows import (
     REF_ASSET_DELETED,
     REF_SITE,
     REF_SITE_DELETED,
-    STATUS_ROW_TYPE,
     cycle_row,
     dead_letter,
     status_row,
@@ -72,11 +73,6 @@ HELD_TYPE = Types.TUPLE(
     [Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.INT(), Types.LONG(), Types.STRING()]
 )
 
-TMP_TAG = OutputTag("cycle-tmp", CYCLE_ROW_TYPE)
-CYCLE_TAG = OutputTag("cycle-final", CYCLE_ROW_TYPE)
-STATUS_TAG = OutputTag("process-info", STATUS_ROW_TYPE)
-DEAD_LETTER_TAG = OutputTag("engine-dead-letters", DEAD_LETTER_ROW_TYPE)
-_TAGS = {OUT_TMP: TMP_TAG, OUT_CYCLE: CYCLE_TAG, OUT_STATUS: STATUS_TAG, OUT_DEAD_LETTER: DEAD_LETTER_TAG}
 
 _MISSING = object()
 
@@ -139,6 +135,7 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         self.held = runtime_context.get_list_state(ListStateDescriptor("held", HELD_TYPE))
         self.sites: dict[str, Any] = {}
         self.asset_types: dict[str, Any] = {}
+        self.cache: dict[str, tuple[bytes, Any]] = {}
         self.max_hint = NO_HINT
         try:
             group = runtime_context.get_metrics_group()
@@ -204,22 +201,22 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         return "ok", site
 
     # -- output ----------------------------------------------------------------------------------
-    def _emit(self, out: StepOutput) -> Iterator[tuple[int, Any]]:
+    def _emit(self, out: StepOutput) -> Iterator[Row]:
         if out.in_progress is not None:
-            yield OUT_TMP, cycle_row(out.in_progress)
+            yield Row(OUT_TMP, cycle_row(out.in_progress), None, None)
         for rec in out.closed:
             if rec.load_start_ms is None:
                 self.c_no_start.inc()
                 continue
             self.c_closed.inc()
-            yield OUT_CYCLE, cycle_row(rec)
+            yield Row(OUT_CYCLE, cycle_row(rec), None, None)
         if out.status is not None:
-            yield OUT_STATUS, status_row(out.status)
+            yield Row(OUT_STATUS, None, status_row(out.status), None)
         for rej in out.rejected:
             self.c_rejected.inc()
             p = rej.point
-            yield OUT_DEAD_LETTER, dead_letter(ENGINE_SOURCE, rej.reason, rej.detail, format_record(p),
-                                               p.asset_guid, p.ts_ms)  # fmt: skip
+            letter = dead_letter(ENGINE_SOURCE, rej.reason, rej.detail, format_record(p), p.asset_guid, p.ts_ms)
+            yield Row(OUT_DEAD_LETTER, None, None, letter)
         if out.duplicates:
             self.c_duplicates.inc(out.duplicates)
         if out.reordered:
@@ -255,7 +252,7 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             else:
                 reason, detail = NO_REFERENCE_DATA, f"no reference data for site {site_guid}"
                 self.c_no_ref.inc()
-            emitted.append((OUT_DEAD_LETTER, dead_letter(self.source, reason, detail, raw, asset, ts)))
+            emitted.append(Row(OUT_DEAD_LETTER, None, None, dead_letter(self.source, reason, detail, raw, asset, ts)))
 
     def _release(self, ctx, asset: str, truck: Any, held: list[tuple], emitted: list) -> tuple[Any, list[tuple]]:
         """Apply held points in order while their reference data is there; return what still waits."""
@@ -284,7 +281,7 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             self.c_non_truck.inc()
             return
         emitted: list = []
-        truck = self.decode(bytes(blob)) if blob else None
+        truck = self._decode(asset, blob)
         held: list[tuple] = []
         if held_n:
             truck, held = self._release(ctx, asset, truck, list(self.held.get()), emitted)
@@ -301,10 +298,20 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         if held_n or held:
             self._store_held(held)
             held_first = held[0][1] if held else 0
-        self._save(ctx, truck, timer, len(held), held_first)
+        self._save(ctx, asset, truck, timer, len(held), held_first)
         yield from emitted
 
-    def _save(self, ctx, truck: Any, timer: int, held_n: int, held_first: int, wm: int | None = None) -> None:
+    def _decode(self, asset: str, blob: Any) -> Any:
+        if not blob:
+            return None
+        blob = bytes(blob)
+        cached = self.cache.get(asset)
+        if cached is not None and cached[0] == blob:
+            return cached[1]
+        return self.decode(blob)
+
+    def _save(self, ctx, asset: str, truck: Any, timer: int, held_n: int, held_first: int,
+              wm: int | None = None) -> None:  # fmt: skip
         """Store the truck's state and (re-)register its single timer. ``wm``: the watermark the
         caller fired timers at (on_timer); a timer at or below it would fire again at once."""
         due = truck.timer_due_ms(self.config, wm) if truck is not None else None
@@ -320,7 +327,12 @@ class CycleFunction(KeyedBroadcastProcessFunction):
                 service.delete_event_time_timer(timer)
             if new_timer >= 0:
                 service.register_event_time_timer(new_timer)
-        blob = self.encode(truck) if truck is not None else b""
+        if truck is not None:
+            blob = self.encode(truck)
+            self.cache[asset] = (blob, truck)
+        else:
+            blob = b""
+            self.cache.pop(asset, None)
         self.truck_state.update((blob, new_timer, held_n, held_first))
 
     # -- timers ----------------------------------------------------------------------------------
@@ -335,7 +347,7 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         wm = ctx.timer_service().current_watermark()
         end = wm >= END_THRESHOLD
         emitted: list = []
-        truck = self.decode(bytes(blob)) if blob else None
+        truck = self._decode(asset, blob)
         held: list[tuple] = []
         if held_n:
             truck, held = self._release(ctx, asset, truck, list(self.held.get()), emitted)
@@ -350,7 +362,7 @@ class CycleFunction(KeyedBroadcastProcessFunction):
                 truck = self._run_timers(ctx, truck, END_OF_INPUT, emitted)
             else:
                 truck = self._run_timers(ctx, truck, wm, emitted)
-        self._save(ctx, truck, -1, len(held), held_first, END_OF_INPUT if end else wm)
+        self._save(ctx, asset, truck, -1, len(held), held_first, END_OF_INPUT if end else wm)
         yield from emitted
 
     def _store_held(self, held: list[tuple]) -> None:
@@ -358,10 +370,3 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             self.held.update(held)
         else:
             self.held.clear()
-
-
-class SplitOutputs(ProcessFunction):
-    """Routes the cycle operator's ``(tag, row)`` pairs to the side outputs TMP/CYCLE/STATUS/DEAD_LETTER."""
-
-    def process_element(self, value, ctx):
-        yield _TAGS[value[0]], value[1]

@@ -81,11 +81,15 @@ DEAD_LETTER_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
      Types.STRING(), Types.INT()],
 )  # fmt: skip
 
-# Tags of the cycle operator's main output (split into side outputs right after it).
+# The cycle operator's output: (tag, cycle, status, dead_letter), only the tagged part set.
 OUT_TMP = 0
 OUT_CYCLE = 1
 OUT_STATUS = 2
 OUT_DEAD_LETTER = 3
+ENVELOPE_FIELDS = ("tag", "cycle", "status", "dead_letter")
+ENVELOPE_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(ENVELOPE_FIELDS), [Types.INT(), CYCLE_ROW_TYPE, STATUS_ROW_TYPE, DEAD_LETTER_ROW_TYPE]
+)
 
 
 def cycle_row(rec: CycleRecord) -> Row:
