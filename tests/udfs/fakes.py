@@ -1,0 +1,132 @@
+"""Minimal stand-ins for PyFlink's runtime context, keyed state and timer service.
+
+They let the process functions run in plain Python: ``Harness`` drives a CycleFunction the way
+the Flink operator does (keyed state per current key, one event-time timer queue, watermarks that
+fire due timers in timestamp order, broadcast state shared by all keys).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from pyflink.common import Row
+
+
+class FakeValueState:
+    def __init__(self, store: dict, harness: Harness) -> None:
+        self.store, self.h = store, harness
+
+    def value(self) -> Any:
+        return self.store.get(self.h.key)
+
+    def update(self, value: Any) -> None:
+        self.store[self.h.key] = value
+
+    def clear(self) -> None:
+        self.store.pop(self.h.key, None)
+
+
+class FakeListState(FakeValueState):
+    def get(self) -> list:
+        return list(self.store.get(self.h.key, []))
+
+    def update(self, values: list) -> None:
+        self.store[self.h.key] = list(values)
+
+
+class FakeRuntimeContext:
+    def __init__(self, harness: Harness) -> None:
+        self.h = harness
+
+    def get_state(self, descriptor: Any) -> FakeValueState:
+        return FakeValueState(self.h.values.setdefault(descriptor.name, {}), self.h)
+
+    def get_list_state(self, descriptor: Any) -> FakeListState:
+        return FakeListState(self.h.values.setdefault(descriptor.name, {}), self.h)
+
+    def get_metrics_group(self) -> Any:
+        raise RuntimeError("no metrics in unit tests")
+
+
+class FakeBroadcastState:
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def remove(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+class FakeTimerService:
+    def __init__(self, harness: Harness) -> None:
+        self.h = harness
+
+    def current_watermark(self) -> int:
+        return self.h.watermark
+
+    def register_event_time_timer(self, ts: int) -> None:
+        self.h.timers.add((ts, self.h.key))
+        heapq.heappush(self.h.queue, (ts, self.h.key))
+
+    def delete_event_time_timer(self, ts: int) -> None:
+        self.h.timers.discard((ts, self.h.key))
+
+
+class FakeCtx:
+    def __init__(self, harness: Harness) -> None:
+        self.h = harness
+
+    def get_broadcast_state(self, descriptor: Any) -> FakeBroadcastState:
+        return FakeBroadcastState(self.h.broadcast)
+
+    def timer_service(self) -> FakeTimerService:
+        return FakeTimerService(self.h)
+
+    def get_current_key(self) -> str:
+        return self.h.key
+
+
+class Harness:
+    """Drives a KeyedBroadcastProcessFunction like the Flink operator (single subtask)."""
+
+    def __init__(self, function: Any) -> None:
+        self.f = function
+        self.values: dict[str, dict] = {}
+        self.broadcast: dict[str, Any] = {}
+        self.timers: set[tuple[int, str]] = set()
+        self.queue: list[tuple[int, str]] = []
+        self.watermark = -(2**63)
+        self.key: str | None = None
+        self.out: list[Row] = []
+        self.ctx = FakeCtx(self)
+        function.open(FakeRuntimeContext(self))
+
+    def broadcast_element(self, value: tuple) -> None:
+        self.out.extend(self.f.process_broadcast_element(value, self.ctx) or [])
+
+    def element(self, point: tuple) -> None:
+        self.key = point[0]
+        self.out.extend(self.f.process_element(point, self.ctx) or [])
+
+    def advance(self, watermark: int) -> None:
+        """Raise the watermark and fire due timers (also those registered while firing)."""
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        while self.queue and self.queue[0][0] <= watermark:
+            ts, key = heapq.heappop(self.queue)
+            if (ts, key) not in self.timers:
+                continue
+            self.timers.discard((ts, key))
+            self.key = key
+            self.out.extend(self.f.on_timer(ts, self.ctx) or [])
+
+    def take(self) -> list[Row]:
+        out, self.out = self.out, []
+        return out
