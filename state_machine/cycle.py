@@ -423,8 +423,10 @@ def apply_point(
             s.sp_lon = where_lon
             in_spell = True
         if in_spell:
-            if s.sp_provisional and not by_detour:  # the truck really stands here: start from that
-                s.sp_provisional = False
+            if s.sp_provisional and (not by_detour or stand_from > s.sp_until):
+                # the truck really stands here, or stands again after moving: the earlier standing
+                # was a queue wait outside the area; restart the spell from this standing
+                s.sp_provisional = by_detour
                 s.sp_start, s.sp_until = stand_from, stand_from
                 s.sp_lat, s.sp_lon = where_lat, where_lon
             if stand_to > s.sp_until:
