@@ -50,3 +50,14 @@ def test_degraded_input_is_accounted_for():
     reasons = {d.reason for d in result.dead_letters}
     assert "UNKNOWN_ASSET" in reasons and "BAD_JSON" in reasons
     assert result.duplicates > 0 and result.reordered > 0 and result.non_truck > 0
+
+
+def test_degraded_and_sparse_idle_together():
+    """The hardest mix (sparse stationary logging + every degradation): queue waits that no ping
+    witnesses are ambiguous, so the bar here is 0.98 (measured 0.987-0.993 over seeds 3, 5, 11)."""
+    spec = replace(BASE, sparse_idle=True, seed=26).degraded()
+    sim = simulate(spec)
+    result = replay(((f"line {i}", line) for i, (_, line) in enumerate(sim.deliveries)), sim.reference)
+    report = score(sim.truth, result.closed)
+    assert report.precision >= 0.98 and report.recall >= 0.98, report.summary()
+    assert report.total_cycle_error.median <= spec.ping_interval_s[1], report.summary()
