@@ -11,7 +11,8 @@ plus a ListState of points held while the truck's reference data is missing.
   objects in the Python instance (filled lazily from broadcast state after a restore).
 * A point of an asset whose type is not HAUL_TRUCK is dropped (counted). A point whose asset type
   or site reference is not (yet) known is held; held points are released, in arrival order, as
-  soon as the data is there, and dead-lettered (UNKNOWN_ASSET / NO_REFERENCE_DATA) when more than
+  soon as the data is there (checked on the truck's next point and by a processing-time retry
+  timer every second), and dead-lettered (UNKNOWN_ASSET / NO_REFERENCE_DATA) when more than
   ``wait_max_points`` pile up, when the watermark passes the first held point + ``wait_max_ms``,
   or at end of input.
 * Timers: one event-time timer per truck at ``state.timer_due_ms`` (re-registered when it moves).
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyflink.common import Row, Types
+from pyflink.datastream import TimeDomain
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
@@ -298,6 +300,8 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         if held_n or held:
             self._store_held(held)
             held_first = held[0][1] if held else 0
+            if held:
+                self._schedule_retry(ctx)
         self._save(ctx, asset, truck, timer, len(held), held_first)
         yield from emitted
 
@@ -341,6 +345,9 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         if stored is None:
             return
         blob, timer, held_n, held_first = stored
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            yield from self._retry_held(ctx, stored)
+            return
         if timer != timestamp:
             return  # superseded (deleted timers should not fire; be safe)
         asset = ctx.get_current_key()
@@ -364,6 +371,30 @@ class CycleFunction(KeyedBroadcastProcessFunction):
                 truck = self._run_timers(ctx, truck, wm, emitted)
         self._save(ctx, asset, truck, -1, len(held), held_first, END_OF_INPUT if end else wm)
         yield from emitted
+
+    def _retry_held(self, ctx, stored: tuple) -> Iterator[Row]:
+        """Processing-time retry: release held points once their reference data has arrived
+        (broadcast updates cannot reach keyed state directly in PyFlink)."""
+        blob, timer, held_n, held_first = stored
+        if not held_n:
+            return
+        asset = ctx.get_current_key()
+        emitted: list = []
+        truck, held = self._release(ctx, asset, self._decode(asset, blob), list(self.held.get()), emitted)
+        if len(held) == held_n:
+            self._schedule_retry(ctx)
+            return
+        self._store_held(held)
+        if held:
+            self._schedule_retry(ctx)
+        self._save(ctx, asset, truck, timer, len(held), held[0][1] if held else 0)
+        yield from emitted
+
+    @staticmethod
+    def _schedule_retry(ctx) -> None:
+        service = ctx.timer_service()
+        # whole seconds: at most one retry timer per truck and second
+        service.register_processing_time_timer((service.current_processing_time() // 1000 + 1) * 1000)
 
     def _store_held(self, held: list[tuple]) -> None:
         if held:

@@ -77,6 +77,12 @@ class FakeTimerService:
     def delete_event_time_timer(self, ts: int) -> None:
         self.h.timers.discard((ts, self.h.key))
 
+    def current_processing_time(self) -> int:
+        return self.h.now_ms
+
+    def register_processing_time_timer(self, ts: int) -> None:
+        self.h.proc_timers.add((ts, self.h.key))
+
 
 class FakeCtx:
     def __init__(self, harness: Harness) -> None:
@@ -91,6 +97,10 @@ class FakeCtx:
     def get_current_key(self) -> str:
         return self.h.key
 
+    def time_domain(self) -> Any:
+
+        return self.h.domain
+
 
 class Harness:
     """Drives a KeyedBroadcastProcessFunction like the Flink operator (single subtask)."""
@@ -104,6 +114,11 @@ class Harness:
         self.watermark = -(2**63)
         self.key: str | None = None
         self.out: list[Row] = []
+        self.now_ms = 0
+        self.proc_timers: set[tuple[int, str]] = set()
+        from pyflink.datastream import TimeDomain
+
+        self.domain = TimeDomain.EVENT_TIME
         self.ctx = FakeCtx(self)
         function.open(FakeRuntimeContext(self))
 
@@ -126,6 +141,19 @@ class Harness:
             self.timers.discard((ts, key))
             self.key = key
             self.out.extend(self.f.on_timer(ts, self.ctx) or [])
+
+    def tick(self, now_ms: int) -> None:
+        """Advance processing time and fire due processing-time timers."""
+        from pyflink.datastream import TimeDomain
+
+        self.now_ms = now_ms
+        for ts, key in sorted(t for t in self.proc_timers if t[0] <= now_ms):
+            self.proc_timers.discard((ts, key))
+            self.key, self.domain = key, TimeDomain.PROCESSING_TIME
+            try:
+                self.out.extend(self.f.on_timer(ts, self.ctx) or [])
+            finally:
+                self.domain = TimeDomain.EVENT_TIME
 
     def take(self) -> list[Row]:
         out, self.out = self.out, []

@@ -126,6 +126,19 @@ def test_points_wait_for_reference_data_then_are_applied_in_order():
     assert h.timers == {(3000, "T1")}
 
 
+def test_held_points_are_released_by_the_processing_time_retry():
+    h = make()
+    h.element(point("T1", 1000))
+    assert h.proc_timers == {(1000, "T1")}
+    h.tick(1000)
+    assert CALLS == [] and h.proc_timers == {(2000, "T1")}  # still waiting: retried next second
+    with_reference(h)
+    h.tick(2000)
+    assert CALLS == [("point", "T1", 1000, SITE)]
+    assert tags(h.take()) == [OUT_STATUS]
+    assert not h.proc_timers and h.timers == {(2000, "T1")}
+
+
 def test_held_points_are_released_by_the_timer_when_reference_arrived_meanwhile():
     h = make()
     h.element(point("T1", 1000))

@@ -1,0 +1,210 @@
+"""Job wiring without running Flink: environment configuration, sink DDL, sources, run plans."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from deploy import jars
+from job import flink_env
+from job.db import KEY_COLUMNS, TableNames, column_names
+from job.flink_env import FlinkEnvError, build_configuration
+from job.settings import FlinkSettings, SourceSettings
+from job.sinks import JdbcTarget, SinkError, sink_columns, sink_ddl, source_field
+from job.sources import (
+    KINESIS_SKIP_MESSAGE,
+    SourceError,
+    kinesis_configuration,
+    kinesis_label,
+    resolve_file_path,
+)
+
+# --------------------------------------------------------------------------- flink_env
+
+
+def test_local_configuration_defaults(tmp_path):
+    conf = build_configuration(FlinkSettings(), [tmp_path / "a.jar", tmp_path / "b.jar"])
+    assert conf["python.execution-mode"] == "thread"
+    assert conf["state.backend.type"] == "hashmap"
+    assert conf["execution.checkpointing.mode"] == "EXACTLY_ONCE"
+    assert conf["execution.checkpointing.externalized-checkpoint-retention"] == "RETAIN_ON_CANCELLATION"
+    assert conf["pipeline.jars"] == ";".join(p.resolve().as_uri() for p in (tmp_path / "a.jar", tmp_path / "b.jar"))
+    assert conf["pipeline.auto-watermark-interval"] == "200 ms"
+    assert "site-packages" in conf["python.pythonpath"]
+    assert "parallelism.default" not in conf and "execution.checkpointing.interval" not in conf
+
+
+def test_local_configuration_options(tmp_path):
+    savepoint = tmp_path / "sp"
+    savepoint.mkdir()
+    conf = build_configuration(FlinkSettings(
+        parallelism=2, checkpoint_interval_ms=5000, state_backend="rocksdb", python_execution_mode="process",
+        rest_port=8099, restart_attempts=3, restart_delay_ms=2000, checkpoint_dir=str(tmp_path / "ck"),
+        savepoint_dir=str(tmp_path / "sps"), from_savepoint=str(savepoint),
+    ))  # fmt: skip
+    assert conf["python.execution-mode"] == "process"
+    assert conf["parallelism.default"] == "2"
+    assert conf["execution.checkpointing.interval"] == "5000 ms"
+    assert conf["state.backend.type"] == "rocksdb"
+    assert conf["rest.port"] == "8099" and conf["rest.bind-address"] == "127.0.0.1"
+    assert conf["restart-strategy.type"] == "fixed-delay"
+    assert conf["restart-strategy.fixed-delay.attempts"] == "3"
+    assert conf["restart-strategy.fixed-delay.delay"] == "2000 ms"
+    assert conf["execution.checkpointing.dir"] == (tmp_path / "ck").resolve().as_uri()
+    assert conf["execution.state-recovery.path"] == savepoint.resolve().as_uri()
+
+
+def test_missing_savepoint_is_an_error(tmp_path):
+    with pytest.raises(FlinkEnvError, match="does not exist"):
+        build_configuration(FlinkSettings(from_savepoint=str(tmp_path / "nope")))
+
+
+def test_msf_configuration_leaves_the_service_settings_alone():
+    conf = build_configuration(FlinkSettings(), [Path("x.jar")], on_msf=True)
+    assert conf["python.execution-mode"] == "thread"
+    for key in ("pipeline.jars", "state.backend.type", "python.executable", "rest.port", "parallelism.default"):
+        assert key not in conf
+
+
+def test_missing_java_is_reported(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FlinkEnvError, match="Java not found"):
+        flink_env.check_java()
+
+
+def test_missing_kinesis_jar_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(jars, "ensure_jars", lambda d, names=None, **k: [Path(d) / f"{n}.jar" for n in names])
+    with pytest.raises(FlinkEnvError, match="flink-sql-connector-aws-kinesis-streams jar not found"):
+        flink_env.required_jars(tmp_path, kinesis=True)
+    assert len(flink_env.required_jars(tmp_path, kinesis=False)) == 3
+
+
+def test_missing_jdbc_jar_without_fetch(tmp_path):
+    with pytest.raises(FlinkEnvError, match="flink-connector-jdbc-core not found"):
+        flink_env.required_jars(tmp_path, kinesis=False, fetch=False)
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+def test_sink_columns_follow_job_db():
+    for kind in ("cycle_tmp", "cycle", "process_info", "dead_letter"):
+        assert [c for c, _ in sink_columns(kind)] == column_names(kind)
+    types = dict(sink_columns("cycle"))
+    assert types["load_start_utc"] == "TIMESTAMP(3)" and types["point_count"] == "INT"
+    assert dict(sink_columns("process_info"))["work_state_id"] == "SMALLINT"
+    assert source_field("load_start_utc") == "load_start_ms" and source_field("asset_guid") == "asset_guid"
+    with pytest.raises(SinkError):
+        sink_columns("alerts_nope")
+
+
+def test_sink_ddl_declares_primary_key_and_batching():
+    names = TableNames(schema="mine", cycle="cycles")
+    ddl = sink_ddl("sink_cycle", "cycle", names, JdbcTarget("jdbc:postgresql://h:5432/d", "u", "p'w", 3000, 150, 4))
+    assert "PRIMARY KEY (`asset_guid`, `load_start_utc`) NOT ENFORCED" in ddl
+    assert KEY_COLUMNS["cycle"] == ("asset_guid", "load_start_utc")
+    assert "'table-name' = 'mine.cycles'" in ddl
+    assert "'sink.buffer-flush.max-rows' = '3000'" in ddl and "'sink.buffer-flush.interval' = '150ms'" in ddl
+    assert "'sink.max-retries' = '4'" in ddl
+    assert "'password' = 'p''w'" in ddl  # quoted
+    assert "p'w" not in repr(JdbcTarget("u", password="p'w"))
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def test_kinesis_configuration_and_label():
+    src = SourceSettings(stream_arn="arn:aws:kinesis:us-east-1:1:stream/telemetry", aws_region="us-east-1",
+                         init_position="TRIM_HORIZON", reader_type="EFO", efo_consumer_name="c1",
+                         aws_endpoint="http://127.0.0.1:4567")  # fmt: skip
+    assert kinesis_configuration(src) == {
+        "source.init.position": "TRIM_HORIZON",
+        "source.reader.type": "EFO",
+        "aws.region": "us-east-1",
+        "source.efo.consumer.name": "c1",
+        "aws.endpoint": "http://127.0.0.1:4567",
+    }
+    assert kinesis_label(src) == "kinesis:telemetry"
+    with pytest.raises(SourceError, match="stream.arn"):
+        kinesis_configuration(SourceSettings())
+
+
+def test_resolve_file_path(tmp_path):
+    (tmp_path / "telemetry.jsonl").write_text("{}\n")
+    assert resolve_file_path(tmp_path) == tmp_path / "telemetry.jsonl"
+    assert resolve_file_path(tmp_path / "telemetry.jsonl") == tmp_path / "telemetry.jsonl"
+    with pytest.raises(SourceError, match="does not exist"):
+        resolve_file_path(tmp_path / "nope")
+
+
+@pytest.mark.kinesis
+def test_kinesis_source_builds_with_the_jar():
+    jar_dir = flink_env.DEFAULT_JAR_DIR
+    if not jars.kinesis_jar_available(jar_dir):
+        pytest.skip(KINESIS_SKIP_MESSAGE)
+    from job.sources import kinesis_source
+
+    env, _ = flink_env.create_environment(FlinkSettings(kinesis=True, parallelism=1))
+    raw = kinesis_source(env, SourceSettings(stream_arn="arn:aws:kinesis:us-east-1:000000000000:stream/t",
+                                             aws_region="us-east-1", aws_endpoint="http://127.0.0.1:4567"))  # fmt: skip
+    assert raw.label == "kinesis:t" and not raw.bounded
+
+
+# --------------------------------------------------------------------------- run plans
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    from job.main import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_demo_plan_defaults(monkeypatch, tmp_path):
+    from job import main
+
+    monkeypatch.delenv("ASSET_CYCLE_LOCAL", raising=False)
+    monkeypatch.setattr(main, "MSF_PROPERTIES_PATH", tmp_path / "absent.json")
+    plan = main.make_plan(_args([]))
+    assert plan.mode == "demo" and plan.source_kind == "simulator" and plan.seed_from == "simulator"
+    assert plan.settings.reference.poll_interval_s == 10.0
+    assert plan.settings.flink.rest_port == main.DEFAULT_REST_PORT
+    assert plan.settings.flink.python_execution_mode == "thread"
+    plan = main.make_plan(_args(["--source", f"file:{tmp_path}", "--process-mode", "--parallelism", "2",
+                                 "--checkpoint-interval", "3000", "--from-savepoint", "/sp"]))  # fmt: skip
+    assert plan.source_kind == "file" and plan.file_path == str(tmp_path) and plan.seed_from == "bundle"
+    assert plan.settings.reference.poll_interval_s == 0.0  # a bounded replay loads reference data once
+    fl = plan.settings.flink
+    assert (fl.python_execution_mode, fl.parallelism, fl.checkpoint_interval_ms, fl.from_savepoint) == (
+        "process", 2, 3000, "/sp")
+
+
+def test_plan_errors(monkeypatch, tmp_path):
+    from job import main
+
+    monkeypatch.delenv("ASSET_CYCLE_LOCAL", raising=False)
+    monkeypatch.setattr(main, "MSF_PROPERTIES_PATH", tmp_path / "absent.json")
+    with pytest.raises(main.JobError, match="stream ARN"):
+        main.make_plan(_args(["--source", "kinesis"]))
+    with pytest.raises(main.JobError, match="--source must be"):
+        main.make_plan(_args(["--source", "ftp:x"]))
+    with pytest.raises(main.JobError, match="needs a path"):
+        main.make_plan(_args(["--source", "file:"]))
+
+
+def test_properties_plan(tmp_path, monkeypatch):
+    import json
+
+    from job import main
+
+    props = tmp_path / "p.json"
+    props.write_text(json.dumps([
+        {"PropertyGroupId": "SourceConfig", "PropertyMap": {"stream.arn": "arn:aws:kinesis:eu-west-1:1:stream/s"}},
+        {"PropertyGroupId": "SinkConfig", "PropertyMap": {"jdbc.url": "jdbc:postgresql://h:5432/d"}},
+        {"PropertyGroupId": "ReferenceConfig", "PropertyMap": {"redis.host": "r"}},
+    ]))  # fmt: skip
+    plan = main.make_plan(_args(["--local-properties", str(props)]))
+    assert plan.mode == "properties" and plan.source_kind == "kinesis" and not plan.on_msf
+    assert plan.settings.flink.kinesis and plan.seed_from is None and not plan.init_db
