@@ -2,7 +2,7 @@
 
 ::
 
-    raw str ──parse+validate (uid parse)──> POINT ──watermarks (uid watermarks)──> key by asset_guid ─┐
+    raw str ──parse+validate (uid parse)──> ((asset, POINT), ts) ──watermarks (uid watermarks, Java)──> key by ─┐
          └── invalid ──> dead letters                                                               │
     reference updates ──MAX timestamps (uid reference-watermarks)──> broadcast ────────────────────┤
                                                                                                     v
@@ -24,13 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream.functions import KeySelector
 
 from job.settings import AppSettings
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
-from udfs.parse import ParseFunction
+from udfs.parse import KEYED_OUTPUT_TYPE, KEYED_POINT_TYPE, ParseFunction
 from udfs.reference_poller import MaxTimestampAssigner, ReferencePoller
 from udfs.rows import (
     CYCLE_FIELDS,
@@ -44,20 +42,6 @@ from udfs.rows import (
     REFERENCE_TYPE,
     STATUS_FIELDS,
 )
-
-
-class PointTimestamps(TimestampAssigner):
-    """Event time of a POINT tuple."""
-
-    def extract_timestamp(self, value, record_timestamp):
-        return value[2]
-
-
-class AssetKey(KeySelector):
-    """asset_guid of a POINT tuple."""
-
-    def get_key(self, value):
-        return value[0]
 
 
 @dataclass(frozen=True)
@@ -92,6 +76,24 @@ def split_envelopes(t_env: Any, envelopes: Any) -> dict[str, Any]:
         "process_info": part(OUT_STATUS, "status", STATUS_FIELDS),
         "dead_letter": part(OUT_DEAD_LETTER, "dead_letter", DEAD_LETTER_FIELDS),
     }
+
+
+def key_by_asset(parsed: Any, strategy: WatermarkStrategy) -> Any:
+    """((asset_guid, POINT), ts) records -> event-time watermarks (uid ``watermarks``) -> KeyedStream
+    of POINT by asset_guid, all in Java operators (PyFlink's ``assign_timestamps_and_watermarks``
+    with a Python assigner and ``key_by`` would add two Python operators with the same effect)."""
+    from pyflink.datastream import DataStream, KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
+    j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
+    j_stamped = parsed._j_data_stream.assignTimestampsAndWatermarks(j_strategy)
+    j_stamped.uid("watermarks").name("watermarks")
+    j_rows = j_stamped.map(eventtime.RemoveTimestampMapFunction(), KEYED_POINT_TYPE.get_java_type_info())
+    j_rows.uid("remove-timestamp").name("remove-timestamp")
+    j_keyed = j_rows.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, POINT_TYPE, DataStream(j_rows))
 
 
 def bounded_reference_stream(env: Any, records: list[tuple[str, str, str]]) -> Any:
@@ -132,16 +134,15 @@ def build_pipeline(
     ``t_env``, ``add(kind, stream)``, ``add_table(kind, table)``). Does not attach/execute."""
     lag_ms = settings.engine.max_disorder_ms
     parsed = (
-        raw_stream.process(ParseFunction(source_label, lag_ms, check_future=check_future), output_type=POINT_TYPE)
+        raw_stream.process(ParseFunction(source_label, lag_ms, check_future=check_future, keyed_output=True),
+                           output_type=KEYED_OUTPUT_TYPE)
         .name("parse+validate")
         .uid("parse")
-    )
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(lag_ms)).with_timestamp_assigner(
-        PointTimestamps()
-    )
+    )  # fmt: skip
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(lag_ms))
     if settings.flink.source_idleness_ms:
         strategy = strategy.with_idleness(Duration.of_millis(settings.flink.source_idleness_ms))
-    points = parsed.assign_timestamps_and_watermarks(strategy).name("watermarks").uid("watermarks")
+    keyed_points = key_by_asset(parsed, strategy)
 
     reference = (
         reference_stream.assign_timestamps_and_watermarks(
@@ -160,8 +161,7 @@ def build_pipeline(
         state_codec=state_codec,
     )
     envelopes = (
-        points.key_by(AssetKey(), key_type=Types.STRING())
-        .connect(reference)
+        keyed_points.connect(reference)
         .process(function, output_type=ENVELOPE_TYPE)
         .name("cycle-engine")
         .uid("cycle-engine")

@@ -77,7 +77,7 @@ def fake_codec():
 def make(wait_max_points: int = 100, wait_max_ms: int = 10_000) -> Harness:
     CALLS.clear()
     fn = CycleFunction(EngineConfig().to_dict(), "file:test", wait_max_points, wait_max_ms,
-                       engine_factory=FakeEngine, state_codec=fake_codec)  # fmt: skip
+                       engine_factory=FakeEngine, state_codec=fake_codec, timer_grid_ms=1)  # fmt: skip
     return Harness(fn)
 
 
@@ -207,6 +207,20 @@ def test_flink_watermark_fires_timers_and_end_of_input_uses_the_last_hint_first(
     assert not h.timers
 
 
+def test_timers_are_rounded_up_to_the_grid():
+    CALLS.clear()
+    h = Harness(CycleFunction(EngineConfig().to_dict(), "f", engine_factory=FakeEngine, state_codec=fake_codec,
+                              timer_grid_ms=10_000))  # fmt: skip
+    with_reference(h)
+    h.element(point("T1", 1000))
+    h.element(point("T1", 4000))
+    assert h.timers == {(10_000, "T1")}
+    h.element(point("T1", 9500))
+    assert h.timers == {(20_000, "T1")}
+    h.advance(20_000)
+    assert CALLS[-1] == ("timer", "T1", 10_500, 20_000)
+
+
 def test_restored_state_is_decoded_from_keyed_state():
     h = make()
     with_reference(h)
@@ -227,7 +241,7 @@ def _drive(lines: list[str], reference, lag_ms: int, watermark_every: int) -> Ha
     from udfs.reference_poller import snapshot_records
 
     CALLS.clear()
-    fn = CycleFunction(EngineConfig().to_dict(), "file:test", 100_000, 600_000)
+    fn = CycleFunction(EngineConfig().to_dict(), "file:test", 100_000, 600_000, timer_grid_ms=30_000)
     h = Harness(fn)
     parse = ParseFunction("file:test", lag_ms, check_future=False)
     parse.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))

@@ -55,3 +55,11 @@ def test_future_timestamps_are_rejected_when_checked():
     fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
     [(tag, row)] = list(fn.process_element(rec("A", "2999-01-01T00:00:00.000Z"), None))
     assert tag is DEAD_LETTER_TAG and row[3] == "TIMESTAMP_OUT_OF_RANGE"
+
+
+def test_keyed_output_has_the_shape_of_key_by_plus_timestamp():
+    fn = ParseFunction("file:x", 60_000, check_future=False, keyed_output=True)
+    fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
+    [(keyed, ts)] = list(fn.process_element(rec("A", "2024-01-15T06:00:00.000Z"), None))
+    assert ts == 1705298400000
+    assert keyed[0] == "A" and keyed[1][:3] == ("A", "S", ts)
