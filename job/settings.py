@@ -539,8 +539,8 @@ def postgres_settings(settings: AppSettings, environ: Mapping[str, str] | None =
 
 def redis_settings(settings: AppSettings, environ: Mapping[str, str] | None = None):
     """Redis settings (job.reference_store.RedisSettings): the secret when one is named (host from
-    the secret), otherwise ReferenceConfig host/port/tls/db with ASSET_CYCLE_REDIS_* credentials.
-    ReferenceConfig's TLS flag applies in both cases."""
+    the secret), otherwise ASSET_CYCLE_REDIS_* variables with the ReferenceConfig host/port/db/tls
+    that differ from the defaults on top. ReferenceConfig's TLS flag applies in both cases."""
     from job import reference_store
 
     ref = settings.reference
@@ -549,7 +549,14 @@ def redis_settings(settings: AppSettings, environ: Mapping[str, str] | None = No
             settings.secrets.redis_secret_name, settings.secrets.region, tls=ref.redis_tls or None
         )
     base = reference_store.RedisSettings.from_env(environ)
-    env = os.environ if environ is None else environ
-    if env.get("ASSET_CYCLE_REDIS_HOST") and ref.redis_host == ReferenceSettings.redis_host:
-        return base
-    return replace(base, host=ref.redis_host, port=ref.redis_port, db=ref.redis_db, tls=ref.redis_tls or base.tls)
+    default = ReferenceSettings()
+    overrides: dict[str, Any] = {}
+    if ref.redis_host != default.redis_host:
+        overrides["host"] = ref.redis_host
+    if ref.redis_port != default.redis_port:
+        overrides["port"] = ref.redis_port
+    if ref.redis_db != default.redis_db:
+        overrides["db"] = ref.redis_db
+    if ref.redis_tls:
+        overrides["tls"] = True
+    return replace(base, **overrides)
