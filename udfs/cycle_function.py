@@ -94,10 +94,13 @@ def _default_state_codec() -> tuple[Callable[[bytes], Any], Callable[[Any], byte
 
 
 class _Counter:
-    """A Flink counter, or a plain int when metrics are unavailable."""
+    """A Flink counter (each ``inc`` on it is a JNI call in thread mode, so increments are passed
+    on in batches of ``batch``), or a plain int when metrics are unavailable."""
 
-    def __init__(self, group: Any, name: str) -> None:
+    def __init__(self, group: Any, name: str, batch: int = 256) -> None:
         self.value = 0
+        self._pending = 0
+        self._batch = batch
         self._flink = None
         if group is not None:
             try:
@@ -108,7 +111,10 @@ class _Counter:
     def inc(self, n: int = 1) -> None:
         self.value += n
         if self._flink is not None:
-            self._flink.inc(n)
+            self._pending += n
+            if self._pending >= self._batch:
+                self._flink.inc(self._pending)
+                self._pending = 0
 
 
 class CycleFunction(KeyedBroadcastProcessFunction):
