@@ -134,7 +134,8 @@ def build_pipeline(
     ``t_env``, ``add(kind, stream)``, ``add_table(kind, table)``). Does not attach/execute."""
     lag_ms = settings.engine.max_disorder_ms
     parsed = (
-        raw_stream.process(ParseFunction(source_label, lag_ms, check_future=check_future, keyed_output=True),
+        raw_stream.process(ParseFunction(source_label, lag_ms, check_future=check_future, keyed_output=True,
+                                         max_jump_ms=settings.engine.max_forward_jump_ms),
                            output_type=KEYED_OUTPUT_TYPE)
         .name("parse+validate")
         .uid("parse")

@@ -98,6 +98,11 @@ class EngineConfig:
         """Largest re-order window over all sites, in ms (the watermark bound must cover it)."""
         return int(max([self.defaults.max_disorder_s, *(t.max_disorder_s for t in self.sites.values())]) * 1000)
 
+    @property
+    def max_forward_jump_ms(self) -> int:
+        """Smallest clock-jump limit over all sites, in ms (for the stream's watermark tracker)."""
+        return int(min([self.defaults.max_forward_jump_s, *(t.max_forward_jump_s for t in self.sites.values())]) * 1000)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngineConfig:
         """Build from the JSON shape in the module docstring; raises ConfigError."""

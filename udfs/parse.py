@@ -6,7 +6,9 @@ feeds it straight into Flink's Java timestamp assigner and key-by (one Python ca
 before the keyed operator instead of three).
 
 Also computes the per-record watermark hint (``max event time seen before this record -
-out_of_orderness - 1``), i.e. the watermark the offline replay uses before each record. The cycle
+out_of_orderness - 1``, with lone far-future timestamps held back: state_machine.watermark), i.e.
+the watermark the offline replay uses before each record; the same held-back time is what the
+record contributes to Flink's own watermarks. The cycle
 operator fires a truck's due timer with it before applying the truck's next point, so timer
 decisions do not depend on how late Flink's periodic watermarks arrive (see udfs.cycle_function).
 """
@@ -19,6 +21,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction
 
 from state_machine.telemetry import Invalid, parse_record
+from state_machine.watermark import WatermarkTracker
 from udfs.rows import DEAD_LETTER_ROW_TYPE, NO_HINT, POINT_TYPE, dead_letter
 
 DEAD_LETTER_TAG = OutputTag("parse-dead-letters", DEAD_LETTER_ROW_TYPE)
@@ -31,17 +34,19 @@ class ParseFunction(ProcessFunction):
     """raw str -> POINT tuple; invalid records -> DEAD_LETTER_TAG with the parser's reason."""
 
     def __init__(self, source: str, out_of_orderness_ms: int, max_future_s: float = 300.0,
-                 check_future: bool = True, keyed_output: bool = False) -> None:  # fmt: skip
+                 check_future: bool = True, keyed_output: bool = False,
+                 max_jump_ms: int = 21_600_000) -> None:  # fmt: skip
         self.source = source
         self.keyed_output = keyed_output
         self.lag_ms = int(out_of_orderness_ms)
+        self.max_jump_ms = int(max_jump_ms)
         self.max_future_s = max_future_s
         self.check_future = check_future
-        self.max_ts: int | None = None
+        self.watermarks = WatermarkTracker(self.lag_ms, self.max_jump_ms)
         self._invalid = None
 
     def open(self, runtime_context) -> None:
-        self.max_ts = None
+        self.watermarks = WatermarkTracker(self.lag_ms, self.max_jump_ms)
         try:
             self._invalid = runtime_context.get_metrics_group().counter("invalidRecords")
         except Exception:  # noqa: BLE001 - metrics are optional (e.g. unit tests)
@@ -57,16 +62,15 @@ class ParseFunction(ProcessFunction):
                 self.source, parsed.reason, parsed.detail, raw, parsed.asset_guid, parsed.ts_ms
             )
             return
-        max_ts = self.max_ts
-        hint = NO_HINT if max_ts is None else max_ts - self.lag_ms - 1
+        watermark = self.watermarks.watermark
+        hint = NO_HINT if watermark is None else watermark
         ts = parsed.ts_ms
-        if max_ts is None or ts > max_ts:
-            self.max_ts = ts
+        watermark_ts = self.watermarks.observe(ts)  # a lone far-future time does not move it
         point = (parsed.asset_guid, parsed.site_guid, ts, parsed.latitude, parsed.longitude,
                  parsed.work_state_id, hint, raw)  # fmt: skip
         if self.keyed_output:
             # ((asset_guid, point), event time): the shapes PyFlink's own key_by and timestamp
             # assigner produce, so Java operators can take over from here (see job.pipeline)
-            yield Row(parsed.asset_guid, point), ts
+            yield Row(parsed.asset_guid, point), watermark_ts
         else:
             yield point
