@@ -296,6 +296,23 @@ def _set_prev(s: CycleState, p: TelemetryPoint, area: str, guid: str | None) -> 
     s.prev_guid = guid
 
 
+def _start_over(
+    s: CycleState, p: TelemetryPoint, area: str, guid: str | None, reason: str, closed: list[CycleRecord]
+) -> list[CycleRecord]:
+    """Begin afresh at p (first point, another site, or after a data gap): close the open cycle
+    INVALID with ``reason`` at the previous point and forget the spell and standstill."""
+    if s.prev_ts is not None:
+        rec = close_cycle(s, s.prev_ts, reason)
+        if rec is not None:
+            closed.append(rec)
+    s._reset_spell()
+    s.st_start = s.st_until = None
+    s.site = p.site_guid
+    _set_prev(s, p, area, guid)
+    s.points += 1
+    return closed
+
+
 def _gap_stop_in_area(
     s: CycleState, p: TelemetryPoint, dt: float, d: float, index: SpatialIndex, th: CycleThresholds
 ) -> tuple[str, str, int, int] | None:
@@ -343,36 +360,15 @@ def apply_point(
                                 f"entered region {zone}", zone))
         s.prev_zone = zone
     closed: list[CycleRecord] = []
-    if s.prev_ts is None:
-        s.site = p.site_guid
-        _set_prev(s, p, area, guid)
-        s.points += 1
-        return closed
-    if p.site_guid != s.site:
-        rec = close_cycle(s, s.prev_ts, SITE_CHANGE)
-        if rec is not None:
-            closed.append(rec)
-        s._reset_spell()
-        s.st_start = s.st_until = None
-        s.site = p.site_guid
-        _set_prev(s, p, area, guid)
-        s.points += 1
-        return closed
+    if s.prev_ts is None or p.site_guid != s.site:
+        return _start_over(s, p, area, guid, SITE_CHANGE, closed)
 
     prev_ts = s.prev_ts
     dt = (p.ts_ms - prev_ts) / 1000.0
     d = approx_distance_m(s.prev_lat, s.prev_lon, p.latitude, p.longitude)
     near = d <= th.still_radius_m
-
     if dt > th.max_gap_s and not near:
-        rec = close_cycle(s, prev_ts, DATA_GAP)
-        if rec is not None:
-            closed.append(rec)
-        s._reset_spell()
-        s.st_start = s.st_until = None
-        _set_prev(s, p, area, guid)
-        s.points += 1
-        return closed
+        return _start_over(s, p, area, guid, DATA_GAP, closed)
 
     # The standing interval of the pair and where it happened (see the module docstring).
     blip_ms = th.blip_max_s * 1000.0
