@@ -169,13 +169,16 @@ def build_configuration(
 
 
 def create_environment(
-    flink: FlinkSettings, on_msf: bool = False, fetch_jars: bool = True
+    flink: FlinkSettings, on_msf: bool = False, fetch_jars: bool = True, extra_conf: dict[str, str] | None = None
 ) -> tuple[object, EnvInfo]:
-    """(StreamExecutionEnvironment, EnvInfo). Raises FlinkEnvError with a clear message."""
+    """(StreamExecutionEnvironment, EnvInfo). Raises FlinkEnvError with a clear message.
+
+    ``extra_conf``: raw Flink options set on top (benchmarks, experiments)."""
     if not on_msf:
         check_java()
     jar_paths = [] if on_msf else required_jars(flink.jar_dir, flink.kinesis, fetch=fetch_jars)
     conf_dict = build_configuration(flink, jar_paths, on_msf=on_msf)
+    conf_dict.update(extra_conf or {})
     if not on_msf:
         pin_jvm_utc()
     from pyflink.common import Configuration
