@@ -3,7 +3,11 @@
 Locally everything is set here: Python execution mode (thread by default: 5-20x faster than process
 mode for keyed state), parallelism, exactly-once checkpointing with retained (externalized)
 checkpoints, state backend, ``pipeline.jars`` (JDBC jars, plus the Kinesis connector when used),
-REST/Web UI port, auto-watermark interval, fixed-delay restarts and the savepoint to restore from.
+REST/Web UI port, auto-watermark interval, fixed-delay restarts and the savepoint to restore from,
+and (with ``metrics_port``) Flink's Prometheus reporter: the reporter jar that ships with PyFlink
+(``pyflink/plugins/metrics-prometheus``) is put on the gateway's class loader, from which the
+local minicluster loads reporter factories (it does not read a plugins directory unless
+``FLINK_PLUGINS_DIR`` was set before the JVM started).
 
 On MSF (``on_msf=True``) the service owns parallelism, checkpointing, state backend and the jar
 (``jarfile`` run option); only what the job itself decides (Python mode, watermark interval) is
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JAR_DIR = PROJECT_ROOT / ".jars"
+PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+DEFAULT_METRICS_PORT = 9249
 
 
 class FlinkEnvError(RuntimeError):
@@ -39,11 +45,29 @@ class EnvInfo:
     rest_port: int | None
     jars: tuple[str, ...]
     config: dict[str, str]
+    metrics_port: int | None = None
 
     @property
     def web_ui(self) -> str | None:
         """The local Web UI address, when a fixed port was chosen."""
         return f"http://127.0.0.1:{self.rest_port}" if self.rest_port else None
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The local Prometheus scrape address, when the reporter is on."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else None
+
+
+def prometheus_reporter_jar() -> Path | None:
+    """flink-metrics-prometheus jar shipped with PyFlink (plugins/ or opt/), None when absent."""
+    import pyflink
+
+    base = Path(pyflink.__file__).resolve().parent
+    for pattern in ("plugins/metrics-prometheus/flink-metrics-prometheus-*.jar", "opt/flink-metrics-prometheus-*.jar"):
+        found = sorted(base.glob(pattern))
+        if found:
+            return found[-1]
+    return None
 
 
 def check_java() -> str:
@@ -157,6 +181,9 @@ def build_configuration(
             conf["execution.state-recovery.path"] = path
         if flink.state_backend == "rocksdb":
             conf["state.backend.incremental"] = "true"
+        if flink.metrics_port is not None:
+            conf["metrics.reporter.prom.factory.class"] = PROMETHEUS_FACTORY
+            conf["metrics.reporter.prom.port"] = str(flink.metrics_port)
     if flink.parallelism is not None:
         conf["parallelism.default"] = str(flink.parallelism)
     if flink.checkpoint_interval_ms:
@@ -196,11 +223,19 @@ def create_environment(
         from deploy.jars import jar_urls
 
         add_jars_to_context_class_loader(jar_urls(jar_paths))
+    metrics_port = None
+    if "metrics.reporter.prom.factory.class" in conf_dict:
+        jar = prometheus_reporter_jar()
+        if jar is None:
+            log.warning("flink-metrics-prometheus jar not found in the PyFlink package: no Prometheus metrics")
+        else:
+            add_jars_to_context_class_loader([jar.as_uri()])
+            metrics_port = flink.metrics_port
     if flink.parallelism is not None:
         env.set_parallelism(flink.parallelism)
     if flink.checkpoint_interval_ms:
         env.enable_checkpointing(flink.checkpoint_interval_ms)
     env.get_config().set_auto_watermark_interval(flink.auto_watermark_interval_ms)
-    info = EnvInfo(flink.rest_port, tuple(str(p) for p in jar_paths), conf_dict)
+    info = EnvInfo(flink.rest_port, tuple(str(p) for p in jar_paths), conf_dict, metrics_port)
     log.info("Flink configuration: %s", {k: v for k, v in conf_dict.items() if k != "pipeline.jars"})
     return env, info

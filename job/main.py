@@ -38,6 +38,7 @@ from job.settings import (
 log = logging.getLogger("asset-cycle")
 
 DEFAULT_REST_PORT = 8081
+DEFAULT_METRICS_PORT = 9249
 DEMO_TRUCKS = 12
 DEMO_SPEED = 30.0
 
@@ -66,6 +67,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process-mode", action="store_true", help="python.execution-mode=process (default thread)")
     parser.add_argument("--state-backend", choices=("hashmap", "rocksdb"), default=None)
     parser.add_argument("--rest-port", type=int, default=None, help=f"Flink Web UI port (default {DEFAULT_REST_PORT})")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help=f"Prometheus metrics port (demo default {DEFAULT_METRICS_PORT}; "
+                             "FlinkConfig metrics.port with properties; not used on MSF)")
     parser.add_argument("--jar-dir", default=None, help="where the connector jars are (default .jars/)")
     parser.add_argument("--schema", default=None, help="PostgreSQL schema of the tables (default dx)")
     parser.add_argument("--redis-prefix", default=None, help="Redis key prefix of the region hashes")
@@ -140,7 +144,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             source=SourceSettings(kind="simulator"),
             sink=SinkSettings(jdbc_url=""),
             reference=ReferenceSettings(poll_interval_s=10.0),
-            flink=FlinkSettings(checkpoint_interval_ms=10_000, rest_port=DEFAULT_REST_PORT, source_idleness_ms=None),
+            flink=FlinkSettings(checkpoint_interval_ms=10_000, rest_port=DEFAULT_REST_PORT, source_idleness_ms=None,
+                                metrics_port=DEFAULT_METRICS_PORT),
         )
         on_msf = False
         mode = "demo"
@@ -186,6 +191,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         python_execution_mode="process" if args.process_mode else fl.python_execution_mode,
         state_backend=args.state_backend or fl.state_backend,
         rest_port=args.rest_port if args.rest_port is not None else fl.rest_port,
+        metrics_port=args.metrics_port if getattr(args, "metrics_port", None) is not None else fl.metrics_port,
         jar_dir=args.jar_dir or fl.jar_dir,
         kinesis=kind == "kinesis",
     )  # fmt: skip
@@ -345,6 +351,8 @@ def run(args: argparse.Namespace) -> int:
 
     if info.web_ui:
         print(f"Flink Web UI: {info.web_ui}", flush=True)
+    if info.metrics_url:
+        print(f"Prometheus metrics: {info.metrics_url}", flush=True)
     return _execute(env, settings, args.duration_s, names, pg_settings)
 
 

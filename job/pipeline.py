@@ -7,8 +7,8 @@
     reference updates ──MAX timestamps (uid reference-watermarks)──> broadcast ────────────────────┤
                                                                                                     v
                                  cycle engine, KeyedBroadcastProcessFunction (uid cycle-engine)
-                                                  │ envelope rows (tag, cycle, status, dead letter)
-                                 Table API: split by tag ──> tmp / final / process info / dead letters ──> SinkSet
+                                                  │ envelope rows (tag, cycle, status, dead letter, alert)
+                                 Table API: split by tag ──> tmp / final / process info / dead letters / alerts ──> SinkSet
 
 Watermarks: bounded out-of-orderness = the engine's max_disorder (plus optional idleness). The
 reference stream gets Long.MAX_VALUE timestamps, so its watermark never holds back the keyed
@@ -31,9 +31,11 @@ from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
 from udfs.parse import KEYED_OUTPUT_TYPE, KEYED_POINT_TYPE, ParseFunction
 from udfs.reference_poller import MaxTimestampAssigner, ReferencePoller
 from udfs.rows import (
+    ALERT_FIELDS,
     CYCLE_FIELDS,
     DEAD_LETTER_FIELDS,
     ENVELOPE_TYPE,
+    OUT_ALERT,
     OUT_CYCLE,
     OUT_DEAD_LETTER,
     OUT_STATUS,
@@ -75,6 +77,7 @@ def split_envelopes(t_env: Any, envelopes: Any) -> dict[str, Any]:
         "cycle": part(OUT_CYCLE, "cycle", CYCLE_FIELDS),
         "process_info": part(OUT_STATUS, "status", STATUS_FIELDS),
         "dead_letter": part(OUT_DEAD_LETTER, "dead_letter", DEAD_LETTER_FIELDS),
+        "alerts": part(OUT_ALERT, "alert", ALERT_FIELDS),
     }
 
 

@@ -21,7 +21,8 @@ Groups and keys (all values are strings, as MSF delivers them):
 * ``FlinkConfig`` (all optional; MSF's own parallelism/checkpoint configuration wins when absent):
   parallelism, checkpoint.interval.ms, state.backend (hashmap|rocksdb), python.execution.mode
   (thread|process), rest.port, auto.watermark.interval.ms, source.idleness.ms, restart.attempts,
-  restart.delay.ms, checkpoint.dir.
+  restart.delay.ms, checkpoint.dir, metrics.port (local/self-managed runs: Prometheus reporter port;
+  ignored on MSF, which sends metrics to CloudWatch).
 
 Errors name the group and key. Secrets are never part of these objects; ``PostgresSettings`` and
 ``RedisSettings`` (job.reference_store) carry them and mask them in their repr.
@@ -307,6 +308,8 @@ class FlinkSettings:
     state_backend: str = "hashmap"
     python_execution_mode: str = "thread"
     rest_port: int | None = None
+    metrics_port: int | None = None
+    """Prometheus reporter port (None: no reporter; never set on MSF)."""
     auto_watermark_interval_ms: int = 200
     source_idleness_ms: int | None = 30_000
     restart_attempts: int | None = None
@@ -462,6 +465,7 @@ def _flink(g: _Group, kinesis: bool) -> FlinkSettings:
             "python.execution.mode", choices=EXECUTION_MODES, default="thread", upper=False
         ),
         rest_port=g.int("rest.port", minimum=0),
+        metrics_port=g.int("metrics.port", minimum=1),
         auto_watermark_interval_ms=g.int("auto.watermark.interval.ms", default=200, minimum=1),
         source_idleness_ms=g.int("source.idleness.ms", default=30_000, minimum=0) or None,
         restart_attempts=g.int("restart.attempts", minimum=0),

@@ -16,7 +16,7 @@ the JVM's default zone: the wall-clock value and the driver's interpretation use
 the instant lands exactly (local runs also pin the JVM to UTC, which avoids DST-ambiguous hours).
 
 Idempotency: cycles are keyed by (asset_guid, load_start_utc), the temporary table and process
-info by asset_guid, dead letters by their deterministic dead_letter_id, so a replay rewrites the
+info by asset_guid, dead letters and alerts by their deterministic ids, so a replay rewrites the
 same rows (a dead letter's ``received_utc`` is refreshed: it is the processing time).
 """
 
@@ -30,7 +30,7 @@ from job.db import KEY_COLUMNS, TableNames, column_list
 
 log = logging.getLogger(__name__)
 
-SINK_KINDS = ("cycle_tmp", "cycle", "process_info", "dead_letter")
+SINK_KINDS = ("cycle_tmp", "cycle", "process_info", "dead_letter", "alerts")
 
 _SQL_TO_FLINK = {
     "text": "STRING",

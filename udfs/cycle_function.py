@@ -23,11 +23,16 @@ plus a ListState of points held while the truck's reference data is missing.
   watermarks lag behind it, and this makes each truck see timer firings at exactly the same
   positions of its own point sequence as in the replay. At end of input (watermark at or beyond
   END_THRESHOLD) timers fire first with the largest hint seen, then with END_OF_INPUT.
-* Output: one typed envelope row per output, ``(tag, cycle, status, dead_letter)`` with only the
+* Output: one typed envelope row per output, ``(tag, cycle, status, dead_letter, alert)`` with only the
   tagged part set (udfs.rows ENVELOPE_TYPE, tags OUT_*); the Table API splits it by tag straight
   into the sinks. (Side outputs are not used: PyFlink 2.2's thread mode does not route side
   outputs yielded from a keyed-broadcast ``on_timer``, and every side output would add one more
   Python->Java crossing per row.)
+* Alerts (``StepOutput.alerts``) leave as OUT_ALERT envelopes; NO_REFERENCE_DATA alerts are raised
+  here, for the first held point dead-lettered for a missing site (once per site per operator
+  instance, i.e. per subtask and job run).
+* Metrics (udfs.metrics, group ``kinesisanalytics.assetCycle``) are counted in Python and passed
+  to Flink on a processing-time timer about once a second (no per-record JNI calls).
 * The decoded engine state of each truck is cached in the Python instance together with the
   bytes it was written as; when keyed state returns the same bytes the cached object is used
   (no decode). After a restore the bytes differ and the state is decoded.
@@ -45,11 +50,13 @@ from pyflink.datastream.functions import KeyedBroadcastProcessFunction
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 from state_machine.config import EngineConfig
-from state_machine.model import HAUL_TRUCK, StepOutput, TelemetryPoint
+from state_machine.model import ALERT_NO_REFERENCE_DATA, HAUL_TRUCK, Alert, StepOutput, TelemetryPoint
 from state_machine.reference import SiteReference, site_reference_from_mapping
 from state_machine.telemetry import format_record
+from udfs.metrics import FLUSH_INTERVAL_MS, BatchedCounter, OperatorMetrics
 from udfs.rows import (
     NO_HINT,
+    OUT_ALERT,
     OUT_CYCLE,
     OUT_DEAD_LETTER,
     OUT_STATUS,
@@ -58,6 +65,7 @@ from udfs.rows import (
     REF_ASSET_DELETED,
     REF_SITE,
     REF_SITE_DELETED,
+    alert_row,
     cycle_row,
     dead_letter,
     status_row,
@@ -93,28 +101,7 @@ def _default_state_codec() -> tuple[Callable[[bytes], Any], Callable[[Any], byte
     return TruckState.from_bytes, lambda s: s.to_bytes()
 
 
-class _Counter:
-    """A Flink counter (each ``inc`` on it is a JNI call in thread mode, so increments are passed
-    on in batches of ``batch``), or a plain int when metrics are unavailable."""
-
-    def __init__(self, group: Any, name: str, batch: int = 256) -> None:
-        self.value = 0
-        self._pending = 0
-        self._batch = batch
-        self._flink = None
-        if group is not None:
-            try:
-                self._flink = group.counter(name)
-            except Exception:  # noqa: BLE001
-                self._flink = None
-
-    def inc(self, n: int = 1) -> None:
-        self.value += n
-        if self._flink is not None:
-            self._pending += n
-            if self._pending >= self._batch:
-                self._flink.inc(self._pending)
-                self._pending = 0
+_Counter = BatchedCounter  # batched Flink counter (udfs.metrics): one JNI call per 256 increments or flush
 
 
 class CycleFunction(KeyedBroadcastProcessFunction):
@@ -149,20 +136,32 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         self.asset_types: dict[str, Any] = {}
         self.cache: dict[str, tuple[bytes, Any]] = {}
         self.max_hint = NO_HINT
-        try:
-            group = runtime_context.get_metrics_group()
-        except Exception:  # noqa: BLE001
-            group = None
-        self.c_points = _Counter(group, "points")
-        self.c_non_truck = _Counter(group, "nonTruckPoints")
-        self.c_held = _Counter(group, "heldPoints")
-        self.c_no_ref = _Counter(group, "noReferenceData")
-        self.c_unknown = _Counter(group, "unknownAsset")
-        self.c_rejected = _Counter(group, "rejectedPoints")
-        self.c_duplicates = _Counter(group, "duplicates")
-        self.c_reordered = _Counter(group, "reordered")
-        self.c_closed = _Counter(group, "closedCycles")
-        self.c_no_start = _Counter(group, "closedWithoutLoadStart")
+        self.max_event_ms: int | None = None
+        self.no_ref_alerted: set[str] = set()
+        m = self.metrics = OperatorMetrics(runtime_context)
+        self.c_points = m.counter("pointsApplied")
+        self.c_non_truck = m.counter("nonTruckFiltered")
+        self.c_held = m.counter("heldPoints")
+        self.c_no_ref = m.counter("noReferenceData")
+        self.c_unknown = m.counter("unknownAsset")
+        self.c_rejected = m.counter("rejectedPoints")
+        self.c_late = m.counter("latePoints")
+        self.c_duplicates = m.counter("duplicatesDropped")
+        self.c_reordered = m.counter("reordered")
+        self.c_closed = m.counter("cyclesClosedTotal")
+        self.c_no_start = m.counter("closedWithoutLoadStart")
+        self.c_dead = m.labelled("reason", "deadLetters")
+        self.c_status = m.labelled("status", "cyclesClosed")
+        self.c_alerts = m.labelled("alertType", "alerts")
+        self.g_trucks = m.gauge("trucksTracked")
+        self.g_lag = m.gauge("eventTimeLagMs")
+        # one processing-time timer chain (about once a second) flushes the metrics; none without metrics
+        self.flush_timer_ms = -1
+        self.need_flush_timer = m.group is not None
+
+    def close(self) -> None:
+        if getattr(self, "metrics", None) is not None:
+            self._flush_metrics(None)
 
     # -- reference data --------------------------------------------------------------------------
     def process_broadcast_element(self, value, ctx):
@@ -215,20 +214,27 @@ class CycleFunction(KeyedBroadcastProcessFunction):
     # -- output ----------------------------------------------------------------------------------
     def _emit(self, out: StepOutput) -> Iterator[Row]:
         if out.in_progress is not None:
-            yield Row(OUT_TMP, cycle_row(out.in_progress), None, None)
+            yield Row(OUT_TMP, cycle_row(out.in_progress), None, None, None)
         for rec in out.closed:
             if rec.load_start_ms is None:
                 self.c_no_start.inc()
                 continue
             self.c_closed.inc()
-            yield Row(OUT_CYCLE, cycle_row(rec), None, None)
+            self.c_status.inc(rec.cycle_status)
+            yield Row(OUT_CYCLE, cycle_row(rec), None, None, None)
         if out.status is not None:
-            yield Row(OUT_STATUS, None, status_row(out.status), None)
+            yield Row(OUT_STATUS, None, status_row(out.status), None, None)
         for rej in out.rejected:
             self.c_rejected.inc()
+            self.c_dead.inc(rej.reason)
+            if rej.reason == "LATE":
+                self.c_late.inc()
             p = rej.point
             letter = dead_letter(ENGINE_SOURCE, rej.reason, rej.detail, format_record(p), p.asset_guid, p.ts_ms)
-            yield Row(OUT_DEAD_LETTER, None, None, letter)
+            yield Row(OUT_DEAD_LETTER, None, None, letter, None)
+        for alert in out.alerts:
+            self.c_alerts.inc(alert.alert_type)
+            yield Row(OUT_ALERT, None, None, None, alert_row(alert))
         if out.duplicates:
             self.c_duplicates.inc(out.duplicates)
         if out.reordered:
@@ -252,11 +258,13 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             truck = self._run_timers(ctx, truck, hint, emitted)
         out, truck = self.engine.on_point(truck, TelemetryPoint(asset, site_guid, ts, lat, lon, ws), site)
         self.c_points.inc()
+        if self.max_event_ms is None or ts > self.max_event_ms:
+            self.max_event_ms = ts
         emitted.extend(self._emit(out))
         return truck
 
     def _reject_held(self, asset: str, held: list[tuple], ctx, emitted: list) -> None:
-        for site_guid, ts, _lat, _lon, _ws, _hint, raw in held:
+        for site_guid, ts, lat, lon, _ws, _hint, raw in held:
             kind = self._asset_type(ctx, asset)
             if kind is None:
                 reason, detail = UNKNOWN_ASSET, "asset_guid not in the asset table"
@@ -264,7 +272,15 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             else:
                 reason, detail = NO_REFERENCE_DATA, f"no reference data for site {site_guid}"
                 self.c_no_ref.inc()
-            emitted.append(Row(OUT_DEAD_LETTER, None, None, dead_letter(self.source, reason, detail, raw, asset, ts)))
+                if site_guid not in self.no_ref_alerted:  # once per site (per subtask and job run)
+                    self.no_ref_alerted.add(site_guid)
+                    alert = Alert(ALERT_NO_REFERENCE_DATA, asset, site_guid, ts, lat, lon,
+                                  f"no loaders or regions known for site {site_guid}")
+                    self.c_alerts.inc(ALERT_NO_REFERENCE_DATA)
+                    emitted.append(Row(OUT_ALERT, None, None, None, alert_row(alert)))
+            self.c_dead.inc(reason)
+            letter = dead_letter(self.source, reason, detail, raw, asset, ts)
+            emitted.append(Row(OUT_DEAD_LETTER, None, None, letter, None))
 
     def _release(self, ctx, asset: str, truck: Any, held: list[tuple], emitted: list) -> tuple[Any, list[tuple]]:
         """Apply held points in order while their reference data is there; return what still waits."""
@@ -283,6 +299,8 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         asset, site_guid, ts, lat, lon, ws, hint, raw = value
         if hint > self.max_hint:
             self.max_hint = hint
+        if self.need_flush_timer:
+            self._schedule_flush(ctx)
         stored = self.truck_state.value()
         if stored is None:
             blob, timer, held_n, held_first = b"", -1, 0, 0
@@ -356,11 +374,15 @@ class CycleFunction(KeyedBroadcastProcessFunction):
 
     # -- timers ----------------------------------------------------------------------------------
     def on_timer(self, timestamp: int, ctx):
+        processing = ctx.time_domain() == TimeDomain.PROCESSING_TIME
+        if processing and self.metrics.group is not None and self.flush_timer_ms in (timestamp, -1):
+            self._flush_metrics(ctx.timer_service().current_processing_time())
+            self._schedule_flush(ctx)
         stored = self.truck_state.value()
         if stored is None:
             return
         blob, timer, held_n, held_first = stored
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+        if processing:
             yield from self._retry_held(ctx, stored)
             return
         if timer != timestamp:
@@ -404,6 +426,22 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             self._schedule_retry(ctx)
         self._save(ctx, asset, truck, timer, len(held), held[0][1] if held else 0)
         yield from emitted
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def _schedule_flush(self, ctx) -> None:
+        """(Re-)arm the metrics flush timer: the next whole second, on the current key."""
+        service = ctx.timer_service()
+        self.flush_timer_ms = (service.current_processing_time() // FLUSH_INTERVAL_MS + 1) * FLUSH_INTERVAL_MS
+        service.register_processing_time_timer(self.flush_timer_ms)
+        self.need_flush_timer = False
+
+    def _flush_metrics(self, now_ms: int | None) -> None:
+        """Pass counts on to Flink and update the gauges (trucks with state in this subtask since
+        it started, wall clock - newest event time applied)."""
+        self.metrics.flush()
+        self.g_trucks.set(len(self.cache))
+        if now_ms is not None and self.max_event_ms is not None:
+            self.g_lag.set(now_ms - self.max_event_ms)
 
     @staticmethod
     def _schedule_retry(ctx) -> None:

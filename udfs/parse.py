@@ -11,6 +11,10 @@ the watermark the offline replay uses before each record; the same held-back tim
 record contributes to Flink's own watermarks. The cycle
 operator fires a truck's due timer with it before applying the truck's next point, so timer
 decisions do not depend on how late Flink's periodic watermarks arrive (see udfs.cycle_function).
+
+Metrics (udfs.metrics): recordsIn, recordsParsed, deadLetters{reason}; counted in Python and
+passed to Flink at most once a second (checked on each record: the counts of the last records
+before the input pauses reach Flink with the next record, or when the operator closes).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pyflink.datastream import OutputTag, ProcessFunction
 
 from state_machine.telemetry import Invalid, parse_record
 from state_machine.watermark import WatermarkTracker
+from udfs.metrics import OperatorMetrics
 from udfs.rows import DEAD_LETTER_ROW_TYPE, NO_HINT, POINT_TYPE, dead_letter
 
 DEAD_LETTER_TAG = OutputTag("parse-dead-letters", DEAD_LETTER_ROW_TYPE)
@@ -43,25 +48,34 @@ class ParseFunction(ProcessFunction):
         self.max_future_s = max_future_s
         self.check_future = check_future
         self.watermarks = WatermarkTracker(self.lag_ms, self.max_jump_ms)
-        self._invalid = None
+        self.metrics: OperatorMetrics | None = None
 
     def open(self, runtime_context) -> None:
         self.watermarks = WatermarkTracker(self.lag_ms, self.max_jump_ms)
-        try:
-            self._invalid = runtime_context.get_metrics_group().counter("invalidRecords")
-        except Exception:  # noqa: BLE001 - metrics are optional (e.g. unit tests)
-            self._invalid = None
+        m = self.metrics = OperatorMetrics(runtime_context)
+        self.c_in = m.counter("recordsIn")
+        self.c_parsed = m.counter("recordsParsed")
+        self.c_dead = m.labelled("reason", "deadLetters")
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.flush()
 
     def process_element(self, raw, ctx):
-        now_ms = int(time.time() * 1000) if self.check_future else None
-        parsed = parse_record(raw, now_ms=now_ms, max_future_s=self.max_future_s)
+        wall_ms = int(time.time() * 1000)
+        parsed = parse_record(raw, now_ms=wall_ms if self.check_future else None, max_future_s=self.max_future_s)
+        self.c_in.inc()
         if isinstance(parsed, Invalid):
-            if self._invalid is not None:
-                self._invalid.inc()
+            self.c_dead.inc(parsed.reason)
+            if wall_ms >= self.metrics.next_flush_ms:
+                self.metrics.flush_due(wall_ms)
             yield DEAD_LETTER_TAG, dead_letter(
                 self.source, parsed.reason, parsed.detail, raw, parsed.asset_guid, parsed.ts_ms
             )
             return
+        self.c_parsed.inc()
+        if wall_ms >= self.metrics.next_flush_ms:
+            self.metrics.flush_due(wall_ms)
         watermark = self.watermarks.watermark
         hint = NO_HINT if watermark is None else watermark
         ts = parsed.ts_ms

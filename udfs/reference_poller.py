@@ -5,6 +5,9 @@
   ``interval_s`` it loads PostgreSQL (asset types, loader positions) and Redis (dump regions)
   with ``job.reference_store.load_reference_data`` and emits only changed sites / asset types. A
   failing poll keeps the last known data, logs a warning and is counted (``referencePollFailures``).
+  On every tick it also sets ``referenceAgeSeconds{site}``: seconds since the site's reference
+  data was last loaded by a successful poll (changed or confirmed unchanged); it keeps growing
+  while polls fail or after the site disappeared.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import FlatMapFunction
 
 from state_machine.reference import ReferenceData, site_reference_to_mapping
+from udfs.metrics import OperatorMetrics
 from udfs.rows import REF_ASSET, REF_ASSET_DELETED, REF_SITE, REF_SITE_DELETED
 
 log = logging.getLogger(__name__)
@@ -79,12 +83,12 @@ class ReferencePoller(FlatMapFunction):
         self.conns: tuple | None = None
         self.polls = 0
         self.failures = 0
-        try:
-            group = runtime_context.get_metrics_group()
-            self._c_fail = group.counter("referencePollFailures")
-            self._c_updates = group.counter("referenceUpdates")
-        except Exception:  # noqa: BLE001
-            self._c_fail = self._c_updates = None
+        self.confirmed: dict[str, float] = {}  # site guid -> wall time of the last successful poll with it
+        m = self.metrics = OperatorMetrics(runtime_context)
+        self._c_fail = m.counter("referencePollFailures", batch=1)
+        self._c_updates = m.counter("referenceUpdates", batch=1)
+        self._g_age = m.labelled_gauges("site", "referenceAgeSeconds")
+        self._g_sites = m.gauge("referenceSites")
 
     def close(self) -> None:
         self._drop_connections()
@@ -112,25 +116,35 @@ class ReferencePoller(FlatMapFunction):
             data = load_reference_data(pg, redis_client, names, redis_key_prefix=prefix)
         except Exception as exc:  # noqa: BLE001 - any PG/Redis failure keeps the last data
             self.failures += 1
-            if self._c_fail is not None:
-                self._c_fail.inc()
+            self._c_fail.inc()
             log.warning("reference poll failed (keeping the last known data): %s: %s",
                         type(exc).__name__, str(exc)[:300])  # fmt: skip
             self._drop_connections()
             return []
         updates, self.snapshot = reference_updates(self.snapshot, data)
+        loaded_at = time.time()
+        for guid in data.sites:
+            self.confirmed[guid] = loaded_at
+        self._g_sites.set(len(data.sites))
         if updates:
             log.info("reference data changed: %d update(s)", len(updates))
-            if self._c_updates is not None:
-                self._c_updates.inc(len(updates))
+            self._c_updates.inc(len(updates))
         return updates
+
+    def update_ages(self) -> None:
+        """Set referenceAgeSeconds for every site seen so far (called on every tick)."""
+        now = time.time()
+        for guid, loaded_at in self.confirmed.items():
+            self._g_age.set(guid, int(now - loaded_at))
 
     def flat_map(self, value):
         now = time.monotonic()
         if now < self.next_poll:
+            self.update_ages()
             return
         self.next_poll = now + self.interval_s
         yield from self.poll()
+        self.update_ages()
 
 
 @dataclass(frozen=True)

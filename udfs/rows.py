@@ -9,7 +9,8 @@ record. Times stay epoch milliseconds (BIGINT) until the sink converts them to t
   replay; see udfs.cycle_function) and the raw record (for NO_REFERENCE_DATA / UNKNOWN_ASSET dead
   letters, which keep the original text).
 * REFERENCE: one broadcast reference update ``(kind, key, payload)``.
-* CYCLE / STATUS / DEAD_LETTER: sink rows (CycleRecord fields, TruckStatus fields, dead letters).
+* CYCLE / STATUS / DEAD_LETTER / ALERT: sink rows (CycleRecord fields, TruckStatus fields, dead letters,
+  operator alerts).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from pyflink.common import Row, Types
 from pyflink.common.typeinfo import TypeInformation
 
-from state_machine.model import CycleRecord, TruckStatus
+from state_machine.model import Alert, CycleRecord, TruckStatus
 
 # --------------------------------------------------------------------------- point
 
@@ -81,14 +82,24 @@ DEAD_LETTER_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
      Types.STRING(), Types.INT()],
 )  # fmt: skip
 
-# The cycle operator's output: (tag, cycle, status, dead_letter), only the tagged part set.
+ALERT_FIELDS: tuple[str, ...] = (
+    "alert_id", "alert_type", "asset_guid", "site_guid", "event_ms", "latitude", "longitude", "detail",
+)  # fmt: skip
+ALERT_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(ALERT_FIELDS),
+    [Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE(),
+     Types.STRING()],
+)  # fmt: skip
+
+# The cycle operator's output: (tag, cycle, status, dead_letter, alert), only the tagged part set.
 OUT_TMP = 0
 OUT_CYCLE = 1
 OUT_STATUS = 2
 OUT_DEAD_LETTER = 3
-ENVELOPE_FIELDS = ("tag", "cycle", "status", "dead_letter")
+OUT_ALERT = 4
+ENVELOPE_FIELDS = ("tag", "cycle", "status", "dead_letter", "alert")
 ENVELOPE_TYPE: TypeInformation = Types.ROW_NAMED(
-    list(ENVELOPE_FIELDS), [Types.INT(), CYCLE_ROW_TYPE, STATUS_ROW_TYPE, DEAD_LETTER_ROW_TYPE]
+    list(ENVELOPE_FIELDS), [Types.INT(), CYCLE_ROW_TYPE, STATUS_ROW_TYPE, DEAD_LETTER_ROW_TYPE, ALERT_ROW_TYPE]
 )
 
 
@@ -127,6 +138,17 @@ def dead_letter(
     received = int(time.time() * 1000) if received_ms is None else received_ms
     row = dead_letter_row(source, reason, detail, raw, asset_guid, None, received)
     return Row(row[0], received, row[2], row[3], row[4], row[5], event_ms, row[7], int(row[8]))
+
+
+def alert_row(alert: Alert) -> Row:
+    """An engine Alert as an ALERT_ROW_TYPE row (id and text cleaning from job.db.alert_row)."""
+    from job.db import alert_row as db_alert_row
+
+    row = db_alert_row(alert.alert_type, alert.asset_guid, alert.site_guid, alert.event_ms, alert.latitude,
+                       alert.longitude, alert.detail, alert.key)  # fmt: skip
+    lat = None if alert.latitude is None else float(alert.latitude)
+    lon = None if alert.longitude is None else float(alert.longitude)
+    return Row(row[0], alert.alert_type, alert.asset_guid, alert.site_guid, int(alert.event_ms), lat, lon, row[7])
 
 
 def row_values(row: Any) -> tuple:

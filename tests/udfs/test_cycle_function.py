@@ -17,7 +17,7 @@ from state_machine.reference import SiteReference
 from tests.udfs.fakes import Harness
 from udfs.cycle_function import END_OF_INPUT, NO_REFERENCE_DATA, UNKNOWN_ASSET, CycleFunction
 from udfs.reference_poller import site_payload
-from udfs.rows import NO_HINT, OUT_CYCLE, OUT_DEAD_LETTER, OUT_STATUS, REF_ASSET, REF_SITE
+from udfs.rows import NO_HINT, OUT_ALERT, OUT_CYCLE, OUT_DEAD_LETTER, OUT_STATUS, REF_ASSET, REF_SITE
 
 SITE = "SITE-A"
 CALLS: list[tuple] = []
@@ -168,10 +168,14 @@ def test_missing_site_reference_is_dead_lettered_at_end_of_input():
     h = make()
     h.broadcast_element((REF_ASSET, "T1", HAUL_TRUCK))
     h.element(point("T1", 1000, site="OTHER"))
+    h.element(point("T1", 2000, site="OTHER"))
     h.advance(END_OF_INPUT)
-    [row] = h.take()
+    alert, row, row2 = h.take()
     assert row[0] == OUT_DEAD_LETTER and row[3][3] == NO_REFERENCE_DATA
-    assert "OTHER" in row[3][4]
+    assert "OTHER" in row[3][4] and row2[0] == OUT_DEAD_LETTER
+    # one NO_REFERENCE_DATA alert per site, at the first point dead-lettered for it
+    assert alert[0] == OUT_ALERT and tuple(alert[4])[1:5] == (NO_REFERENCE_DATA, "T1", "OTHER", 1000)
+    assert h.f.c_alerts.values == {NO_REFERENCE_DATA: 1} and h.f.c_dead.values == {NO_REFERENCE_DATA: 2}
 
 
 def test_too_many_held_points_are_dead_lettered():
