@@ -61,8 +61,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-interval", type=int, default=None, metavar="MS",
                         help="checkpoint interval in ms (demo default 10000)")
     parser.add_argument("--checkpoint-dir", default=None)
-    parser.add_argument("--savepoint-dir", default=None, help="take a savepoint here when --duration-s ends")
+    parser.add_argument("--savepoint-dir", default=None,
+                        help="stop with a savepoint here (at the end of --duration-s, on Ctrl-C or SIGTERM)")
     parser.add_argument("--from-savepoint", default=None, metavar="PATH", help="restore state from a savepoint")
+    parser.add_argument("--drain", action="store_true",
+                        help="with --savepoint-dir: advance to the end of event time before the savepoint "
+                             "(fires every timer as at the end of a file; for a final stop, not a pause)")
+    parser.add_argument("--monitor-s", type=float, default=None, metavar="S",
+                        help="with --source file:DIR: watch DIR for new files every S seconds (unbounded; "
+                             "the files already read are part of the savepoint)")
     parser.add_argument("--duration-s", type=float, default=None, help="stop the job after N seconds")
     parser.add_argument("--process-mode", action="store_true", help="python.execution-mode=process (default thread)")
     parser.add_argument("--state-backend", choices=("hashmap", "rocksdb"), default=None)
@@ -109,6 +116,7 @@ class Plan:
     file_path: str | None = None
     seed_from: str | None = None  # "simulator" | "bundle" | None
     init_db: bool = False
+    monitor_s: float | None = None  # file source: watch the directory every N s
 
 
 def _use_properties(args: argparse.Namespace) -> bool:
@@ -155,6 +163,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise JobError(f"--source must be simulator, file:PATH or kinesis, got {source_arg!r}")
     if kind == "file" and not file_path:
         raise JobError("--source file:PATH needs a path (bundle directory or .jsonl file)")
+    monitor_s = getattr(args, "monitor_s", None)
+    if monitor_s is not None and (kind != "file" or monitor_s <= 0):
+        raise JobError("--monitor-s needs --source file:DIR and a positive interval")
 
     src = settings.source
     if kind == "kinesis":
@@ -200,7 +211,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     seed_from = None
     if mode == "demo" and not args.no_seed:
         seed_from = "simulator" if kind == "simulator" else ("bundle" if kind == "file" else None)
-    return Plan(settings, mode, on_msf, kind, file_path or None, seed_from, init_db=mode == "demo")
+    return Plan(settings, mode, on_msf, kind, file_path or None, seed_from, init_db=mode == "demo",
+                monitor_s=monitor_s)
 
 
 # --------------------------------------------------------------------------- services
@@ -285,11 +297,11 @@ def run(args: argparse.Namespace) -> int:
                     spec = _simulation_spec(settings, args)
                     reference, assets = build_layout(spec)
                 else:
-                    from job.sources import SourceError, resolve_file_path
+                    from job.sources import SourceError
                     from state_machine.bundle import BundleError, read_reference
 
                     try:
-                        bundle = resolve_file_path(plan.file_path or "").parent
+                        bundle = bundle_dir(plan.file_path or "")
                         reference, assets = read_reference(bundle)
                     except (BundleError, SourceError, OSError) as exc:
                         raise JobError(f"cannot read the bundle's reference data: {exc} (or pass --no-seed)") from exc
@@ -330,7 +342,8 @@ def run(args: argparse.Namespace) -> int:
         if plan.source_kind == "kinesis":
             raw = kinesis_source(env, settings.source)
         elif plan.source_kind == "file":
-            raw = file_source(env, plan.file_path or "", label=f"file:{plan.file_path}")
+            raw = file_source(env, plan.file_path or "", monitor_interval_s=plan.monitor_s,
+                              label=f"file:{plan.file_path}")
         else:
             spec = spec or _simulation_spec(settings, args)
             raw = simulator_source(sinks.t_env, spec, speed=settings.source.simulator_speed or None)
@@ -353,19 +366,50 @@ def run(args: argparse.Namespace) -> int:
         print(f"Flink Web UI: {info.web_ui}", flush=True)
     if info.metrics_url:
         print(f"Prometheus metrics: {info.metrics_url}", flush=True)
-    return _execute(env, settings, args.duration_s, names, pg_settings)
+    return _execute(env, settings, args.duration_s, names, pg_settings, drain=getattr(args, "drain", False))
 
 
-def stop_with_savepoint(client: Any, directory: str) -> str:
-    """Stop the job with a canonical savepoint (Java client directly; PyFlink's wrapper is broken)."""
+def bundle_dir(file_path: str | Path) -> Path:
+    """Where a file source's reference data (regions.geojson, assets.csv) is: the bundle directory
+    itself, or the parent of a telemetry file / of a monitored directory of telemetry files."""
+    from job.sources import resolve_file_path
+
+    p = Path(file_path)
+    if p.is_dir() and (p / "assets.csv").is_file():
+        return p
+    return resolve_file_path(p).parent
+
+
+def stop_with_savepoint(client: Any, directory: str | Path, drain: bool = False) -> str:
+    """Stop the job with a canonical savepoint (Java client directly; PyFlink's wrapper is broken).
+
+    ``drain``: advance to the end of event time first (MAX_WATERMARK fires every timer, as at the
+    end of a bounded file); without it the job pauses and a restore continues where it stopped."""
     from pyflink.java_gateway import get_gateway
 
     fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
     target = Path(directory).resolve().as_uri()
-    return str(client._j_job_client.stopWithSavepoint(False, target, fmt).get())
+    return str(client._j_job_client.stopWithSavepoint(drain, target, fmt).get())
 
 
-def _execute(env: Any, settings: AppSettings, duration_s: float | None, names: Any, pg_settings: Any) -> int:
+def local_path(uri: str) -> str:
+    """``file:/x/y`` (what Flink reports) -> ``/x/y``, usable as ``--from-savepoint``; others unchanged."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme == "file" else uri
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _execute(env: Any, settings: AppSettings, duration_s: float | None, names: Any, pg_settings: Any,
+             drain: bool = False) -> int:  # fmt: skip
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops like Ctrl-C (savepoint if asked)
     if duration_s is None:
         client = env.execute_async("asset-cycle")
         log.info("job %s submitted; Ctrl-C to stop", client.get_job_id())
@@ -373,7 +417,7 @@ def _execute(env: Any, settings: AppSettings, duration_s: float | None, names: A
             client.get_job_execution_result().result()
         except KeyboardInterrupt:
             log.info("stopping the job")
-            _stop(client, settings)
+            _stop(client, settings, drain)
             return 130
         return 0
     client = env.execute_async("asset-cycle")
@@ -391,15 +435,16 @@ def _execute(env: Any, settings: AppSettings, duration_s: float | None, names: A
             time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
             reporter.report()
     except KeyboardInterrupt:
-        pass
-    _stop(client, settings)
+        log.info("stopping the job")
+    _stop(client, settings, drain)
     reporter.report()
     return 0
 
 
-def _stop(client: Any, settings: AppSettings) -> None:
+def _stop(client: Any, settings: AppSettings, drain: bool = False) -> None:
     if settings.flink.savepoint_dir:
-        path = stop_with_savepoint(client, settings.flink.savepoint_dir)
+        log.info("stopping with a savepoint%s in %s", " (drain)" if drain else "", settings.flink.savepoint_dir)
+        path = local_path(stop_with_savepoint(client, settings.flink.savepoint_dir, drain))
         print(f"savepoint: {path}", flush=True)
     else:
         client.cancel().result()
