@@ -26,6 +26,7 @@ from typing import Any
 from pyflink.common import Duration, Types, WatermarkStrategy
 
 from job.settings import AppSettings
+from udfs import faults
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
 from udfs.parse import KEYED_OUTPUT_TYPE, KEYED_POINT_TYPE, ParseFunction
@@ -156,6 +157,8 @@ def build_pipeline(
         .uid("reference-watermarks")
         .broadcast(REFERENCE_STATE)
     )
+    fault_plan = faults.FaultPlan.from_env()  # test-only switch, off by default (udfs.faults)
+    engine_factory = faults.engine_factory_with_faults(fault_plan, engine_factory)
     function = CycleFunction(
         settings.engine.to_dict(),
         source_label,
@@ -171,6 +174,7 @@ def build_pipeline(
         .uid("cycle-engine")
     )
     parse_dead = side_output(parsed, PARSE_DEAD_LETTER_TAG)
+    envelopes = faults.sink_path_with_faults(fault_plan, envelopes, ENVELOPE_TYPE)
     tables = split_envelopes(sinks.t_env, envelopes)
     inserted: dict[str, list[Any]] = {}
     for kind, table in tables.items():

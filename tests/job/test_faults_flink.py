@@ -1,0 +1,89 @@
+"""Fault injection (udfs.faults): the cycle operator and the sink path throw mid-run; Flink restarts
+from the last checkpoint and the tables end identical to a failure-free run."""
+
+from __future__ import annotations
+
+import pytest
+
+from state_machine.simulator import SimulationSpec, write_simulation
+from tests.job.reliability_support import run_job, snapshot
+from udfs.faults import FAULTS_DIR_ENV, FAULTS_ENV, FaultPlan, FaultSpecError, FaultyEngine
+
+FAULTS = "cycle:700,1100,1500;sink:900,1800"
+
+
+def truncate(pg_dsn: str, names) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(names.table(k) for k in ("cycle_tmp", "cycle", "process_info", "dead_letter"))))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_fault_spec_parsing_and_once_only_markers(tmp_path):
+    plan = FaultPlan.parse("cycle: 3, 1 ; sink:2", str(tmp_path))
+    assert plan.at("cycle") == {1, 3} and plan.at("sink") == {2} and plan.at("other") == frozenset()
+    for bad in ("cycle", "cycle:x", "disk:1", "cycle:0"):
+        with pytest.raises(FaultSpecError):
+            FaultPlan.parse(bad, str(tmp_path))
+    assert FaultPlan.from_env({}) is None  # off by default
+
+    class Engine:
+        def on_point(self, *a):
+            return "ok"
+
+        other = 5
+
+    engine = FaultyEngine(Engine(), plan)
+    with pytest.raises(RuntimeError, match="injected cycle fault at record 1"):
+        engine.on_point()
+    assert engine.on_point() == "ok" and engine.other == 5
+    with pytest.raises(RuntimeError):
+        engine.on_point()
+    # a restarted attempt (new instance, counts from 0) passes the faults that already fired
+    again = FaultyEngine(Engine(), plan)
+    assert [again.on_point() for _ in range(4)] == ["ok"] * 4
+    assert plan.fired() == ["cycle-1", "cycle-3"]
+
+
+@pytest.mark.flink
+@pytest.mark.services
+@pytest.mark.slow
+def test_injected_failures_leave_tables_identical_to_a_clean_run(tmp_path, pg_dsn, table_names, monkeypatch, capsys):
+    bundle = tmp_path / "bundle"
+    stats = write_simulation(SimulationSpec(trucks=10, hours=4, seed=21).degraded(), bundle)
+
+    monkeypatch.delenv(FAULTS_ENV, raising=False)
+    clean_run = run_job(bundle, table_names, pg_dsn, checkpoint_dir=tmp_path / "cp0", checkpoint_interval_ms=500,
+                        restart_attempts=10, restart_delay_ms=200)  # fmt: skip
+    clean = snapshot(pg_dsn, table_names)
+    assert clean_run.status == "FINISHED" and not clean_run.failures
+    assert len(clean["cycle"]) > 50
+
+    truncate(pg_dsn, table_names)
+    monkeypatch.setenv(FAULTS_ENV, FAULTS)
+    monkeypatch.setenv(FAULTS_DIR_ENV, str(tmp_path / "markers"))
+    faulty_run = run_job(bundle, table_names, pg_dsn, migrate=False, checkpoint_dir=tmp_path / "cp1",
+                         checkpoint_interval_ms=500, restart_attempts=10, restart_delay_ms=200)  # fmt: skip
+    monkeypatch.delenv(FAULTS_ENV)
+    fired = FaultPlan.parse(FAULTS, str(tmp_path / "markers")).fired()
+    faulty = snapshot(pg_dsn, table_names)
+
+    assert faulty_run.status == "FINISHED"
+    assert fired == ["cycle-1100", "cycle-1500", "cycle-700", "sink-1800", "sink-900"]
+    assert len(faulty_run.failures) == len(fired), faulty_run.failures
+    for kind in ("cycle", "cycle_tmp", "process_info", "dead_letter"):
+        assert len(faulty[kind]) == len(set(faulty[kind])), f"{kind}: duplicated rows"
+        assert faulty[kind] == clean[kind], f"{kind} differs after injected failures"
+    with capsys.disabled():
+        print(f"\nfaults: {stats.lines} records, {len(fired)} injected failures, restores from checkpoints "
+              f"{sorted(faulty_run.restores)}, recovery ms {faulty_run.recovery_ms()}, "
+              f"{faulty_run.completed_checkpoints} checkpoints; clean {clean_run.seconds:.1f} s, "
+              f"with faults {faulty_run.seconds:.1f} s; rows: "
+              + ", ".join(f"{k}={len(v)}" for k, v in faulty.items()))

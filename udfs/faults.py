@@ -1,0 +1,175 @@
+"""Test-only fault injection: make the cycle operator or the sink path throw at chosen record counts.
+
+**Never set this in production.** It exists so that the reliability tests can prove that a job
+failure followed by a Flink restart (restore from the last checkpoint) leaves the tables exactly
+as a failure-free run would.
+
+Switch (off by default; read on the client when the pipeline is built, then shipped to the
+operators inside the pickled functions, so the task managers need no environment of their own)::
+
+    ASSET_CYCLE_FAULTS="cycle:1500,4000;sink:2500"
+    ASSET_CYCLE_FAULTS_DIR=/tmp/some-dir      # optional; a fresh temporary directory otherwise
+
+* ``cycle:N,...``: the engine's ``on_point`` raises InjectedFault on its N-th call (counted per
+  operator instance since ``open``, i.e. per attempt);
+* ``sink:M,...``: a pass-through map in front of the sinks raises on its M-th record.
+
+Each fault fires **once**: operator state is reset by the restart, so a marker file per fault in
+the marker directory remembers which faults already fired (the restarted attempt counts from 0
+again and passes the points that already fired).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyflink.datastream import MapFunction
+
+log = logging.getLogger(__name__)
+
+FAULTS_ENV = "ASSET_CYCLE_FAULTS"
+FAULTS_DIR_ENV = "ASSET_CYCLE_FAULTS_DIR"
+POINTS = ("cycle", "sink")
+_PART = re.compile(r"^\s*(?P<point>[a-z]+)\s*:\s*(?P<counts>\d+(?:\s*,\s*\d+)*)\s*$")
+
+
+class FaultSpecError(ValueError):
+    """ASSET_CYCLE_FAULTS is malformed."""
+
+
+class InjectedFault(RuntimeError):
+    """A deliberately injected failure (test-only)."""
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Which record counts fail at which point; ``marker_dir`` remembers the faults that fired."""
+
+    counts: tuple[tuple[str, tuple[int, ...]], ...]
+    marker_dir: str
+
+    @classmethod
+    def parse(cls, spec: str, marker_dir: str) -> FaultPlan:
+        """``"cycle:1500,4000;sink:2500"`` -> FaultPlan (FaultSpecError when malformed)."""
+        out: dict[str, set[int]] = {}
+        for part in filter(None, (p.strip() for p in spec.split(";"))):
+            m = _PART.match(part)
+            if not m or m["point"] not in POINTS:
+                raise FaultSpecError(f"{FAULTS_ENV}: bad part {part!r} (expected e.g. 'cycle:1500,4000;sink:2500', "
+                                     f"points {POINTS})")  # fmt: skip
+            counts = {int(c) for c in m["counts"].split(",")}
+            if 0 in counts:
+                raise FaultSpecError(f"{FAULTS_ENV}: counts start at 1, got 0 in {part!r}")
+            out.setdefault(m["point"], set()).update(counts)
+        return cls(tuple(sorted((k, tuple(sorted(v))) for k, v in out.items())), marker_dir)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FaultPlan | None:
+        """The plan from ASSET_CYCLE_FAULTS(_DIR); None when the switch is off (the default)."""
+        env = os.environ if environ is None else environ
+        spec = (env.get(FAULTS_ENV) or "").strip()
+        if not spec:
+            return None
+        marker_dir = env.get(FAULTS_DIR_ENV) or tempfile.mkdtemp(prefix="asset-cycle-faults-")
+        Path(marker_dir).mkdir(parents=True, exist_ok=True)
+        plan = cls.parse(spec, marker_dir)
+        log.warning("TEST-ONLY fault injection is ON: %s (markers in %s)", spec, marker_dir)
+        return plan
+
+    def at(self, point: str) -> frozenset[int]:
+        """The record counts that fail at ``point``."""
+        return frozenset(dict(self.counts).get(point, ()))
+
+    def fired(self) -> list[str]:
+        """Faults that fired so far (``point-count`` names)."""
+        return sorted(p.name for p in Path(self.marker_dir).glob("*-*"))
+
+    def claim(self, point: str, count: int) -> bool:
+        """True exactly once per (point, count): creates its marker file atomically."""
+        try:
+            fd = os.open(Path(self.marker_dir) / f"{point}-{count}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        return True
+
+
+class _Trigger:
+    """Counts calls at one point and raises InjectedFault at the planned counts (once each)."""
+
+    def __init__(self, plan: FaultPlan, point: str) -> None:
+        self.plan = plan
+        self.point = point
+        self.due = plan.at(point)
+        self.count = 0
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count in self.due and self.plan.claim(self.point, self.count):
+            log.warning("injecting a %s fault at record %d (test-only)", self.point, self.count)
+            raise InjectedFault(f"injected {self.point} fault at record {self.count} (test-only)")
+
+
+class FaultyEngine:
+    """Wraps a cycle engine: ``on_point`` raises at the planned call counts; all else delegated."""
+
+    def __init__(self, engine: Any, plan: FaultPlan) -> None:
+        self._engine = engine
+        self._trigger = _Trigger(plan, "cycle")
+
+    def on_point(self, *args: Any, **kwargs: Any) -> Any:
+        self._trigger.tick()
+        return self._engine.on_point(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+@dataclass(frozen=True)
+class FaultyEngineFactory:
+    """Picklable engine factory: ``base(config)`` wrapped in a FaultyEngine."""
+
+    plan: FaultPlan
+    base: Callable[[Any], Any]
+
+    def __call__(self, config: Any) -> Any:
+        return FaultyEngine(self.base(config), self.plan)
+
+
+class FaultySinkMap(MapFunction):
+    """Pass-through map in front of the sinks; raises at the planned record counts."""
+
+    def __init__(self, plan: FaultPlan) -> None:
+        self.plan = plan
+
+    def open(self, runtime_context) -> None:
+        self._trigger = _Trigger(self.plan, "sink")
+
+    def map(self, value):
+        self._trigger.tick()
+        return value
+
+
+def engine_factory_with_faults(plan: FaultPlan | None, base: Callable[[Any], Any] | None) -> Any:
+    """``base`` (None = the default engine) wrapped when the plan has cycle faults, else ``base``."""
+    if plan is None or not plan.at("cycle"):
+        return base
+    if base is None:
+        from udfs.cycle_function import _default_engine
+
+        base = _default_engine
+    return FaultyEngineFactory(plan, base)
+
+
+def sink_path_with_faults(plan: FaultPlan | None, stream: Any, output_type: Any) -> Any:
+    """``stream`` through a FaultySinkMap when the plan has sink faults, else ``stream`` unchanged."""
+    if plan is None or not plan.at("sink"):
+        return stream
+    return stream.map(FaultySinkMap(plan), output_type=output_type).name("fault-injection").uid("fault-injection")
