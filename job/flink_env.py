@@ -184,6 +184,8 @@ def build_configuration(
         if flink.metrics_port is not None:
             conf["metrics.reporter.prom.factory.class"] = PROMETHEUS_FACTORY
             conf["metrics.reporter.prom.port"] = str(flink.metrics_port)
+            # keep label values (site guids, reasons) as they are instead of mapping "-" etc. to "_"
+            conf["metrics.reporter.prom.filterLabelValueCharacters"] = "false"
     if flink.parallelism is not None:
         conf["parallelism.default"] = str(flink.parallelism)
     if flink.checkpoint_interval_ms:

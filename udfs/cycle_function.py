@@ -150,7 +150,7 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         self.c_reordered = m.counter("reordered")
         self.c_closed = m.counter("cyclesClosedTotal")
         self.c_no_start = m.counter("closedWithoutLoadStart")
-        self.c_dead = m.labelled("reason", "deadLetters")
+        self.c_dead = m.labelled("reason", "deadLetters", total="deadLetterRecords")
         self.c_status = m.labelled("status", "cyclesClosed")
         self.c_alerts = m.labelled("alertType", "alerts")
         self.g_trucks = m.gauge("trucksTracked")

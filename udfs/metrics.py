@@ -70,18 +70,21 @@ class BatchedCounter:
 
 class LabelledCounters:
     """One BatchedCounter per label value (``group.add_group(key, value).counter(name)``), created
-    on first use."""
+    on first use; with ``total`` also an unlabelled counter of that name counting them all."""
 
-    __slots__ = ("_group", "_key", "_name", "_batch", "counters")
+    __slots__ = ("_group", "_key", "_name", "_batch", "counters", "total")
 
-    def __init__(self, group: Any, key: str, name: str, batch: int = 256) -> None:
+    def __init__(self, group: Any, key: str, name: str, batch: int = 256, total: str | None = None) -> None:
         self._group = group
         self._key = key
         self._name = name
         self._batch = batch
         self.counters: dict[str, BatchedCounter] = {}
+        self.total = BatchedCounter(group, total, batch) if total else None
 
     def inc(self, label: str, n: int = 1) -> None:
+        if self.total is not None:
+            self.total.inc(n)
         counter = self.counters.get(label)
         if counter is None:
             sub = None
@@ -101,6 +104,8 @@ class LabelledCounters:
     def flush(self) -> None:
         for counter in self.counters.values():
             counter.flush()
+        if self.total is not None:
+            self.total.flush()
 
 
 class Gauge:
@@ -167,8 +172,8 @@ class OperatorMetrics:
         self._flushable.append(counter)
         return counter
 
-    def labelled(self, key: str, name: str, batch: int = 256) -> LabelledCounters:
-        counters = LabelledCounters(self.group, key, name, batch)
+    def labelled(self, key: str, name: str, batch: int = 256, total: str | None = None) -> LabelledCounters:
+        counters = LabelledCounters(self.group, key, name, batch, total)
         self._flushable.append(counters)
         return counters
 

@@ -12,7 +12,7 @@ record contributes to Flink's own watermarks. The cycle
 operator fires a truck's due timer with it before applying the truck's next point, so timer
 decisions do not depend on how late Flink's periodic watermarks arrive (see udfs.cycle_function).
 
-Metrics (udfs.metrics): recordsIn, recordsParsed, deadLetters{reason}; counted in Python and
+Metrics (udfs.metrics): recordsIn, recordsParsed, deadLetters{reason}, deadLetterRecords; counted in Python and
 passed to Flink at most once a second (checked on each record: the counts of the last records
 before the input pauses reach Flink with the next record, or when the operator closes).
 """
@@ -55,7 +55,7 @@ class ParseFunction(ProcessFunction):
         m = self.metrics = OperatorMetrics(runtime_context)
         self.c_in = m.counter("recordsIn")
         self.c_parsed = m.counter("recordsParsed")
-        self.c_dead = m.labelled("reason", "deadLetters")
+        self.c_dead = m.labelled("reason", "deadLetters", total="deadLetterRecords")
 
     def close(self) -> None:
         if self.metrics is not None:
