@@ -128,6 +128,69 @@ def commit_window(dsn: str, names: TableNames) -> tuple[float | None, float | No
     return first, last, counts
 
 
+# --------------------------------------------------------------------------- CPU accounting
+
+
+class ThreadCpu:
+    """Samples the CPU time of the gateway JVM's threads (``/proc``) while a job runs.
+
+    Wall-clock throughput on a shared 2-core machine depends on what else runs; CPU seconds per
+    record of the job's threads do much less, so both are reported."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        import threading
+
+        self.interval_s = interval_s
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.cpu: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.pid = self._java_pid()
+
+    @staticmethod
+    def _java_pid() -> int | None:
+        me = str(os.getpid())
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().split()
+            except OSError:
+                continue
+            if fields[3] == me and fields[1] == "(java)":
+                return int(fields[0])
+        return None
+
+    def _sample(self) -> None:
+        if self.pid is None:
+            return
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            self.cpu[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / self.ticks)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> ThreadCpu:
+        self._sample()
+        self.before = dict(self.cpu)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def seconds(self, prefix: str = "") -> float:
+        """CPU seconds used during the run by threads whose name starts with ``prefix``."""
+        return sum(cpu - self.before.get(tid, (name, 0.0))[1]
+                   for tid, (name, cpu) in self.cpu.items() if name.startswith(prefix))  # fmt: skip
+
+
 # --------------------------------------------------------------------------- Flink run
 
 
@@ -142,6 +205,14 @@ class FlinkRun:
     last_commit: float | None
     counts: dict[str, int] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    cpu_total_s: float = float("nan")
+    cpu_engine_s: float = float("nan")
+    """CPU seconds of the whole JVM and of the cycle-engine task thread during env.execute()."""
+
+    @property
+    def engine_cpu_us_per_record(self) -> float:
+        """CPU microseconds of the cycle-engine thread per input record."""
+        return self.cpu_engine_s / self.records * 1e6
 
     @property
     def wall_s(self) -> float:
@@ -222,11 +293,12 @@ def run_flink_bundle(bundle: Path, names: TableNames, dsn: str = PG_DSN, **kwarg
 
     env, options = build_job(bundle, names, dsn, **kwargs)
     records = count_lines(resolve_file_path(bundle))
-    submitted = time.time()
-    env.execute("asset-cycle-bench")
-    finished = time.time()
+    with ThreadCpu() as cpu:
+        submitted = time.time()
+        env.execute("asset-cycle-bench")
+        finished = time.time()
     first, last, counts = commit_window(dsn, names)
-    return FlinkRun(records, submitted, finished, first, last, counts, options)
+    return FlinkRun(records, submitted, finished, first, last, counts, options, cpu.seconds(), cpu.seconds("cycle-engine"))
 
 
 def median_spread(values: list[float]) -> str:

@@ -1,6 +1,7 @@
 """The keyed (by asset_guid) broadcast function around the cycle engine. No cycle rules here.
 
-Per truck (keyed state, one ValueState read + one write per record)::
+Per truck (keyed state: one ValueState write per record; read only on the first record of a truck
+after open/restore, otherwise served from the instance's copy of what it last wrote)::
 
     (engine state bytes, registered timer ms or -1, held point count, first held event ms)
 
@@ -15,9 +16,10 @@ plus a ListState of points held while the truck's reference data is missing.
   timer every second), and dead-lettered (UNKNOWN_ASSET / NO_REFERENCE_DATA) when more than
   ``wait_max_points`` pile up, when the watermark passes the first held point + ``wait_max_ms``,
   or at end of input.
-* Timers: one event-time timer per truck at ``state.timer_due_ms`` rounded up to ``timer_grid_ms``
-  (re-registered when it moves; the rounding keeps it in place across most points, which saves a
-  delete and a register per record; a late firing only delays a silent truck's output).
+* Timers: an event-time timer per truck at ``state.timer_due_ms`` rounded up to ``timer_grid_ms``,
+  coalesced: a new one is registered only when the due time moves earlier than the registered one,
+  and none is ever deleted; a timer that fires before the truck's (since moved) due time only
+  re-arms, and superseded ones are ignored (a late firing only delays a silent truck's output).
   Before applying a point the truck's due timer is also fired with the point's watermark hint
   (udfs.parse): the offline replay fires timers with a per-record watermark, Flink's periodic
   watermarks lag behind it, and this makes each truck see timer firings at exactly the same
@@ -135,6 +137,10 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         self.sites: dict[str, Any] = {}
         self.asset_types: dict[str, Any] = {}
         self.cache: dict[str, tuple[bytes, Any]] = {}
+        # asset -> the exact tuple last written to its ValueState by this instance (keyed state is
+        # only written through _save, and open() starts empty, also after a restore): saves the
+        # value() JNI call and the byte[] -> bytes copy on every record
+        self.stored: dict[str, tuple] = {}
         self.max_hint = NO_HINT
         self.max_event_ms: int | None = None
         self.no_ref_alerted: set[str] = set()
@@ -301,7 +307,9 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             self.max_hint = hint
         if self.need_flush_timer:
             self._schedule_flush(ctx)
-        stored = self.truck_state.value()
+        stored = self.stored.get(asset)
+        if stored is None:
+            stored = self.truck_state.value()
         if stored is None:
             blob, timer, held_n, held_first = b"", -1, 0, 0
         else:
@@ -357,20 +365,27 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             # to the grid keeps it unchanged across most points and saves two JNI calls each time
             grid = self.timer_grid_ms
             due = -(-due // grid) * grid
-        new_timer = -1 if due is None else due
-        if new_timer != timer:
-            service = ctx.timer_service()
-            if timer >= 0:
-                service.delete_event_time_timer(timer)
-            if new_timer >= 0:
-                service.register_event_time_timer(new_timer)
+        new_timer = self._arm(ctx, timer, -1 if due is None else due)
         if truck is not None:
             blob = self.encode(truck)
             self.cache[asset] = (blob, truck)
         else:
             blob = b""
             self.cache.pop(asset, None)
-        self.truck_state.update((blob, new_timer, held_n, held_first))
+        stored = (blob, new_timer, held_n, held_first)
+        self.truck_state.update(stored)
+        self.stored[asset] = stored
+
+    @staticmethod
+    def _arm(ctx, timer: int, wanted: int) -> int:
+        """Timer coalescing: register ``wanted`` only when it is earlier than the registered
+        ``timer`` (or none is); timers are never deleted. A timer that fires before the truck's
+        due time only re-arms (on_timer), so per record there is usually no timer call at all.
+        Returns the timer the truck's state records (its earliest pending one)."""
+        if wanted >= 0 and (timer < 0 or wanted < timer):
+            ctx.timer_service().register_event_time_timer(wanted)
+            return wanted
+        return timer
 
     # -- timers ----------------------------------------------------------------------------------
     def on_timer(self, timestamp: int, ctx):
@@ -378,7 +393,10 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         if processing and self.metrics.group is not None and self.flush_timer_ms in (timestamp, -1):
             self._flush_metrics(ctx.timer_service().current_processing_time())
             self._schedule_flush(ctx)
-        stored = self.truck_state.value()
+        asset = ctx.get_current_key()
+        stored = self.stored.get(asset)
+        if stored is None:
+            stored = self.truck_state.value()
         if stored is None:
             return
         blob, timer, held_n, held_first = stored
@@ -386,12 +404,16 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             yield from self._retry_held(ctx, stored)
             return
         if timer != timestamp:
-            return  # superseded (deleted timers should not fire; be safe)
-        asset = ctx.get_current_key()
+            return  # superseded by an earlier timer (coalescing: timers are never deleted)
         wm = ctx.timer_service().current_watermark()
         end = wm >= END_THRESHOLD
         emitted: list = []
         truck = self._decode(asset, blob)
+        if not held_n and not end and truck is not None:
+            due = truck.timer_due_ms(self.config, wm)
+            if due is None or due > wm:  # fired early (coalesced): nothing due yet, only re-arm
+                self._rearm(ctx, asset, stored, truck, wm)
+                return
         held: list[tuple] = []
         if held_n:
             truck, held = self._release(ctx, asset, truck, list(self.held.get()), emitted)
@@ -408,6 +430,17 @@ class CycleFunction(KeyedBroadcastProcessFunction):
                 truck = self._run_timers(ctx, truck, wm, emitted)
         self._save(ctx, asset, truck, -1, len(held), held_first, END_OF_INPUT if end else wm)
         yield from emitted
+
+    def _rearm(self, ctx, asset: str, stored: tuple, truck: Any, wm: int) -> None:
+        """After an early firing: register the truck's next timer; the engine state is unchanged."""
+        blob, _timer, held_n, held_first = stored
+        due = truck.timer_due_ms(self.config, wm)
+        if due is not None:
+            grid = self.timer_grid_ms
+            due = -(-max(due, wm + 1) // grid) * grid
+        stored = (bytes(blob), self._arm(ctx, -1, -1 if due is None else due), held_n, held_first)
+        self.truck_state.update(stored)
+        self.stored[asset] = stored
 
     def _retry_held(self, ctx, stored: tuple) -> Iterator[Row]:
         """Processing-time retry: release held points once their reference data has arrived

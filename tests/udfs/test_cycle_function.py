@@ -102,7 +102,11 @@ def test_points_of_a_truck_reach_the_engine_and_register_one_timer():
     h.element(point("T1", 2000))
     assert [c[:3] for c in CALLS] == [("point", "T1", 1000), ("point", "T1", 2000)]
     assert tags(h.take()) == [OUT_STATUS, OUT_STATUS]
-    assert h.timers == {(3000, "T1")}  # the first timer (2000) was deleted when it moved
+    # coalesced: the earlier timer (2000) stays; it fires early and only re-arms at the due time
+    assert h.timers == {(2000, "T1")}
+    h.advance(2000)
+    assert [c[0] for c in CALLS] == ["point", "point"] and h.take() == []
+    assert h.timers == {(3000, "T1")}
 
 
 def test_non_truck_assets_are_dropped_and_counted():
@@ -123,7 +127,7 @@ def test_points_wait_for_reference_data_then_are_applied_in_order():
     with_reference(h)
     h.element(point("T1", 2000))
     assert [c[2] for c in CALLS] == [1000, 1500, 2000]
-    assert h.timers == {(3000, "T1")}
+    assert h.timers == {(3000, "T1"), (11_000, "T1")}  # coalesced: the deadline timer is never deleted
 
 
 def test_held_points_are_released_by_the_processing_time_retry():
@@ -136,7 +140,7 @@ def test_held_points_are_released_by_the_processing_time_retry():
     h.tick(2000)
     assert CALLS == [("point", "T1", 1000, SITE)]
     assert tags(h.take()) == [OUT_STATUS]
-    assert not h.proc_timers and h.timers == {(2000, "T1")}
+    assert not h.proc_timers and h.timers == {(2000, "T1"), (11_000, "T1")}
 
 
 def test_held_points_are_released_by_the_timer_when_reference_arrived_meanwhile():
@@ -220,7 +224,7 @@ def test_timers_are_rounded_up_to_the_grid():
     h.element(point("T1", 4000))
     assert h.timers == {(10_000, "T1")}
     h.element(point("T1", 9500))
-    assert h.timers == {(20_000, "T1")}
+    assert h.timers == {(10_000, "T1")}  # coalesced: kept; it fires early and re-arms
     h.advance(20_000)
     assert CALLS[-1] == ("timer", "T1", 10_500, 20_000)
 
