@@ -44,6 +44,8 @@ Travel standstills separated by less than blip_max_s of movement count as one.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from state_machine.config import CycleThresholds
 from state_machine.model import (
     ALERT_DUMP_OUTSIDE_REGION,
@@ -152,7 +154,7 @@ class CycleState:
 
     def to_list(self) -> list:
         """Field values in __slots__ order (for serialisation)."""
-        return [getattr(self, name) for name in CycleState.__slots__]
+        return list(_SLOT_VALUES(self))
 
     @classmethod
     def from_list(cls, values: list) -> CycleState:
@@ -189,6 +191,10 @@ class CycleState:
         )
         _fill_durations(rec)
         return rec
+
+
+_SLOT_VALUES = attrgetter(*CycleState.__slots__)
+"""All CycleState field values as a tuple, in __slots__ order (one C call)."""
 
 
 def _secs(start: int | None, end: int | None) -> float | None:

@@ -139,8 +139,9 @@ class TruckState:
 def _encode_recent(recent: list[list[int]], base: int | None) -> list[int]:
     """[ts, fp] pairs as one flat list of (base - ts, fp): short numbers in the JSON."""
     flat: list[int] = []
-    for ts, fp in recent:
-        flat += (base - ts, fp)
+    extend = flat.extend
+    for pair in recent:
+        extend((base - pair[0], pair[1]))
     return flat
 
 
