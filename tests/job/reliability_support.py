@@ -53,6 +53,7 @@ class JobWatch:
     seconds: float = 0.0
     records: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    port: int = 0  # the REST port of the minicluster
 
     def recovery_ms(self) -> list[int]:
         """Per failure: ms until the next restore from a checkpoint (restores without a completed
@@ -120,6 +121,7 @@ def run_job(
     during: Callable[[JobWatch, str], bool] | None = None,
     metric_names: tuple[str, ...] = (),
     timeout_s: float = 420.0,
+    extra_conf: dict[str, str] | None = None,
 ) -> JobWatch:
     """Run the pipeline on a bundle into ``names`` and watch it (see module docstring).
 
@@ -154,7 +156,7 @@ def run_job(
                             restart_attempts=restart_attempts, restart_delay_ms=restart_delay_ms,
                             rest_port=port, source_idleness_ms=None),
     )  # fmt: skip
-    env, _info = create_environment(settings.flink)
+    env, _info = create_environment(settings.flink, extra_conf=extra_conf)
     params = pg_params(pg_dsn)
     target = JdbcTarget(settings.sink.jdbc_url, jdbc_user or params.get("user", "postgres"),
                         jdbc_password if jdbc_user else params.get("password"), batch_size=batch_size,
@@ -165,7 +167,7 @@ def run_job(
            else bounded_reference_stream(env, snapshot_records(reference)))  # fmt: skip
     build_pipeline(env, raw, ref, sinks, settings, SOURCE_LABEL, check_future=False)
     sinks.attach()
-    watch = JobWatch(records=count_lines(resolve_file_path(bundle_dir)) if not raw_stream else 0)
+    watch = JobWatch(records=count_lines(resolve_file_path(bundle_dir)) if not raw_stream else 0, port=port)
     start = time.perf_counter()
     client = env.execute_async("asset-cycle-reliability")
     job_id = str(client.get_job_id())
