@@ -8,7 +8,7 @@ JARS := .jars
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup jars run test lint
+.PHONY: setup jars run test lint lock
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: no python3.11/python3.12 found" >&2; exit 1; }
@@ -34,3 +34,9 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# Hash-pinned lock of the runtime dependencies (pyproject's [project] dependencies, Linux x86_64,
+# Python 3.11); install from it with: pip install --require-hashes -r requirements.lock
+lock: $(VENV)/.installed
+	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --no-header --quiet -o requirements.lock

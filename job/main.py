@@ -276,7 +276,9 @@ def run(args: argparse.Namespace) -> int:
         raise JobError(f"SinkConfig: {exc}") from exc
 
     pg_settings, redis_settings = _services(settings)
-    jdbc_url = settings.sink.jdbc_url or pg_settings.jdbc_url()
+    from job.settings import jdbc_url_with_tls
+
+    jdbc_url = jdbc_url_with_tls(settings.sink.jdbc_url, pg_settings) if settings.sink.jdbc_url else pg_settings.jdbc_url()
 
     spec = None
     if plan.init_db or plan.seed_from or settings.reference.poll_interval_s == 0:

@@ -525,6 +525,20 @@ def parse_jdbc_url(url: str) -> dict[str, Any]:
     return out
 
 
+def jdbc_url_with_tls(url: str, pg: Any) -> str:
+    """``url`` (``jdbc:postgresql://...``) with the PostgreSQL settings' ``sslmode`` and
+    ``sslrootcert`` added where the URL has none, so the JDBC sinks use the same TLS as psycopg2
+    (e.g. ``sslmode=require`` from a Secrets Manager secret with a plain SinkConfig.jdbc.url)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    base, _, query = url.partition("?")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    added = {k: v for k in ("sslmode", "sslrootcert") if (v := getattr(pg, k, None)) and k not in params}
+    if not added:
+        return url
+    return f"{base}?{urlencode({**params, **added})}"
+
+
 def postgres_settings(settings: AppSettings, environ: Mapping[str, str] | None = None):
     """PostgreSQL settings (job.reference_store.PostgresSettings): the Secrets Manager secret when
     one is named; otherwise host/port/db from SinkConfig.jdbc.url (when set) and user/password
