@@ -323,7 +323,9 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         held: list[tuple] = []
         if held_n:
             truck, held = self._release(ctx, asset, truck, list(self.held.get()), emitted)
-        if held or status == "wait":
+        if status == "wait":
+            # only a point whose own site has no reference data yet waits; the truck's points for
+            # known sites go on (a single corrupted site_guid must not hold a truck's cycles)
             held.append((site_guid, ts, lat, lon, ws, hint, raw))
             self.c_held.inc()
             if len(held) > self.wait_max_points:

@@ -175,11 +175,7 @@ def test_backlog_clock_jump_and_100k_duplicates_through_flink(tmp_path, pg_dsn, 
               f"{sum(1 for d in tables.dead_letters if d['reason'] == 'LATE')} LATE rows, {watch.seconds:.0f} s")
 
 
-@pytest.mark.xfail(strict=True, reason="known weakness (docs/reliability.md): a real truck's point with an unknown "
-                   "site_guid is held for reference data and the truck's valid points queue behind it until "
-                   "reference.wait.max.s, then all are dead-lettered NO_REFERENCE_DATA (the replay, which has all "
-                   "reference data up front, rejects only the bad point)")
-def test_unknown_site_of_a_real_truck_holds_its_points(tmp_path, pg_dsn, table_names):
+def test_unknown_site_of_a_real_truck_does_not_hold_its_other_points(tmp_path, pg_dsn, table_names):
     sim = simulate(SimulationSpec(trucks=2, hours=1.5, seed=3))
     lines = list(sim.telemetry_lines)
     first = parse_record(lines[50])
