@@ -149,6 +149,15 @@ def _decode_recent(flat: list[int], base: int | None) -> list[list[int]]:
     return [[base - flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
 
 
+def _same_timestamp(out: StepOutput, point: TelemetryPoint, identical: bool, other: str) -> None:
+    """A point with the timestamp of one already seen: an exact duplicate is counted, a different
+    one rejected (the first one wins)."""
+    if identical:
+        out.duplicates += 1
+    else:
+        out.rejected.append(Rejection(point, CONFLICTING_DUPLICATE, f"differs from {other}"))
+
+
 def _entry_to_list(e: _Entry) -> list:
     p = e.point
     return [p.ts_ms, p.site_guid, p.latitude, p.longitude, p.work_state_id, e.area, e.guid]
@@ -216,13 +225,11 @@ class TruckEngine:
         out = StepOutput()
         if site is not None:
             self._site_runtime(site.site_guid, site)
-        th = self.config.for_site(state.committed.site)
-        if state.suspect is not None and (
-            watermark_ms >= END_OF_INPUT or watermark_ms >= state.suspect.ts_ms + int(th.max_disorder_s * 1000)
-        ):
+        rt = self._site_runtime(state.committed.site)
+        th = rt.th
+        if state.suspect is not None and watermark_ms >= state.suspect.ts_ms + rt.disorder_ms:
             self._accept_suspect(state)
-        flush_to = watermark_ms if watermark_ms < END_OF_INPUT else END_OF_INPUT
-        if state.pending and (state.newest_ms or 0) + int(th.max_disorder_s * 1000) <= flush_to:
+        if state.pending and (state.newest_ms or 0) + rt.disorder_ms <= watermark_ms:
             self._commit(state, out, END_OF_INPUT)
         last = state.committed.prev_ts
         if (
@@ -254,10 +261,7 @@ class TruckEngine:
             fp = _fingerprint(point)
             for rts, rfp in state.recent:
                 if rts == ts:
-                    if rfp == fp:
-                        out.duplicates += 1
-                    else:
-                        out.rejected.append(Rejection(point, CONFLICTING_DUPLICATE, "differs from the applied point"))
+                    _same_timestamp(out, point, rfp == fp, "the applied point")
                     return None
             out.rejected.append(
                 Rejection(point, LATE, f"{(committed_ts - ts) / 1000:.3f}s older than the last applied point")
@@ -265,25 +269,19 @@ class TruckEngine:
             return None
         for e in state.pending:
             if e.ts_ms == ts:
-                if e.point == point:
-                    out.duplicates += 1
-                else:
-                    out.rejected.append(Rejection(point, CONFLICTING_DUPLICATE, "differs from a buffered point"))
+                _same_timestamp(out, point, e.point == point, "a buffered point")
                 return None
 
         newest = state.newest_ms
         jump_ms = rt.jump_ms
         if state.suspect is not None:
             if state.suspect.ts_ms == ts:
-                if state.suspect.point == point:
-                    out.duplicates += 1
-                else:
-                    out.rejected.append(Rejection(point, CONFLICTING_DUPLICATE, "differs from a held point"))
+                _same_timestamp(out, point, state.suspect.point == point, "a held point")
                 return None
             if ts >= state.suspect.ts_ms - rt.disorder_ms:
                 self._accept_suspect(state)  # the clock really moved on
                 newest = state.newest_ms
-            elif newest is None or ts <= newest + jump_ms:
+            elif ts <= newest + jump_ms:  # a suspect exists only once newest is known
                 out.rejected.append(Rejection(state.suspect.point, CLOCK_JUMP, "not confirmed by the next point"))
                 sp = state.suspect.point
                 out.alerts.append(Alert(ALERT_CLOCK_JUMP, sp.asset_guid, sp.site_guid, sp.ts_ms, sp.latitude,
