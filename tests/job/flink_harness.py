@@ -57,6 +57,44 @@ def jdbc_url(dsn: str) -> str:
     return f"jdbc:postgresql://{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}/{p.get('dbname', 'postgres')}"
 
 
+@dataclass
+class LiveJob:
+    """A job started by start_live_job: drop .jsonl files into ``inbox``; cancel via ``client``."""
+
+    client: Any
+    inbox: Path
+    metrics_url: str | None
+
+
+def start_live_job(tmp_path: Path, pg_dsn: str, redis_client: Any, names: TableNames, settings: AppSettings,
+                   batch_size: int, job_name: str) -> LiveJob:
+    """Start the pipeline on a watched directory with reference data polled every second from the
+    test's PostgreSQL and Redis (as ``settings.reference`` says), asynchronously."""
+    from job.flink_env import create_environment
+    from job.pipeline import build_pipeline, polling_reference_stream
+    from job.reference_store import PostgresSettings, RedisSettings
+    from job.sinks import JdbcTarget, SinkSet
+    from job.sources import file_source
+    from udfs.reference_poller import ReferenceConnector, ReferencePoller
+
+    params = pg_params(pg_dsn)
+    pg = PostgresSettings(host=params.get("host", "127.0.0.1"), port=int(params.get("port", 5432)),
+                          dbname=params.get("dbname", "test"), user=params.get("user", "postgres"))  # fmt: skip
+    rs = RedisSettings(**{k: v for k, v in redis_client.connection_pool.connection_kwargs.items()
+                          if k in ("host", "port", "db")})  # fmt: skip
+    env, info = create_environment(settings.flink)
+    sinks = SinkSet(env, names, JdbcTarget(jdbc_url(pg_dsn), pg.user, None, batch_size=batch_size,
+                                           batch_interval_ms=100))  # fmt: skip
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    raw = file_source(env, inbox, monitor_interval_s=0.5, label="file:inbox")
+    poller = ReferencePoller(ReferenceConnector(settings, pg, rs, names), 1.0)
+    build_pipeline(env, raw.stream, polling_reference_stream(env, sinks.t_env, poller), sinks, settings, raw.label,
+                   check_future=False)  # fmt: skip
+    sinks.attach()
+    return LiveJob(env.execute_async(job_name), inbox, info.metrics_url)
+
+
 def count_lines(path: Path) -> int:
     with open(path, "rb") as fh:
         return sum(1 for _ in fh)

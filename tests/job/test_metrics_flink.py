@@ -108,14 +108,9 @@ def test_prometheus_metrics_match_the_replay(tmp_path: Path, pg_dsn: str, migrat
                                              redis_prefix: str) -> None:  # fmt: skip
     import psycopg2
 
-    from job.flink_env import create_environment
-    from job.pipeline import build_pipeline, polling_reference_stream
-    from job.reference_store import PostgresSettings, RedisSettings, seed_reference
+    from job.reference_store import seed_reference
     from job.settings import AppSettings, FlinkSettings, ReferenceSettings
-    from job.sinks import JdbcTarget, SinkSet
-    from job.sources import file_source
-    from tests.job.flink_harness import jdbc_url, pg_params
-    from udfs.reference_poller import ReferenceConnector, ReferencePoller
+    from tests.job.flink_harness import start_live_job
 
     names = migrated_tables
     sim = simulate(SimulationSpec(trucks=4, hours=3, seed=23).degraded())
@@ -133,28 +128,15 @@ def test_prometheus_metrics_match_the_replay(tmp_path: Path, pg_dsn: str, migrat
         seed_reference(conn, redis_client, names, sim.reference, sim.assets, redis_key_prefix=redis_prefix)
     finally:
         conn.close()
-    params = pg_params(pg_dsn)
-    pg = PostgresSettings(host=params.get("host", "127.0.0.1"), port=int(params.get("port", 5432)),
-                          dbname=params.get("dbname", "test"), user=params.get("user", "postgres"))  # fmt: skip
-    rs = RedisSettings(**{k: v for k, v in redis_client.connection_pool.connection_kwargs.items()
-                          if k in ("host", "port", "db")})  # fmt: skip
     port = free_port()
     # wait_max_points=0: an unknown asset's point is dead-lettered at once, as in the replay
     settings = AppSettings(
         reference=ReferenceSettings(poll_interval_s=1.0, redis_key_prefix=redis_prefix, wait_max_points=0),
         flink=FlinkSettings(parallelism=1, source_idleness_ms=None, metrics_port=port),
     )
-    env, info = create_environment(settings.flink)
-    assert info.metrics_url == f"http://127.0.0.1:{port}/metrics"
-    sinks = SinkSet(env, names, JdbcTarget(jdbc_url(pg_dsn), pg.user, None, batch_size=500, batch_interval_ms=100))
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    raw = file_source(env, inbox, monitor_interval_s=0.5, label="file:inbox")
-    poller = ReferencePoller(ReferenceConnector(settings, pg, rs, names), 1.0)
-    build_pipeline(env, raw.stream, polling_reference_stream(env, sinks.t_env, poller), sinks, settings, raw.label,
-                   check_future=False)  # fmt: skip
-    sinks.attach()
-    client = env.execute_async("metrics-test")
+    job = start_live_job(tmp_path, pg_dsn, redis_client, names, settings, batch_size=500, job_name="metrics-test")
+    assert job.metrics_url == f"http://127.0.0.1:{port}/metrics"
+    client, inbox = job.client, job.inbox
 
     def drop(name: str, lines: list[str]) -> None:
         tmp = inbox / f".{name}.tmp"

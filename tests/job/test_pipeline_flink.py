@@ -127,15 +127,9 @@ def test_reference_changes_reach_a_running_job(tmp_path, pg_dsn, migrated_tables
     """Continuous mode: a new dump region in Redis and a moved loader in PostgreSQL are picked up."""
     import psycopg2
 
-    from job.flink_env import create_environment
-    from job.pipeline import build_pipeline, polling_reference_stream
-    from job.reference_store import PostgresSettings, RedisSettings
     from job.settings import AppSettings, FlinkSettings, ReferenceSettings
-    from job.sinks import JdbcTarget, SinkSet
-    from job.sources import file_source
     from state_machine.model import TelemetryPoint
-    from tests.job.flink_harness import jdbc_url, pg_params
-    from udfs.reference_poller import ReferenceConnector, ReferencePoller
+    from tests.job.flink_harness import start_live_job
 
     names = migrated_tables
     square = ((118.800, -22.800), (118.802, -22.800), (118.802, -22.802), (118.800, -22.802))
@@ -145,23 +139,11 @@ def test_reference_changes_reach_a_running_job(tmp_path, pg_dsn, migrated_tables
               ("L1", "S1", LOADER, -22.70, 118.70)]  # fmt: skip
     _seed(pg_dsn, names, redis_client, redis_prefix, ReferenceData({}, {"S1": site0}), assets)
 
-    params = pg_params(pg_dsn)
-    pg = PostgresSettings(host=params.get("host", "127.0.0.1"), port=int(params.get("port", 5432)),
-                          dbname=params.get("dbname", "test"), user=params.get("user", "postgres"))  # fmt: skip
-    rs = RedisSettings(**{k: v for k, v in redis_client.connection_pool.connection_kwargs.items()
-                          if k in ("host", "port", "db")})  # fmt: skip
     settings = AppSettings(reference=ReferenceSettings(poll_interval_s=1.0, redis_key_prefix=redis_prefix),
                            flink=FlinkSettings(parallelism=1, source_idleness_ms=None))  # fmt: skip
-    env, _ = create_environment(settings.flink)
-    sinks = SinkSet(env, names, JdbcTarget(jdbc_url(pg_dsn), pg.user, None, batch_size=10, batch_interval_ms=100))
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    raw = file_source(env, inbox, monitor_interval_s=0.5, label="file:inbox")
-    poller = ReferencePoller(ReferenceConnector(settings, pg, rs, names), 1.0)
-    build_pipeline(env, raw.stream, polling_reference_stream(env, sinks.t_env, poller), sinks, settings, raw.label,
-                   check_future=False)  # fmt: skip
-    sinks.attach()
-    client = env.execute_async("reference-change-test")
+    job = start_live_job(tmp_path, pg_dsn, redis_client, names, settings, batch_size=10,
+                         job_name="reference-change-test")  # fmt: skip
+    client, inbox = job.client, job.inbox
 
     def status(asset: str):
         conn = psycopg2.connect(pg_dsn)
