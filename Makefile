@@ -1,5 +1,6 @@
-# asset-cycle developer targets. `make run` and `make test` work on a fresh machine with
-# Python 3.11/3.12, Java 17 and PostgreSQL + Redis on localhost.
+# asset-cycle developer targets. `make run` and `make test` work on a fresh machine with only
+# Python 3.11/3.12 and Java 17: PostgreSQL and Redis are started locally when none answers
+# (`asset-cycle services up`, real servers from the `local` extra's wheels, 127.0.0.1 only).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
@@ -8,7 +9,7 @@ JARS := .jars
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup jars run test lint lock
+.PHONY: setup jars services run test lint lock
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: no python3.11/python3.12 found" >&2; exit 1; }
@@ -28,7 +29,10 @@ setup: $(VENV)/.installed jars
 run: setup
 	$(VENV)/bin/asset-cycle run $(RUN_ARGS)
 
-test: setup
+services: setup
+	$(VENV)/bin/asset-cycle services up
+
+test: services
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

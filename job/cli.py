@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "job.commands.report",
     "job.commands.package",
     "job.commands.msf",
+    "job.commands.services",
 )
 
 

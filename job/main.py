@@ -225,6 +225,21 @@ def _services(settings: AppSettings) -> tuple[Any, Any]:
     return postgres_settings(settings), redis_settings(settings)
 
 
+def _bring_up_local_services(pg: Any, rs: Any, environ: Any = None) -> None:
+    """Demo runs: start the local PostgreSQL / Redis when none answers (never when the user set
+    ASSET_CYCLE_PG_* / ASSET_CYCLE_REDIS_*: then their servers are used as they are)."""
+    from job.local_services import ServiceError, ensure_postgres, ensure_redis
+
+    env = os.environ if environ is None else environ
+    try:
+        if not any(key.startswith("ASSET_CYCLE_PG_") for key in env):
+            print(ensure_postgres(pg.host, pg.port, databases=(pg.dbname,)).describe(), flush=True)
+        if not any(key.startswith("ASSET_CYCLE_REDIS_") for key in env):
+            print(ensure_redis(rs.host, rs.port).describe(), flush=True)
+    except ServiceError as exc:
+        raise JobError(str(exc)) from exc
+
+
 def _connect_pg(pg: Any) -> Any:
     from job.db import DatabaseUnavailable
 
@@ -276,6 +291,8 @@ def run(args: argparse.Namespace) -> int:
         raise JobError(f"SinkConfig: {exc}") from exc
 
     pg_settings, redis_settings = _services(settings)
+    if plan.mode == "demo":
+        _bring_up_local_services(pg_settings, redis_settings)
     from job.settings import jdbc_url_with_tls
 
     jdbc_url = jdbc_url_with_tls(settings.sink.jdbc_url, pg_settings) if settings.sink.jdbc_url else pg_settings.jdbc_url()

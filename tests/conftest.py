@@ -17,6 +17,9 @@ Fixtures:
 * ``redis_prefix``: a unique key prefix ``test:<hex>:``; every key under it is deleted afterwards.
 
 Tests using them should carry ``pytestmark = pytest.mark.services``.
+
+When neither variable is set and nothing answers at the default address, the project's own local
+servers are started (``job.local_services``, the same ones ``asset-cycle run`` and CI use).
 """
 
 from __future__ import annotations
@@ -32,6 +35,19 @@ DEFAULT_PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+def _start_local(which: str) -> None:
+    """Bring up the project's local server for the default test address (no-op when one answers)."""
+    from job.local_services import ServiceError, ensure_postgres, ensure_redis
+
+    try:
+        if which == "postgres":
+            ensure_postgres("127.0.0.1", 5432, databases=("test",))
+        else:
+            ensure_redis("127.0.0.1", 6379)
+    except ServiceError as exc:
+        pytest.fail(f"cannot start the local {which}: {exc}", pytrace=False)
+
+
 def _unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:16]}"
 
@@ -41,7 +57,10 @@ def pg_dsn() -> str:
     """DSN of the test PostgreSQL; fails the test with a clear message when it is down."""
     import psycopg2
 
-    dsn = os.environ.get("ASSET_CYCLE_TEST_PG_DSN", DEFAULT_PG_DSN)
+    dsn = os.environ.get("ASSET_CYCLE_TEST_PG_DSN")
+    if dsn is None:
+        dsn = DEFAULT_PG_DSN
+        _start_local("postgres")
     try:
         conn = psycopg2.connect(dsn, connect_timeout=3)
     except psycopg2.Error as exc:
@@ -125,7 +144,10 @@ def redis_url() -> str:
     """URL of the test Redis; fails the test with a clear message when it is down."""
     import redis
 
-    url = os.environ.get("ASSET_CYCLE_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    url = os.environ.get("ASSET_CYCLE_TEST_REDIS_URL")
+    if url is None:
+        url = DEFAULT_REDIS_URL
+        _start_local("redis")
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
     try:
         client.ping()
