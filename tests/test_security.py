@@ -191,6 +191,7 @@ def test_job_run_never_shows_the_passwords(tmp_path, pg_dsn, pg_schema, redis_pr
     import psycopg2
     from psycopg2 import sql
 
+    from job.local_services import redis_server_binary
     from state_machine.simulator import SimulationSpec, write_simulation
     from tests.job.flink_harness import pg_params
     from tests.job.reliability_support import free_port
@@ -198,7 +199,7 @@ def test_job_run_never_shows_the_passwords(tmp_path, pg_dsn, pg_schema, redis_pr
     server_dir = tmp_path / "redis"
     server_dir.mkdir()
     port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    server = subprocess.Popen([str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--requirepass", TEST_REDIS_PASSWORD, "--dir", str(server_dir)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 import time
 import uuid
@@ -23,6 +22,7 @@ from types import SimpleNamespace
 import pytest
 
 from job.db import TableNames, dead_letter_id
+from job.local_services import redis_server_binary
 from state_machine.bundle import iter_telemetry_lines, read_reference
 from state_machine.replay import replay
 from state_machine.simulator import SimulationSpec, write_simulation
@@ -83,7 +83,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            [str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         client = self.client()
