@@ -35,13 +35,20 @@ class CycleThresholds:
     """A truck standing inside a dump polygon this long starts DUMP_TIME."""
     travel_idle_outlier_s: float = 600.0
     """One standstill longer than this during LOAD_TRAVEL/EMPTY_TRAVEL marks the cycle OUTLIER."""
-    area_idle_outlier_s: float = 1200.0
-    """A LOAD_TIME or DUMP_TIME longer than this marks the cycle OUTLIER."""
+    area_idle_outlier_s: float = 0.0
+    """Opt-in (0 = off, the spec's statuses): a LOAD_TIME or DUMP_TIME longer than this marks the
+    cycle OUTLIER (LOAD_AREA_IDLE / DUMP_AREA_IDLE). The time at the loader or dump is always in
+    load_seconds / dump_seconds."""
     still_radius_m: float = 15.0
     """Two consecutive points closer than this are at the same spot (GPS noise tolerance)."""
-    gap_speed_mps: float = 5.0
-    """Assumed speed to cover the distance between two points across a reporting gap; the rest
-    of the gap is inferred as standing time."""
+    gap_factor: float = 2.5
+    """A pair of consecutive points is a reporting gap (data missing, inference allowed) when it is
+    more than this many times the truck's own reporting interval while moving; shorter pairs are
+    dense data, read as reported (IDLING = standing, WORKING = moving)."""
+    gap_speed_mps: float = 12.0
+    """Cap of the speed a gap is driven at (the truck's own recent straight-line speed is used; this
+    cap before it has moved): a fast haul speed, so that no gap is explained by slower driving than
+    the truck itself shows."""
     blip_max_s: float = 45.0
     """Movement at (or away from) a load/dump spot shorter than this, followed by standing at the
     same spot again, does not end the spell (queue creep, repositioning, GPS jitter)."""
@@ -70,6 +77,8 @@ class CycleThresholds:
             raise ConfigError("loader_distance_m must be > 0")
         if self.gap_speed_mps <= 0:
             raise ConfigError("gap_speed_mps must be > 0")
+        if self.gap_factor < 1:
+            raise ConfigError("gap_factor must be >= 1")
 
 
 THRESHOLD_NAMES = frozenset(f.name for f in fields(CycleThresholds))

@@ -4,30 +4,29 @@
 (a plain mutable object; callers copy it when they need the old one) by one in-order point whose
 position has already been classified (see reference.SpatialIndex).
 
-Rules (all in event time, documented in docs/cycle-rules.md):
+Rules (all in event time, documented with their reasoning in docs/cycle-rules.md):
 
-Standing time is inferred from *pairs* of consecutive points, not by counting idle points, so
-that sparse devices work. For a pair (a, b) with gap dt and displacement d, the truck needed about
-d / gap_speed_mps to drive d and stood the rest, ``dt - d / gap_speed_mps`` (nothing if <= 0):
-  * d <= still_radius_m: it stood the whole gap at a (GPS jitter; also a WORKING device whose
-    truck does not move: engine running at a loader, a WORKING blip);
-  * a IDLING: it stood at a first, then drove to b;
-  * b IDLING (a moving): it drove first and stood at b (it arrived about d / gap_speed_mps after a);
-  * both WORKING: it stood somewhere in the middle of the gap (a stop that falls entirely inside
-    a reporting gap); the standing is placed at a, or at b when only b is in a load/dump area.
+Standing is evidence-based. Dense data is read as the spec reads it: a truck stands while it
+reports IDLING; a run of consecutive IDLING points at one loader / in one dump region is a
+standstill there from its first to its last idle point, and the first point after it that is
+WORKING (or elsewhere) is the departure. WORKING points are movement, however short the distance
+between two of them looks (a winding road or a hairpin brings pings close together). Inference acts
+only where data is missing: a pair of consecutive points is a *gap* when it is more than
+``gap_factor`` times longer than this truck's own reporting interval while moving (the median of
+its last moving pairs). Across a gap the truck's own recent straight-line speed (capped at
+``gap_speed_mps``) says how long the distance between the two points took to drive; the rest of the
+gap was standing: after an IDLING point (it stood there, then left), before an IDLING point (it
+arrived, then stood), or, with WORKING at both ends, at the same spot (both ends within
+``still_radius_m``) or in a load/dump area at one end or within reach of both ends.
 
 Spells. A spell is a standstill at one loader (within loader_distance_m) or inside one dump
-region. It starts at the first point of its first standing pair (the first idle point). It
-becomes LOAD_TIME / DUMP_TIME once it has lasted >= load_idle_s / dump_idle_s (exactly met
-counts); the segment is back-dated to the spell start. While a spell is open, a point "stays" if
-it is in the same area or within still_radius_m of the spell's anchor (GPS jitter at a boundary).
-The first WORKING point (or the first point away from the spell) marks a pending departure; a
-WORKING point that has not moved since the previous point only moves the pending departure
-forward (devices that report WORKING while the engine runs at a standstill). If the truck stands
-idle again at the spell (same area or anchor) within blip_max_s, the movement was a blip (queue
-creep, spotting, GPS jump) and the spell goes on. Otherwise the spell ends at the pending departure: load_end /
-dump_end is the first WORKING (moving) point after the standing. Entering another load/dump area
-ends it at once.
+region. It starts with its first standing evidence and becomes LOAD_TIME / DUMP_TIME once it has
+lasted >= load_idle_s / dump_idle_s (exactly met counts); the segment is back-dated to the spell
+start. While a spell is open, a point "stays" if it is in the same area or within still_radius_m of
+the spell's anchor (GPS jitter at a boundary). The first point that does not stay idle at the spell
+marks a pending departure; standing again at the spell within blip_max_s cancels it (queue creep,
+spotting under the loader); otherwise the spell ends at the pending departure. Entering another
+load/dump area ends it at once.
 
 Cycles. LOAD_TIME -> LOAD_TRAVEL -> DUMP_TIME -> EMPTY_TRAVEL; the next LOAD_TIME closes the
 cycle at its load_start (total = next load_start - load_start). Status on close:
@@ -36,10 +35,12 @@ cycle at its load_start (total = next load_start - load_start). Status on close:
     dump in EMPTY_TRAVEL), DATA_GAP (a gap > max_gap_s with the truck elsewhere afterwards),
     SITE_CHANGE, IDLE_TIMEOUT (the truck went silent; closed by a timer);
   * else OUTLIER when one standstill during LOAD_TRAVEL/EMPTY_TRAVEL exceeded
-    travel_idle_outlier_s (TRAVEL_IDLE) or LOAD_TIME/DUMP_TIME exceeded area_idle_outlier_s
+    travel_idle_outlier_s (TRAVEL_IDLE; a standstill is one unbroken run of standing evidence),
+    or, only where area_idle_outlier_s > 0 (opt-in per site), LOAD_TIME/DUMP_TIME exceeded it
     (LOAD_AREA_IDLE / DUMP_AREA_IDLE); outlier_seconds is the longest such idle;
   * else COMPLETE.
-Travel standstills separated by less than blip_max_s of movement count as one.
+Every time the machine records lies between the previous point and the current one, so segment
+times are ordered and durations are never negative.
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ class CycleState:
         "sp_provisional",
         # the current travel standstill run
         "st_start", "st_until", "st_alerted",
+        # the truck's own reporting while moving: last moving pairs as flat [dt ms, cm/s, ...],
+        # their median interval (ms) and median straight-line speed (cm/s)
+        "mv", "iv_ms", "v_cms",
     )
 
     def __init__(self, asset: str, site: str) -> None:
@@ -114,6 +118,9 @@ class CycleState:
         self.st_start: int | None = None
         self.st_until: int | None = None
         self.st_alerted = False
+        self.mv: list[int] = []
+        self.iv_ms: int | None = None
+        self.v_cms: int | None = None
 
     def _reset_cycle(self) -> None:
         self.loader: str | None = None
@@ -146,10 +153,11 @@ class CycleState:
         self.sp_provisional = False  # placed by _gap_stop_in_area; real standing there replaces it
 
     def copy(self) -> CycleState:
-        """A shallow copy (all fields are immutable values)."""
+        """A copy sharing nothing mutable with this state."""
         new = CycleState.__new__(CycleState)
         for name in CycleState.__slots__:
             setattr(new, name, getattr(self, name))
+        new.mv = list(self.mv)
         return new
 
     def to_list(self) -> list:
@@ -272,23 +280,25 @@ def _confirm_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord]
 
 
 def _end_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord],
-               alerts: list[Alert] | None) -> None:
-    """The truck left the spell at s.sp_depart: end LOAD_TIME / DUMP_TIME if it had started."""
+               alerts: list[Alert] | None, depart_ms: int) -> None:
+    """The truck left the spell at ``depart_ms``: end LOAD_TIME / DUMP_TIME if it had started."""
     if s.sp_provisional and not s.sp_confirmed:
         threshold = th.load_idle_s if s.sp_kind == AREA_LOADER else th.dump_idle_s
         if (s.sp_until - s.sp_start) >= threshold * 1000.0:
             _confirm_spell(s, th, closed, alerts)
-    if s.sp_confirmed and s.sp_depart is not None:
-        length = (s.sp_depart - s.sp_start) / 1000.0
+    if s.sp_confirmed:
+        depart_ms = max(depart_ms, s.sp_start)
+        length = (depart_ms - s.sp_start) / 1000.0
+        area_limit = th.area_idle_outlier_s
         if s.phase == LOAD_TIME and s.sp_kind == AREA_LOADER:
-            s.load_end = s.sp_depart
+            s.load_end = depart_ms
             s.phase = LOAD_TRAVEL
-            if length > th.area_idle_outlier_s:
+            if area_limit and length > area_limit:
                 _note_outlier(s, LOAD_AREA_IDLE, length)
         elif s.phase == DUMP_TIME and s.sp_kind == AREA_DUMP:
-            s.dump_end = s.sp_depart
+            s.dump_end = depart_ms
             s.phase = EMPTY_TRAVEL
-            if length > th.area_idle_outlier_s:
+            if area_limit and length > area_limit:
                 _note_outlier(s, DUMP_AREA_IDLE, length)
     s._reset_spell()
 
@@ -319,8 +329,44 @@ def _start_over(
     return closed
 
 
+IDLE_DRIFT_RADII = 3.0
+"""Two idle points on the road at most this many still radii apart are one standstill (GPS outliers)."""
+MOVING_HISTORY = 5
+"""Moving pairs remembered per truck for its reporting interval and speed (medians)."""
+DEFAULT_INTERVAL_MS = 30_000
+"""Reporting interval assumed before a truck's first moving pairs (the spec: every 10-30 s)."""
+MIN_SPEED_CMS = 100
+"""Floor of the speed used across a gap (1 m/s): a crawling truck's history never turns a gap into
+hours of driving."""
+
+
+def _note_moving_pair(s: CycleState, dt_ms: int, d: float) -> None:
+    """Remember one moving pair (WORKING at both ends, displaced): interval and speed medians."""
+    mv = s.mv
+    mv.append(dt_ms)
+    mv.append(int(d * 100_000 / dt_ms))
+    if len(mv) > 2 * MOVING_HISTORY:
+        del mv[:2]
+    mid = len(mv) // 4
+    s.iv_ms = sorted(mv[0::2])[mid]
+    s.v_cms = sorted(mv[1::2])[mid]
+
+
+def _speed_mps(s: CycleState, th: CycleThresholds) -> float:
+    """The speed a gap is driven at: the truck's own recent straight-line speed, within
+    [1 m/s, gap_speed_mps] (gap_speed_mps before it has any moving history)."""
+    if s.v_cms is None:
+        return th.gap_speed_mps
+    return min(th.gap_speed_mps, max(MIN_SPEED_CMS, s.v_cms) / 100.0)
+
+
+def _drive_ms(s: CycleState, d: float, th: CycleThresholds) -> int:
+    """How long driving ``d`` metres (straight line) took, at _speed_mps."""
+    return int(d * 1000.0 / _speed_mps(s, th))
+
+
 def _gap_stop_in_area(
-    s: CycleState, p: TelemetryPoint, dt: float, d: float, index: SpatialIndex, th: CycleThresholds
+    s: CycleState, p: TelemetryPoint, dt_ms: int, d: float, index: SpatialIndex, th: CycleThresholds
 ) -> tuple[str, str, int, int] | None:
     """A stop inside a reporting gap whose two ends lie just outside a load/dump area.
 
@@ -328,25 +374,85 @@ def _gap_stop_in_area(
     and still have stood there at least the area's idle threshold, place the standing there
     (the area that leaves the longest standing wins). Returns (area, guid, from_ms, to_ms).
     """
-    reach = min(dt * th.gap_speed_mps / 2.0, 300.0)
+    reach = min(_speed_mps(s, th) * dt_ms / 2000.0, 300.0)
     near_a = index.areas_near(s.prev_lat, s.prev_lon, reach)
     if not near_a:
         return None
     near_b = index.areas_near(p.latitude, p.longitude, reach)
-    best: tuple[float, str, str, float] | None = None
+    best: tuple[int, str, str, float] | None = None
     for key, dist_a in near_a.items():
         dist_b = near_b.get(key)
         if dist_b is None:
             continue
-        standing = dt - max(dist_a + dist_b, d) / th.gap_speed_mps
+        standing = dt_ms - _drive_ms(s, max(dist_a + dist_b, d), th)
         threshold = th.load_idle_s if key[0] == AREA_LOADER else th.dump_idle_s
-        if standing >= threshold and (best is None or standing > best[0]):
+        if standing >= threshold * 1000.0 and (best is None or standing > best[0]):
             best = (standing, key[0], key[1], dist_a)
     if best is None:
         return None
     standing, kind, area_guid, dist_a = best
-    start = s.prev_ts + int(dist_a / th.gap_speed_mps * 1000.0)
-    return kind, area_guid, start, start + int(standing * 1000.0)
+    start = s.prev_ts + _drive_ms(s, dist_a, th)
+    return kind, area_guid, start, start + standing
+
+
+def _stand(
+    s: CycleState, kind: str, guid: str | None, lat: float, lon: float, from_ms: int, to_ms: int,
+    provisional: bool, th: CycleThresholds, closed: list[CycleRecord], alerts: list[Alert] | None,
+) -> None:
+    """Attribute one piece of standing evidence [from_ms, to_ms] at a place to the open spell, a new
+    spell, or (between load and dump areas) the current travel standstill."""
+    blip_ms = th.blip_max_s * 1000.0
+    in_spell = s.sp_kind != "" and (
+        (kind == s.sp_kind and guid == s.sp_guid)
+        or approx_distance_m(s.sp_lat, s.sp_lon, lat, lon) <= th.still_radius_m
+    )
+    if in_spell and s.sp_provisional and (not provisional or from_ms > s.sp_until):
+        # the truck really stands here, or stands again after moving: the earlier standing (placed
+        # here from a reporting gap) was a queue wait outside the area; restart the spell from this one
+        s.sp_provisional = provisional
+        s.sp_start = s.sp_until = from_ms
+        s.sp_lat, s.sp_lon = lat, lon
+        s.sp_depart = None
+    elif in_spell and s.sp_depart is not None and from_ms - s.sp_depart > blip_ms:
+        _end_spell(s, th, closed, alerts, s.sp_depart)  # standing here again, but too long after leaving
+        in_spell = False
+    if not in_spell and kind != AREA_TRAVEL:
+        if s.sp_kind != "":
+            _end_spell(s, th, closed, alerts, s.sp_depart if s.sp_depart is not None else from_ms)
+        s.sp_provisional = provisional
+        s.sp_kind = kind
+        s.sp_guid = guid
+        s.sp_start = from_ms
+        s.sp_until = from_ms
+        s.sp_lat = lat
+        s.sp_lon = lon
+        in_spell = True
+    if in_spell:
+        if to_ms > s.sp_until:
+            s.sp_until = to_ms
+        if s.sp_depart is not None and to_ms > s.sp_depart:
+            s.sp_depart = None  # it stood here after the pending departure: that was a blip
+        if not s.sp_confirmed and not s.sp_provisional:
+            threshold = th.load_idle_s if s.sp_kind == AREA_LOADER else th.dump_idle_s
+            if (s.sp_until - s.sp_start) >= threshold * 1000.0:
+                _confirm_spell(s, th, closed, alerts)
+        return
+    if s.phase not in _TRAVEL_PHASES:
+        return
+    if s.st_until is not None and from_ms <= s.st_until:
+        s.st_until = max(s.st_until, to_ms)  # the same unbroken standstill goes on
+    else:
+        s.st_start, s.st_until, s.st_alerted = from_ms, to_ms, False
+    s.travel_idle_s += (to_ms - from_ms) / 1000.0
+    run = (s.st_until - s.st_start) / 1000.0
+    if s.phase == LOAD_TRAVEL and run > s.lt_stop_s:
+        s.lt_stop_ms, s.lt_stop_s, s.lt_stop_lat, s.lt_stop_lon = s.st_start, run, lat, lon
+    if run > th.travel_idle_outlier_s:
+        _note_outlier(s, TRAVEL_IDLE, run)
+        if not s.st_alerted and alerts is not None:
+            s.st_alerted = True
+            alerts.append(Alert(ALERT_LONG_IDLE, s.asset, s.site, s.st_start, lat, lon,
+                                f"standing {run:.0f} s during {s.phase} (limit {th.travel_idle_outlier_s:g} s)"))
 
 
 def apply_point(
@@ -369,89 +475,65 @@ def apply_point(
     if s.prev_ts is None or p.site_guid != s.site:
         return _start_over(s, p, area, guid, SITE_CHANGE, closed)
 
-    prev_ts = s.prev_ts
-    dt = (p.ts_ms - prev_ts) / 1000.0
+    ta = s.prev_ts
+    tb = p.ts_ms
+    dt_ms = tb - ta
     d = approx_distance_m(s.prev_lat, s.prev_lon, p.latitude, p.longitude)
     near = d <= th.still_radius_m
-    if dt > th.max_gap_s and not near:
+    if dt_ms > th.max_gap_s * 1000.0 and not near:
         return _start_over(s, p, area, guid, DATA_GAP, closed)
 
-    # The standing interval of the pair and where it happened (see the module docstring).
-    blip_ms = th.blip_max_s * 1000.0
-    stand_from = stand_to = 0
-    at_p = False
-    if near:
-        stand_from, stand_to = prev_ts, p.ts_ms
-    else:
-        standing_ms = int((dt - d / th.gap_speed_mps) * 1000.0)
-        if standing_ms > 0:
-            if s.prev_ws == IDLING:
-                stand_from, stand_to = prev_ts, prev_ts + standing_ms
-            elif p.work_state_id == IDLING:
-                stand_from, stand_to, at_p = p.ts_ms - standing_ms, p.ts_ms, True
-            else:  # both moving: it stood somewhere in between, in whichever end is a load/dump area
-                half_drive = (p.ts_ms - prev_ts - standing_ms) // 2
-                stand_from, stand_to = prev_ts + half_drive, p.ts_ms - half_drive
-                at_p = s.prev_area == AREA_TRAVEL and area != AREA_TRAVEL
-    if at_p:
-        where_area, where_guid, where_lat, where_lon = area, guid, p.latitude, p.longitude
-    else:
-        where_area, where_guid, where_lat, where_lon = s.prev_area, s.prev_guid, s.prev_lat, s.prev_lon
-    by_detour = False
-    if (index is not None and where_area == AREA_TRAVEL and area == AREA_TRAVEL
-            and s.prev_ws != IDLING and p.work_state_id != IDLING
-            and stand_to - stand_from >= 1000.0 * min(th.load_idle_s, th.dump_idle_s)):
-        detour = _gap_stop_in_area(s, p, dt, d, index, th)
-        if detour is not None:
-            where_area, where_guid, stand_from, stand_to = detour
-            by_detour = True
-            where_lat, where_lon = (s.prev_lat + p.latitude) / 2, (s.prev_lon + p.longitude) / 2
-
-    # 1. Attribute the standing interval to the open spell, a new spell, or a travel standstill.
-    if stand_to > stand_from:
-        in_spell = s.sp_kind != "" and (
-            (where_area == s.sp_kind and where_guid == s.sp_guid)
-            or approx_distance_m(s.sp_lat, s.sp_lon, where_lat, where_lon) <= th.still_radius_m
-        )
-        if not in_spell and where_area != AREA_TRAVEL:
-            if s.sp_kind != "":
-                _end_spell(s, th, closed, alerts)
-            s.sp_provisional = by_detour
-            s.sp_kind = where_area
-            s.sp_guid = where_guid
-            s.sp_start = stand_from
-            s.sp_until = stand_from
-            s.sp_lat = where_lat
-            s.sp_lon = where_lon
-            in_spell = True
-        if in_spell:
-            if s.sp_provisional and (not by_detour or stand_from > s.sp_until):
-                # the truck really stands here, or stands again after moving: the earlier standing
-                # was a queue wait outside the area; restart the spell from this standing
-                s.sp_provisional = by_detour
-                s.sp_start, s.sp_until = stand_from, stand_from
-                s.sp_lat, s.sp_lon = where_lat, where_lon
-            if stand_to > s.sp_until:
-                s.sp_until = stand_to
-            if not s.sp_confirmed and not s.sp_provisional:
-                threshold = th.load_idle_s if s.sp_kind == AREA_LOADER else th.dump_idle_s
-                if (s.sp_until - s.sp_start) >= threshold * 1000.0:
-                    _confirm_spell(s, th, closed, alerts)
-        elif s.phase in _TRAVEL_PHASES:
-            if s.st_until is not None and stand_from - s.st_until <= blip_ms:
-                s.st_until = max(s.st_until, stand_to)
-            else:
-                s.st_start, s.st_until, s.st_alerted = stand_from, stand_to, False
-            s.travel_idle_s += (stand_to - stand_from) / 1000.0
-            run = (s.st_until - s.st_start) / 1000.0
-            if s.phase == LOAD_TRAVEL and run > s.lt_stop_s:
-                s.lt_stop_ms, s.lt_stop_s, s.lt_stop_lat, s.lt_stop_lon = s.st_start, run, where_lat, where_lon
-            if run > th.travel_idle_outlier_s:
-                _note_outlier(s, TRAVEL_IDLE, run)
-                if not s.st_alerted and alerts is not None:
-                    s.st_alerted = True
-                    alerts.append(Alert(ALERT_LONG_IDLE, s.asset, s.site, s.st_start, where_lat, where_lon,
-                                        f"standing {run:.0f} s during {s.phase} (limit {th.travel_idle_outlier_s:g} s)"))
+    # 1. The pair's standing evidence (see the module docstring) and the departure it implies.
+    a_idle = s.prev_ws == IDLING
+    b_idle = p.work_state_id == IDLING
+    gap = dt_ms > th.gap_factor * (s.iv_ms or DEFAULT_INTERVAL_MS)
+    depart_ms = tb  # dense data: the first point that does not stay idle is the departure
+    prev_area, prev_guid, prev_lat, prev_lon = s.prev_area, s.prev_guid, s.prev_lat, s.prev_lon
+    # idle at both ends of a dense pair in one place (the same loader or dump region, or on the road
+    # within GPS noise of each other) is one unbroken standstill, as the spec reads consecutive idle points
+    same_place = b_idle and area == prev_area and guid == prev_guid and (
+        area != AREA_TRAVEL or d <= IDLE_DRIFT_RADII * th.still_radius_m)
+    if a_idle and (near or same_place):
+        # idle at both ends at one spot, silent at the spot where it idled, or (on the road) leaving:
+        # a standstill lasts until the first point that does not continue it, as a load lasts until
+        # the first WORKING point; a spell's idle threshold counts idle points only
+        until = tb if b_idle or gap or prev_area == AREA_TRAVEL else ta
+        _stand(s, prev_area, prev_guid, prev_lat, prev_lon, ta, until, False, th, closed, alerts)
+    elif a_idle or b_idle:
+        # standing the gap leaves besides driving (none in dense data), split when idle at both ends
+        spare = max(0, dt_ms - _drive_ms(s, d, th)) if gap else 0
+        at_a = spare // 2 if b_idle else spare
+        if a_idle:
+            until = ta + at_a
+            if gap:
+                depart_ms = until
+            elif prev_area == AREA_TRAVEL and not b_idle:
+                until = tb  # a standstill on the road lasts until the first point that moved on
+            _stand(s, prev_area, prev_guid, prev_lat, prev_lon, ta, until, False, th, closed, alerts)
+        if b_idle:
+            arrive = tb - (spare - at_a if a_idle else spare)
+            _stand(s, area, guid, p.latitude, p.longitude, arrive, tb, False, th, closed, alerts)
+    elif gap:  # WORKING at both ends of a gap: a stop that no ping witnessed
+        standing = dt_ms - _drive_ms(s, d, th)
+        if standing > 0:
+            half_drive = (dt_ms - standing) // 2
+            from_ms, to_ms, provisional = (ta, tb, False) if near else (ta + half_drive, tb - half_drive, False)
+            place = (prev_area, prev_guid, prev_lat, prev_lon)
+            if prev_area == AREA_TRAVEL and area != AREA_TRAVEL:
+                place = (area, guid, p.latitude, p.longitude)
+            elif not near:
+                place = (AREA_TRAVEL, None, (prev_lat + p.latitude) / 2, (prev_lon + p.longitude) / 2)
+            if (index is not None and place[0] == AREA_TRAVEL
+                    and standing >= 1000.0 * min(th.load_idle_s, th.dump_idle_s)):
+                detour = _gap_stop_in_area(s, p, dt_ms, d, index, th)
+                if detour is not None:  # both ends within reach of a load/dump area: it stood there
+                    kind, area_guid, from_ms, to_ms = detour
+                    place = (kind, area_guid, (prev_lat + p.latitude) / 2, (prev_lon + p.longitude) / 2)
+                    provisional = True
+            _stand(s, *place, from_ms, to_ms, provisional, th, closed, alerts)
+            depart_ms = to_ms
+    if not (a_idle or b_idle or near):
+        _note_moving_pair(s, dt_ms, d)  # after the gap test, which uses the history before this pair
 
     # 2. Distance travelled (standing jitter is not distance; a departing truck is travelling).
     if not near:
@@ -461,19 +543,19 @@ def apply_point(
         elif phase == EMPTY_TRAVEL or (phase == DUMP_TIME and s.sp_depart is not None):
             s.et_dist += d
 
-    # 3. Does p stay at the open spell, or is the truck leaving it?
+    # 3. Does p stay idle at the open spell, or is the truck leaving it?
     if s.sp_kind != "":
         stays = (area == s.sp_kind and guid == s.sp_guid) or approx_distance_m(
             s.sp_lat, s.sp_lon, p.latitude, p.longitude
         ) <= th.still_radius_m
-        if stays and (p.work_state_id == IDLING or near):
-            s.sp_depart = None  # still standing at the spell (a blip, if there was one, is over)
-        if not (stays and p.work_state_id == IDLING):
+        # a spell placed from a gap (provisional) is left only by leaving the area: driving on in it
+        # may still end in real standing there, which replaces it
+        if not stays if s.sp_provisional else not (stays and b_idle):
             if s.sp_depart is None:
-                s.sp_depart = p.ts_ms  # first WORKING point after the standing (or first point away)
+                s.sp_depart = max(s.sp_until, min(depart_ms, tb))
             entered_other_area = area in (AREA_LOADER, AREA_DUMP) and not stays
-            if entered_other_area or p.ts_ms - s.sp_depart > blip_ms:
-                _end_spell(s, th, closed, alerts)
+            if entered_other_area or tb - s.sp_depart > th.blip_max_s * 1000.0:
+                _end_spell(s, th, closed, alerts, s.sp_depart)
 
     _set_prev(s, p, area, guid)
     s.points += 1

@@ -22,8 +22,8 @@ Truth definitions (per truck, closed cycles only):
   OUTLIER: a standstill during travel > 600 s (TRAVEL_IDLE), load > 1200 s (LOAD_AREA_IDLE) or dump
   > 1200 s (DUMP_AREA_IDLE); the chronologically first violation is reported. INVALID (NO_DUMP): the
   truck tipped on the road outside any dump region. A cycle is in the truth when its closing
-  load_start is <= the end of the run; a truck whose closing load_start falls in the last 150 s keeps
-  reporting until 150 s after it so that the closing load is observable.
+  load_start is <= the end of the run; a truck whose closing load_start falls in the last 240 s keeps
+  reporting until 240 s after it so that the closing load is observable.
 
 Delivery: every ping gets a delivery time (event time + degradations); the output is sorted by
 delivery time (ties in generation order), which is the telemetry.jsonl line order.
@@ -65,8 +65,7 @@ _GEOD = Geod(ellps="WGS84")
 DEFAULT_START_MS = int(datetime(2024, 1, 15, 6, 0, 0, tzinfo=UTC).timestamp() * 1000)
 
 TRAVEL_IDLE_OUTLIER_S = 600.0
-AREA_IDLE_OUTLIER_S = 1200.0
-CLOSE_GUARD_MS = 150_000  # data kept after a closing load_start near the end of the run
+CLOSE_GUARD_MS = 240_000  # data kept after a closing load_start near the end of the run (sparse devices: 1-3 min)
 MAX_CLUSTER = 6
 
 AssetTuple = tuple[str, str, str, float | None, float | None]
@@ -95,7 +94,28 @@ class SimulationSpec:
     """Distance between consecutive site centres (eastwards)."""
     restricted_region: bool = True
     ping_interval_s: tuple[float, float] = (10.0, 30.0)
-    """Range of the per-truck base ping interval (each interval jitters +-10 %)."""
+    """Range of the per-truck base ping interval (each interval jitters by +-ping_jitter)."""
+    ping_jitter: float = 0.2
+    device: str = "interval"
+    """"interval": a ping every ping interval whatever the truck does (stops last long enough for two
+    idle pings spanning the idle threshold, as the spec's reading assumes); "on_change": a row about
+    every second while moving and every 1-3 min while standing (the first one either right at the stop
+    or only 1-3 min later), the work state derived from speed."""
+    layout: str = "radial"
+    """"radial": pit and dump clusters around a hub, faces 250 m to several km apart; "pit": one open
+    pit whose ramp (see ``ramp``) climbs from a floor with faces ``face_spacing_m`` apart along a
+    bench road that passes within ``bench_offset_m`` of every loader, dumps on the surface."""
+    ramp: str = "switchback"
+    """Pit layout: "switchback" (legs 150-300 m long, 25-40 m apart, joined by hairpins) or "spiral"."""
+    face_spacing_m: tuple[float, float] = (150.0, 300.0)
+    bench_offset_m: tuple[float, float] = (20.0, 40.0)
+    loaded_ramp_mps: tuple[float, float] = (2.5, 5.0)
+    empty_ramp_mps: tuple[float, float] = (6.0, 12.0)
+    queue_inside_p: float = 0.5
+    """Probability that a loader's queue spot is inside its 50 m circle (the truck waits in the bay);
+    otherwise trucks wait at a staging point outside it."""
+    area_idle_outlier_s: float = 0.0
+    """Truth: a load or dump longer than this is an OUTLIER (0 = off, the spec's statuses)."""
     gps_sigma_m: float = 3.0
     gps_outlier_p: float = 0.005
     """Fraction of pings with a 10-20 m position outlier."""
@@ -128,7 +148,16 @@ class SimulationSpec:
             raise ValueError("dumps must be >= 1")
         if self.hours is not None and not self.hours > 0:
             raise ValueError("hours must be > 0 (or None for an unbounded stream)")
-        for name in ("duplicates", "drop", "long_idles", "bad_dumps", "malformed", "gps_outlier_p", "reassign_p"):
+        if self.device not in ("interval", "on_change"):
+            raise ValueError("device must be 'interval' or 'on_change'")
+        if self.layout not in ("radial", "pit") or self.ramp not in ("switchback", "spiral"):
+            raise ValueError("layout must be 'radial' or 'pit', ramp 'switchback' or 'spiral'")
+        for name in ("face_spacing_m", "bench_offset_m", "loaded_ramp_mps", "empty_ramp_mps"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be (min, max) with 0 < min <= max")
+        for name in ("duplicates", "drop", "long_idles", "bad_dumps", "malformed", "gps_outlier_p", "reassign_p",
+                     "ping_jitter", "queue_inside_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a fraction in [0, 1]")
         if self.disorder_s < 0 or self.outages_per_day < 0 or self.gps_sigma_m < 0:
@@ -169,6 +198,36 @@ DEGRADED_PRESET: dict[str, Any] = {
     "unknown_assets": 1,
 }
 
+_PIT = {"layout": "pit", "gps_sigma_m": 3.5}
+SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
+    "clean": {},
+    "degraded": DEGRADED_PRESET,
+    "sparse-idle": {"sparse_idle": True},
+    "sparse-pings": {"ping_interval_s": (25.0, 45.0)},
+    "noisy-gps": {"gps_sigma_m": 6.0, "gps_outlier_p": 0.03, **DEGRADED_PRESET},
+    "multi-site": {"sites": 3, **DEGRADED_PRESET},
+    "switchback-pit": {**_PIT, "ramp": "switchback"},
+    "spiral-pit": {**_PIT, "ramp": "spiral", "gps_sigma_m": 4.0, "loaded_ramp_mps": (4.5, 5.0)},
+    "close-faces": {**_PIT, "face_spacing_m": (150.0, 190.0), "bench_offset_m": (15.0, 35.0), "loaders": 5},
+    "in-bay-queue": {**_PIT, "queue_inside_p": 1.0, "loaders": 2},
+    "staging-queue": {**_PIT, "queue_inside_p": 0.0, "loaders": 2},
+    "degraded-pit": {**_PIT, **DEGRADED_PRESET},
+    "sparse-device": {**_PIT, "device": "on_change"},
+    "sparse-device-radial": {"device": "on_change", **DEGRADED_PRESET},
+}
+"""Named scenario families (overrides of SimulationSpec): the engine's accuracy bar is checked on each
+(tests/state_machine/test_scenarios.py, bench/scenario_table.py); `asset-cycle simulate --scenario`."""
+
+
+def scenario_spec(name: str, **overrides: Any) -> SimulationSpec:
+    """The SimulationSpec of a named family (``overrides`` on top, e.g. trucks, hours, seed)."""
+    if name not in SCENARIO_FAMILIES:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIO_FAMILIES)}")
+    family = dict(SCENARIO_FAMILIES[name])
+    if "sites" in family and "trucks" not in overrides:
+        family.setdefault("trucks", 6)
+    return SimulationSpec(**{**family, **overrides})
+
 
 # ------------------------------------------------------------------------------------------- geometry
 
@@ -187,24 +246,43 @@ class _Frame:
         return self.lat0 + y / self.m_lat, self.lon0 + x / self.m_lon
 
 
+FLAT = "flat"
+RAMP = "ramp"
+HAIRPIN = "hairpin"
+
+
 class _Path:
-    """A polyline with cumulative lengths."""
+    """A polyline with cumulative lengths; each segment has a road kind (flat, ramp, hairpin)."""
 
-    __slots__ = ("pts", "cum", "length")
+    __slots__ = ("pts", "kinds", "cum", "length")
 
-    def __init__(self, pts: list[XY]) -> None:
+    def __init__(self, pts: list[XY], kinds: list[str] | None = None) -> None:
+        kinds = list(kinds) if kinds is not None else [FLAT] * max(0, len(pts) - 1)
         clean = [pts[0]]
-        for p in pts[1:]:
+        clean_kinds: list[str] = []
+        for p, kind in zip(pts[1:], kinds, strict=True):
             if p != clean[-1]:
                 clean.append(p)
+                clean_kinds.append(kind)
         if len(clean) == 1:
             clean.append(clean[0])
+            clean_kinds.append(FLAT)
         self.pts = clean
+        self.kinds = clean_kinds
         cum = [0.0]
         for (x0, y0), (x1, y1) in zip(clean, clean[1:], strict=False):
             cum.append(cum[-1] + math.hypot(x1 - x0, y1 - y0))
         self.cum = cum
         self.length = cum[-1]
+
+    def __add__(self, other: _Path) -> _Path:
+        """This path, then ``other`` (which should start where this one ends)."""
+        joint = [FLAT] if other.pts[0] != self.pts[-1] else []
+        return _Path(self.pts + (other.pts if joint else other.pts[1:]), self.kinds + joint + other.kinds)
+
+    def reversed(self) -> _Path:
+        """The same road driven the other way."""
+        return _Path(list(reversed(self.pts)), list(reversed(self.kinds)))
 
     def at(self, d: float) -> XY:
         cum = self.cum
@@ -218,10 +296,16 @@ class _Path:
         (x0, y0), (x1, y1) = self.pts[i], self.pts[i + 1]
         return x0 + f * (x1 - x0), y0 + f * (y1 - y0)
 
+    def kind_at(self, d: float) -> str:
+        i = min(max(bisect.bisect_right(self.cum, d) - 1, 0), len(self.kinds) - 1)
+        return self.kinds[i]
+
     def split(self, d: float) -> tuple[_Path, _Path]:
         i = bisect.bisect_right(self.cum, d)
+        i = min(max(i, 1), len(self.pts) - 1)
         p = self.at(d)
-        return _Path(self.pts[:i] + [p]), _Path([p] + self.pts[i:])
+        return (_Path(self.pts[:i] + [p], self.kinds[:i]),
+                _Path([p] + self.pts[i:], self.kinds[i - 1:]))
 
 
 def _polar(origin: XY, r: float, ang: float) -> XY:
@@ -247,11 +331,12 @@ def _road(a: XY, b: XY, rng: random.Random, bends: int = 2, max_off: float = 15.
 class _LoaderGeo:
     guid: str
     pos: XY
-    approach: XY  # end of the road, ~130 m out
+    approach: XY  # end of the road, outside the loader circle
     queue: XY
     spot: XY
     queue_inside: bool
-    road: list[XY]  # hub ... approach
+    road: _Path  # hub ... approach
+    to_spot: _Path  # approach ... spot
     free_at: int = 0
 
 
@@ -262,7 +347,7 @@ class _DumpGeo:
     ring: list[XY]
     centre: XY
     entry: XY
-    road: list[XY]  # hub ... entry
+    road: _Path  # hub ... entry
     spot_radius: float
     poly: Any = None
 
@@ -279,6 +364,13 @@ class _SiteGeo:
     restricted: list[XY] | None
     reference: SiteReference = field(default=None)  # type: ignore[assignment]
 
+    def clear_of_areas(self, xy: XY, margin_m: float = 80.0) -> bool:
+        """True when ``xy`` is farther than ``margin_m`` from every loader and outside every dump."""
+        if any(math.hypot(xy[0] - ld.pos[0], xy[1] - ld.pos[1]) <= margin_m for ld in self.loaders):
+            return False
+        point = _ShPoint(xy)
+        return not any(d.poly.buffer(20.0).contains(point) for d in self.dumps)
+
 
 def _fan_angles(n: int, centre: float, spread_deg: float, max_step_deg: float) -> list[float]:
     if n == 1:
@@ -288,16 +380,66 @@ def _fan_angles(n: int, centre: float, spread_deg: float, max_step_deg: float) -
     return [first + k * step for k in range(n)]
 
 
-def _build_site(spec: SimulationSpec, index: int) -> _SiteGeo:
-    rng = random.Random(f"{spec.seed}/layout/{index}")
-    code = f"S{index + 1:02d}"
-    guid = f"SITE-{index + 1:02d}"
-    lat0 = spec.center_lat
-    lon0 = spec.center_lon
+def _queue_inside(n: int, spec: SimulationSpec, rng: random.Random) -> bool:
+    """Whether loader n's trucks wait inside its circle: at random with queue_inside_p; when that is
+    strictly between 0 and 1 the first loader's do and the second's do not, so both kinds occur."""
+    if 0.0 < spec.queue_inside_p < 1.0 and n < 2:
+        return n == 0
+    return rng.random() < spec.queue_inside_p
+
+
+def _dump_cluster(code: str, first: int, size: int, junction: XY, ang_deg: float, trunk: _Path,
+                  rng: random.Random) -> list[_DumpGeo]:
+    """Dump polygons fanned out 650-900 m beyond a junction, each with a road from the hub."""
+    dumps = []
+    for k, a_deg in enumerate(_fan_angles(size, ang_deg, 120.0, 40.0)):
+        a = math.radians(a_deg + rng.uniform(-2, 2))
+        n = first + k
+        centre = _polar(junction, rng.uniform(650, 900), a)
+        radius = rng.uniform(50, 110)
+        nv = rng.choice((4, 5))
+        start = rng.uniform(0, 2 * math.pi)
+        ring = []
+        for v in range(nv):
+            va = start + 2 * math.pi * (v + rng.uniform(-0.15, 0.15)) / nv
+            ring.append(_polar(centre, radius * rng.uniform(0.75, 1.0), va))
+        poly = _ShPolygon(ring)
+        towards = (junction[0] - centre[0], junction[1] - centre[1])
+        dist = math.hypot(*towards)
+        far = (centre[0] + towards[0] / dist * 400, centre[1] + towards[1] / dist * 400)
+        hit = _ShLine([centre, far]).intersection(poly.exterior)
+        entry = (hit.x, hit.y) if hit.geom_type == "Point" else list(hit.geoms)[0].coords[0]
+        inner = poly.exterior.distance(_ShPoint(centre))
+        road = trunk + _Path(_road(junction, (entry[0], entry[1]), rng, bends=2, max_off=12.0))
+        dumps.append(_DumpGeo(f"{code}-DUMP-{n + 1:02d}", f"{code} Dump {n + 1}", ring, centre,
+                              (entry[0], entry[1]), road, max(0.0, inner - 20.0), poly))
+    return dumps
+
+
+def _restricted(spec: SimulationSpec, hub: XY, angles: list[float], base: float, r_junction: float,
+                rng: random.Random) -> list[XY] | None:
+    """A small restricted polygon in the widest gap between the clusters."""
+    if not spec.restricted_region:
+        return None
+    gaps = sorted(angles)
+    gaps.append(gaps[0] + 360)
+    best = max(range(len(gaps) - 1), key=lambda k: gaps[k + 1] - gaps[k])
+    mid = math.radians((gaps[best] + gaps[best + 1]) / 2) if len(angles) > 1 else math.radians(base + 180)
+    c = _polar(hub, 0.6 * r_junction, mid)
+    return [_polar(c, 75 * rng.uniform(0.8, 1.0), 2 * math.pi * v / 5 + rng.uniform(-0.2, 0.2)) for v in range(5)]
+
+
+def _site_frame(spec: SimulationSpec, index: int) -> _Frame:
+    lat0, lon0 = spec.center_lat, spec.center_lon
     if index:
         m_lon = _GEOD.inv(lon0 - 0.005, lat0, lon0 + 0.005, lat0)[2] / 0.01
         lon0 += index * spec.site_spacing_km * 1000.0 / m_lon
-    frame = _Frame(lat0, lon0)
+    return _Frame(lat0, lon0)
+
+
+def _build_radial(spec: SimulationSpec, rng: random.Random, code: str
+                  ) -> tuple[list[_LoaderGeo], list[_DumpGeo], list[XY] | None]:
+    """Loader and dump clusters around a hub (module docstring)."""
     hub: XY = (0.0, 0.0)
     n_l, n_d = spec.n_loaders, spec.n_dumps
     l_clusters = [min(MAX_CLUSTER, n_l - k) for k in range(0, n_l, MAX_CLUSTER)]
@@ -313,50 +455,126 @@ def _build_site(spec: SimulationSpec, index: int) -> _SiteGeo:
     for kind, size, ang_deg in zip(kinds, sizes, cluster_angles, strict=True):
         ang = math.radians(ang_deg)
         junction = _polar(hub, r_junction * rng.uniform(0.95, 1.05), ang)
-        trunk = _road(hub, junction, rng, bends=3, max_off=25.0)
+        trunk = _Path(_road(hub, junction, rng, bends=3, max_off=25.0))
+        if kind == "D":
+            dumps.extend(_dump_cluster(code, len(dumps), size, junction, ang_deg, trunk, rng))
+            continue
         for a_deg in _fan_angles(size, ang_deg, 120.0, 40.0):
             a = math.radians(a_deg + rng.uniform(-2, 2))
-            if kind == "L":
-                n = len(loaders)
-                pos = _polar(junction, rng.uniform(380, 600), a)
-                back = math.atan2(junction[1] - pos[1], junction[0] - pos[0])
-                approach = _polar(pos, 130.0, back)
-                inside = n == 0 or (n != 1 and rng.random() < 0.5)
-                qd = rng.uniform(30, 40) if inside else rng.uniform(70, 90)
-                queue = _polar(_polar(pos, qd, back), rng.uniform(-4, 4), back + math.pi / 2)
-                spot = _polar(pos, rng.uniform(10, 15), back + rng.uniform(-0.5, 0.5))
-                road = trunk + _road(junction, approach, rng, bends=2, max_off=12.0)[1:]
-                loaders.append(_LoaderGeo(f"{code}-LDR-{n + 1:02d}", pos, approach, queue, spot, inside, road))
-            else:
-                n = len(dumps)
-                centre = _polar(junction, rng.uniform(650, 900), a)
-                radius = rng.uniform(50, 110)
-                nv = rng.choice((4, 5))
-                start = rng.uniform(0, 2 * math.pi)
-                ring = []
-                for v in range(nv):
-                    va = start + 2 * math.pi * (v + rng.uniform(-0.15, 0.15)) / nv
-                    ring.append(_polar(centre, radius * rng.uniform(0.75, 1.0), va))
-                poly = _ShPolygon(ring)
-                towards = (junction[0] - centre[0], junction[1] - centre[1])
-                dist = math.hypot(*towards)
-                far = (centre[0] + towards[0] / dist * 400, centre[1] + towards[1] / dist * 400)
-                hit = _ShLine([centre, far]).intersection(poly.exterior)
-                entry = (hit.x, hit.y) if hit.geom_type == "Point" else list(hit.geoms)[0].coords[0]
-                inner = poly.exterior.distance(_ShPoint(centre))
-                road = trunk + _road(junction, (entry[0], entry[1]), rng, bends=2, max_off=12.0)[1:]
-                dumps.append(_DumpGeo(f"{code}-DUMP-{n + 1:02d}", f"{code} Dump {n + 1}", ring, centre,
-                                      (entry[0], entry[1]), road, max(0.0, inner - 20.0), poly))
-    restricted = None
-    if spec.restricted_region:
-        gaps = sorted(cluster_angles)
-        gaps.append(gaps[0] + 360)
-        best = max(range(len(gaps) - 1), key=lambda k: gaps[k + 1] - gaps[k])
-        mid = math.radians((gaps[best] + gaps[best + 1]) / 2) if n_c > 1 else math.radians(base + 180)
-        c = _polar(hub, 0.6 * r_junction, mid)
-        restricted = [_polar(c, 75 * rng.uniform(0.8, 1.0), 2 * math.pi * v / 5 + rng.uniform(-0.2, 0.2))
-                      for v in range(5)]
-    geo = _SiteGeo(index, guid, code, frame, hub, loaders, dumps, restricted)
+            n = len(loaders)
+            pos = _polar(junction, rng.uniform(380, 600), a)
+            back = math.atan2(junction[1] - pos[1], junction[0] - pos[0])
+            approach = _polar(pos, 130.0, back)
+            inside = _queue_inside(n, spec, rng)
+            qd = rng.uniform(30, 40) if inside else rng.uniform(70, 90)
+            queue = _polar(_polar(pos, qd, back), rng.uniform(-4, 4), back + math.pi / 2)
+            spot = _polar(pos, rng.uniform(10, 15), back + rng.uniform(-0.5, 0.5))
+            road = trunk + _Path(_road(junction, approach, rng, bends=2, max_off=12.0))
+            loaders.append(_LoaderGeo(f"{code}-LDR-{n + 1:02d}", pos, approach, queue, spot, inside, road,
+                                      _Path([approach, spot])))
+    return loaders, dumps, _restricted(spec, hub, cluster_angles, base, r_junction, rng)
+
+
+def _hairpin(centre: XY, radius: float, start_ang: float, turn: float, steps: int = 6) -> list[XY]:
+    """Points of a half-circle turn (``turn`` = +-pi) around ``centre``."""
+    return [_polar(centre, radius, start_ang + turn * k / steps) for k in range(1, steps + 1)]
+
+
+def _switchback_ramp(hub: XY, down: float, rng: random.Random) -> _Path:
+    """From the rim (hub) down the pit wall in direction ``down``: legs across the wall, 150-300 m
+    long and 25-40 m apart, joined by tight hairpins (pings on two legs lie close, the road between
+    them is long)."""
+    across = down + math.pi / 2
+    legs = rng.randint(4, 7)
+    length = rng.uniform(150, 300)
+    gap = rng.uniform(25, 40)
+    pts: list[XY] = [hub]
+    kinds: list[str] = []
+    pos = hub
+    side = 1.0
+    for leg in range(legs):
+        end = _polar(pos, length, across if side > 0 else across + math.pi)
+        pts.append(end)
+        kinds.append(RAMP)
+        if leg == legs - 1:
+            break
+        centre = _polar(end, gap / 2, down)
+        start_ang = down + math.pi
+        turn = -math.pi * side  # bulge in the direction of travel
+        arc = _hairpin(centre, gap / 2, start_ang, turn)
+        pts.extend(arc)
+        kinds.extend([HAIRPIN] * len(arc))
+        pos = pts[-1]
+        side = -side
+    return _Path(pts, kinds)
+
+
+def _spiral_ramp(hub: XY, down: float, rng: random.Random) -> _Path:
+    """A ramp circling down around the pit centre, 1-1.5 turns from the rim to the floor."""
+    r_top = rng.uniform(280, 380)
+    r_bottom = r_top * rng.uniform(0.35, 0.5)
+    centre = _polar(hub, r_top, down)
+    turns = rng.uniform(1.0, 1.5)
+    start = down + math.pi
+    direction = rng.choice((1.0, -1.0))
+    n = int(turns * 48)
+    pts = [hub] + [_polar(centre, r_top + (r_bottom - r_top) * k / n, start + direction * 2 * math.pi * turns * k / n)
+                   for k in range(1, n + 1)]
+    return _Path(pts, [RAMP] * (len(pts) - 1))
+
+
+def _build_pit(spec: SimulationSpec, rng: random.Random, code: str
+               ) -> tuple[list[_LoaderGeo], list[_DumpGeo], list[XY] | None]:
+    """An open pit: ramp from the rim (hub) to the floor, a bench road along the faces (within
+    bench_offset_m of each loader, so trucks to the far faces drive past the near ones), dumps on the
+    surface on the other side of the hub."""
+    hub: XY = (0.0, 0.0)
+    base = rng.uniform(0, 360)
+    down = math.radians(base)
+    ramp = _switchback_ramp(hub, down, rng) if spec.ramp == "switchback" else _spiral_ramp(hub, down, rng)
+    foot = ramp.pts[-1]
+    bench_dir = down + rng.uniform(-0.6, 0.6)
+    side = bench_dir + math.pi / 2 * rng.choice((1.0, -1.0))
+    along = rng.uniform(120, 200)
+    loaders: list[_LoaderGeo] = []
+    for n in range(spec.n_loaders):
+        if n:
+            along += rng.uniform(*spec.face_spacing_m)
+        offset = rng.uniform(*spec.bench_offset_m)
+        on_road = _polar(foot, along, bench_dir)
+        pos = _polar(on_road, offset, side)
+        approach = _polar(foot, along - 110.0, bench_dir)  # outside the circle, on the bench road
+        inside = _queue_inside(n, spec, rng)
+        if inside:  # in the bay, beside the road, ~25 m from the loader
+            queue = _polar(_polar(foot, along - 18.0, bench_dir), offset * 0.4, side)
+        else:  # staging on the bench road, 60-90 m before the loader
+            queue = _polar(foot, along - rng.uniform(65, 85), bench_dir)
+        spot = _polar(pos, rng.uniform(10, 15), side + math.pi + rng.uniform(-0.4, 0.4))
+        bench = _Path([foot, approach])
+        road = ramp + bench
+        to_spot = _Path([approach, _polar(foot, along - 12.0, bench_dir), spot])
+        loaders.append(_LoaderGeo(f"{code}-LDR-{n + 1:02d}", pos, approach, queue, spot, inside, road, to_spot))
+    angles = [base]
+    dumps: list[_DumpGeo] = []
+    n_d = spec.n_dumps
+    d_clusters = [min(MAX_CLUSTER, n_d - k) for k in range(0, n_d, MAX_CLUSTER)]
+    for k, size in enumerate(d_clusters):
+        ang_deg = base + 180.0 + (k - (len(d_clusters) - 1) / 2) * 70.0 + rng.uniform(-10, 10)
+        angles.append(ang_deg)
+        junction = _polar(hub, rng.uniform(700, 1100), math.radians(ang_deg))
+        trunk = _Path(_road(hub, junction, rng, bends=3, max_off=25.0))
+        dumps.extend(_dump_cluster(code, len(dumps), size, junction, ang_deg, trunk, rng))
+    return loaders, dumps, _restricted(spec, hub, angles, base, 1100.0, rng)
+
+
+def _build_site(spec: SimulationSpec, index: int) -> _SiteGeo:
+    rng = random.Random(f"{spec.seed}/layout/{index}")
+    code = f"S{index + 1:02d}"
+    guid = f"SITE-{index + 1:02d}"
+    frame = _site_frame(spec, index)
+    build = _build_pit if spec.layout == "pit" else _build_radial
+    loaders, dumps, restricted = build(spec, rng, code)
+    geo = _SiteGeo(index, guid, code, frame, (0.0, 0.0), loaders, dumps, restricted)
     ref_loaders = tuple(Loader(ld.guid, guid, *frame.to_ll(*ld.pos)) for ld in loaders)
     regions = []
     for d in dumps:
@@ -377,18 +595,38 @@ _STAND = 1
 Leg = tuple[int, int, int, Any, int]
 
 
-def _drive(path: _Path, t0: int, v: float, slow_start: bool = True, slow_end: bool = True,
+def _drive(path: _Path, t0: int, v: float | dict[str, float], slow_start: bool = True, slow_end: bool = True,
            legs: list[Leg] | None = None) -> tuple[list[Leg], int]:
-    """Legs driving along path from t0 at speed v (m/s), slower over the first 40 m / last 60 m."""
+    """Legs driving along path from t0 (speeds in m/s, one per road kind, or one for all), slower
+    over the first 40 m (half speed) and the last 60 m (0.4 x)."""
     out: list[Leg] = [] if legs is None else legs
+    speeds = v if isinstance(v, dict) else {FLAT: v, RAMP: v, HAIRPIN: v}
     length = path.length
     s1 = min(40.0, 0.25 * length) if slow_start else 0.0
-    s2 = min(60.0, 0.25 * length) if slow_end else 0.0
+    s2 = length - (min(60.0, 0.25 * length) if slow_end else 0.0)
+    marks = sorted({0.0, s1, s2, length, *(c for c in path.cum if 0.0 < c < length)})
     t = t0
-    for d0, d1, vv in ((0.0, s1, 0.5 * v), (s1, length - s2, v), (length - s2, length, 0.4 * v)):
+    run: tuple[float, float, float] | None = None  # (d0, d1, speed) merged while the speed stays
+    pieces: list[tuple[float, float, float]] = []
+    for d0, d1 in zip(marks, marks[1:], strict=False):
         if d1 - d0 <= 1e-9:
             continue
-        t1 = t + max(1, int(round((d1 - d0) / vv * 1000)))
+        mid = (d0 + d1) / 2
+        speed = speeds.get(path.kind_at(mid), speeds[FLAT])
+        if mid < s1:
+            speed *= 0.5
+        elif mid > s2:
+            speed *= 0.4
+        if run is not None and abs(run[2] - speed) < 1e-9:
+            run = (run[0], d1, speed)
+        else:
+            if run is not None:
+                pieces.append(run)
+            run = (d0, d1, speed)
+    if run is not None:
+        pieces.append(run)
+    for d0, d1, speed in pieces:
+        t1 = t + max(1, int(round((d1 - d0) / speed * 1000)))
         out.append((t, t1, _MOVE, (path, d0, d1), WORKING))
         t = t1
     return out, t
@@ -433,6 +671,8 @@ class _Proc:
         self.drng = random.Random(key + "/degrade")
         lo, hi = spec.ping_interval_s
         self.interval_ms = self.prng.uniform(lo, hi) * 1000.0
+        self.late_first_idle = self.prng.random() < 0.5  # on_change devices only
+        self.moves = True  # trucks and wanderers; a loader or dozer reports its own work state
         self.next_ping = spec.start_ms + int(self.prng.uniform(0, self.interval_ms))
         rate = spec.outages_per_day / 86_400_000.0
         self.outage_rate = rate
@@ -458,33 +698,53 @@ class _Truck(_Proc):
         self.factor = self.rng.uniform(0.9, 1.1)
         self.end_ms = spec.end_ms
         self.cycle: _OpenCycle | None = None
-        self.v_empty = _kmh(self.rng, 30, 45, self.factor)
+        self.v_empty = self._empty_speeds()
+        # stops last long enough for two idle pings of an interval device to span the idle threshold
+        # (whatever the device reports, so that reporting options never change the motion)
+        self.min_stop_ms = 2.0 * (1.0 + spec.ping_jitter) * self.interval_ms + 22_000
+
+    def _empty_speeds(self) -> dict[str, float]:
+        rng, spec = self.rng, self.spec
+        return {FLAT: _kmh(rng, 30, 45, self.factor), RAMP: rng.uniform(*spec.empty_ramp_mps) * self.factor,
+                HAIRPIN: rng.uniform(3.0, 4.0)}
+
+    def _loaded_speeds(self) -> dict[str, float]:
+        rng, spec = self.rng, self.spec
+        ramp = rng.uniform(*spec.loaded_ramp_mps) * self.factor
+        return {FLAT: _kmh(rng, 20, 30, self.factor), RAMP: ramp, HAIRPIN: min(ramp, rng.uniform(2.0, 2.5))}
+
+    def _stop_ms(self, lo_s: float, hi_s: float) -> int:
+        return int(max(self.rng.uniform(lo_s, hi_s) * 1000, self.min_stop_ms))
 
     def start(self, t0: int) -> tuple[list[Leg], int]:
         """Start somewhere on the empty return road to the assigned loader."""
         site = self.site
-        d = site.dumps[self.dump]
-        ld = site.loaders[self.loader]
-        path = _Path(list(reversed(d.road)) + ld.road[1:])
-        frac = self.rng.random()
-        _, rest = path.split(frac * path.length)
+        path = site.dumps[self.dump].road.reversed() + site.loaders[self.loader].road
+        _, rest = path.split(self.rng.random() * path.length)
         return _drive(rest, t0, self.v_empty, slow_start=False, slow_end=False)
 
-    def _travel(self, path: _Path, t: int, v: float, legs: list[Leg], idle: bool,
+    def _travel(self, path: _Path, t: int, v: dict[str, float], legs: list[Leg], idle: bool,
                 skip_start: float, skip_end: float, slow_start: bool, slow_end: bool) -> int:
-        """Drive a haul, with an optional long idle somewhere on the road part."""
+        """Drive a haul, with an optional long idle somewhere on the road part (clear of every loader
+        circle and dump region, where it would be a load or a dump)."""
         cyc = self.cycle
         if idle and path.length > skip_start + skip_end + 10:
-            d = self.rng.uniform(skip_start, path.length - skip_end)
-            p1, p2 = path.split(d)
-            _, t = _drive(p1, t, v, slow_start, True, legs)
-            dur = int(self.rng.uniform(660, 1200) * 1000)
-            legs.append((t, t + dur, _STAND, p1.pts[-1], IDLING))
-            if cyc is not None:
-                cyc.travel_stands.append((t, dur))
-            t += dur
-            _, t = _drive(p2, t, v, True, slow_end, legs)
-            return t
+            for _ in range(20):
+                d = self.rng.uniform(skip_start, path.length - skip_end)
+                if self.site.clear_of_areas(path.at(d)):
+                    break
+            else:
+                d = None
+            if d is not None:
+                p1, p2 = path.split(d)
+                _, t = _drive(p1, t, v, slow_start, True, legs)
+                dur = int(self.rng.uniform(660, 1200) * 1000)
+                legs.append((t, t + dur, _STAND, p1.pts[-1], IDLING))
+                if cyc is not None:
+                    cyc.travel_stands.append((t, dur))
+                t += dur
+                _, t = _drive(p2, t, v, True, slow_end, legs)
+                return t
         _, t = _drive(path, t, v, slow_start, slow_end, legs)
         return t
 
@@ -496,11 +756,10 @@ class _Truck(_Proc):
         ld = site.loaders[self.loader]
         legs: list[Leg] = []
         v_app = self.v_empty
-        direct = _Path([ld.approach, ld.spot])
-        _, t_direct = _drive(direct, t, v_app, slow_start=False)
+        _, t_direct = _drive(ld.to_spot, t, v_app, slow_start=False)
         queue_stand: tuple[int, int] | None = None
         if self.ghost or ld.free_at <= t_direct:
-            _, t_s = _drive(direct, t, v_app, slow_start=False, legs=legs)
+            _, t_s = _drive(ld.to_spot, t, v_app, slow_start=False, legs=legs)
             load_start = t_s
         else:
             _, t_q = _drive(_Path([ld.approach, ld.queue]), t, v_app, slow_start=False, legs=legs)
@@ -512,7 +771,7 @@ class _Truck(_Proc):
             else:
                 load_start = t_s
                 queue_stand = (t_q, t_leave - t_q)
-        load_end = t_s + int(rng.uniform(60, 240) * 1000)
+        load_end = t_s + self._stop_ms(60, 240)
         legs.append((t_s, load_end, _STAND, ld.spot, IDLING))
         if not self.ghost:
             ld.free_at = load_end
@@ -520,7 +779,7 @@ class _Truck(_Proc):
         if self.cycle is not None and not self.ghost:
             if queue_stand is not None:
                 self.cycle.travel_stands.append(queue_stand)
-            self.cycle.empty_dist += _Path([ld.approach, ld.spot]).length
+            self.cycle.empty_dist += ld.to_spot.length
             self._close(load_start)
         self.cycle = _OpenCycle(ld.guid, load_start, load_end)
         cyc = self.cycle
@@ -528,38 +787,42 @@ class _Truck(_Proc):
         if rng.random() < spec.reassign_p * 2 and len(site.dumps) > 1:
             self.dump = rng.choice([k for k in range(len(site.dumps)) if k != self.dump])
         d = site.dumps[self.dump]
-        v_loaded = _kmh(rng, 20, 30, self.factor)
-        self.v_empty = _kmh(rng, 30, 45, self.factor)
+        v_loaded = self._loaded_speeds()
+        self.v_empty = self._empty_speeds()
         bad = rng.random() < spec.bad_dumps
         idle_loaded = rng.random() < spec.long_idles
         idle_empty = rng.random() < spec.long_idles
-        lroad_rev = list(reversed(ld.road))
+        out_of_bay = _Path([ld.spot, ld.approach]) + ld.road.reversed()
         if bad:
-            droad = _Path(d.road)
-            part, _ = droad.split(rng.uniform(0.3, 0.7) * droad.length)
+            part = d.road
+            for _ in range(20):  # tip on the road, clear of every load and dump area
+                part, _rest = d.road.split(rng.uniform(0.3, 0.7) * d.road.length)
+                if site.clear_of_areas(part.pts[-1]):
+                    break
             stop_pt = part.pts[-1]
-            haul = _Path([ld.spot, ld.approach] + lroad_rev[1:] + part.pts[1:])
+            haul = out_of_bay + part
             t = self._travel(haul, load_end, v_loaded, legs, idle_loaded, 250.0, 150.0, True, True)
-            tip_end = t + int(rng.uniform(25, 90) * 1000)
+            tip_end = t + self._stop_ms(25, 90)
             legs.append((t, tip_end, _STAND, stop_pt, IDLING))
             cyc.travel_stands.append((t, tip_end - t))
-            back_pts = list(reversed(part.pts))
+            back = part.reversed()
         else:
             spot = _polar(d.centre, d.spot_radius * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi))
-            haul = _Path([ld.spot, ld.approach] + lroad_rev[1:] + d.road[1:] + [spot])
+            into = _Path([d.road.pts[-1], spot])
+            haul = out_of_bay + d.road + into
             t = self._travel(haul, load_end, v_loaded, legs, idle_loaded, 250.0, 250.0, True, True)
-            tip_end = t + int(rng.uniform(25, 90) * 1000)
+            tip_end = t + self._stop_ms(25, 90)
             legs.append((t, tip_end, _STAND, spot, IDLING))
             cyc.dump, cyc.dump_start, cyc.dump_end = d.guid, t, tip_end
-            back_pts = [spot] + list(reversed(d.road))
+            back = into.reversed() + d.road.reversed()
         cyc.load_dist = haul.length
         # empty haul to the (maybe new) loader
         if rng.random() < spec.reassign_p and len(site.loaders) > 1:
             self.loader = rng.choice([k for k in range(len(site.loaders)) if k != self.loader])
         elif not self.ghost:
-            self.loader = self._dispatch(tip_end, _Path(back_pts).length)
+            self.loader = self._dispatch(tip_end, back.length)
         nld = site.loaders[self.loader]
-        back = _Path(back_pts + nld.road[1:])
+        back = back + nld.road
         t_next = self._travel(back, tip_end, self.v_empty, legs, idle_empty, 250.0, 250.0, True, False)
         if bad:
             cyc.load_dist += back.length
@@ -570,14 +833,14 @@ class _Truck(_Proc):
     def _dispatch(self, t: int, to_hub_m: float) -> int:
         """Keep the assigned loader unless its expected queue exceeds 3 min; then take the soonest free."""
         loaders = self.site.loaders
-        v = self.v_empty
+        v = self.v_empty[FLAT]
 
         def ready(k: int) -> float:
-            eta = t + (to_hub_m + _Path(loaders[k].road).length) / v * 1000.0
+            eta = t + (to_hub_m + loaders[k].road.length) / v * 1000.0
             return max(eta, loaders[k].free_at)
 
         cur = self.loader
-        eta_cur = t + (to_hub_m + _Path(loaders[cur].road).length) / v * 1000.0
+        eta_cur = t + (to_hub_m + loaders[cur].road.length) / v * 1000.0
         if loaders[cur].free_at - eta_cur <= 180_000:
             return cur
         return min(range(len(loaders)), key=lambda k: (ready(k), k != cur, k))
@@ -622,9 +885,10 @@ class _Truck(_Proc):
             rec.load_travel_distance_m = round(cyc.load_dist, 1)
             rec.empty_travel_distance_m = round(cyc.empty_dist, 1)
             hits = []
-            if rec.load_seconds is not None and rec.load_seconds > AREA_IDLE_OUTLIER_S:
+            area_limit = self.spec.area_idle_outlier_s
+            if area_limit and rec.load_seconds is not None and rec.load_seconds > area_limit:
                 hits.append((s, "LOAD_AREA_IDLE", rec.load_seconds))
-            if rec.dump_seconds > AREA_IDLE_OUTLIER_S:
+            if area_limit and rec.dump_seconds > area_limit:
                 hits.append((cyc.dump_start, "DUMP_AREA_IDLE", rec.dump_seconds))
             for start, dur in cyc.travel_stands:
                 if dur / 1000.0 > TRAVEL_IDLE_OUTLIER_S:
@@ -648,7 +912,7 @@ class _Wanderer(_Proc):
             return [], None
         rng = self.rng
         nxt = rng.randrange(len(self.roads))
-        path = _Path(list(reversed(self.roads[self.at])) + self.roads[nxt][1:])
+        path = self.roads[self.at].reversed() + self.roads[nxt]
         self.at = nxt
         legs, t1 = _drive(path, t, _kmh(rng, 15, 25, 1.0))
         t2 = t1 + int(rng.uniform(30, 300) * 1000)
@@ -663,6 +927,7 @@ class _Dozer(_Proc):
         super().__init__(spec, site, guid, order)
         self.dump = site.dumps[self.rng.randrange(len(site.dumps))]
         self.pos = self.dump.centre
+        self.moves = False
 
     def step(self, t: int) -> tuple[list[Leg], int | None]:
         if t >= self.stop_ms:
@@ -682,6 +947,7 @@ class _LoaderUnit(_Proc):
     def __init__(self, spec: SimulationSpec, site: _SiteGeo, guid: str, order: int, pos: XY) -> None:
         super().__init__(spec, site, guid, order)
         self.pos = pos
+        self.moves = False
 
     def step(self, t: int) -> tuple[list[Leg], int | None]:
         if t >= self.stop_ms:
@@ -694,6 +960,14 @@ class _LoaderUnit(_Proc):
 
 
 # ------------------------------------------------------------------------------------------- telemetry
+
+
+def _position(t: int, t0: int, t1: int, kind: int, payload: Any) -> XY:
+    """Where a leg puts its process at time t."""
+    if kind == _MOVE:
+        path, d0, d1 = payload
+        return path.at(d0 + (d1 - d0) * (t - t0) / (t1 - t0))
+    return payload
 
 _ISO_CACHE: dict[int, str] = {}
 
@@ -799,10 +1073,14 @@ class _Runner:
     # -- pings
 
     def _emit_legs(self, proc: _Proc, legs: list[Leg]) -> None:
+        if self.spec.device == "on_change":
+            self._emit_on_change(proc, legs)
+            return
         sparse = self.spec.sparse_idle
         stop = proc.stop_ms
         prng = proc.prng
         interval = proc.interval_ms
+        lo, hi = 1.0 - self.spec.ping_jitter, 1.0 + self.spec.ping_jitter
         t = proc.next_ping
         for t0, t1, kind, payload, ws in legs:
             if kind == _STAND and sparse:
@@ -818,13 +1096,34 @@ class _Runner:
                 if t >= stop:
                     proc.next_ping = t
                     return
-                if kind == _MOVE:
-                    path, d0, d1 = payload
-                    x, y = path.at(d0 + (d1 - d0) * (t - t0) / (t1 - t0))
-                else:
-                    x, y = payload
-                self._ping(proc, t, x, y, ws)
-                t += int(interval * prng.uniform(0.9, 1.1))
+                self._ping(proc, t, *_position(t, t0, t1, kind, payload), ws)
+                t += int(interval * prng.uniform(lo, hi))
+        proc.next_ping = t
+
+    def _emit_on_change(self, proc: _Proc, legs: list[Leg]) -> None:
+        """A device that logs on change: about every second while moving, every 1-3 min while
+        standing (the first standing row right at the stop for half the devices, 1-3 min later for the
+        others); its work state comes from speed (standing = IDLING, moving = WORKING)."""
+        stop = proc.stop_ms
+        prng = proc.prng
+        late_first_idle = proc.late_first_idle
+        t = proc.next_ping
+        for t0, t1, kind, payload, ws in legs:
+            if kind == _STAND:
+                t = t0 + (int(prng.uniform(60_000, 180_000)) if late_first_idle else int(prng.uniform(0, 2000)))
+                while t < t1 and t < stop:
+                    self._ping(proc, t, payload[0], payload[1], IDLING if proc.moves else ws)
+                    t += int(prng.uniform(60_000, 180_000))
+                t = t1 + int(prng.uniform(0, 1000))  # the first moving row, right at the departure
+                continue
+            if t < t0:
+                t = t0
+            while t < t1:
+                if t >= stop:
+                    proc.next_ping = t
+                    return
+                self._ping(proc, t, *_position(t, t0, t1, kind, payload), WORKING)
+                t += int(prng.uniform(800, 1500))
         proc.next_ping = t
 
     def _ping(self, proc: _Proc, ts: int, x: float, y: float, ws: int) -> None:

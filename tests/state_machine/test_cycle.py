@@ -72,11 +72,14 @@ def test_working_blip_does_not_split_a_load():
     assert c.cycle_status == COMPLETE
 
 
-def test_sparse_idle_single_point_then_working_a_minute_later():
-    tr = Track().approach(every=30)
+def test_sparse_device_one_idle_row_then_working_a_minute_later():
+    """A device that logs every 5 s while moving and sparsely while standing: one IDLING row at the
+    loader, the next row (WORKING, departing) a minute later. The silence is long compared with its
+    moving interval, so it stood there the whole minute."""
+    tr = Track().approach(every=5)
     start = tr.t
-    tr.at(0, IDLING).wait(60).at(2, WORKING).wait(30).at(300, WORKING).wait(30).drive(1500, every=30)
-    tr.at(1500, IDLING).wait(45).at(1501, WORKING).wait(30).at(1200, WORKING).wait(30).drive(0, every=30).at(0, IDLING).wait(60).at(0, WORKING)
+    tr.at(0, IDLING).wait(60).at(2, WORKING).wait(5).drive(1500, every=5)
+    tr.at(1500, IDLING).wait(45).at(1501, WORKING).wait(5).drive(0, every=5).at(0, IDLING).wait(60).at(0, WORKING)
     closed, _, _ = run(tr.points)
     assert len(closed) == 1
     c = closed[0]
@@ -85,26 +88,49 @@ def test_sparse_idle_single_point_then_working_a_minute_later():
     assert c.cycle_status == COMPLETE
 
 
+def test_one_idle_ping_in_dense_data_is_not_a_stop():
+    """A 30 s device with one IDLING ping at the loader and the next ping WORKING (even with one ping
+    missing): the spec's reading, no idle time to speak of, no load."""
+    tr = Track().approach(every=30)
+    tr.at(0, IDLING).wait(60).at(2, WORKING).wait(30).at(300, WORKING).wait(30).drive(1500, every=30)
+    closed, state, _ = run(tr.points)
+    assert not closed and state.committed.phase == "NONE"
+
+
 def test_stop_inside_a_reporting_gap_is_inferred_from_position():
-    """Both points WORKING, 90 s apart at the same spot: the truck stood there."""
+    """Both points WORKING, 100 s apart (more than 3 moving intervals) at the same spot: it stood there."""
     tr = Track().approach(every=30)
     start = tr.t
-    tr.at(0, WORKING).wait(90).at(3, WORKING).wait(20).at(200, WORKING).wait(20).drive(1500, every=30)
-    tr.at(1500, WORKING).wait(60).at(1504, WORKING).wait(20).drive(0, every=30).at(0, WORKING).wait(90).at(0, WORKING)
+    tr.at(0, WORKING).wait(100).at(3, WORKING).wait(20).at(200, WORKING).wait(20).drive(1500, every=30)
+    tr.at(1500, WORKING).wait(100).at(1504, WORKING).wait(20).drive(0, every=30).at(0, WORKING).wait(100).at(0, WORKING)
     closed, _, _ = run(tr.points)
     assert len(closed) == 1
     assert closed[0].load_start_ms == start
-    assert closed[0].load_end_ms == start + 90_000
+    assert closed[0].load_end_ms == start + 100_000
     assert closed[0].cycle_status == COMPLETE
 
 
-def test_idle_point_then_far_point_infers_standing_from_distance():
-    """Idle at the loader, next point 60 s later 150 m away: 60 - 150/5 = 30 s standing >= 20 s."""
-    tr = Track().approach(every=30)
+def test_working_pings_close_together_are_movement_in_dense_data():
+    """A slow truck on a hairpin past a loader: WORKING pings 10-20 m apart, 17-18 s apart. Dense
+    data shows it moving; no standing, no load (the pair rule must not invent one)."""
+    tr = Track().approach(every=17)
+    for north, wait in ((10, 17), (21, 18), (12, 17), (25, 18), (60, 17), (120, 17)):
+        tr.at(north, WORKING).wait(wait)
+    tr.drive(1500, every=17)
+    closed, state, _ = run(tr.points)
+    assert not closed and state.committed.phase == "NONE" and state.committed.travel_idle_s == 0
+
+
+def test_idle_point_then_far_point_after_a_gap_infers_standing_from_distance():
+    """Idle at the loader, next point 60 s later 150 m away, on a device that reports every 5 s while
+    moving at 10 m/s: it drove ~15 s of that and stood the rest (~45 s >= 20 s)."""
+    tr = Track().approach(every=5)
     start = tr.t
-    tr.at(0, IDLING).wait(60).drive(1500, every=30).stand(40).drive(0, every=30).at(0, IDLING).wait(60).at(150, WORKING)
+    tr.at(0, IDLING).wait(60).drive(1500, every=5).stand(40, every=5).drive(0, every=5).at(0, IDLING).wait(60)
+    tr.at(150, WORKING)
     closed, _, _ = run(tr.points)
     assert closed and closed[0].load_start_ms == start
+    assert closed[0].load_end_ms == pytest.approx(start + 60_000, abs=1000)
 
 
 def test_transit_through_loader_area_is_not_a_load():
@@ -139,9 +165,13 @@ def test_travel_idle_below_threshold_is_complete():
     assert closed[0].travel_idle_seconds == pytest.approx(500, abs=30)
 
 
-def test_long_load_is_area_idle_outlier():
+def test_long_load_is_complete_by_default_and_an_area_idle_outlier_when_opted_in():
     tr = Track().stand(1300, every=30).drive(1500).stand(40).drive(0).stand(60)
     closed, _, _ = run(tr.points)
+    assert closed[0].cycle_status == COMPLETE and closed[0].outlier_rule is None
+    assert closed[0].load_seconds == pytest.approx(1300, abs=1)
+    opted_in = EngineConfig(sites={SITE: CycleThresholds(area_idle_outlier_s=1200.0)})
+    closed, _, _ = run(tr.points, opted_in)
     assert closed[0].cycle_status == OUTLIER
     assert closed[0].outlier_rule == "LOAD_AREA_IDLE"
     assert closed[0].outlier_seconds == pytest.approx(1300, abs=1)
@@ -201,7 +231,7 @@ def test_site_change_closes_open_cycle():
 
 def test_per_site_thresholds():
     """A quarry site tips in 10 s: a 12 s stand in the dump counts there, not at the default site."""
-    tr = Track().stand(120).drive(1500).stand(12, every=6).drive(0).stand(60)
+    tr = Track().stand(120).drive(1500).stand(16, every=4).drive(0).stand(60)
     closed_default, _, _ = run(tr.points)
     quarry = EngineConfig(sites={SITE: CycleThresholds(dump_idle_s=10.0)})
     closed_quarry, _, _ = run(tr.points, quarry)
