@@ -7,8 +7,9 @@
 # (no interpreter copied between images, no extra downloader). The build fails fast if a future
 # base image ships another Python. PyFlink then lives in a venv (/opt/venv, PEP 668-safe).
 #
-# Before `docker build .`: `python -m deploy.jars fetch --kinesis` puts the verified connector jars
-# (names/versions pinned in deploy/jars.py) into .jars/, which COPY below takes (missing = build error).
+# Before `docker build .`: `make setup` (or `python -m deploy.jars build`) builds the job's uber-jar
+# (java/: Kinesis source, JDBC connector, PostgreSQL driver; every third-party jar pinned by sha256
+# in java/dependencies.lock) into .jars/, which COPY below takes (missing = build error).
 #
 #   docker build -t asset-cycle:0.1.0 .
 #   docker build --build-arg FLINK_IMAGE=flink:2.2.1-java17 -t asset-cycle:0.1.0 .   # newer 2.2 patch
@@ -47,13 +48,8 @@ RUN pip install --no-cache-dir "apache-flink==${APACHE_FLINK_VERSION}" /opt/asse
     && python -c "import pyflink, job, udfs, state_machine" \
     && ln -s /opt/flink/opt/flink-python-*.jar /opt/flink/opt/flink-python.jar
 
-# Connector jars on the cluster classpath (same pinned files as the MSF uber jar).
-COPY --chown=9999:9999 \
-    .jars/flink-connector-jdbc-core-4.0.0-2.0.jar \
-    .jars/flink-connector-jdbc-postgres-4.0.0-2.0.jar \
-    .jars/postgresql-42.7.3.jar \
-    .jars/flink-sql-connector-aws-kinesis-streams-6.0.0-2.0.jar \
-    /opt/flink/lib/
+# The job's uber-jar on the cluster classpath (the same jar as in the MSF zip).
+COPY --chown=9999:9999 .jars/asset-cycle-flink-0.1.0.jar /opt/flink/lib/
 
 WORKDIR /opt/flink
 # 9999 = the flink user of the official image

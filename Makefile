@@ -9,7 +9,7 @@ JARS := .jars
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup jars services run test lint lock
+.PHONY: setup jars emulator services run test lint lock
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: no python3.11/python3.12 found" >&2; exit 1; }
@@ -19,12 +19,28 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# JDBC connector + PostgreSQL driver (from a PyPI wheel, checksums pinned in deploy/jars.py);
-# the Kinesis connector is tried but optional (only `--source kinesis` needs it).
-jars: $(VENV)/.installed
-	$(PY) -m deploy.jars fetch --dest $(JARS) --kinesis-optional
+# The job's one uber-jar (java/: our Kinesis source and file format, JDBC connector, PostgreSQL
+# driver), every third-party jar in it checked against java/dependencies.lock; rebuilt only when
+# java/ changed.
+UBER_JAR := $(JARS)/asset-cycle-flink-$(shell grep -A1 '<artifactId>asset-cycle-flink</artifactId>' java/pom.xml | sed -n 's:.*<version>\(.*\)</version>.*:\1:p').jar
+JAVA_SOURCES := java/pom.xml java/dependencies.lock $(shell find java/src -type f 2>/dev/null)
 
-setup: $(VENV)/.installed jars
+$(UBER_JAR): $(JAVA_SOURCES) deploy/jars.py | $(VENV)/.installed
+	$(PY) -m deploy.jars build --dest $(JARS)
+
+jars: $(UBER_JAR)
+
+# The local Kinesis emulator of the end-to-end tests (npm kinesis-local, version and integrity
+# pinned in tools/kinesis-local/package-lock.json).
+EMULATOR := tools/kinesis-local/node_modules/.package-lock.json
+
+$(EMULATOR): tools/kinesis-local/package.json tools/kinesis-local/package-lock.json
+	npm ci --prefix tools/kinesis-local --no-audit --no-fund --loglevel=error
+	@touch $@
+
+emulator: $(EMULATOR)
+
+setup: $(VENV)/.installed jars emulator
 
 run: setup
 	$(VENV)/bin/asset-cycle run $(RUN_ARGS)

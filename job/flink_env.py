@@ -2,16 +2,19 @@
 
 Locally everything is set here: Python execution mode (thread by default: 5-20x faster than process
 mode for keyed state), parallelism, exactly-once checkpointing with retained (externalized)
-checkpoints, state backend, ``pipeline.jars`` (JDBC jars, plus the Kinesis connector when used),
+checkpoints, state backend, ``pipeline.jars`` (the job's uber-jar, see deploy.jars),
 REST/Web UI port, auto-watermark interval, fixed-delay restarts and the savepoint to restore from,
 and (with ``metrics_port``) Flink's Prometheus reporter: the reporter jar that ships with PyFlink
 (``pyflink/plugins/metrics-prometheus``) is put on the gateway's class loader, from which the
 local minicluster loads reporter factories (it does not read a plugins directory unless
 ``FLINK_PLUGINS_DIR`` was set before the JVM started).
 
-On MSF (``on_msf=True``) the service owns parallelism, checkpointing, state backend and the jar
-(``jarfile`` run option); only what the job itself decides (Python mode, watermark interval) is
-set, plus explicit FlinkConfig overrides.
+On MSF (``on_msf=True``) the service owns parallelism, checkpointing, restarts, state backend and
+the jar (``jarfile`` run option), and from MSF 2.2 on any Flink option set in code that is not on
+its "Programmatic Flink configuration properties" list fails the application at start-up: only
+options of MSF_PROGRAMMATIC_OPTIONS are set (Python mode, operator chaining, watermark interval),
+``enable_checkpointing``/``set_parallelism`` are not called, and the FlinkConfig keys MSF manages
+are rejected when the settings are read (job.settings.MSF_MANAGED_FLINK_KEYS).
 """
 
 from __future__ import annotations
@@ -32,6 +35,23 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JAR_DIR = PROJECT_ROOT / ".jars"
 PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 DEFAULT_METRICS_PORT = 9249
+
+
+MSF_PROGRAMMATIC_OPTIONS: tuple[str, ...] = (
+    "pipeline.*",
+    "execution.runtime-mode",
+    "python.execution-mode",
+    "python.operator-chaining.enabled",
+    "python.job-options",
+    "python.internal.*",
+)
+"""The Flink options MSF 2.2 lets a job set in code (its "Programmatic Flink configuration
+properties"; ``x.*`` = every key under ``x.``). Anything else set in code fails on MSF."""
+
+
+def msf_allows(key: str) -> bool:
+    """Whether MSF lets the job set Flink option ``key`` in code."""
+    return any(key.startswith(p[:-1]) if p.endswith("*") else key == p for p in MSF_PROGRAMMATIC_OPTIONS)
 
 
 class FlinkEnvError(RuntimeError):
@@ -87,33 +107,22 @@ def check_java() -> str:
     return java
 
 
-def required_jars(jar_dir: str | Path | None, kinesis: bool, fetch: bool = True) -> list[Path]:
-    """The jars for ``pipeline.jars``, verified; fetched into ``jar_dir`` when missing and ``fetch``."""
+def required_jars(jar_dir: str | Path | None, fetch: bool = True) -> list[Path]:
+    """The job's uber-jar (deploy.jars: Kinesis source, file format, JDBC connector, PostgreSQL
+    driver) for ``pipeline.jars``; built with Maven when missing and ``fetch``."""
     from deploy import jars
 
     jar_dir = Path(jar_dir) if jar_dir else DEFAULT_JAR_DIR
-    names = list(jars.JDBC_JARS)
-    paths: list[Path] = []
-    if fetch:
+    path = jars.find_jar(jar_dir)
+    if path is None and fetch:
+        log.info("building %s with Maven (first run; `make setup` does this too)", jars.jar_name())
         try:
-            paths = jars.ensure_jars(jar_dir, names=names)
+            path = jars.build(jar_dir)
         except jars.JarError as exc:
-            raise FlinkEnvError(f"JDBC connector jars unavailable: {exc}") from exc
-    else:
-        for name in names:
-            path = jars.find_jar(name, jar_dir)
-            if path is None:
-                raise FlinkEnvError(f"jar {name} not found in {jar_dir}; run: python -m deploy.jars fetch")
-            paths.append(path)
-    if kinesis:
-        path = jars.find_jar(jars.KINESIS_JAR, jar_dir)
-        if path is None:
-            raise FlinkEnvError(
-                f"{jars.KINESIS_JAR} jar not found in {jar_dir}; fetch it where Maven Central is reachable: "
-                "python -m deploy.jars fetch --kinesis (or --local-dir DIR / --maven-base-url URL)"
-            )
-        paths.append(path)
-    return paths
+            raise FlinkEnvError(f"cannot build the job's jar: {exc}") from exc
+    if path is None:
+        raise FlinkEnvError(f"{jars.jar_name()} not found in {jar_dir}; build it with: make setup")
+    return [path]
 
 
 def local_python_path() -> list[str]:
@@ -186,14 +195,18 @@ def build_configuration(
             conf["metrics.reporter.prom.port"] = str(flink.metrics_port)
             # keep label values (site guids, reasons) as they are instead of mapping "-" etc. to "_"
             conf["metrics.reporter.prom.filterLabelValueCharacters"] = "false"
-    if flink.parallelism is not None:
-        conf["parallelism.default"] = str(flink.parallelism)
-    if flink.checkpoint_interval_ms:
-        conf["execution.checkpointing.interval"] = _duration_ms(flink.checkpoint_interval_ms)
-    if flink.restart_attempts is not None:
-        conf["restart-strategy.type"] = "fixed-delay"
-        conf["restart-strategy.fixed-delay.attempts"] = str(flink.restart_attempts)
-        conf["restart-strategy.fixed-delay.delay"] = _duration_ms(flink.restart_delay_ms)
+        if flink.parallelism is not None:
+            conf["parallelism.default"] = str(flink.parallelism)
+        if flink.checkpoint_interval_ms:
+            conf["execution.checkpointing.interval"] = _duration_ms(flink.checkpoint_interval_ms)
+        if flink.restart_attempts is not None:
+            conf["restart-strategy.type"] = "fixed-delay"
+            conf["restart-strategy.fixed-delay.attempts"] = str(flink.restart_attempts)
+            conf["restart-strategy.fixed-delay.delay"] = _duration_ms(flink.restart_delay_ms)
+    else:
+        refused = sorted(k for k in conf if not msf_allows(k))
+        if refused:
+            raise FlinkEnvError(f"Flink option(s) {', '.join(refused)} cannot be set in code on MSF")
     return conf
 
 
@@ -205,8 +218,11 @@ def create_environment(
     ``extra_conf``: raw Flink options set on top (benchmarks, experiments)."""
     if not on_msf:
         check_java()
-    jar_paths = [] if on_msf else required_jars(flink.jar_dir, flink.kinesis, fetch=fetch_jars)
+    jar_paths = [] if on_msf else required_jars(flink.jar_dir, fetch=fetch_jars)
     conf_dict = build_configuration(flink, jar_paths, on_msf=on_msf)
+    if on_msf and extra_conf and any(not msf_allows(k) for k in extra_conf):
+        raise FlinkEnvError(f"Flink option(s) {sorted(k for k in extra_conf if not msf_allows(k))} "
+                            "cannot be set in code on MSF")  # fmt: skip
     conf_dict.update(extra_conf or {})
     if not on_msf:
         pin_jvm_utc()
@@ -233,10 +249,11 @@ def create_environment(
         else:
             add_jars_to_context_class_loader([jar.as_uri()])
             metrics_port = flink.metrics_port
-    if flink.parallelism is not None:
-        env.set_parallelism(flink.parallelism)
-    if flink.checkpoint_interval_ms:
-        env.enable_checkpointing(flink.checkpoint_interval_ms)
+    if not on_msf:  # on MSF the application configuration decides (setting them would fail there)
+        if flink.parallelism is not None:
+            env.set_parallelism(flink.parallelism)
+        if flink.checkpoint_interval_ms:
+            env.enable_checkpointing(flink.checkpoint_interval_ms)
     env.get_config().set_auto_watermark_interval(flink.auto_watermark_interval_ms)
     info = EnvInfo(flink.rest_port, tuple(str(p) for p in jar_paths), conf_dict, metrics_port)
     log.info("Flink configuration: %s", {k: v for k, v in conf_dict.items() if k != "pipeline.jars"})

@@ -8,7 +8,7 @@ Two ways to configure it:
 * Local demo (``asset-cycle run`` without properties): the simulated fleet as source, its reference
   data seeded into the local PostgreSQL/Redis, tables created, sinks to the local PostgreSQL, the
   Flink Web UI on a local port. ``--source file:PATH`` replays a bundle or .jsonl file instead;
-  ``--source kinesis`` reads a stream (needs the Kinesis connector jar).
+  ``--source kinesis`` reads a stream (``--stream-arn``; ``--aws-endpoint`` for a local emulator).
 """
 
 from __future__ import annotations
@@ -204,7 +204,6 @@ def make_plan(args: argparse.Namespace) -> Plan:
         rest_port=args.rest_port if args.rest_port is not None else fl.rest_port,
         metrics_port=args.metrics_port if getattr(args, "metrics_port", None) is not None else fl.metrics_port,
         jar_dir=args.jar_dir or fl.jar_dir,
-        kinesis=kind == "kinesis",
     )  # fmt: skip
     settings = replace(settings, source=src, reference=ref, sink=sink, flink=fl,
                        engine=_engine_config(args.config, settings.engine))  # fmt: skip

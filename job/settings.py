@@ -8,8 +8,10 @@ read when asked for explicitly: ``--local-properties FILE``, or ``ASSET_CYCLE_LO
 Groups and keys (all values are strings, as MSF delivers them):
 
 * ``SourceConfig``: stream.arn, aws.region, source.init.position (LATEST|TRIM_HORIZON|AT_TIMESTAMP),
-  source.init.timestamp, source.reader.type (POLLING|EFO), source.efo.consumer.name, aws.endpoint,
-  source.uid.suffix; any other ``source.*`` / ``aws.*`` key is passed to the Kinesis source as is.
+  source.init.timestamp, source.reader.type (POLLING; EFO is rejected by the source),
+  source.efo.consumer.name, aws.endpoint, source.uid.suffix; any other ``source.*`` / ``aws.*`` /
+  ``retry-strategy.*`` key is passed to the Kinesis source as is (it rejects keys it does not know;
+  see java/.../KinesisSourceOptions.java).
 * ``SinkConfig``: jdbc.url, schema, table.cycle.tmp, table.cycle, table.process.info,
   table.dead.letter, sink.batch.size, sink.batch.interval.ms, sink.max.retries
   (``batch.size`` / ``batch.interval.ms`` / ``max.retries`` accepted as aliases).
@@ -21,8 +23,8 @@ Groups and keys (all values are strings, as MSF delivers them):
 * ``FlinkConfig`` (all optional; MSF's own parallelism/checkpoint configuration wins when absent):
   parallelism, checkpoint.interval.ms, state.backend (hashmap|rocksdb), python.execution.mode
   (thread|process), rest.port, auto.watermark.interval.ms, source.idleness.ms, restart.attempts,
-  restart.delay.ms, checkpoint.dir, metrics.port (local/self-managed runs: Prometheus reporter port;
-  ignored on MSF, which sends metrics to CloudWatch).
+  restart.delay.ms, checkpoint.dir, metrics.port (local/self-managed runs: Prometheus reporter port).
+  On MSF the keys of MSF_MANAGED_FLINK_KEYS are rejected: the service manages those options.
 
 Errors name the group and key. Secrets are never part of these objects; ``PostgresSettings`` and
 ``RedisSettings`` (job.reference_store) carry them and mask them in their repr.
@@ -61,6 +63,21 @@ READER_TYPES = ("POLLING", "EFO")
 STATE_BACKENDS = ("hashmap", "rocksdb")
 EXECUTION_MODES = ("thread", "process")
 SOURCE_KINDS = ("kinesis", "file", "simulator")
+KINESIS_KEY_PREFIXES = ("source.", "aws.", "retry-strategy.")
+"""SourceConfig keys passed to the Kinesis source as they are (it rejects unknown ones)."""
+
+MSF_MANAGED_FLINK_KEYS: dict[str, str] = {
+    "parallelism": "the application's ParallelismConfiguration (Parallelism, ParallelismPerKPU)",
+    "checkpoint.interval.ms": "the application's CheckpointConfiguration (CheckpointInterval)",
+    "checkpoint.dir": "MSF (checkpoints are managed by the service)",
+    "state.backend": "MSF (RocksDB; a support case to change it)",
+    "restart.attempts": "MSF (its restart strategy; a support case to change it)",
+    "restart.delay.ms": "MSF (its restart strategy; a support case to change it)",
+    "rest.port": "MSF (the Flink dashboard in the console)",
+    "metrics.port": "MSF (metrics go to CloudWatch)",
+}
+"""FlinkConfig keys whose Flink options MSF manages (setting them in code fails the application at
+start-up from MSF 2.2 on) -> where they are set on MSF. Rejected on MSF."""
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PASSWORD_IN_URL = re.compile(r"(?i)(password=)[^&;]*")
@@ -317,8 +334,6 @@ class FlinkSettings:
     savepoint_dir: str | None = None
     from_savepoint: str | None = None
     jar_dir: str | None = None
-    kinesis: bool = False
-    """Whether the Kinesis connector jar must be on pipeline.jars."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +385,7 @@ def _source(g: _Group) -> SourceSettings:
     if suffix and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", suffix):
         raise g.error("source.uid.suffix", f"must be 1-64 chars of [A-Za-z0-9_.-], got {suffix!r}")
     endpoint = g.str("aws.endpoint")
-    extra = {k: v for k, v in g.values.items() if k not in g.used and k.startswith(("source.", "aws."))}
+    extra = {k: v for k, v in g.values.items() if k not in g.used and k.startswith(KINESIS_KEY_PREFIXES)}
     g.used.update(extra)
     return SourceSettings(
         kind="kinesis",
@@ -455,7 +470,11 @@ def _engine(g: _Group) -> EngineConfig:
         raise SettingsError(f"{g.name}: {exc}") from exc
 
 
-def _flink(g: _Group, kinesis: bool) -> FlinkSettings:
+def _flink(g: _Group, on_msf: bool) -> FlinkSettings:
+    if on_msf:
+        for key, where in MSF_MANAGED_FLINK_KEYS.items():
+            if key in g.values:
+                raise g.error(key, f"is managed by MSF on MSF: set it in {where}, and remove it from FlinkConfig")
     return FlinkSettings(
         parallelism=g.int("parallelism", minimum=1),
         checkpoint_interval_ms=g.int("checkpoint.interval.ms", minimum=0),
@@ -470,12 +489,13 @@ def _flink(g: _Group, kinesis: bool) -> FlinkSettings:
         source_idleness_ms=g.int("source.idleness.ms", default=30_000, minimum=0) or None,
         restart_attempts=g.int("restart.attempts", minimum=0),
         restart_delay_ms=g.int("restart.delay.ms", default=10_000, minimum=0),
-        kinesis=kinesis,
     )
 
 
-def settings_from_groups(groups: Mapping[str, Mapping[str, str]]) -> AppSettings:
-    """Build and validate AppSettings from MSF property groups (the production shape: Kinesis source)."""
+def settings_from_groups(groups: Mapping[str, Mapping[str, str]], on_msf: bool = False) -> AppSettings:
+    """Build and validate AppSettings from MSF property groups (the production shape: Kinesis source).
+
+    ``on_msf``: the FlinkConfig keys MSF manages (MSF_MANAGED_FLINK_KEYS) are errors."""
     missing = [name for name in (SOURCE_GROUP, SINK_GROUP, REFERENCE_GROUP) if name not in groups]
     if missing:
         raise SettingsError(f"missing property group(s): {', '.join(missing)}")
@@ -490,7 +510,7 @@ def settings_from_groups(groups: Mapping[str, Mapping[str, str]]) -> AppSettings
         reference=_reference(gs[REFERENCE_GROUP]),
         secrets=_secrets(gs[SECRETS_GROUP], source.aws_region),
         engine=_engine(gs[ENGINE_GROUP]),
-        flink=_flink(gs[FLINK_GROUP], kinesis=True),
+        flink=_flink(gs[FLINK_GROUP], on_msf=on_msf),
     )
     for g in gs.values():
         g.warn_unused()
@@ -501,7 +521,7 @@ def load_settings(local_properties: str | None = None, environ: Mapping[str, str
     """Read the properties file (MSF path or the local one) and build AppSettings."""
     path = properties_path(local_properties, environ)
     log.info("reading application properties from %s", path)
-    return settings_from_groups(read_property_groups(path))
+    return settings_from_groups(read_property_groups(path), on_msf=path == MSF_PROPERTIES_PATH)
 
 
 # --------------------------------------------------------------------------- credentials

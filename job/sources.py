@@ -1,16 +1,19 @@
-"""Telemetry sources. Each yields a DataStream of raw JSON strings plus a source label.
+"""Telemetry sources. Each yields a DataStream of ``Row(position, raw)`` records (udfs.parse's
+RAW_RECORD_TYPE) plus a source label.
 
-The label (``kinesis:<stream>``, ``file:<path>``, ``simulator``) is what the dead-letter table
-records as ``source`` and what ``dead_letter_id`` hashes: the connectors hand out lines without
-their position (a FileSource text line does not say which file or line it came from, the Kinesis
-string schema drops shard and sequence number), so the label is per source, not per record.
+``position`` is where the record came from, as the dead-letter table's ``source`` column stores
+it: ``file:<path>:<line>``, ``kinesis:<stream>:<shard id>:<sequence number>`` or
+``simulator:<n>``. The label (``kinesis:<stream>``, ``file:<path>``, ``simulator``) names the
+source as a whole: dead-letter ids hash it, not the position, so the same bad record read twice
+(a producer retry, a replay) stays one row.
 
-* Kinesis: ``KinesisStreamsSource`` (flink-connector-aws-kinesis-streams 6.x, shaded sql jar)
-  built through py4j: ``setStreamArn``, a source ``Configuration`` (``kinesis_configuration``:
-  init position / timestamp, reader type POLLING|EFO, EFO consumer name, region, endpoint, any
-  other ``source.*``/``aws.*`` key) and ``SimpleStringSchema``. uid ``kinesis-source[-suffix]``.
-* File: a FileSource of text lines: a bundle directory (its telemetry.jsonl) or a .jsonl file
-  (bounded), or a directory monitored continuously for new files.
+* Kinesis: asset-cycle's own FLIP-27 source (``java/``, class ``KINESIS_SOURCE_CLASS`` in the
+  job's uber-jar, see deploy.jars), polling GetRecords, built through py4j from the stream ARN and
+  ``SourceSettings.kinesis_config()`` (keys mirror Flink's official ``KinesisStreamsSource``).
+  uid ``kinesis-source[-suffix]``.
+* File: Flink's FileSource with our ``LineNumberedTextFormat`` (lines + line numbers): a bundle
+  directory (its telemetry.jsonl) or a .jsonl file (bounded), or a directory monitored
+  continuously for new files.
 * Simulator: PyFlink has no Python SourceFunction. A rate-limited Java source (the Table API
   ``datagen`` connector, 20 ticks/s) drives ``SimulatorPuller``, a parallelism-1 flat_map that
   owns ``state_machine.simulator.iter_deliveries(spec)`` and on each tick emits the lines due by
@@ -29,17 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyflink.common import Row
 from pyflink.datastream import FlatMapFunction
 
 from job.settings import SourceSettings
+from udfs.parse import RAW_RECORD_TYPE
 
 log = logging.getLogger(__name__)
 
-KINESIS_SOURCE_CLASS = "org.apache.flink.connector.kinesis.source.KinesisStreamsSource"
-KINESIS_SKIP_MESSAGE = (
-    "flink-connector-aws-kinesis-streams jar not found in .jars/; it is fetched from Maven Central where "
-    "reachable: python -m deploy.jars fetch --kinesis"
-)
+KINESIS_SOURCE_CLASS = "assetcycle.connector.kinesis.KinesisSource"
+FILE_FORMAT_CLASS = "assetcycle.connector.file.LineNumberedTextFormat"
 TELEMETRY_FILE = "telemetry.jsonl"
 
 
@@ -49,18 +51,35 @@ class SourceError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class RawSource:
-    """A raw telemetry stream, its label, and whether it ends."""
+    """A raw telemetry stream of RAW_RECORD_TYPE rows, its label, and whether it ends."""
 
     stream: Any
     label: str
     bounded: bool
 
 
+def _java_class(name: str) -> Any:
+    """A class of the job's uber-jar through py4j; SourceError when the jar is not loaded."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    try:
+        loader = gateway.jvm.Thread.currentThread().getContextClassLoader()
+        gateway.jvm.Class.forName(name, False, loader)
+    except Exception as exc:  # noqa: BLE001 - py4j wraps ClassNotFoundException
+        raise SourceError(f"{name} is not loadable: the job's jar is not on the class path "
+                          "(build it with: make setup)") from exc  # fmt: skip
+    target: Any = gateway.jvm
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
+
+
 # --------------------------------------------------------------------------- kinesis
 
 
 def kinesis_configuration(source: SourceSettings) -> dict[str, str]:
-    """Settings -> the Kinesis source Configuration as plain key/value strings."""
+    """Settings -> the Kinesis source configuration as plain key/value strings."""
     if not source.stream_arn:
         raise SourceError("SourceConfig.stream.arn is required for the Kinesis source")
     return source.kinesis_config()
@@ -72,42 +91,25 @@ def kinesis_label(source: SourceSettings) -> str:
     return "kinesis:" + (arn.split("/", 1)[1] if "/" in arn else arn)
 
 
-def kinesis_class_available() -> bool:
-    """Whether the Kinesis source class can be loaded by the gateway JVM."""
-    from pyflink.java_gateway import get_gateway
-
-    gateway = get_gateway()
-    try:
-        loader = gateway.jvm.Thread.currentThread().getContextClassLoader()
-        gateway.jvm.Class.forName(KINESIS_SOURCE_CLASS, False, loader)
-        return True
-    except Exception:  # noqa: BLE001 - py4j wraps ClassNotFoundException
-        return False
-
-
 def kinesis_source(env: Any, source: SourceSettings) -> RawSource:
-    """A Kinesis raw stream (needs the connector jar on pipeline.jars / the client class loader)."""
-    from pyflink.common import Types, WatermarkStrategy
-    from pyflink.common.serialization import SimpleStringSchema
+    """A Kinesis raw stream (asset-cycle's polling source from the job's uber-jar)."""
+    from py4j.protocol import Py4JJavaError
+    from pyflink.common import WatermarkStrategy
     from pyflink.datastream.connectors.base import Source
     from pyflink.java_gateway import get_gateway
 
     conf = kinesis_configuration(source)
-    if not kinesis_class_available():
-        raise SourceError(f"{KINESIS_SOURCE_CLASS} is not loadable: {KINESIS_SKIP_MESSAGE}")
-    gateway = get_gateway()
-    j_conf = gateway.jvm.org.apache.flink.configuration.Configuration()
+    source_class = _java_class(KINESIS_SOURCE_CLASS)
+    j_conf = get_gateway().jvm.org.apache.flink.configuration.Configuration()
     for key, value in conf.items():
         j_conf.setString(key, value)
-    j_source = (
-        gateway.jvm.org.apache.flink.connector.kinesis.source.KinesisStreamsSource.builder()
-        .setStreamArn(source.stream_arn)
-        .setSourceConfig(j_conf)
-        .setDeserializationSchema(SimpleStringSchema()._j_deserialization_schema)
-        .build()
-    )
-    stream = env.from_source(Source(j_source), WatermarkStrategy.no_watermarks(), "kinesis-source",
-                             type_info=Types.STRING())  # fmt: skip
+    try:
+        j_source = source_class(source.stream_arn, j_conf)
+    except Py4JJavaError as exc:  # IllegalArgumentException naming the option
+        raise SourceError(f"SourceConfig: {exc.java_exception.getMessage()}") from None
+    log.info("Kinesis source: %s (uid %s)", j_source.describe(), source.uid)
+    stream = env.from_source(Source(j_source), WatermarkStrategy.no_watermarks(), source.uid,
+                             type_info=RAW_RECORD_TYPE)  # fmt: skip
     stream = stream.uid(source.uid).name(source.uid)
     return RawSource(stream, kinesis_label(source), bounded=False)
 
@@ -127,17 +129,19 @@ def resolve_file_path(path: str | Path) -> Path:
 
 def file_source(env: Any, path: str | Path, monitor_interval_s: float | None = None,
                 uid: str = "file-source", label: str | None = None) -> RawSource:  # fmt: skip
-    """Text lines of a bundle/.jsonl (bounded) or of a directory monitored every N s (unbounded)."""
-    from pyflink.common import Duration, Types, WatermarkStrategy
-    from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
+    """Lines of a bundle/.jsonl (bounded) or of a directory monitored every N s (unbounded), each
+    with its ``file:<path>:<line>`` position."""
+    from pyflink.common import Duration, WatermarkStrategy
+    from pyflink.datastream.connectors.file_system import BulkFormat, FileSource
 
     p = Path(path) if monitor_interval_s else resolve_file_path(path)
     if monitor_interval_s and not p.is_dir():
         raise SourceError(f"continuous file source needs a directory, got {p}")
-    builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(p.resolve()))
+    line_format = BulkFormat(_java_class(FILE_FORMAT_CLASS)())
+    builder = FileSource.for_bulk_file_format(line_format, str(p.resolve()))
     if monitor_interval_s:
         builder = builder.monitor_continuously(Duration.of_millis(int(monitor_interval_s * 1000)))
-    stream = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), uid, type_info=Types.STRING())
+    stream = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), uid, type_info=RAW_RECORD_TYPE)
     stream = stream.uid(uid).name(uid)
     return RawSource(stream, label or f"file:{path}", bounded=not monitor_interval_s)
 
@@ -146,7 +150,8 @@ def file_source(env: Any, path: str | Path, monitor_interval_s: float | None = N
 
 
 class SimulatorPuller(FlatMapFunction):
-    """tick -> the simulator's telemetry lines that are due by now (wall clock).
+    """tick -> the simulator's telemetry lines that are due by now (wall clock), as
+    ``Row("simulator:<n>", line)`` (n counts the lines since the simulation started).
 
     Runs with parallelism 1. ``open`` starts ``iter_deliveries(spec)``; line ``i`` is due
     ``(delivery_ms_i - delivery_ms_0) / speed`` wall seconds after the first tick (``speed`` None
@@ -192,7 +197,7 @@ class SimulatorPuller(FlatMapFunction):
                 return
             self.pending = None
             self.emitted += 1
-            yield line
+            yield Row(f"simulator:{self.emitted}", line)
             if self.max_lines is not None and self.emitted >= self.max_lines:
                 self.done = True
                 return
@@ -211,11 +216,10 @@ def ticker_stream(t_env: Any, name: str, rows_per_second: int) -> Any:
 def simulator_source(t_env: Any, spec: Any, speed: float | None = 60.0, ticks_per_second: int = 20,
                      max_lines: int | None = None) -> RawSource:  # fmt: skip
     """An unbounded raw stream from the fleet simulator (see SimulatorPuller)."""
-    from pyflink.common import Types
 
     ticks = ticker_stream(t_env, "simulator_ticker", ticks_per_second)
     stream = (
-        ticks.flat_map(SimulatorPuller(spec, speed, max_lines=max_lines), output_type=Types.STRING())
+        ticks.flat_map(SimulatorPuller(spec, speed, max_lines=max_lines), output_type=RAW_RECORD_TYPE)
         .set_parallelism(1)
         .name("simulator-source")
         .uid("simulator-source")

@@ -1,5 +1,11 @@
 """Parse + validate raw telemetry: valid points go on as POINT tuples, bad records to a side output.
 
+Input: ``RAW_RECORD_TYPE`` rows ``(position, raw)`` from every source (job.sources). A dead letter's
+``source`` is the record's position (``file:<path>:<line>``, ``kinesis:<stream>:<shard>:<sequence
+number>``; the source label when a record has none); its ``dead_letter_id`` hashes the source
+label, reason and raw bytes as before, so the same bad record read twice is one row and the
+offline replay (fed the label) produces the same ids.
+
 With ``keyed_output`` a point leaves as ``((asset_guid, POINT), ts_ms)``: the record shape that
 PyFlink's timestamp extraction and key_by would build in two more Python operators; the pipeline
 feeds it straight into Flink's Java timestamp assigner and key-by (one Python call per record
@@ -30,13 +36,16 @@ from udfs.metrics import OperatorMetrics
 from udfs.rows import DEAD_LETTER_ROW_TYPE, NO_HINT, POINT_TYPE, dead_letter
 
 DEAD_LETTER_TAG = OutputTag("parse-dead-letters", DEAD_LETTER_ROW_TYPE)
+RAW_RECORD_TYPE = Types.ROW_NAMED(["position", "raw"], [Types.STRING(), Types.STRING()])
+"""Input: (where the record came from or None, the raw text)."""
 KEYED_POINT_TYPE = Types.ROW([Types.STRING(), POINT_TYPE])
 KEYED_OUTPUT_TYPE = Types.TUPLE([KEYED_POINT_TYPE, Types.LONG()])
 """Output with ``keyed_output``: ((asset_guid, POINT), event time ms)."""
 
 
 class ParseFunction(ProcessFunction):
-    """raw str -> POINT tuple; invalid records -> DEAD_LETTER_TAG with the parser's reason."""
+    """(position, raw) -> POINT tuple; invalid records -> DEAD_LETTER_TAG with the parser's reason
+    and the record's position. ``source`` is the source label (dead-letter ids)."""
 
     def __init__(self, source: str, out_of_orderness_ms: int, max_future_s: float = 300.0,
                  check_future: bool = True, keyed_output: bool = False,
@@ -61,7 +70,8 @@ class ParseFunction(ProcessFunction):
         if self.metrics is not None:
             self.metrics.flush()
 
-    def process_element(self, raw, ctx):
+    def process_element(self, record, ctx):
+        position, raw = record[0], record[1]
         wall_ms = int(time.time() * 1000)
         parsed = parse_record(raw, now_ms=wall_ms if self.check_future else None, max_future_s=self.max_future_s)
         self.c_in.inc()
@@ -70,7 +80,7 @@ class ParseFunction(ProcessFunction):
             if wall_ms >= self.metrics.next_flush_ms:
                 self.metrics.flush_due(wall_ms)
             yield DEAD_LETTER_TAG, dead_letter(
-                self.source, parsed.reason, parsed.detail, raw, parsed.asset_guid, parsed.ts_ms
+                self.source, parsed.reason, parsed.detail, raw, parsed.asset_guid, parsed.ts_ms, position=position
             )
             return
         self.c_parsed.inc()

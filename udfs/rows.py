@@ -131,13 +131,16 @@ def dead_letter(
     asset_guid: str | None = None,
     event_ms: int | None = None,
     received_ms: int | None = None,
+    position: str | None = None,
 ) -> Row:
-    """A DEAD_LETTER_ROW_TYPE row; id and text cleaning from job.db.dead_letter_row."""
-    from job.db import dead_letter_row
+    """A DEAD_LETTER_ROW_TYPE row; id and text cleaning from job.db.dead_letter_row. The id hashes
+    ``source`` (the source label); the ``source`` column holds the record's ``position`` when known."""
+    from job.db import dead_letter_id, dead_letter_row
 
     received = int(time.time() * 1000) if received_ms is None else received_ms
-    row = dead_letter_row(source, reason, detail, raw, asset_guid, None, received)
-    return Row(row[0], received, row[2], row[3], row[4], row[5], event_ms, row[7], int(row[8]))
+    row = dead_letter_row(position or source, reason, detail, raw, asset_guid, None, received)
+    letter_id = row[0] if position is None else dead_letter_id(source, reason, raw)
+    return Row(letter_id, received, row[2], row[3], row[4], row[5], event_ms, row[7], int(row[8]))
 
 
 def alert_row(alert: Alert) -> Row:

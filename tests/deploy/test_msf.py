@@ -26,7 +26,7 @@ from deploy.msf import (
 APP = "asset-cycle"
 REGION = "eu-west-1"
 NOW = datetime(2024, 5, 3, 12, 0, 0, tzinfo=UTC)
-RUN_OPTIONS = {"python": "main.py", "jarfile": "lib/asset-cycle-deps.jar", "pyFiles": "lib/python/"}
+RUN_OPTIONS = {"python": "main.py", "jarfile": "lib/asset-cycle-flink.jar", "pyFiles": "lib/python/"}
 SOURCE = {
     "stream.arn": "arn:aws:kinesis:eu-west-1:123456789012:stream/asset-telemetry",
     "aws.region": REGION,

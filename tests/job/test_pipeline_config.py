@@ -13,13 +13,7 @@ from job.db import KEY_COLUMNS, TableNames, column_names
 from job.flink_env import FlinkEnvError, build_configuration
 from job.settings import FlinkSettings, SourceSettings
 from job.sinks import JdbcTarget, SinkError, sink_columns, sink_ddl, source_field
-from job.sources import (
-    KINESIS_SKIP_MESSAGE,
-    SourceError,
-    kinesis_configuration,
-    kinesis_label,
-    resolve_file_path,
-)
+from job.sources import SourceError, kinesis_configuration, kinesis_label, resolve_file_path
 
 # --------------------------------------------------------------------------- flink_env
 
@@ -68,6 +62,36 @@ def test_msf_configuration_leaves_the_service_settings_alone():
         assert key not in conf
 
 
+def test_on_msf_every_option_set_in_code_is_on_msfs_programmatic_list(tmp_path):
+    """MSF 2.2 fails an application that sets in code any Flink option off its programmatic list:
+    with every FlinkSettings knob set, the on-MSF configuration stays a subset of that list."""
+    everything = FlinkSettings(
+        parallelism=4, checkpoint_interval_ms=60_000, checkpoint_dir=str(tmp_path), state_backend="rocksdb",
+        python_execution_mode="process", rest_port=8081, metrics_port=9249, auto_watermark_interval_ms=500,
+        restart_attempts=3, restart_delay_ms=1000, savepoint_dir=str(tmp_path), from_savepoint=str(tmp_path),
+    )  # fmt: skip
+    conf = build_configuration(everything, [tmp_path / "x.jar"], on_msf=True)
+    assert conf and all(flink_env.msf_allows(key) for key in conf)
+    assert conf == {"python.execution-mode": "process", "pipeline.auto-watermark-interval": "500 ms",
+                    "python.operator-chaining.enabled": "true"}  # fmt: skip
+    local = build_configuration(everything, [tmp_path / "x.jar"])
+    assert not all(flink_env.msf_allows(key) for key in local)  # the check is not vacuous
+
+
+def test_msf_programmatic_list():
+    for key in ("pipeline.jars", "pipeline.auto-watermark-interval", "python.execution-mode",
+                "python.operator-chaining.enabled", "execution.runtime-mode", "python.internal.x"):
+        assert flink_env.msf_allows(key), key
+    for key in ("parallelism.default", "execution.checkpointing.interval", "restart-strategy.type",
+                "state.backend.type", "python.fn-execution.bundle.size", "taskmanager.memory.process.size"):
+        assert not flink_env.msf_allows(key), key
+
+
+def test_extra_options_off_the_msf_list_are_refused_on_msf():
+    with pytest.raises(FlinkEnvError, match="parallelism.default"):
+        flink_env.create_environment(FlinkSettings(), on_msf=True, extra_conf={"parallelism.default": "2"})
+
+
 def test_missing_java_is_reported(monkeypatch, tmp_path):
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -75,16 +99,14 @@ def test_missing_java_is_reported(monkeypatch, tmp_path):
         flink_env.check_java()
 
 
-def test_missing_kinesis_jar_is_reported(tmp_path, monkeypatch):
-    monkeypatch.setattr(jars, "ensure_jars", lambda d, names=None, **k: [Path(d) / f"{n}.jar" for n in names])
-    with pytest.raises(FlinkEnvError, match="flink-sql-connector-aws-kinesis-streams jar not found"):
-        flink_env.required_jars(tmp_path, kinesis=True)
-    assert len(flink_env.required_jars(tmp_path, kinesis=False)) == 3
+def test_the_uber_jar_is_the_only_pipeline_jar():
+    [jar] = flink_env.required_jars(None)
+    assert jar.name == jars.jar_name() and jar.parent == flink_env.DEFAULT_JAR_DIR
 
 
-def test_missing_jdbc_jar_without_fetch(tmp_path):
-    with pytest.raises(FlinkEnvError, match="flink-connector-jdbc-core not found"):
-        flink_env.required_jars(tmp_path, kinesis=False, fetch=False)
+def test_missing_jar_without_fetch_says_how_to_build_it(tmp_path):
+    with pytest.raises(FlinkEnvError, match="make setup"):
+        flink_env.required_jars(tmp_path, fetch=False)
 
 
 # --------------------------------------------------------------------------- sinks
@@ -118,14 +140,15 @@ def test_sink_ddl_declares_primary_key_and_batching():
 
 def test_kinesis_configuration_and_label():
     src = SourceSettings(stream_arn="arn:aws:kinesis:us-east-1:1:stream/telemetry", aws_region="us-east-1",
-                         init_position="TRIM_HORIZON", reader_type="EFO", efo_consumer_name="c1",
-                         aws_endpoint="http://127.0.0.1:4567")  # fmt: skip
+                         init_position="AT_TIMESTAMP", init_timestamp="2024-05-01T04:00:00Z",
+                         aws_endpoint="http://127.0.0.1:4567", extra={"source.shard.discovery.interval": "5 s"})
     assert kinesis_configuration(src) == {
-        "source.init.position": "TRIM_HORIZON",
-        "source.reader.type": "EFO",
+        "source.init.position": "AT_TIMESTAMP",
+        "source.init.timestamp": "2024-05-01T04:00:00Z",
+        "source.reader.type": "POLLING",
         "aws.region": "us-east-1",
-        "source.efo.consumer.name": "c1",
         "aws.endpoint": "http://127.0.0.1:4567",
+        "source.shard.discovery.interval": "5 s",
     }
     assert kinesis_label(src) == "kinesis:telemetry"
     with pytest.raises(SourceError, match="stream.arn"):
@@ -140,17 +163,40 @@ def test_resolve_file_path(tmp_path):
         resolve_file_path(tmp_path / "nope")
 
 
-@pytest.mark.kinesis
-def test_kinesis_source_builds_with_the_jar():
-    jar_dir = flink_env.DEFAULT_JAR_DIR
-    if not jars.kinesis_jar_available(jar_dir):
-        pytest.skip(KINESIS_SKIP_MESSAGE)
+ARN = "arn:aws:kinesis:us-east-1:000000000000:stream/t"
+
+
+@pytest.fixture(scope="module")
+def flink_env_with_jar():
+    env, _ = flink_env.create_environment(FlinkSettings(parallelism=1))
+    return env
+
+
+def test_kinesis_source_builds_from_the_jar(flink_env_with_jar):
     from job.sources import kinesis_source
 
-    env, _ = flink_env.create_environment(FlinkSettings(kinesis=True, parallelism=1))
-    raw = kinesis_source(env, SourceSettings(stream_arn="arn:aws:kinesis:us-east-1:000000000000:stream/t",
-                                             aws_region="us-east-1", aws_endpoint="http://127.0.0.1:4567"))  # fmt: skip
+    raw = kinesis_source(flink_env_with_jar, SourceSettings(stream_arn=ARN, aws_region="us-east-1",
+                                                            aws_endpoint="http://127.0.0.1:4567"))  # fmt: skip
     assert raw.label == "kinesis:t" and not raw.bounded
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (SourceSettings(stream_arn=ARN, reader_type="EFO", efo_consumer_name="c"),
+     "source.reader.type=EFO is not supported by asset-cycle's Kinesis source"),
+    (SourceSettings(stream_arn=ARN, extra={"source.shard.discovery.intervall": "5 s"}),
+     "unknown Kinesis source option source.shard.discovery.intervall"),
+    (SourceSettings(stream_arn=ARN, init_position="AT_TIMESTAMP", init_timestamp="yesterday"),
+     "source.init.timestamp must be ISO-8601"),
+    (SourceSettings(stream_arn=ARN, extra={"source.shard.get-records.max-record-count": "20000"}),
+     "max-record-count must be between 1 and 10000"),
+    (SourceSettings(stream_arn="arn:aws:kinesis:us-east-1:0:table/t"), "stream ARN must look like"),
+])  # fmt: skip
+def test_bad_kinesis_options_are_one_clear_error(flink_env_with_jar, settings, message):
+    from job.sources import kinesis_source
+
+    with pytest.raises(SourceError, match=message) as err:
+        kinesis_source(flink_env_with_jar, settings)
+    assert str(err.value).startswith("SourceConfig: ") and "\n" not in str(err.value)
 
 
 # --------------------------------------------------------------------------- run plans
@@ -207,4 +253,34 @@ def test_properties_plan(tmp_path, monkeypatch):
     ]))  # fmt: skip
     plan = main.make_plan(_args(["--local-properties", str(props)]))
     assert plan.mode == "properties" and plan.source_kind == "kinesis" and not plan.on_msf
-    assert plan.settings.flink.kinesis and plan.seed_from is None and not plan.init_db
+    assert plan.settings.source.stream_arn.endswith("stream/s") and plan.seed_from is None and not plan.init_db
+
+
+# --------------------------------------------------------------------------- MSF rules
+
+
+def _groups(flink: dict[str, str]) -> dict[str, dict[str, str]]:
+    return {
+        "SourceConfig": {"stream.arn": ARN},
+        "SinkConfig": {"jdbc.url": "jdbc:postgresql://db:5432/postgres"},
+        "ReferenceConfig": {"redis.host": "redis"},
+        "FlinkConfig": flink,
+    }
+
+
+@pytest.mark.parametrize("key", sorted(__import__("job.settings").settings.MSF_MANAGED_FLINK_KEYS))
+def test_flink_keys_msf_manages_are_rejected_on_msf(key):
+    from job.settings import SettingsError, settings_from_groups
+
+    with pytest.raises(SettingsError, match=rf"^FlinkConfig\.{key}: is managed by MSF on MSF: set it in "):
+        settings_from_groups(_groups({key: "1"}), on_msf=True)
+    settings_from_groups(_groups({key: "1" if key != "state.backend" else "rocksdb"}))  # fine elsewhere
+
+
+def test_the_keys_the_job_decides_are_accepted_on_msf():
+    from job.settings import settings_from_groups
+
+    settings = settings_from_groups(_groups({"python.execution.mode": "process", "auto.watermark.interval.ms": "500",
+                                             "source.idleness.ms": "60000"}), on_msf=True)  # fmt: skip
+    conf = build_configuration(settings.flink, on_msf=True)
+    assert conf["python.execution-mode"] == "process" and all(flink_env.msf_allows(k) for k in conf)

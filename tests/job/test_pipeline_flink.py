@@ -61,7 +61,11 @@ def test_bundle_fills_tables_like_the_replay_and_reruns_change_nothing(tmp_path,
     # dead letters: every bad record with its reason, deduplicated by the deterministic id
     by_id = {d["dead_letter_id"]: d for d in tables.dead_letters}
     assert set(by_id) == {dead_letter_id(d.source, d.reason, d.raw) for d in expected.dead_letters}
-    reasons = {d["raw"]: d["reason"] for d in tables.dead_letters if d["source"] == SOURCE_LABEL}
+    telemetry = (bundle / "telemetry.jsonl").resolve()
+    reasons = {d["raw"]: d["reason"] for d in tables.dead_letters if d["source"].startswith("file:")}
+    # parse dead letters carry their file and line number
+    assert [by_id[dead_letter_id(SOURCE_LABEL, reasons[b], b)]["source"] for b in BAD_LINES] == [
+        f"file:{telemetry}:{601 + i}" for i in range(len(BAD_LINES))]
     assert reasons[BAD_LINES[0]] == "BAD_JSON"
     assert reasons[BAD_LINES[1]] == "NO_TIMEZONE"
     assert reasons[BAD_LINES[2]] == "NO_GPS_FIX"
@@ -191,5 +195,5 @@ def test_dead_letters_keep_the_original_record(tmp_path, pg_dsn, table_names):
     run_bundle(bundle, table_names, pg_dsn)
     [letter] = read_tables(pg_dsn, table_names).dead_letters
     assert letter["reason"] == "LAT_OUT_OF_RANGE" and letter["raw"] == raw and letter["asset_guid"] == "T1"
-    assert letter["raw_size"] == len(raw) and letter["source"] == SOURCE_LABEL
+    assert letter["raw_size"] == len(raw) and letter["source"] == f"file:{(bundle / 'telemetry.jsonl').resolve()}:1"
     assert letter["event_utc"] is not None

@@ -258,7 +258,7 @@ def _drive(lines: list[str], reference, lag_ms: int, watermark_every: int) -> Ha
         if n == 50:  # reference data arrives late: the first points are held
             for rec in snapshot_records(reference):
                 h.broadcast_element(rec)
-        for out in parse.process_element(line, None):
+        for out in parse.process_element((None, line), None):
             if isinstance(out, tuple) and len(out) == 8:
                 h.element(out)
                 max_ts = out[2] if max_ts is None else max(max_ts, out[2])

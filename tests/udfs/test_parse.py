@@ -1,4 +1,5 @@
-"""ParseFunction: valid points with the replay's per-record watermark hint, invalid -> dead letters."""
+"""ParseFunction: valid points with the replay's per-record watermark hint, invalid -> dead letters
+that carry the record's source position (and keep the label-based id of the replay)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ def _parse(lines: list[str], lag_ms: int = 60_000) -> list:
     fn = ParseFunction("file:x", lag_ms, check_future=False)
     fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
     out = []
-    for line in lines:
-        out.extend(fn.process_element(line, None))
+    for n, line in enumerate(lines, 1):
+        out.extend(fn.process_element((f"file:/data/x.jsonl:{n}", line), None))
     return out
 
 
@@ -39,7 +40,7 @@ def test_invalid_records_go_to_the_dead_letter_side_output_with_reason():
     assert tag is DEAD_LETTER_TAG
     letter = dict(zip(DEAD_LETTER_FIELDS, row, strict=True))
     assert letter["reason"] == "BAD_TIMESTAMP"
-    assert letter["source"] == "file:x" and letter["raw"] == bad and letter["asset_guid"] == "A"
+    assert letter["source"] == "file:/data/x.jsonl:1" and letter["raw"] == bad and letter["asset_guid"] == "A"
     assert letter["dead_letter_id"] == dead_letter_id("file:x", "BAD_TIMESTAMP", bad)
     assert letter["raw_size"] == len(bad)
 
@@ -53,13 +54,29 @@ def test_invalid_records_do_not_move_the_hint():
 def test_future_timestamps_are_rejected_when_checked():
     fn = ParseFunction("k", 1000, max_future_s=300)
     fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
-    [(tag, row)] = list(fn.process_element(rec("A", "2999-01-01T00:00:00.000Z"), None))
+    [(tag, row)] = list(fn.process_element(("kinesis:s:shardId-000000000001:4962", rec("A", "2999-01-01T00:00:00.000Z")),
+                                           None))  # fmt: skip
     assert tag is DEAD_LETTER_TAG and row[3] == "TIMESTAMP_OUT_OF_RANGE"
+    assert row[2] == "kinesis:s:shardId-000000000001:4962"
 
 
 def test_keyed_output_has_the_shape_of_key_by_plus_timestamp():
     fn = ParseFunction("file:x", 60_000, check_future=False, keyed_output=True)
     fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
-    [(keyed, ts)] = list(fn.process_element(rec("A", "2024-01-15T06:00:00.000Z"), None))
+    [(keyed, ts)] = list(fn.process_element(("file:x:1", rec("A", "2024-01-15T06:00:00.000Z")), None))
     assert ts == 1705298400000
     assert keyed[0] == "A" and keyed[1][:3] == ("A", "S", ts)
+
+
+def test_a_record_without_position_is_dead_lettered_with_the_source_label():
+    fn = ParseFunction("simulator", 1000, check_future=False)
+    fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
+    [(tag, row)] = list(fn.process_element((None, "{"), None))
+    assert tag is DEAD_LETTER_TAG and row[2] == "simulator"
+    assert row[0] == dead_letter_id("simulator", row[3], "{")
+
+
+def test_the_same_bad_record_at_two_positions_has_one_id():
+    first, second = _parse(["not json", "not json"])
+    assert first[1][0] == second[1][0]
+    assert (first[1][2], second[1][2]) == ("file:/data/x.jsonl:1", "file:/data/x.jsonl:2")
