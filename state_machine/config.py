@@ -62,9 +62,13 @@ class CycleThresholds:
     """When event time (the watermark) passes a silent truck's last point by this much, its open
     cycle is closed INVALID (IDLE_TIMEOUT) by a timer. Longer than any store-and-forward backlog
     that should still complete a cycle."""
-    max_forward_jump_s: float = 21600.0
-    """A point more than this ahead of the truck's newest point is held as a suspected clock jump
-    until the next point confirms or refutes it."""
+    lead_hold_s: float = 300.0
+    """A point more than max_disorder_s ahead of the truck's newest point (a device clock that jumped,
+    live points sent before an outage's backlog, or simply the next row after a silence) is held,
+    not applied: until the truck's timeline catches up with it, until the stream's event time passes
+    it by this much, or until the truck has sent nothing else for this long of its own time; a lone
+    held point that the truck's timeline passes by this much without reaching is rejected as a clock
+    jump (CLOCK_JUMP)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -108,9 +112,10 @@ class EngineConfig:
         return int(max([self.defaults.max_disorder_s, *(t.max_disorder_s for t in self.sites.values())]) * 1000)
 
     @property
-    def max_forward_jump_ms(self) -> int:
-        """Smallest clock-jump limit over all sites, in ms (for the stream's watermark tracker)."""
-        return int(min([self.defaults.max_forward_jump_s, *(t.max_forward_jump_s for t in self.sites.values())]) * 1000)
+    def watermark_jump_ms(self) -> int:
+        """How far ahead of the stream's newest event time one record may be before it needs
+        confirmation to move the watermark (state_machine.watermark): the largest re-order window."""
+        return self.max_disorder_ms
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngineConfig:

@@ -24,8 +24,9 @@ region. It starts with its first standing evidence and becomes LOAD_TIME / DUMP_
 lasted >= load_idle_s / dump_idle_s (exactly met counts); the segment is back-dated to the spell
 start. While a spell is open, a point "stays" if it is in the same area or within still_radius_m of
 the spell's anchor (GPS jitter at a boundary). The first point that does not stay idle at the spell
-marks a pending departure; standing again at the spell within blip_max_s cancels it (queue creep,
-spotting under the loader); otherwise the spell ends at the pending departure. Entering another
+marks a pending departure; standing again at the spell within blip_max_s (or two of the truck's
+reporting intervals, when longer) cancels it (queue creep, spotting under the loader); otherwise
+the spell ends at the pending departure. Entering another
 load/dump area ends it at once.
 
 Cycles. LOAD_TIME -> LOAD_TRAVEL -> DUMP_TIME -> EMPTY_TRAVEL; the next LOAD_TIME closes the
@@ -329,6 +330,10 @@ def _start_over(
     return closed
 
 
+UNWITNESSED_EXTRA = 0.5
+"""Intervals a gap with WORKING at both ends must last beyond gap_factor before a stop is inferred
+inside it: no end of it witnessed the standing, and two pings dropped while a truck slows down look
+alike."""
 IDLE_DRIFT_RADII = 3.0
 """Two idle points on the road at most this many still radii apart are one standstill (GPS outliers)."""
 MOVING_HISTORY = 5
@@ -350,6 +355,13 @@ def _note_moving_pair(s: CycleState, dt_ms: int, d: float) -> None:
     mid = len(mv) // 4
     s.iv_ms = sorted(mv[0::2])[mid]
     s.v_cms = sorted(mv[1::2])[mid]
+
+
+def _blip_ms(s: CycleState, th: CycleThresholds) -> float:
+    """How long a movement may last and still be a blip: blip_max_s, or two of the truck's own
+    reporting intervals when that is longer (the first idle ping after a short move comes one
+    interval after the first moving one)."""
+    return max(th.blip_max_s * 1000.0, 2.0 * (s.iv_ms or DEFAULT_INTERVAL_MS))
 
 
 def _speed_mps(s: CycleState, th: CycleThresholds) -> float:
@@ -401,7 +413,7 @@ def _stand(
 ) -> None:
     """Attribute one piece of standing evidence [from_ms, to_ms] at a place to the open spell, a new
     spell, or (between load and dump areas) the current travel standstill."""
-    blip_ms = th.blip_max_s * 1000.0
+    blip_ms = _blip_ms(s, th)
     in_spell = s.sp_kind != "" and (
         (kind == s.sp_kind and guid == s.sp_guid)
         or approx_distance_m(s.sp_lat, s.sp_lon, lat, lon) <= th.still_radius_m
@@ -486,7 +498,8 @@ def apply_point(
     # 1. The pair's standing evidence (see the module docstring) and the departure it implies.
     a_idle = s.prev_ws == IDLING
     b_idle = p.work_state_id == IDLING
-    gap = dt_ms > th.gap_factor * (s.iv_ms or DEFAULT_INTERVAL_MS)
+    interval = s.iv_ms or DEFAULT_INTERVAL_MS
+    gap = dt_ms > th.gap_factor * interval
     depart_ms = tb  # dense data: the first point that does not stay idle is the departure
     prev_area, prev_guid, prev_lat, prev_lon = s.prev_area, s.prev_guid, s.prev_lat, s.prev_lon
     # idle at both ends of a dense pair in one place (the same loader or dump region, or on the road
@@ -513,7 +526,8 @@ def apply_point(
         if b_idle:
             arrive = tb - (spare - at_a if a_idle else spare)
             _stand(s, area, guid, p.latitude, p.longitude, arrive, tb, False, th, closed, alerts)
-    elif gap:  # WORKING at both ends of a gap: a stop that no ping witnessed
+    elif dt_ms > (th.gap_factor + UNWITNESSED_EXTRA) * interval:
+        # WORKING at both ends of a (longer) gap: a stop that no ping witnessed
         standing = dt_ms - _drive_ms(s, d, th)
         if standing > 0:
             half_drive = (dt_ms - standing) // 2
@@ -554,7 +568,7 @@ def apply_point(
             if s.sp_depart is None:
                 s.sp_depart = max(s.sp_until, min(depart_ms, tb))
             entered_other_area = area in (AREA_LOADER, AREA_DUMP) and not stays
-            if entered_other_area or tb - s.sp_depart > th.blip_max_s * 1000.0:
+            if entered_other_area or tb - s.sp_depart > _blip_ms(s, th):
                 _end_spell(s, th, closed, alerts, s.sp_depart)
 
     _set_prev(s, p, area, guid)

@@ -86,7 +86,7 @@ class Replayer:
         self.states: dict[str, TruckState] = {}
         self.timers: dict[str, tuple[int, int]] = {}  # asset -> (due, time of its heap entry)
         self._heap: list[tuple[int, str]] = []
-        self.watermarks = WatermarkTracker(self.lag_ms, self.config.max_forward_jump_ms)
+        self.watermarks = WatermarkTracker(self.lag_ms, self.config.watermark_jump_ms)
         self._sites_missing: set[str] = set()
         self.result = ReplayResult()
 

@@ -65,6 +65,10 @@ class ScoreReport:
     recall: float
     f1: float
     status_agreement: float | None
+    complete_recall: float | None
+    """Truth COMPLETE cycles matched by a found COMPLETE cycle, over all truth COMPLETE cycles."""
+    complete_precision: float | None
+    """Found COMPLETE cycles matched to a truth COMPLETE cycle, over all found COMPLETE cycles."""
     confusion: dict[tuple[str, str], int]
     load_start_error: ErrorStats
     total_cycle_error: ErrorStats
@@ -90,6 +94,8 @@ class ScoreReport:
             "recall": self.recall,
             "f1": self.f1,
             "status_agreement": self.status_agreement,
+            "complete_recall": self.complete_recall,
+            "complete_precision": self.complete_precision,
             "confusion": {f"{t}->{f}": n for (t, f), n in sorted(self.confusion.items())},
             "load_start_error": stats(self.load_start_error),
             "total_cycle_error": stats(self.total_cycle_error),
@@ -106,6 +112,7 @@ class ScoreReport:
             f"(tolerance {self.tolerance_s:g} s on load_start)",
             f"precision {self.precision:.3f}  recall {self.recall:.3f}  F1 {self.f1:.3f}",
             f"status agreement: {agree}",
+            f"COMPLETE recall {_fmt_ratio(self.complete_recall)}  COMPLETE precision {_fmt_ratio(self.complete_precision)}",
         ]
         statuses = sorted({t for t, _ in self.confusion} | {f for _, f in self.confusion})
         if statuses:
@@ -158,6 +165,14 @@ def match_cycles(truth: list[CycleRecord], found: list[CycleRecord],
     return pairs
 
 
+def _fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
 def _abs_err(a: float | int | None, b: float | int | None, scale: float = 1.0) -> float | None:
     if a is None or b is None:
         return None
@@ -182,6 +197,7 @@ def score(truth: list[CycleRecord], found: list[CycleRecord], tolerance_s: float
         seg[name] = ErrorStats.of(errs)
     used_t = {i for i, _ in pairs_idx}
     used_f = {j for _, j in pairs_idx}
+    both_complete = confusion.get(("COMPLETE", "COMPLETE"), 0)
     return ScoreReport(
         tolerance_s=tolerance_s,
         truth_count=len(truth),
@@ -191,6 +207,8 @@ def score(truth: list[CycleRecord], found: list[CycleRecord], tolerance_s: float
         recall=recall,
         f1=f1,
         status_agreement=agree / matched if matched else None,
+        complete_recall=_ratio(both_complete, sum(1 for t in truth if t.cycle_status == "COMPLETE")),
+        complete_precision=_ratio(both_complete, sum(1 for f in found if f.cycle_status == "COMPLETE")),
         confusion=dict(confusion),
         load_start_error=ErrorStats.of(load_err),
         total_cycle_error=ErrorStats.of(total_err),

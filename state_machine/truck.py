@@ -11,9 +11,14 @@ Ordering (per truck, deterministic for a given arrival order):
   * Exact duplicates (same timestamp, position and work state) are dropped and counted; the same
     timestamp with different content is rejected as CONFLICTING_DUPLICATE (first one wins).
   * A point older than the newest committed point is rejected as LATE (never silently lost).
-  * A point more than max_forward_jump_s ahead of the truck's newest point is held as a suspected
-    clock jump: the next point confirms it (it is near the new time) or refutes it (it continues
-    the old timeline; the suspect is rejected as CLOCK_JUMP).
+  * A point more than max_disorder_s ahead of the truck's newest point is *held* (the lead), not
+    applied: it may be a device clock that jumped, live points sent before an outage's backlog, or
+    just the next row after a silence. Lead points join the buffer when the truck's timeline catches
+    up with them (a backlog filling the gap; a glitch a few minutes ahead, committed in order); all
+    of them join it (the truck's time really moved on) when the stream's event time passes the first
+    by lead_hold_s, or when the truck sent nothing else while they piled up (LEAD_MAX points or
+    lead_hold_s of their own time). A lone lead point that the truck's timeline passes by
+    lead_hold_s without reaching it is rejected as CLOCK_JUMP, with an alert.
   * For low latency the temporary-table row is computed speculatively from the committed state
     plus the buffered points (optional); it is an upsert, so a later re-order simply overwrites it.
 Timers: the truck needs a timer at newest + max_disorder (to flush its buffer when it goes quiet)
@@ -42,9 +47,12 @@ from state_machine.model import (
 )
 from state_machine.reference import SiteReference, SpatialCache, SpatialIndex
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 END_OF_INPUT = 2**63 - 1
 _RECENT_KEEP = 64
+HELD = "held"
+LEAD_MAX = 12
+"""Lead points held at most while the truck sends nothing else (more: its time really moved on)."""
 
 LATE = "LATE"
 CONFLICTING_DUPLICATE = "CONFLICTING_DUPLICATE"
@@ -68,7 +76,7 @@ def _fingerprint(p: TelemetryPoint) -> int:
 class TruckState:
     """What is kept per truck in Flink keyed state (see to_bytes for the serialised form)."""
 
-    __slots__ = ("asset", "committed", "pending", "newest_ms", "recent", "suspect", "_spec", "_row_key")
+    __slots__ = ("asset", "committed", "pending", "newest_ms", "recent", "lead", "_spec", "_row_key")
 
     def __init__(self, asset: str, site: str) -> None:
         self.asset = asset
@@ -76,7 +84,7 @@ class TruckState:
         self.pending: list[_Entry] = []
         self.newest_ms: int | None = None
         self.recent: list[list[int]] = []  # [ts, 16-bit fingerprint] of the last committed points
-        self.suspect: _Entry | None = None
+        self.lead: list[tuple[_Entry, int]] = []  # held points ahead (sorted), each with newest_ms at arrival
         self._spec: CycleState | None = None  # speculative state (committed + pending), not serialised
         self._row_key: tuple | None = None  # key of the last emitted in-progress row, not serialised
 
@@ -91,24 +99,29 @@ class TruckState:
                 [_entry_to_list(e) for e in self.pending],
                 self.newest_ms,
                 _encode_recent(self.recent, self.committed.prev_ts),
-                _entry_to_list(self.suspect) if self.suspect else None,
+                [[*_entry_to_list(e), anchor] for e, anchor in self.lead],
             ]
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TruckState:
-        """Decode to_bytes output; raises ValueError on an unknown version."""
+        """Decode to_bytes output (version 1, before the lead buffer, is migrated); raises ValueError
+        on an unknown version."""
         values = orjson.loads(data)
-        if not values or values[0] != STATE_VERSION:
-            raise ValueError(f"unsupported truck state version {values[0] if values else None!r}")
-        _, asset, committed, pending, newest, recent, suspect = values
+        version = values[0] if values else None
+        if version not in (1, STATE_VERSION):
+            raise ValueError(f"unsupported truck state version {version!r}")
+        _, asset, committed, pending, newest, recent, lead = values
+        if version == 1:  # v1: a single held clock-jump suspect, a CycleState without moving history
+            lead = [[*lead, newest]] if lead else []
+            committed = [*committed, [], None, None]
         state = cls.__new__(cls)
         state.asset = asset
         state.committed = CycleState.from_list(committed)
         state.pending = [_entry_from_list(asset, e) for e in pending]
         state.newest_ms = newest
         state.recent = _decode_recent(recent, state.committed.prev_ts)
-        state.suspect = _entry_from_list(asset, suspect) if suspect else None
+        state.lead = [(_entry_from_list(asset, e[:7]), e[7]) for e in lead]
         state._spec = None
         state._row_key = None
         return state
@@ -127,9 +140,10 @@ class TruckState:
             return None
         th = config.for_site(self.committed.site)
         due: list[int] = []
-        if self.pending or self.suspect:
-            newest = max(self.newest_ms or 0, self.suspect.ts_ms if self.suspect else 0)
-            due.append(newest + int(th.max_disorder_s * 1000))
+        if self.pending:
+            due.append((self.newest_ms or 0) + int(th.max_disorder_s * 1000))
+        if self.lead:
+            due.append(self.lead[0][0].ts_ms + int(th.lead_hold_s * 1000))
         last = self.committed.prev_ts
         if self.committed.phase != SEG_NONE and last is not None:
             due.append(last + int(th.idle_close_s * 1000))
@@ -175,7 +189,7 @@ class _SiteRuntime(NamedTuple):
     th: CycleThresholds
     index: SpatialIndex | None
     disorder_ms: int
-    jump_ms: int
+    hold_ms: int
 
 
 class TruckEngine:
@@ -194,7 +208,7 @@ class TruckEngine:
             return rt
         th = self.config.for_site(site_guid)
         index = self.spatial.get(site, th.loader_distance_m) if site is not None else None
-        rt = _SiteRuntime(site, th, index, int(th.max_disorder_s * 1000), int(th.max_forward_jump_s * 1000))
+        rt = _SiteRuntime(site, th, index, int(th.max_disorder_s * 1000), int(th.lead_hold_s * 1000))
         self._runtime[site_guid] = rt
         return rt
 
@@ -213,9 +227,9 @@ class TruckEngine:
         verdict = self._admit(state, entry, rt, out)
         if verdict is None:
             return out, state
-        appended_in_order = verdict
-        self._commit(state, out, state.newest_ms - rt.disorder_ms)
-        self._emit_current(state, out, appended_in_order, entry, force_full=False)
+        if verdict is not HELD:
+            self._commit(state, out, state.newest_ms - rt.disorder_ms)
+        self._emit_current(state, out, verdict is True, entry, force_full=False)
         return out, state
 
     def on_timer(
@@ -227,8 +241,8 @@ class TruckEngine:
             self._site_runtime(site.site_guid, site)
         rt = self._site_runtime(state.committed.site)
         th = rt.th
-        if state.suspect is not None and watermark_ms >= state.suspect.ts_ms + rt.disorder_ms:
-            self._accept_suspect(state)
+        if state.lead and (watermark_ms >= END_OF_INPUT or watermark_ms >= state.lead[0][0].ts_ms + rt.hold_ms):
+            self._take_lead(state, len(state.lead))  # the stream's time passed it: the truck's time moved on
         if state.pending and (state.newest_ms or 0) + rt.disorder_ms <= watermark_ms:
             self._commit(state, out, END_OF_INPUT)
         last = state.committed.prev_ts
@@ -252,8 +266,9 @@ class TruckEngine:
         rt = self._site_runtime(e.point.site_guid)
         return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index, alerts)
 
-    def _admit(self, state: TruckState, entry: _Entry, rt: _SiteRuntime, out: StepOutput) -> bool | None:
-        """Dedup / late / clock-jump checks and buffering. None: not buffered; else appended-in-order."""
+    def _admit(self, state: TruckState, entry: _Entry, rt: _SiteRuntime, out: StepOutput) -> bool | str | None:
+        """Dedup / late / lead checks and buffering. None: dropped or rejected; HELD: in the lead;
+        else whether it was appended in order to the buffer."""
         ts = entry.ts_ms
         point = entry.point
         committed_ts = state.committed.prev_ts
@@ -271,30 +286,24 @@ class TruckEngine:
             if e.ts_ms == ts:
                 _same_timestamp(out, point, e.point == point, "a buffered point")
                 return None
+        for e, _anchor in state.lead:
+            if e.ts_ms == ts:
+                _same_timestamp(out, point, e.point == point, "a held point")
+                return None
 
         newest = state.newest_ms
-        jump_ms = rt.jump_ms
-        if state.suspect is not None:
-            if state.suspect.ts_ms == ts:
-                _same_timestamp(out, point, state.suspect.point == point, "a held point")
-                return None
-            if ts >= state.suspect.ts_ms - rt.disorder_ms:
-                self._accept_suspect(state)  # the clock really moved on
-                newest = state.newest_ms
-            elif ts <= newest + jump_ms:  # a suspect exists only once newest is known
-                out.rejected.append(Rejection(state.suspect.point, CLOCK_JUMP, "not confirmed by the next point"))
-                sp = state.suspect.point
-                out.alerts.append(Alert(ALERT_CLOCK_JUMP, sp.asset_guid, sp.site_guid, sp.ts_ms, sp.latitude,
-                                        sp.longitude, f"device clock jumped {(sp.ts_ms - newest) / 1000:.0f} s ahead "
-                                        "and came back; the point was rejected"))
-                state.suspect = None
-            else:
-                out.rejected.append(Rejection(state.suspect.point, CLOCK_JUMP, "replaced by another jump"))
-                state.suspect = entry
-                return None
-        if newest is not None and ts > newest + jump_ms:
-            state.suspect = entry
-            return None
+        disorder = rt.disorder_ms
+        if newest is not None and ts > newest + disorder:
+            insort(state.lead, (entry, newest), key=lambda held: held[0].ts_ms)
+            quiet = state.lead[0][1] == newest  # nothing else arrived since the first lead point
+            if quiet and (len(state.lead) >= LEAD_MAX
+                          or state.lead[-1][0].ts_ms - state.lead[0][0].ts_ms >= rt.hold_ms):
+                self._take_lead(state, len(state.lead))  # the truck's time moved on
+                return False
+            if len(state.lead) > 2 * LEAD_MAX:
+                self._reject_lead(state, 0, out, "too many points ahead of the truck's timeline")
+            state._spec = None
+            return HELD
 
         in_order = newest is None or ts > newest
         if in_order:
@@ -304,15 +313,52 @@ class TruckEngine:
             insort(state.pending, entry, key=lambda e: e.ts_ms)
             out.reordered += 1
             state._spec = None
+        if state.lead:
+            self._settle_lead(state, rt, out)
         return in_order
 
-    def _accept_suspect(self, state: TruckState) -> None:
-        suspect = state.suspect
-        state.suspect = None
-        if suspect is not None:
-            insort(state.pending, suspect, key=lambda e: e.ts_ms)
-            state.newest_ms = max(state.newest_ms or suspect.ts_ms, suspect.ts_ms)
+    def _settle_lead(self, state: TruckState, rt: _SiteRuntime, out: StepOutput) -> None:
+        """After the truck's timeline moved: lead points it reached join the buffer in order; a lone
+        one it passed by lead_hold_s without reaching is rejected as a clock jump."""
+        lead = state.lead
+        disorder = rt.disorder_ms
+        n = 0
+        while n < len(lead) and lead[n][0].ts_ms <= (state.newest_ms or 0) + disorder:
+            entry = lead[n][0]
+            insort(state.pending, entry, key=lambda e: e.ts_ms)
+            state.newest_ms = max(state.newest_ms or entry.ts_ms, entry.ts_ms)
+            n += 1
+        if n:
+            del lead[:n]
             state._spec = None
+        newest = state.newest_ms or 0
+        k = 0
+        while k < len(lead):
+            entry, anchor = lead[k]
+            lone = all(abs(other.ts_ms - entry.ts_ms) > disorder for other, _ in lead if other is not entry)
+            if lone and newest - anchor >= rt.hold_ms:
+                self._reject_lead(state, k, out, f"{(entry.ts_ms - anchor) / 1000:.0f} s ahead of the truck's "
+                                  f"timeline, which went on for {(newest - anchor) / 1000:.0f} s without reaching it")
+            else:
+                k += 1
+
+    @staticmethod
+    def _reject_lead(state: TruckState, k: int, out: StepOutput, detail: str) -> None:
+        entry, _anchor = state.lead.pop(k)
+        p = entry.point
+        out.rejected.append(Rejection(p, CLOCK_JUMP, detail))
+        out.alerts.append(Alert(ALERT_CLOCK_JUMP, p.asset_guid, p.site_guid, p.ts_ms, p.latitude, p.longitude,
+                                f"device clock jumped ahead: {detail}; the point was rejected"))
+        state._spec = None
+
+    @staticmethod
+    def _take_lead(state: TruckState, n: int) -> None:
+        """The first n lead points join the buffer (the truck's time moved on to them)."""
+        for entry, _anchor in state.lead[:n]:
+            insort(state.pending, entry, key=lambda e: e.ts_ms)
+            state.newest_ms = max(state.newest_ms or entry.ts_ms, entry.ts_ms)
+        del state.lead[:n]
+        state._spec = None
 
     def _commit(self, state: TruckState, out: StepOutput, horizon_ms: int) -> None:
         """Apply buffered points with ts <= horizon to the committed state, in order."""
@@ -330,18 +376,23 @@ class TruckEngine:
                 del state.recent[: len(state.recent) - _RECENT_KEEP]
 
     def _current(self, state: TruckState, appended: bool, entry: _Entry | None) -> CycleState:
-        """The state to show in the temporary table: speculative (committed + buffer) or committed."""
-        if not self.speculative or not state.pending:
+        """The state to show in the temporary table: speculative (committed + buffer, and the lead
+        while the truck sends nothing else) or committed."""
+        lead = state.lead
+        shown_lead = lead if lead and lead[0][1] == state.newest_ms else ()
+        if not self.speculative or not (state.pending or shown_lead):
             state._spec = None
             return state.committed
         spec = state._spec
-        if spec is not None and appended and entry is not None:
+        if spec is not None and appended and entry is not None and not shown_lead:
             self._apply(spec, entry)
             return spec
         spec = state.committed.copy()
         for e in state.pending:
             self._apply(spec, e)
-        state._spec = spec
+        for e, _anchor in shown_lead:
+            self._apply(spec, e)
+        state._spec = None if shown_lead else spec
         return spec
 
     def _emit_current(
