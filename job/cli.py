@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "job.commands.seed",
     "job.commands.run",
     "job.commands.report",
+    "job.commands.produce",
     "job.commands.package",
     "job.commands.msf",
     "job.commands.services",
