@@ -41,7 +41,7 @@ class CycleThresholds:
     load_seconds / dump_seconds."""
     still_radius_m: float = 15.0
     """Two consecutive points closer than this are at the same spot (GPS noise tolerance)."""
-    gap_factor: float = 2.5
+    gap_factor: float = 2.0
     """A pair of consecutive points is a reporting gap (data missing, inference allowed) when it is
     more than this many times the truck's own reporting interval while moving; shorter pairs are
     dense data, read as reported (IDLING = standing, WORKING = moving)."""

@@ -330,7 +330,7 @@ def _start_over(
     return closed
 
 
-UNWITNESSED_EXTRA = 0.5
+UNWITNESSED_EXTRA = 1.0
 """Intervals a gap with WORKING at both ends must last beyond gap_factor before a stop is inferred
 inside it: no end of it witnessed the standing, and two pings dropped while a truck slows down look
 alike."""
