@@ -100,7 +100,7 @@ def _inside(unix_path: str, node: str, main_js: str) -> int:
     """In the new namespace: loopback up, emulator started, Unix socket -> 127.0.0.1:4568 until stdin closes."""
     _loopback_up()
     env = dict(os.environ, KINESIS_MOCK_PLAIN_PORT=str(_PLAIN_PORT), KINESIS_MOCK_TLS_PORT=str(_TLS_PORT),
-               LOG_LEVEL=os.environ.get("KINESIS_MOCK_LOG_LEVEL", "WARN"))  # fmt: skip
+               LOG_LEVEL=os.environ.get("KINESIS_MOCK_LOG_LEVEL", "ERROR"))  # fmt: skip
     emulator = subprocess.Popen([node, main_js], env=env, stdin=subprocess.DEVNULL, cwd=os.path.dirname(main_js))
     try:
         deadline = time.monotonic() + 60
