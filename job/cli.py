@@ -32,7 +32,13 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available sub-command."""
-    parser = argparse.ArgumentParser(prog="asset-cycle", description="Haul-truck cycle tracking on Flink")
+    parser = argparse.ArgumentParser(
+        prog="asset-cycle",
+        description="Haul-truck cycle tracking on Apache Flink: run the job locally (a simulated fleet by default), "
+                    "replay and score bundles, manage the tables, build reports, deploy to MSF.",
+        epilog="`asset-cycle COMMAND --help` describes a command.")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -42,7 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _describe_commands(parser)
     return parser
+
+
+def _describe_commands(parser: argparse.ArgumentParser) -> None:
+    """A (sub-)command without a description of its own is described by its one-line help."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    sub.description = helps[name][0].upper() + helps[name][1:] + "."
+                _describe_commands(sub)
+
+
+def package_version() -> str:
+    """The installed asset-cycle version (pyproject.toml's)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("asset-cycle")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -532,3 +532,38 @@ def table_exists(conn: Any, names: TableNames, kind: str) -> bool:
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (names.qualified(kind),))
         return cur.fetchone()[0] is not None
+
+
+def reset_schema(conn: Any, names: TableNames) -> list[str]:
+    """Drop the asset-cycle tables of ``names`` (and the migrations record, the updated_at trigger
+    function and the schema itself when nothing else is left in it); returns what was dropped.
+    Commits."""
+    from psycopg2 import sql
+
+    dropped: list[str] = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(names.schema),))
+            for kind in (*reversed(TABLE_KINDS), None):
+                table = MIGRATIONS_TABLE if kind is None else names.table_name(kind)
+                cur.execute("SELECT to_regclass(%s)", (f'"{names.schema}"."{table}"',))
+                if cur.fetchone()[0] is not None:
+                    cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier(names.schema, table)))
+                    dropped.append(f"{names.schema}.{table}")
+            cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(
+                sql.Identifier(names.schema, "asset_cycle_touch_updated_at")))
+            cur.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = %s", (names.schema,))
+            left = cur.fetchone()[0]
+            cur.execute("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                        "WHERE n.nspname = %s", (names.schema,))
+            left += cur.fetchone()[0]
+            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (names.schema,))
+            if cur.fetchone() is not None and left == 0:
+                cur.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(names.schema)))
+                dropped.append(f"schema {names.schema}")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return dropped

@@ -4,10 +4,11 @@ Locally everything is set here: Python execution mode (thread by default: 5-20x 
 mode for keyed state), parallelism, exactly-once checkpointing with retained (externalized)
 checkpoints, state backend, ``pipeline.jars`` (the job's uber-jar, see deploy.jars),
 REST/Web UI port, auto-watermark interval, fixed-delay restarts and the savepoint to restore from,
-and (with ``metrics_port``) Flink's Prometheus reporter: the reporter jar that ships with PyFlink
-(``pyflink/plugins/metrics-prometheus``) is put on the gateway's class loader, from which the
-local minicluster loads reporter factories (it does not read a plugins directory unless
-``FLINK_PLUGINS_DIR`` was set before the JVM started).
+every port on loopback only (LOOPBACK_CONF), and the job jar's metric reporter
+(``assetcycle.metrics.LocalMetricsReporter``: the run console's metric snapshots and, with
+``metrics_port``, the Prometheus endpoint on ``metrics_host``, 127.0.0.1 unless widened; Flink's own
+Prometheus reporter binds every interface). The minicluster loads reporter factories from the
+gateway's class loader, where the job jar is added.
 
 On MSF (``on_msf=True``) the service owns parallelism, checkpointing, restarts, state backend and
 the jar (``jarfile`` run option), and from MSF 2.2 on any Flink option set in code that is not on
@@ -33,7 +34,17 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JAR_DIR = PROJECT_ROOT / ".jars"
-PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+LOCAL_REPORTER_FACTORY = "assetcycle.metrics.LocalMetricsReporterFactory"
+LOOPBACK_CONF = {
+    "rest.address": "127.0.0.1",
+    "rest.bind-address": "127.0.0.1",
+    "jobmanager.rpc.address": "127.0.0.1",
+    "jobmanager.bind-host": "127.0.0.1",
+    "taskmanager.host": "127.0.0.1",
+    "taskmanager.bind-host": "127.0.0.1",
+}
+"""Local runs: the minicluster's REST, RPC, BLOB and data ports bound to loopback (Flink binds
+0.0.0.0 by default)."""
 DEFAULT_METRICS_PORT = 9249
 
 
@@ -76,18 +87,6 @@ class EnvInfo:
     def metrics_url(self) -> str | None:
         """The local Prometheus scrape address, when the reporter is on."""
         return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else None
-
-
-def prometheus_reporter_jar() -> Path | None:
-    """flink-metrics-prometheus jar shipped with PyFlink (plugins/ or opt/), None when absent."""
-    import pyflink
-
-    base = Path(pyflink.__file__).resolve().parent
-    for pattern in ("plugins/metrics-prometheus/flink-metrics-prometheus-*.jar", "opt/flink-metrics-prometheus-*.jar"):
-        found = sorted(base.glob(pattern))
-        if found:
-            return found[-1]
-    return None
 
 
 def check_java() -> str:
@@ -168,11 +167,11 @@ def build_configuration(
         conf["state.backend.type"] = flink.state_backend
         conf["execution.checkpointing.mode"] = "EXACTLY_ONCE"
         conf["execution.checkpointing.externalized-checkpoint-retention"] = "RETAIN_ON_CANCELLATION"
+        # every port of the local cluster on loopback only (REST/Web UI, RPC, BLOB server, data)
+        conf.update(LOOPBACK_CONF)
         if flink.rest_port is not None:
             conf["rest.port"] = str(flink.rest_port)
             conf["rest.bind-port"] = str(flink.rest_port)
-            conf["rest.address"] = "127.0.0.1"
-            conf["rest.bind-address"] = "127.0.0.1"
         if jar_paths:
             from deploy.jars import jar_urls
 
@@ -190,11 +189,11 @@ def build_configuration(
             conf["execution.state-recovery.path"] = path
         if flink.state_backend == "rocksdb":
             conf["state.backend.incremental"] = "true"
+        # the run console's metric snapshots and (with a port) the Prometheus endpoint, on metrics_host
+        conf["metrics.reporter.local.factory.class"] = LOCAL_REPORTER_FACTORY
         if flink.metrics_port is not None:
-            conf["metrics.reporter.prom.factory.class"] = PROMETHEUS_FACTORY
-            conf["metrics.reporter.prom.port"] = str(flink.metrics_port)
-            # keep label values (site guids, reasons) as they are instead of mapping "-" etc. to "_"
-            conf["metrics.reporter.prom.filterLabelValueCharacters"] = "false"
+            conf["metrics.reporter.local.port"] = str(flink.metrics_port)
+            conf["metrics.reporter.local.host"] = flink.metrics_host
         if flink.parallelism is not None:
             conf["parallelism.default"] = str(flink.parallelism)
         if flink.checkpoint_interval_ms:
@@ -225,6 +224,9 @@ def create_environment(
                             "cannot be set in code on MSF")  # fmt: skip
     conf_dict.update(extra_conf or {})
     if not on_msf:
+        # PyFlink serves a "loopback" Python worker pool on every interface for process mode; the
+        # minicluster can start its Python workers itself instead (thread mode needs neither)
+        os.environ.setdefault("_python_worker_execution_mode", "process")
         pin_jvm_utc()
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
@@ -241,14 +243,7 @@ def create_environment(
         from deploy.jars import jar_urls
 
         add_jars_to_context_class_loader(jar_urls(jar_paths))
-    metrics_port = None
-    if "metrics.reporter.prom.factory.class" in conf_dict:
-        jar = prometheus_reporter_jar()
-        if jar is None:
-            log.warning("flink-metrics-prometheus jar not found in the PyFlink package: no Prometheus metrics")
-        else:
-            add_jars_to_context_class_loader([jar.as_uri()])
-            metrics_port = flink.metrics_port
+    metrics_port = flink.metrics_port if "metrics.reporter.local.port" in conf_dict else None
     if not on_msf:  # on MSF the application configuration decides (setting them would fail there)
         if flink.parallelism is not None:
             env.set_parallelism(flink.parallelism)

@@ -66,15 +66,21 @@ class ServiceStatus:
         return f"{self.name} on {self.host}:{self.port} ({how}{where}); connect: {self.connect_hint}"
 
 
+def state_dir(name: str) -> Path:
+    """A project-local folder for runtime state (``.services``, ``.checkpoints``, ``.logs``): in a source
+    checkout ``<checkout>/.<name>``, else ``~/.local/state/asset-cycle/<name>``."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / f".{name}"
+    return Path.home() / ".local" / "state" / "asset-cycle" / name
+
+
 def services_dir() -> Path:
     """Where local servers keep their data (see the module docstring)."""
     configured = os.environ.get(SERVICES_DIR_ENV)
     if configured:
         return Path(configured).resolve()
-    checkout = Path(__file__).resolve().parents[1]
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / ".services"
-    return Path.home() / ".local" / "state" / "asset-cycle" / "services"
+    return state_dir("services")
 
 
 def is_answering(host: str, port: int, timeout_s: float = 1.0) -> bool:

@@ -139,10 +139,13 @@ def build_pipeline(
     lag_ms = settings.engine.max_disorder_ms
     parsed = (
         raw_stream.process(ParseFunction(source_label, lag_ms, check_future=check_future, keyed_output=True,
-                                         max_jump_ms=settings.engine.max_forward_jump_ms),
+                                         max_jump_ms=settings.engine.watermark_jump_ms),
                            output_type=KEYED_OUTPUT_TYPE)
         .name("parse+validate")
         .uid("parse")
+        # as many subtasks as the source: records go forward, so a truck's records keep their order (a
+        # rebalance from a one-subtask source such as the simulator would interleave two parse subtasks)
+        .set_parallelism(raw_stream._j_data_stream.getParallelism())
     )  # fmt: skip
     strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(lag_ms))
     if settings.flink.source_idleness_ms:

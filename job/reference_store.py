@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from job.db import TableNames, connect
+from job.errors import SettingsError
 from state_machine.model import LOADER
 from state_machine.reference import Loader, ReferenceData, Region, group_sites
 
@@ -32,8 +33,6 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
-class SettingsError(ValueError):
-    """Connection settings are missing or malformed (the message never contains a password)."""
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -334,6 +333,17 @@ def regions_key(site_guid: str, prefix: str = "") -> str:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "\\*?[]" else ch for ch in text)
+
+
+def region_keys(redis_client: Any, prefix: str = "") -> list[bytes]:
+    """Every site's regions hash under ``prefix`` (``{prefix}site:*:regions``)."""
+    return sorted(redis_client.scan_iter(match=f"{_glob_escape(prefix)}site:*:regions", count=500))
+
+
+def delete_region_keys(redis_client: Any, prefix: str = "") -> int:
+    """Delete every site's regions hash under ``prefix``; returns how many were deleted."""
+    keys = region_keys(redis_client, prefix)
+    return int(redis_client.delete(*keys)) if keys else 0
 
 
 def _text(value: str | bytes) -> str:

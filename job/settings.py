@@ -23,7 +23,8 @@ Groups and keys (all values are strings, as MSF delivers them):
 * ``FlinkConfig`` (all optional; MSF's own parallelism/checkpoint configuration wins when absent):
   parallelism, checkpoint.interval.ms, state.backend (hashmap|rocksdb), python.execution.mode
   (thread|process), rest.port, auto.watermark.interval.ms, source.idleness.ms, restart.attempts,
-  restart.delay.ms, checkpoint.dir, metrics.port (local/self-managed runs: Prometheus reporter port).
+  restart.delay.ms, checkpoint.dir, metrics.port (local/self-managed runs: Prometheus reporter port),
+  metrics.host (the address it binds to, default 127.0.0.1; 0.0.0.0 to let another host scrape it).
   On MSF the keys of MSF_MANAGED_FLINK_KEYS are rejected: the service manages those options.
 
 Errors name the group and key. Secrets are never part of these objects; ``PostgresSettings`` and
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from job.errors import SettingsError
 from state_machine.config import THRESHOLD_NAMES, ConfigError, EngineConfig
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ MSF_MANAGED_FLINK_KEYS: dict[str, str] = {
     "restart.delay.ms": "MSF (its restart strategy; a support case to change it)",
     "rest.port": "MSF (the Flink dashboard in the console)",
     "metrics.port": "MSF (metrics go to CloudWatch)",
+    "metrics.host": "MSF (metrics go to CloudWatch)",
 }
 """FlinkConfig keys whose Flink options MSF manages (setting them in code fails the application at
 start-up from MSF 2.2 on) -> where they are set on MSF. Rejected on MSF."""
@@ -83,8 +86,6 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PASSWORD_IN_URL = re.compile(r"(?i)(password=)[^&;]*")
 
 
-class SettingsError(ValueError):
-    """A property group or key is missing or invalid (message names group and key)."""
 
 
 # --------------------------------------------------------------------------- reading
@@ -326,6 +327,9 @@ class FlinkSettings:
     python_execution_mode: str = "thread"
     rest_port: int | None = None
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    """Address the Prometheus endpoint binds to: loopback unless a self-managed cluster's Prometheus
+    scrapes it from another host (then e.g. 0.0.0.0)."""
     """Prometheus reporter port (None: no reporter; never set on MSF)."""
     auto_watermark_interval_ms: int = 200
     source_idleness_ms: int | None = 30_000
@@ -485,6 +489,7 @@ def _flink(g: _Group, on_msf: bool) -> FlinkSettings:
         ),
         rest_port=g.int("rest.port", minimum=0),
         metrics_port=g.int("metrics.port", minimum=1),
+        metrics_host=g.str("metrics.host", default="127.0.0.1"),
         auto_watermark_interval_ms=g.int("auto.watermark.interval.ms", default=200, minimum=1),
         source_idleness_ms=g.int("source.idleness.ms", default=30_000, minimum=0) or None,
         restart_attempts=g.int("restart.attempts", minimum=0),

@@ -1,23 +1,19 @@
-"""JDBC sinks into PostgreSQL through Flink's Table API JDBC connector (upserts by PRIMARY KEY).
+"""PostgreSQL sinks: the job's tables written by our own JDBC upsert sink (java/: assetcycle.sink).
 
-``pyflink.datastream.connectors.jdbc.JdbcSink`` does not work with JDBC connector 4.x, so each
-DataStream of rows (udfs.rows layouts, explicit types) becomes a Table, its columns are cast to
-the target columns of ``job.db`` and inserted into a temporary ``'connector' = 'jdbc'`` table
-declared with the table's primary key: the connector then writes ``INSERT .. ON CONFLICT (pk)
-DO UPDATE`` in batches (``sink.buffer-flush.max-rows`` / ``.interval``, reduced by key inside a
-batch) and flushes on every checkpoint. All inserts go into one StatementSet attached to the
-DataStream job (``attach_as_datastream``), so a single ``env.execute()`` runs everything.
+Each DataStream of rows (udfs.rows layouts, explicit types) becomes a Table whose columns are cast
+to the target columns of ``job.db`` (epoch milliseconds become ``TIMESTAMP_LTZ(3)``, which reaches
+the sink as an ``Instant`` and is bound as a UTC ``timestamptz``: no time zone in between), turned
+back into a DataStream of rows and written by ``assetcycle.sink.JdbcUpsertSink`` with the
+statement of ``job.db.jdbc_upsert_sql``: ``INSERT .. ON CONFLICT (pk) DO UPDATE`` (``updated_at =
+now()`` on the tables that have it) or ``DO NOTHING`` for dead letters and alerts.
 
-Timestamps: rows carry epoch milliseconds. The JDBC connector cannot write TIMESTAMP_LTZ, and
-writes TIMESTAMP(3) through ``java.sql.Timestamp`` in the JVM's default time zone (the PostgreSQL
-driver then sends the value with that zone's offset into ``timestamptz``). So each ``x_ms`` value
-becomes ``CAST(TO_TIMESTAMP_LTZ(x_ms, 3) AS TIMESTAMP(3))`` with ``table.local-time-zone`` set to
-the JVM's default zone: the wall-clock value and the driver's interpretation use the same zone and
-the instant lands exactly (local runs also pin the JVM to UTC, which avoids DST-ambiguous hours).
-
-Idempotency: cycles are keyed by (asset_guid, load_start_utc), the temporary table and process
-info by asset_guid, dead letters and alerts by their deterministic ids, so a replay rewrites the
-same rows (a dead letter's ``received_utc`` is refreshed: it is the processing time).
+Why not Flink's JDBC connector: when PostgreSQL is down, its sink fails the task, and closing the
+failed task throws the failed write again, which Flink treats as fatal for the whole TaskManager
+(a local run then has no slot left; MSF replaces the TaskManager and restarts the job). Our sink
+retries an outage with backoff inside the running task instead (metrics ``sinkRetries``,
+``sinkTimeSinceLastWriteMs``), never throws on close, writes one transaction per batch (reduced by
+primary key), and flushes on every checkpoint: at least once, and exactly-once in effect because
+every write is an idempotent upsert. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -26,19 +22,30 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from job.db import KEY_COLUMNS, TableNames, column_list
+from job.db import KEY_COLUMNS, TableNames, column_list, jdbc_upsert_sql
 
 log = logging.getLogger(__name__)
 
 SINK_KINDS = ("cycle_tmp", "cycle", "process_info", "dead_letter", "alerts")
+SINK_CLASS = "assetcycle.sink.JdbcUpsertSink"
+MAX_BACKOFF_MS = 5000
+"""Longest wait between two write attempts during an outage (bounds the recovery delay)."""
 
 _SQL_TO_FLINK = {
     "text": "STRING",
-    "timestamptz": "TIMESTAMP(3)",
+    "timestamptz": "TIMESTAMP_LTZ(3)",
     "double precision": "DOUBLE",
     "integer": "INT",
     "smallint": "SMALLINT",
     "bigint": "BIGINT",
+}
+_SQL_TO_JDBC_TYPE = {  # java.sql.Types codes, for NULL parameters
+    "text": 12,  # VARCHAR
+    "timestamptz": 2014,  # TIMESTAMP_WITH_TIMEZONE
+    "double precision": 8,  # DOUBLE
+    "integer": 4,  # INTEGER
+    "smallint": 5,  # SMALLINT
+    "bigint": -5,  # BIGINT
 }
 
 
@@ -82,31 +89,52 @@ def sink_columns(kind: str) -> list[tuple[str, str]]:
     return out
 
 
-def sink_ddl(sink_name: str, kind: str, names: TableNames, target: JdbcTarget) -> str:
-    """``CREATE TEMPORARY TABLE`` of a JDBC upsert sink (contains the password: never log it)."""
-    cols = sink_columns(kind)
-    keys = KEY_COLUMNS[kind]
-    body = ",\n  ".join(f"`{name}` {ftype}{' NOT NULL' if name in keys else ''}" for name, ftype in cols)
-    options = {
-        "connector": "jdbc",
-        "url": target.url,
-        "table-name": f"{names.schema}.{names.table_name(kind)}",
-        "username": target.username,
-        "password": target.password or "",
-        "sink.buffer-flush.max-rows": str(target.batch_size),
-        "sink.buffer-flush.interval": f"{target.batch_interval_ms}ms",
-        "sink.max-retries": str(target.max_retries),
-    }
-    opts = ",\n  ".join(f"'{k}' = '{_escape(v)}'" for k, v in options.items())
-    key_list = ", ".join(f"`{k}`" for k in keys)
-    return (
-        f"CREATE TEMPORARY TABLE `{sink_name}` (\n  {body},\n  PRIMARY KEY ({key_list}) NOT ENFORCED\n)"
-        f" WITH (\n  {opts}\n)"
-    )
+@dataclass(frozen=True, slots=True)
+class SinkSpec:
+    """Everything the Java sink of one table needs (contains the password: never log it)."""
+
+    kind: str
+    url: str
+    username: str
+    password: str
+    upsert_sql: str
+    key_fields: tuple[int, ...]
+    null_types: tuple[int, ...]
+    batch_size: int
+    flush_interval_ms: int
+    max_retries: int
+
+    def __repr__(self) -> str:
+        return f"SinkSpec({self.kind} -> {self.url} as {self.username}, batch {self.batch_size})"
 
 
-def _escape(value: str) -> str:
-    return value.replace("'", "''")
+def sink_spec(kind: str, names: TableNames, target: JdbcTarget) -> SinkSpec:
+    """The upsert statement, key positions and NULL types of a kind's table."""
+    columns = column_list(kind)
+    sink_columns(kind)  # validates the kind and the column types
+    positions = {name: i for i, (name, _) in enumerate(columns)}
+    return SinkSpec(kind=kind, url=target.url, username=target.username, password=target.password or "",
+                    upsert_sql=jdbc_upsert_sql(names, kind), key_fields=tuple(positions[k] for k in KEY_COLUMNS[kind]),
+                    null_types=tuple(_SQL_TO_JDBC_TYPE[t] for _, t in columns), batch_size=target.batch_size,
+                    flush_interval_ms=target.batch_interval_ms, max_retries=target.max_retries)  # fmt: skip
+
+
+def java_sink(spec: SinkSpec) -> Any:
+    """The ``assetcycle.sink.JdbcUpsertSink`` of a spec (the job's jar must be on the class path)."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+
+    def int_array(values: tuple[int, ...]) -> Any:
+        array = gateway.new_array(gateway.jvm.int, len(values))
+        for i, value in enumerate(values):
+            array[i] = value
+        return array
+
+    sink_class = gateway.jvm.assetcycle.sink.JdbcUpsertSink
+    return sink_class(spec.kind, spec.url, spec.username, spec.password, spec.upsert_sql, int_array(spec.key_fields),
+                      int_array(spec.null_types), spec.batch_size, spec.flush_interval_ms, spec.max_retries,
+                      MAX_BACKOFF_MS)  # fmt: skip
 
 
 def select_expressions(kind: str, row_fields: list[str]) -> list[Any]:
@@ -116,7 +144,7 @@ def select_expressions(kind: str, row_fields: list[str]) -> list[Any]:
 
     types = {
         "STRING": DataTypes.STRING(),
-        "TIMESTAMP(3)": DataTypes.TIMESTAMP(3),
+        "TIMESTAMP_LTZ(3)": DataTypes.TIMESTAMP_LTZ(3),
         "DOUBLE": DataTypes.DOUBLE(),
         "INT": DataTypes.INT(),
         "SMALLINT": DataTypes.SMALLINT(),
@@ -128,48 +156,33 @@ def select_expressions(kind: str, row_fields: list[str]) -> list[Any]:
         if src not in row_fields:
             exprs.append(null_of(types[ftype]).alias(name))
             continue
-        if ftype == "TIMESTAMP(3)":
-            expr = call("TO_TIMESTAMP_LTZ", col(src), 3).cast(types[ftype])
+        if ftype == "TIMESTAMP_LTZ(3)":
+            expr = call("TO_TIMESTAMP_LTZ", col(src), 3)
         else:
             expr = col(src).cast(types[ftype])
         exprs.append(expr.alias(name))
     return exprs
 
 
-def jvm_time_zone() -> str:
-    """The gateway JVM's default time zone id."""
-    from pyflink.java_gateway import get_gateway
-
-    return str(get_gateway().jvm.java.util.TimeZone.getDefault().getID())
-
-
 @dataclass
 class SinkSet:
-    """Collects the job's outputs and attaches them as one StatementSet.
+    """Collects the job's outputs and attaches one sink per table.
 
-    ``add(kind, stream)`` declares (once per kind) the JDBC sink and adds an insert of ``stream``;
-    ``attach()`` must be called once, after every add, before ``env.execute()``.
+    ``add(kind, stream)`` / ``add_table(kind, table)`` add rows for a kind's table; ``attach()``
+    must be called once, after every add, before ``env.execute()``.
     """
 
     env: Any
     names: TableNames
     target: JdbcTarget
-    prefix: str = "sink"
     t_env: Any = None
-    _statements: Any = None
-    _declared: set[str] = field(default_factory=set)
-    _added: list[str] = field(default_factory=list)
+    _streams: dict[str, list[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from pyflink.table import StreamTableEnvironment
 
         if self.t_env is None:
             self.t_env = StreamTableEnvironment.create(self.env)
-        self.t_env.get_config().set("table.local-time-zone", jvm_time_zone())
-        self._statements = self.t_env.create_statement_set()
-
-    def sink_name(self, kind: str) -> str:
-        return f"{self.prefix}_{kind}"
 
     def add(self, kind: str, stream: Any) -> None:
         """Insert a DataStream of rows (a ROW_NAMED type, udfs.rows layout) into the sink of ``kind``."""
@@ -177,17 +190,17 @@ class SinkSet:
 
     def add_table(self, kind: str, table: Any) -> None:
         """Insert a Table whose columns are udfs.rows fields into the sink of ``kind``."""
-        name = self.sink_name(kind)
-        if kind not in self._declared:
-            self.t_env.execute_sql(sink_ddl(name, kind, self.names, self.target))
-            self._declared.add(kind)
         row_fields = list(table.get_schema().get_field_names())
-        self._statements.add_insert(name, table.select(*select_expressions(kind, row_fields)))
-        self._added.append(kind)
+        selected = table.select(*select_expressions(kind, row_fields))
+        self._streams.setdefault(kind, []).append(self.t_env.to_data_stream(selected))
 
     def attach(self) -> None:
-        """Attach every insert to the DataStream job (call once)."""
-        if not self._added:
+        """One JdbcUpsertSink per kind, fed by every stream added for it (call once)."""
+        if not self._streams:
             raise SinkError("no sink streams were added")
-        self._statements.attach_as_datastream()
-        log.info("JDBC sinks attached: %s -> %s (%r)", self._added, self.names.schema, self.target)
+        for kind, streams in self._streams.items():
+            stream = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
+            spec = sink_spec(kind, self.names, self.target)
+            table = f"{self.names.schema}.{self.names.table_name(kind)}"
+            stream._j_data_stream.sinkTo(java_sink(spec)).name(f"sink: {table}").uid(f"sink-{kind}")
+        log.info("PostgreSQL sinks attached: %s -> %s (%r)", sorted(self._streams), self.names.schema, self.target)

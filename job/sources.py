@@ -153,9 +153,11 @@ class SimulatorPuller(FlatMapFunction):
     """tick -> the simulator's telemetry lines that are due by now (wall clock), as
     ``Row("simulator:<n>", line)`` (n counts the lines since the simulation started).
 
-    Runs with parallelism 1. ``open`` starts ``iter_deliveries(spec)``; line ``i`` is due
-    ``(delivery_ms_i - delivery_ms_0) / speed`` wall seconds after the first tick (``speed`` None
-    or 0: as fast as possible, at most ``max_per_tick`` lines per tick). Never sleeps, so neither
+    Runs with parallelism 1. ``open`` starts ``iter_deliveries(spec)``; the simulation's past (lines
+    delivered before the wall-clock time of the first tick, when ``spec.start_ms`` lies in the past)
+    is due at once, and a later line ``(delivery_ms - max(delivery_ms_0, first tick)) / speed`` wall
+    seconds after the first tick (``speed`` None or 0: everything as fast as possible, at most
+    ``max_per_tick`` lines per tick). Never sleeps, so neither
     checkpoints nor process mode's bundles are held up. The generator position is not checkpointed:
     after a restore the simulation starts again (fine for a demo, not for production).
     """
@@ -183,6 +185,7 @@ class SimulatorPuller(FlatMapFunction):
         now = time.monotonic()
         if self.start_wall is None:
             self.start_wall = now
+            self.start_ms = int(time.time() * 1000)
         for _ in range(self.max_per_tick):
             if self.pending is None:
                 try:
@@ -193,7 +196,8 @@ class SimulatorPuller(FlatMapFunction):
             delivery_ms, line = self.pending
             if self.first_ms is None:
                 self.first_ms = delivery_ms
-            if self.speed and self.start_wall + (delivery_ms - self.first_ms) / 1000.0 / self.speed > now:
+            ahead_ms = delivery_ms - max(self.first_ms, self.start_ms)
+            if self.speed and ahead_ms > 0 and self.start_wall + ahead_ms / 1000.0 / self.speed > now:
                 return
             self.pending = None
             self.emitted += 1

@@ -113,12 +113,12 @@ def test_static_migrations_have_no_string_interpolation():
         assert braces and all(re.fullmatch(r"\{[a-z_]+\}", b) for b in braces), path.name  # identifiers only
 
 
-def test_flink_ddl_escapes_option_values():
+def test_sink_statements_are_composed_from_validated_identifiers():
     from job.db import TableNames
-    from job.sinks import JdbcTarget, sink_ddl
+    from job.sinks import JdbcTarget, sink_spec
 
-    ddl = sink_ddl("s", "cycle", TableNames(schema="dx"), JdbcTarget("jdbc:postgresql://h/db", "u", "x', 'a' = 'b"))
-    assert "'password' = 'x'', ''a'' = ''b'" in ddl
+    spec = sink_spec("cycle", TableNames(schema="dx"), JdbcTarget("jdbc:postgresql://h/db", "u", "x', 'a' = 'b"))
+    assert "x'" not in spec.upsert_sql and spec.upsert_sql.count("?") == len(spec.null_types)
     with pytest.raises(ValueError):
         TableNames(schema="dx; DROP TABLE x")
 

@@ -10,7 +10,8 @@ import argparse
 import os
 from typing import Any
 
-from job.db import TableNames
+from job.db import TABLE_KINDS, TableNames
+from job.main import DEMO_REDIS_PREFIX, DEMO_SCHEMA
 
 
 def add_pg_args(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,7 @@ def pg_connect_from_args(args: argparse.Namespace) -> Any:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `db` sub-command (init, status)."""
+    """Add the `db` sub-command (init, status, reset)."""
     p = subparsers.add_parser("db", help="create/upgrade the PostgreSQL tables",
                               description="Manage the asset-cycle tables (legacy dx.* layout).")
     sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -80,6 +81,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_pg_args(status)
     add_table_args(status)
     status.set_defaults(func=run_status)
+    reset = sub.add_parser(
+        "reset", help="remove a schema's tables and the matching Redis region keys",
+        description="Drop the asset-cycle tables of a schema (the demo's by default) and delete the sites' "
+                    "region hashes under the Redis key prefix; the next run starts empty. Without --yes it only "
+                    "says what it would remove.")  # fmt: skip
+    add_pg_args(reset)
+    reset.add_argument("--schema", default=DEMO_SCHEMA, help=f"schema to empty (default {DEMO_SCHEMA}, the demo's)")
+    reset.add_argument("--table", action="append", type=_table_override, default=[], metavar="KIND=NAME",
+                       help="a table name that differs from the default (repeatable, as for db init)")
+    reset.add_argument("--redis-prefix", default=None,
+                       help=f"Redis key prefix of the region hashes to delete (default {DEMO_REDIS_PREFIX!r} for "
+                            "schema demo, none otherwise)")
+    reset.add_argument("--redis-url", default=os.environ.get("ASSET_CYCLE_REDIS_URL"),
+                       help="redis:// URL (default $ASSET_CYCLE_REDIS_URL, else ASSET_CYCLE_REDIS_* or 127.0.0.1:6379)")
+    reset.add_argument("--yes", action="store_true", help="really remove them")
+    reset.set_defaults(func=run_reset)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -116,3 +133,33 @@ def run_status(args: argparse.Namespace) -> int:
         pending += state == "pending"
         print(f"{state:8} {path.stem}")
     return 1 if pending else 0
+
+
+def run_reset(args: argparse.Namespace) -> int:
+    """Drop a schema's tables and delete the matching Redis keys (``--yes``), or say what that would do."""
+    from job.cli import CliError
+    from job.commands.seed import _redis_client
+    from job.db import reset_schema, table_exists
+    from job.reference_store import delete_region_keys, region_keys
+
+    names = table_names_from_args(args)
+    prefix = args.redis_prefix if args.redis_prefix is not None else (
+        DEMO_REDIS_PREFIX if names.schema == DEMO_SCHEMA else "")  # fmt: skip
+    conn = pg_connect_from_args(args)
+    client = _redis_client(args)
+    try:
+        if not args.yes:
+            tables = [f"{names.schema}.{names.table_name(k)}" for k in TABLE_KINDS if table_exists(conn, names, k)]
+            keys = region_keys(client, prefix)
+            print(f"would drop {len(tables)} table(s) in schema {names.schema}"
+                  + (f" ({', '.join(tables)})" if tables else "")
+                  + f" and delete {len(keys)} Redis key(s) {prefix}site:*:regions")  # fmt: skip
+            raise CliError("nothing removed: add --yes to remove them")
+        dropped = reset_schema(conn, names)
+        deleted = delete_region_keys(client, prefix)
+    finally:
+        conn.close()
+        client.close()
+    print(f"dropped {len(dropped)} object(s) of schema {names.schema}"
+          + (f" ({', '.join(dropped)})" if dropped else "") + f"; deleted {deleted} Redis key(s) {prefix}site:*:regions")
+    return 0

@@ -24,10 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=os.environ.get("ASSET_CYCLE_MSF_APPLICATION", DEFAULT_APPLICATION),
         help="MSF application name (default $ASSET_CYCLE_MSF_APPLICATION or asset-cycle)",
     )
-    common.add_argument("--region", help="AWS region (default: the AWS config/env)")
+    common.add_argument("--region", default=os.environ.get("AWS_REGION"),
+                        help="AWS region (default $AWS_REGION, else the AWS config)")
     common.add_argument("--profile", help="AWS profile (default: the AWS credential chain)")
 
-    p = subparsers.add_parser("msf", help="deploy and operate the MSF application")
+    p = subparsers.add_parser("msf", help="deploy and operate the MSF application",
+                              description="Deploy the job to Amazon Managed Service for Apache Flink and operate it "
+                                          "(start, stop, snapshots, restore, reprocess); see docs/deploy.md.")
     sub = p.add_subparsers(dest="msf_command", required=True, metavar="ACTION")
 
     d = sub.add_parser(
@@ -78,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = r.add_mutually_exclusive_group(required=True)
     which.add_argument("--latest", action="store_true", help="RESTORE_FROM_LATEST_SNAPSHOT")
     which.add_argument("--snapshot", metavar="NAME", help="RESTORE_FROM_CUSTOM_SNAPSHOT")
-    r.add_argument("--allow-non-restored-state", action="store_true")
+    r.add_argument("--allow-non-restored-state", action="store_true",
+                   help="allow snapshot state without operator")
     r.add_argument("--wait", action="store_true", help="wait until RUNNING")
     r.set_defaults(func=_restore)
 
@@ -120,13 +124,31 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 
     @functools.wraps(fn)
     def wrapper(args: argparse.Namespace) -> int:
+        from botocore.exceptions import (
+            BotoCoreError,
+            NoCredentialsError,
+            NoRegionError,
+            PartialCredentialsError,
+        )
+
         from deploy.msf import MsfError
         from job.cli import CliError
 
+        no_credentials = ("no AWS credentials: pass --profile or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY, or run where an IAM role provides them")  # fmt: skip
         try:
             return fn(args)
         except MsfError as exc:
+            if isinstance(exc.__cause__, NoCredentialsError | PartialCredentialsError):
+                raise CliError(no_credentials) from None
             raise CliError(str(exc)) from exc
+        except NoRegionError:
+            raise CliError("no AWS region: pass --region or set AWS_REGION (or AWS_DEFAULT_REGION, or region in "
+                           "~/.aws/config)") from None  # fmt: skip
+        except (NoCredentialsError, PartialCredentialsError):
+            raise CliError(no_credentials) from None
+        except BotoCoreError as exc:
+            raise CliError(f"AWS: {exc}") from None
 
     return wrapper
 

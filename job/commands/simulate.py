@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--loaders", type=int, default=None, help="loaders per site (default: trucks/5)")
     p.add_argument("--dumps", type=int, default=None, help="dump regions per site (default: trucks/15, >= 2)")
     p.add_argument("--hours", type=float, default=2.0, help="simulated hours (default 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same bundle (default 0)")
     p.add_argument("--sites", type=int, default=1, help="number of sites (default 1)")
     p.add_argument("--site-spacing-km", type=float, default=60.0, help="distance between site centres")
     p.add_argument("--start", default=None, help="start time, ISO 8601 UTC (default 2024-01-15T06:00:00Z)")

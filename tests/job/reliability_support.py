@@ -4,6 +4,12 @@ with checkpointing + restarts, watch the job through the minicluster's REST API,
 ``run_job`` is ``flink_harness.run_bundle`` with the knobs these tests need (restart strategy,
 checkpoint directory, REST port, JDBC user, a callback while the job runs, an unbounded reference
 stream) and a ``JobWatch`` of what the REST API showed (failures, restores, checkpoints).
+
+``CliRun`` runs the real CLI (``python -m job.main``, as ``asset-cycle run``) in the background in
+its own session: wait for its output or a condition, send it Ctrl-C/SIGTERM, or ``kill_hard()``
+the client with its Flink JVM as a crash would; ``wait_for_checkpoint`` waits for the first
+completed checkpoint of a run, which ``asset-cycle run --resume`` then restores (crash-and-resume
+tests of any source: see test_resume_flink.py).
 """
 
 from __future__ import annotations
@@ -194,3 +200,107 @@ def run_job(
 def snapshot(pg_dsn: str, names: TableNames) -> dict[str, list]:
     """The four tables without the processing-time columns (see VOLATILE)."""
     return table_snapshot(pg_dsn, names, exclude=VOLATILE)
+
+
+# --------------------------------------------------------------------------- the real CLI in the background
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env(pg_dsn: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a CLI run against the test PostgreSQL and Redis (ASSET_CYCLE_PG_* /
+    ASSET_CYCLE_REDIS_*: the CLI then starts no servers of its own)."""
+    import os
+    from urllib.parse import urlparse
+
+    p = pg_params(pg_dsn)
+    r = urlparse(redis_url)
+    env = {k: v for k, v in os.environ.items() if k != "ASSET_CYCLE_LOCAL"}
+    env.update(ASSET_CYCLE_PG_HOST=p.get("host", "127.0.0.1"), ASSET_CYCLE_PG_PORT=str(p.get("port", 5432)),
+               ASSET_CYCLE_PG_DB=p.get("dbname", "test"), ASSET_CYCLE_PG_USER=p.get("user", "postgres"),
+               ASSET_CYCLE_REDIS_HOST=r.hostname or "127.0.0.1", ASSET_CYCLE_REDIS_PORT=str(r.port or 6379),
+               ASSET_CYCLE_REDIS_DB=(r.path or "/0").lstrip("/") or "0")  # fmt: skip
+    if p.get("password"):
+        env["ASSET_CYCLE_PG_PASSWORD"] = p["password"]
+    env.update(extra)
+    return env
+
+
+class CliRun:
+    """``python -m job.main ARGS`` (what ``asset-cycle run`` runs) in the background, in its own session
+    so that the client and its Flink JVM can be killed together like a crashed machine; output
+    (stdout and stderr) goes to ``log``."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        import subprocess
+        import sys
+
+        self.args = args
+        self.log = log
+        self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "job.main", *args], cwd=PROJECT_ROOT, env=env,
+                                     stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the job exited early ({self.proc.returncode}):\n{self.output()[-4000:]}")
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> float:
+        """Wait until ``condition()`` holds (the process must stay alive); returns the time it took."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            self.check_alive()
+            if condition():
+                return time.monotonic() - start
+            time.sleep(0.5)
+        raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}:\n{self.output()[-4000:]}")
+
+    def wait_for_line(self, text: str, timeout_s: float = 240.0) -> float:
+        return self.wait_for(lambda: text in self.output(), timeout_s, repr(text))
+
+    def signal(self, signum: int, timeout_s: float = 120.0) -> int:
+        """Send ``signum`` to the client only (as Ctrl-C in a terminal reaches it); returns the exit code."""
+        self.proc.send_signal(signum)
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            self.stop()
+
+    def wait(self, timeout_s: float = 300.0) -> int:
+        """Wait for the run to end by itself; returns the exit code."""
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            self.stop()
+
+    def kill_hard(self) -> None:
+        """SIGKILL the client and its Flink JVM at once: nothing is cleaned up, as in a crash."""
+        import os
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self.stop()
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        if not self._out.closed:
+            self._out.close()
+
+
+def wait_for_checkpoint(run: CliRun, checkpoint_dir: Path, timeout_s: float = 240.0) -> Path:
+    """The first completed checkpoint the run writes under ``checkpoint_dir``."""
+    from job.main import latest_checkpoint
+
+    run.wait_for(lambda: latest_checkpoint(checkpoint_dir) is not None, timeout_s, f"a checkpoint in {checkpoint_dir}")
+    found = latest_checkpoint(checkpoint_dir)
+    assert found is not None
+    return found

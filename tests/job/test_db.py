@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import fields
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg2
 import pytest
@@ -291,3 +293,38 @@ def test_upserts_are_idempotent(pg_conn, migrated_tables: TableNames) -> None:
 def test_cycle_record_fields_known() -> None:
     # a new CycleRecord field must get a column (and a migration): keep the mapping complete
     assert set(db.CYCLE_FIELD_FOR_COLUMN.values()) == {f.name for f in fields(CycleRecord)}
+
+
+@pg
+def test_updated_at_moves_on_every_write(pg_conn, migrated_tables: TableNames) -> None:
+    """updated_at is the time of the last write: set by the upserts (psycopg2 and the JDBC sink's
+    statement) and by the trigger on any other UPDATE. Each write runs in its own transaction
+    (now() is the transaction's start time)."""
+    names = migrated_tables
+    record = _sample_record()
+    status = TruckStatus("T1", "S1", 1_705_330_399_000, -23.5, 133.25, 3, "EMPTY_TRAVEL", "T", None)
+    pg_conn.autocommit = True
+
+    def stamp(kind: str) -> Any:
+        with pg_conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT updated_at FROM {}").format(names.table(kind)))
+            return cur.fetchone()[0]
+
+    def jdbc_upsert(kind: str, row: tuple) -> None:  # the sink's statement, '?' as psycopg2 '%s'
+        with pg_conn.cursor() as cur:
+            cur.execute(db.jdbc_upsert_sql(names, kind).replace("?", "%s"), row)
+
+    rows = {"cycle": db.cycle_record_to_row(record), "cycle_tmp": db.cycle_record_to_row(record),
+            "process_info": db.truck_status_to_row(status)}
+    for kind, row in rows.items():
+        with pg_conn.cursor() as cur:
+            cur.execute(db.upsert_query(names, kind), row)
+        inserted = stamp(kind)
+        time.sleep(0.01)
+        jdbc_upsert(kind, row)
+        upserted = stamp(kind)
+        time.sleep(0.01)
+        with pg_conn.cursor() as cur:  # a write that does not mention updated_at
+            cur.execute(sql.SQL("UPDATE {} SET site_guid = 'S2'").format(names.table(kind)))
+        updated = stamp(kind)
+        assert inserted < upserted < updated, kind

@@ -12,7 +12,7 @@ from job import flink_env
 from job.db import KEY_COLUMNS, TableNames, column_names
 from job.flink_env import FlinkEnvError, build_configuration
 from job.settings import FlinkSettings, SourceSettings
-from job.sinks import JdbcTarget, SinkError, sink_columns, sink_ddl, source_field
+from job.sinks import JdbcTarget, SinkError, sink_columns, sink_spec, source_field
 from job.sources import SourceError, kinesis_configuration, kinesis_label, resolve_file_path
 
 # --------------------------------------------------------------------------- flink_env
@@ -116,23 +116,22 @@ def test_sink_columns_follow_job_db():
     for kind in ("cycle_tmp", "cycle", "process_info", "dead_letter"):
         assert [c for c, _ in sink_columns(kind)] == column_names(kind)
     types = dict(sink_columns("cycle"))
-    assert types["load_start_utc"] == "TIMESTAMP(3)" and types["point_count"] == "INT"
+    assert types["load_start_utc"] == "TIMESTAMP_LTZ(3)" and types["point_count"] == "INT"
     assert dict(sink_columns("process_info"))["work_state_id"] == "SMALLINT"
     assert source_field("load_start_utc") == "load_start_ms" and source_field("asset_guid") == "asset_guid"
     with pytest.raises(SinkError):
         sink_columns("alerts_nope")
 
 
-def test_sink_ddl_declares_primary_key_and_batching():
+def test_sink_spec_has_the_upsert_key_and_batching():
     names = TableNames(schema="mine", cycle="cycles")
-    ddl = sink_ddl("sink_cycle", "cycle", names, JdbcTarget("jdbc:postgresql://h:5432/d", "u", "p'w", 3000, 150, 4))
-    assert "PRIMARY KEY (`asset_guid`, `load_start_utc`) NOT ENFORCED" in ddl
+    spec = sink_spec("cycle", names, JdbcTarget("jdbc:postgresql://h:5432/d", "u", "p'w", 3000, 150, 4))
     assert KEY_COLUMNS["cycle"] == ("asset_guid", "load_start_utc")
-    assert "'table-name' = 'mine.cycles'" in ddl
-    assert "'sink.buffer-flush.max-rows' = '3000'" in ddl and "'sink.buffer-flush.interval' = '150ms'" in ddl
-    assert "'sink.max-retries' = '4'" in ddl
-    assert "'password' = 'p''w'" in ddl  # quoted
-    assert "p'w" not in repr(JdbcTarget("u", password="p'w"))
+    assert [column_names("cycle")[i] for i in spec.key_fields] == ["asset_guid", "load_start_utc"]
+    assert spec.upsert_sql.startswith('INSERT INTO "mine"."cycles"')
+    assert 'ON CONFLICT ("asset_guid", "load_start_utc") DO UPDATE' in spec.upsert_sql
+    assert (spec.batch_size, spec.flush_interval_ms, spec.max_retries) == (3000, 150, 4)
+    assert "p'w" not in repr(spec) and "p'w" not in repr(JdbcTarget("u", password="p'w"))
 
 
 # --------------------------------------------------------------------------- sources
