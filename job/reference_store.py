@@ -151,13 +151,16 @@ class PostgresSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> PostgresSettings:
         """From ASSET_CYCLE_PG_HOST/PORT/DB/USER/PASSWORD/SSLMODE/SSLROOTCERT (local defaults)."""
         env = os.environ if env is None else env
+        sslmode = env.get("ASSET_CYCLE_PG_SSLMODE") or None
+        if sslmode is not None and sslmode not in SSL_MODES:
+            raise SettingsError(f"ASSET_CYCLE_PG_SSLMODE must be one of {', '.join(SSL_MODES)}, got {sslmode!r}")
         return cls(
             host=env.get("ASSET_CYCLE_PG_HOST") or "127.0.0.1",
             port=_env_int(env, "ASSET_CYCLE_PG_PORT", 5432),
             dbname=env.get("ASSET_CYCLE_PG_DB") or "postgres",
             user=env.get("ASSET_CYCLE_PG_USER") or "postgres",
             password=env.get("ASSET_CYCLE_PG_PASSWORD") or None,
-            sslmode=env.get("ASSET_CYCLE_PG_SSLMODE") or None,
+            sslmode=sslmode,
             sslrootcert=env.get("ASSET_CYCLE_PG_SSLROOTCERT") or None,
         )
 

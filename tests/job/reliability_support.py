@@ -304,3 +304,73 @@ def wait_for_checkpoint(run: CliRun, checkpoint_dir: Path, timeout_s: float = 24
     found = latest_checkpoint(checkpoint_dir)
     assert found is not None
     return found
+
+
+# --------------------------------------------------------------------------- watched directories, expected tables
+
+
+def drop_file(directory: Path, name: str, lines: list[str]) -> None:
+    """Write a telemetry file atomically (hidden while written: the FileSource skips names starting with '.')."""
+    tmp = directory / f".{name}.tmp"
+    tmp.write_text("".join(line + "\n" for line in lines))
+    tmp.rename(directory / name)
+
+
+def watched_site(base: Path, bundle: Path) -> Path:
+    """``base/incoming``, a directory to watch, with the bundle's reference data next to it (``run``
+    seeds it from the parent of a watched directory)."""
+    base.mkdir(parents=True, exist_ok=True)
+    for name in ("assets.csv", "regions.geojson"):
+        (base / name).write_bytes((bundle / name).read_bytes())
+    watched = base / "incoming"
+    watched.mkdir()
+    return watched
+
+
+def last_events(pg_dsn: str, names: TableNames) -> dict[str, int]:
+    """Each truck's last processed event time in the process-info table ({} before it exists)."""
+    import psycopg2
+
+    from job.db import datetime_to_ms
+
+    try:
+        conn = psycopg2.connect(pg_dsn, connect_timeout=3)
+    except psycopg2.OperationalError:
+        return {}
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f'SELECT asset_guid, last_event_utc FROM "{names.schema}"."{names.table_name("process_info")}"')
+            return {a: datetime_to_ms(t) for a, t in cur.fetchall()}
+    except psycopg2.Error:
+        return {}
+    finally:
+        conn.close()
+
+
+def expected_last_events(bundle: Path, lines: list[str]) -> dict[str, int]:
+    """Each truck's last processed event time after ``lines`` (no end of input), per the replay."""
+    from state_machine.bundle import read_reference
+    from state_machine.replay import Replayer
+
+    replayer = Replayer(read_reference(bundle)[0])
+    for line in lines:
+        replayer.feed("x", line)
+    return {a: s.last_event_ms for a, s in replayer.result.statuses.items()}
+
+
+def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lines: list[str]) -> None:
+    """The job's tables hold exactly what the replay of ``lines`` gives (to the end of input): the
+    same closed cycles, open cycles and fleet state, and the same rejected records (by reason and
+    raw text; the row ids depend on the source position, which the replay does not know)."""
+    from state_machine.bundle import read_reference
+    from state_machine.replay import replay
+    from tests.job.flink_harness import read_tables
+
+    expected = replay((("x", line) for line in lines), read_reference(bundle)[0])
+    tables = read_tables(pg_dsn, names)
+    assert [c.as_dict() for c in tables.closed] == [c.as_dict() for c in expected.sorted_closed()]
+    assert {k: v.as_dict() for k, v in tables.in_progress.items()} == {
+        k: v.as_dict() for k, v in expected.in_progress.items()}
+    assert tables.statuses == expected.statuses
+    assert {(d["reason"], d["raw"]) for d in tables.dead_letters} == {(d.reason, d.raw) for d in expected.dead_letters}

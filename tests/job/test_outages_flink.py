@@ -1,9 +1,12 @@
 """Service outages during a run, on the local minicluster with the real PostgreSQL and Redis.
 
-* PostgreSQL: the job writes as its own role; mid-run the role loses LOGIN and its backends are
-  terminated for ~30 s (the shared server keeps running). The JDBC sink's retries fail, Flink
-  restarts the job (fixed delay) until the role can log in again; the tables end equal to the
-  replay (= an undisturbed run, see test_pipeline_equivalence).
+* PostgreSQL: the job runs through the real CLI (``asset-cycle run``, one TaskManager, as a user
+  runs it) against a PostgreSQL server of its own, which is shut down for 30 s and later for 120 s
+  while telemetry keeps arriving; once in the demo setup and once in the production graph
+  (``--local-properties``: reference data polled from the same database). The sinks retry with
+  backoff inside the running job: no task fails, no restart, the TaskManager stays; the console says
+  once that PostgreSQL is not accepting writes and once that writes resumed; the final tables equal
+  the replay (nothing lost, nothing twice). The figures go to docs/reliability.md.
 * Redis: the reference poller points at a throwaway redis-server that is stopped during the run:
   polls fail (counted in ``referencePollFailures``, warning logged), the last known reference data
   stays in force (no point waits or is dead-lettered for want of reference data).
@@ -11,10 +14,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import time
-import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +32,17 @@ from state_machine.bundle import iter_telemetry_lines, read_reference
 from state_machine.replay import replay
 from state_machine.simulator import SimulationSpec, write_simulation
 from tests.job.flink_harness import SOURCE_LABEL, pg_params, read_tables
-from tests.job.reliability_support import free_port, run_job
+from tests.job.reliability_support import (
+    CliRun,
+    assert_tables_equal_replay,
+    cli_env,
+    drop_file,
+    expected_last_events,
+    free_port,
+    last_events,
+    run_job,
+    watched_site,
+)
 
 pytestmark = [pytest.mark.services]
 
@@ -43,19 +58,6 @@ def _admin(pg_dsn: str):
     conn = psycopg2.connect(pg_dsn)
     conn.autocommit = True
     return conn
-
-
-def _count(pg_dsn: str, names: TableNames) -> int:
-    from psycopg2 import sql
-
-    conn = _admin(pg_dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT (SELECT count(*) FROM {}) + (SELECT count(*) FROM {})").format(
-                names.table("process_info"), names.table("cycle")))
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
 
 
 def _expected(bundle: Path):
@@ -242,87 +244,200 @@ def test_job_keeps_reference_data_in_force_while_redis_is_down(tmp_path, pg_dsn,
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server of the test's own (job.local_services, data under ``root``), to shut down
+    and start again at will."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} dbname=test user=postgres"
+
+    def start(self) -> None:
+        from job.local_services import SERVICES_DIR_ENV, ensure_postgres
+
+        with _services_dir(self.root, SERVICES_DIR_ENV):
+            ensure_postgres("127.0.0.1", self.port, databases=("test",))
+
+    def stop(self) -> None:
+        from job.local_services import SERVICES_DIR_ENV, stop_services
+
+        with _services_dir(self.root, SERVICES_DIR_ENV):
+            stop_services(pg_port=self.port, redis_port=0)
+
+    def now(self):
+        conn = _admin(self.dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT now()")
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+    def last_write(self, names: TableNames):
+        """The newest updated_at of the cycle tables and the fleet state (None while unreachable)."""
+        try:
+            conn = _admin(self.dsn)
+        except Exception:  # noqa: BLE001 - down
+            return None
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'SELECT max(u) FROM (SELECT max(updated_at) u FROM "{names.schema}".tx_process_info '
+                            f'UNION ALL SELECT max(updated_at) FROM "{names.schema}".asset_cycle_tmp_vlx) t')
+                return cur.fetchone()[0]
+        except Exception:  # noqa: BLE001 - tables not there yet
+            return None
+        finally:
+            conn.close()
+
+
+@contextmanager
+def _services_dir(root: Path, variable: str):
+    before = os.environ.get(variable)
+    os.environ[variable] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = before
+
+
 @pytest.fixture
-def job_role(pg_dsn, migrated_tables):
-    """A login role owning nothing, allowed to write the test schema's tables."""
-    from psycopg2 import sql
-
-    role = f"ac_job_{uuid.uuid4().hex[:10]}"
-    conn = _admin(pg_dsn)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-            sql.Identifier(migrated_tables.schema), sql.Identifier(role)))
-        cur.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {} TO {}").format(
-            sql.Identifier(migrated_tables.schema), sql.Identifier(role)))
-    try:
-        yield role
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(role)))
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
-            cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-        conn.close()
+def own_postgres(tmp_path):
+    server = PostgresServer(tmp_path / "pg")
+    server.start()
+    yield server
+    server.stop()
 
 
-def cut(pg_dsn: str, role: str, login: bool) -> int:
-    """NOLOGIN + terminate the role's backends (login=False), or LOGIN again; returns backends ended."""
-    from psycopg2 import sql
+def _properties(path: Path, server: PostgresServer, names: TableNames, redis_url: str, prefix: str) -> Path:
+    from urllib.parse import urlparse
 
-    conn = _admin(pg_dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("ALTER ROLE {} " + ("LOGIN" if login else "NOLOGIN")).format(sql.Identifier(role)))
-            if login:
-                return 0
-            cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s", (role,))
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
+    redis = urlparse(redis_url)
+    groups = {
+        "SourceConfig": {"stream.arn": "arn:aws:kinesis:us-east-1:000000000000:stream/not-read"},
+        "SinkConfig": {"jdbc.url": f"jdbc:postgresql://127.0.0.1:{server.port}/test", "schema": names.schema},
+        "ReferenceConfig": {"redis.host": redis.hostname or "127.0.0.1", "redis.port": str(redis.port or 6379),
+                            "redis.key.prefix": prefix, "reference.poll.interval.s": "2"},
+        "FlinkConfig": {"parallelism": "1", "checkpoint.interval.ms": "2000"},
+    }  # fmt: skip
+    path.write_text(json.dumps([{"PropertyGroupId": k, "PropertyMap": v} for k, v in groups.items()]))
+    return path
 
 
 @pytest.mark.flink
 @pytest.mark.slow
-def test_job_recovers_from_a_30_s_postgres_outage(tmp_path, pg_dsn, migrated_tables, job_role, capsys):
+@pytest.mark.parametrize("setup", ["demo", "production"])
+def test_the_job_rides_out_30_and_120_s_postgres_outages_without_a_restart(tmp_path, own_postgres, redis_url,
+                                                                          redis_client, redis_prefix, setup, capsys):
+    import signal
+
+    from job.db import apply_migrations
+    from job.reference_store import seed_reference
+
+    server = own_postgres
     bundle = tmp_path / "bundle"
-    stats = write_simulation(SimulationSpec(trucks=10, hours=4, seed=5).degraded(), bundle)
-    expected = _expected(bundle)
-    events: dict[str, float] = {}
-
-    def during(watch, job_id) -> bool:
-        now = time.monotonic()
-        if "down" not in events:
-            rows = _count(pg_dsn, migrated_tables)
-            if rows > 0:
-                events["rows_before"] = rows
-                events["terminated"] = cut(pg_dsn, job_role, login=False)
-                events["down"] = now
-        elif "up" not in events and now - events["down"] >= OUTAGE_S:
-            cut(pg_dsn, job_role, login=True)
-            events["up"] = now
-            events["failures_during"] = len(watch.failures)
-        elif "up" in events and "first_write" not in events and _count(pg_dsn, migrated_tables) > events.get(
-                "rows_before", 0):
-            events["first_write"] = now
-        return False
-
-    watch = run_job(bundle, migrated_tables, pg_dsn, migrate=False, jdbc_user=job_role, jdbc_password=None,
-                    checkpoint_dir=tmp_path / "cp", checkpoint_interval_ms=1000, restart_attempts=200,
-                    restart_delay_ms=1000, max_retries=2, during=during, timeout_s=360,
-                    # JdbcOutputFormat.close() rethrows the failed flush while the failed task is
-                    # cleaned up; Flink treats that as fatal and stops the TaskManager (see
-                    # docs/reliability.md). MSF / Kubernetes replace a lost TaskManager; the
-                    # minicluster does not, so it gets spare ones to emulate that.
-                    extra_conf={"minicluster.number-of-taskmanagers": "3"})  # fmt: skip
-    finished = time.monotonic()
-    assert watch.status == "FINISHED"
-    assert "up" in events, "the outage never started (job too fast?)"
-    assert watch.failures, "the outage was not noticed"
-    _assert_tables_equal_replay(pg_dsn, migrated_tables, expected)
+    write_simulation(SimulationSpec(trucks=6, hours=6, seed=5).degraded(), bundle)
+    lines = [line for _, line in iter_telemetry_lines(bundle)]
+    outages = (30.0, 120.0)
+    cut_points = [len(lines) * (i + 1) // (len(outages) + 1) for i in range(len(outages))]
+    parts = [lines[a:b] for a, b in zip([0, *cut_points], [*cut_points, len(lines)], strict=True)]
+    names = TableNames(schema="outage")
+    watched = watched_site(tmp_path / "site", bundle)
+    args = ["--source", f"file:{watched}", "--monitor-s", "0.5", "--schema", names.schema, "--redis-prefix",
+            redis_prefix, "--checkpoint-dir", str(tmp_path / "cp"), "--checkpoint-interval", "2000",
+            "--savepoint-dir", str(tmp_path / "sp"), "--drain", "--rest-port", str(free_port()), "--progress-s", "5",
+            "--stop-timeout-s", "180"]  # fmt: skip
+    if setup == "production":
+        conn = _admin(server.dsn)
+        conn.autocommit = False
+        try:
+            apply_migrations(conn, names)
+            reference, assets = read_reference(bundle)
+            seed_reference(conn, redis_client, names, reference, assets, redis_key_prefix=redis_prefix)
+        finally:
+            conn.close()
+        args += ["--local-properties", str(_properties(tmp_path / "props.json", server, names, redis_url,
+                                                        redis_prefix))]  # fmt: skip
+    run = CliRun(args, cli_env(server.dsn, redis_url), tmp_path / "run.log")
+    figures = []
+    try:
+        drop_file(watched, "part-0.jsonl", parts[0])
+        run.wait_for(lambda: last_events(server.dsn, names) == expected_last_events(bundle, parts[0]), 400,
+                     "the first part")  # fmt: skip
+        for n, outage_s in enumerate(outages, 1):
+            server.stop()
+            down = time.monotonic()
+            drop_file(watched, f"part-{n}.jsonl", parts[n])  # read during the outage; written after it
+            time.sleep(max(0.0, outage_s - (time.monotonic() - down)))
+            server.start()
+            up = time.monotonic()
+            db_up = server.now()
+            first_write = up + run.wait_for(lambda since=db_up: (server.last_write(names) or since) > since, 120,
+                                            "the first write after the outage")  # fmt: skip
+            expected = expected_last_events(bundle, [line for part in parts[: n + 1] for line in part])
+            caught_up = up + run.wait_for(lambda want=expected: last_events(server.dsn, names) == want, 300,
+                                          "catching up")  # fmt: skip
+            figures.append((up - down, first_write - up, caught_up - up))
+        rc = run.signal(signal.SIGINT, 300)
+    finally:
+        run.stop()
+    out = run.output()
+    assert rc == 0, out[-4000:]
+    assert "savepoint: " in out and "Traceback" not in out
+    assert "job restarting" not in out, out[-4000:]  # the TaskManager and the tasks stayed up
+    assert out.count("PostgreSQL is not accepting writes") == len(outages), out[-4000:]
+    assert out.count("PostgreSQL writes resumed after") == len(outages), out[-4000:]
+    assert_tables_equal_replay(server.dsn, names, bundle, lines)
     with capsys.disabled():
-        print(f"\npostgres outage: {stats.lines} records, outage {events['up'] - events['down']:.0f} s "
-              f"({events['terminated']:.0f} backends terminated, {events['rows_before']:.0f} rows written before), "
-              f"{len(watch.failures)} job failures/restarts, first write "
-              f"{events.get('first_write', finished) - events['up']:.1f} s and job end {finished - events['up']:.1f} s "
-              f"after the database came back; job {watch.seconds:.0f} s")
+        for outage, first, caught in figures:
+            print(f"\n{setup}: PostgreSQL down {outage:.0f} s; first write {first:.1f} s and caught up {caught:.1f} s "
+                  f"after it was back; {len(lines)} records, tables == replay")
+
+
+@pytest.mark.flink
+@pytest.mark.slow
+def test_ctrl_c_while_postgres_is_down_stops_within_a_bounded_time(tmp_path, own_postgres, redis_url, redis_prefix):
+    """The savepoint cannot complete while the sinks wait for PostgreSQL: after --stop-timeout-s the
+    console says why, cancels the job and names the checkpoint to resume from."""
+    import signal
+
+    server = own_postgres
+    bundle = tmp_path / "bundle"
+    write_simulation(SimulationSpec(trucks=4, hours=2, seed=2), bundle)
+    lines = [line for _, line in iter_telemetry_lines(bundle)]
+    names = TableNames(schema="stuck")
+    watched = watched_site(tmp_path / "site", bundle)
+    run = CliRun(["--source", f"file:{watched}", "--monitor-s", "0.5", "--schema", names.schema, "--redis-prefix",
+                  redis_prefix, "--checkpoint-dir", str(tmp_path / "cp"), "--checkpoint-interval", "1000",
+                  "--savepoint-dir", str(tmp_path / "sp"), "--rest-port", str(free_port()), "--stop-timeout-s", "15"],
+                 cli_env(server.dsn, redis_url), tmp_path / "run.log")  # fmt: skip
+    try:
+        half = len(lines) // 2
+        drop_file(watched, "part-0.jsonl", lines[:half])
+        run.wait_for(lambda: last_events(server.dsn, names) == expected_last_events(bundle, lines[:half]), 400,
+                     "the first half")  # fmt: skip
+        server.stop()
+        drop_file(watched, "part-1.jsonl", lines[half:])
+        run.wait_for_line("PostgreSQL is not accepting writes", 120)
+        started = time.monotonic()
+        rc = run.signal(signal.SIGINT, 120)
+        took = time.monotonic() - started
+    finally:
+        run.stop()
+    out = run.output()
+    tail = out[out.index("stopping the job (Ctrl-C)"):].splitlines()
+    assert rc == 130 and "Traceback" not in out, out[-3000:]
+    assert tail[:3] == ["stopping the job (Ctrl-C)", f"taking a savepoint in {tmp_path / 'sp'}",
+                        "no savepoint: not completed within 15 s while the sinks wait for PostgreSQL"], tail
+    assert tail[3:5] == ["cancelling the job", "job stopped"], tail
+    assert tail[5].startswith(f"latest checkpoint: {tmp_path / 'cp'}/"), tail
+    assert took < 15 + 30 + 10, took
