@@ -428,6 +428,8 @@ def _stand(
     elif in_spell and s.sp_depart is not None and from_ms - s.sp_depart > blip_ms:
         _end_spell(s, th, closed, alerts, s.sp_depart)  # standing here again, but too long after leaving
         in_spell = False
+    if not in_spell and kind == AREA_TRAVEL and s.sp_depart is not None:
+        _end_spell(s, th, closed, alerts, s.sp_depart)  # left the spell and stands elsewhere: no blip
     if not in_spell and kind != AREA_TRAVEL:
         if s.sp_kind != "":
             _end_spell(s, th, closed, alerts, s.sp_depart if s.sp_depart is not None else from_ms)

@@ -51,7 +51,7 @@ STATE_VERSION = 2
 END_OF_INPUT = 2**63 - 1
 _RECENT_KEEP = 64
 HELD = "held"
-LEAD_MAX = 12
+LEAD_MAX = 48
 """Lead points held at most while the truck sends nothing else (more: its time really moved on)."""
 
 LATE = "LATE"
@@ -141,7 +141,12 @@ class TruckState:
         th = config.for_site(self.committed.site)
         due: list[int] = []
         if self.pending:
-            due.append((self.newest_ms or 0) + int(th.max_disorder_s * 1000))
+            newest = self.newest_ms or 0
+            if self.pending[0].ts_ms <= newest:
+                due.append(newest + int(th.max_disorder_s * 1000))
+            if self.pending[-1].ts_ms > newest:  # joined lead points beyond the truck's timeline
+                beyond = next(e.ts_ms for e in self.pending if e.ts_ms > newest)
+                due.append(beyond + int(th.lead_hold_s * 1000))
         if self.lead:
             due.append(self.lead[0][0].ts_ms + int(th.lead_hold_s * 1000))
         last = self.committed.prev_ts
@@ -243,8 +248,12 @@ class TruckEngine:
         th = rt.th
         if state.lead and (watermark_ms >= END_OF_INPUT or watermark_ms >= state.lead[0][0].ts_ms + rt.hold_ms):
             self._take_lead(state, len(state.lead))  # the stream's time passed it: the truck's time moved on
-        if state.pending and (state.newest_ms or 0) + rt.disorder_ms <= watermark_ms:
-            self._commit(state, out, END_OF_INPUT)
+        newest = state.newest_ms or 0
+        if state.pending and newest + rt.disorder_ms <= watermark_ms:
+            # a quiet truck: its timeline is final; lead points that joined the buffer beyond it wait
+            # until the stream's time passes them by lead_hold_s (the rest of a backlog may come)
+            horizon = END_OF_INPUT if watermark_ms >= END_OF_INPUT else max(newest, watermark_ms - rt.hold_ms)
+            self._commit(state, out, horizon)
         last = state.committed.prev_ts
         if (
             watermark_ms < END_OF_INPUT
@@ -305,14 +314,17 @@ class TruckEngine:
             state._spec = None
             return HELD
 
-        in_order = newest is None or ts > newest
+        pending = state.pending
+        in_order = not pending or ts > pending[-1].ts_ms
         if in_order:
-            state.pending.append(entry)
-            state.newest_ms = ts
+            pending.append(entry)
         else:
-            insort(state.pending, entry, key=lambda e: e.ts_ms)
-            out.reordered += 1
+            insort(pending, entry, key=lambda e: e.ts_ms)
+            if newest is not None and ts < newest:
+                out.reordered += 1
             state._spec = None
+        if newest is None or ts > newest:
+            state.newest_ms = ts
         if state.lead:
             self._settle_lead(state, rt, out)
         return in_order
@@ -322,11 +334,12 @@ class TruckEngine:
         one it passed by lead_hold_s without reaching is rejected as a clock jump."""
         lead = state.lead
         disorder = rt.disorder_ms
+        # newest_ms stays the truck's own timeline (what arrived in order): joined lead points wait in
+        # the buffer until it passes them, so the rest of a backlog can still arrive before them
+        reach = (state.newest_ms or 0) + disorder
         n = 0
-        while n < len(lead) and lead[n][0].ts_ms <= (state.newest_ms or 0) + disorder:
-            entry = lead[n][0]
-            insort(state.pending, entry, key=lambda e: e.ts_ms)
-            state.newest_ms = max(state.newest_ms or entry.ts_ms, entry.ts_ms)
+        while n < len(lead) and lead[n][0].ts_ms <= reach:
+            insort(state.pending, lead[n][0], key=lambda e: e.ts_ms)
             n += 1
         if n:
             del lead[:n]

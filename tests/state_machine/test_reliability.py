@@ -174,3 +174,116 @@ def test_burst_of_100k_duplicates_is_dropped_and_counted():
     assert noisy.sorted_closed() == clean.sorted_closed()
     assert noisy.duplicates - clean.duplicates + (noisy.non_truck - clean.non_truck) + (
         len(noisy.dead_letters) - len(clean.dead_letters)) == 100_000
+
+
+# --------------------------------------------------------------------------- clock glitches, backlogs
+
+GLITCH_TRUCKS = ("S01-HT-001", "S01-HT-002", "S01-HT-003", "S01-HT-004", "S01-HT-005")
+
+
+def _with_strays(lines: list[str], shift_ms: int) -> tuple[list[str], dict[str, int]]:
+    """One stray per glitch truck, in the middle of its day: a copy of one of its points (same
+    position) stamped ``shift_ms`` later, delivered right after it; then the normal timeline."""
+    seen: dict[str, int] = {}
+    strays: dict[str, int] = {}
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        p = parse_record(line)
+        if not isinstance(p, TelemetryPoint) or p.asset_guid not in GLITCH_TRUCKS:
+            continue
+        seen[p.asset_guid] = seen.get(p.asset_guid, 0) + 1
+        if seen[p.asset_guid] == 300:
+            stray = p._replace(ts_ms=p.ts_ms + shift_ms)
+            strays[p.asset_guid] = stray.ts_ms
+            out.append(format_record(stray))
+    assert len(strays) == len(GLITCH_TRUCKS)
+    return out, strays
+
+
+def _cycles_by_truck(result) -> dict[str, list]:
+    by: dict[str, list] = {}
+    for c in result.sorted_closed():
+        by.setdefault(c.asset_guid, []).append(c)
+    return by
+
+
+def _assert_glitch_contained(clean, glitched, strays: dict[str, int]) -> None:
+    """At most the one cycle holding the stray changes per glitch truck, nothing else anywhere, and no
+    genuine point is dead-lettered."""
+    before, after = _cycles_by_truck(clean), _cycles_by_truck(glitched)
+    for truck in set(before) | set(after):
+        b, a = before.get(truck, []), after.get(truck, [])
+        if truck not in strays:
+            assert a == b, truck
+            continue
+        changed_b = [c for c in b if c not in a]
+        changed_a = [c for c in a if c not in b]
+        assert len(changed_b) <= 1 and len(changed_a) <= 1, (truck, changed_b, changed_a)
+        for c in changed_b + changed_a:
+            assert c.load_start_ms <= strays[truck] <= (c.cycle_end_ms or strays[truck]), (truck, c)
+    new_letters = [d for d in glitched.dead_letters if d not in clean.dead_letters]
+    for letter in new_letters:
+        assert letter.reason == "CLOCK_JUMP" and letter.ts_ms == strays[letter.asset_guid], letter
+    assert len(new_letters) <= len(strays)
+
+
+def test_stray_two_minutes_ahead_is_committed_in_order_and_changes_at_most_its_cycle():
+    sim = _sim()
+    clean = replay(_records(sim.telemetry_lines), sim.reference)
+    lines, strays = _with_strays(sim.telemetry_lines, 2 * 60_000)
+    glitched = replay(_records(lines), sim.reference)
+    _assert_glitch_contained(clean, glitched, strays)
+    assert not [d for d in glitched.dead_letters if d.reason in ("LATE", "CLOCK_JUMP")]  # caught up, in order
+
+
+def test_stray_thirty_minutes_or_two_hours_ahead_is_rejected_as_clock_jump():
+    sim = _sim()
+    clean = replay(_records(sim.telemetry_lines), sim.reference)
+    for shift in (30 * 60_000, 2 * 3_600_000):
+        lines, strays = _with_strays(sim.telemetry_lines, shift)
+        glitched = replay(_records(lines), sim.reference)
+        _assert_glitch_contained(clean, glitched, strays)
+        jumps = [d for d in glitched.dead_letters if d.reason == "CLOCK_JUMP"]
+        assert sorted(d.asset_guid for d in jumps) == sorted(strays), shift
+        assert glitched.sorted_closed() == clean.sorted_closed(), shift
+        assert len([a for a in glitched.alerts if a.alert_type == "CLOCK_JUMP"]) == len(strays)
+
+
+def test_stray_from_a_clock_that_jumped_back_is_rejected_alone():
+    """One point stamped 30 min in the past (position of the point before it): it alone is LATE."""
+    sim = _sim()
+    clean = replay(_records(sim.telemetry_lines), sim.reference)
+    lines, strays = _with_strays(sim.telemetry_lines, -30 * 60_000)
+    glitched = replay(_records(lines), sim.reference)
+    assert glitched.sorted_closed() == clean.sorted_closed()
+    new_letters = [d for d in glitched.dead_letters if d not in clean.dead_letters]
+    assert sorted((d.asset_guid, d.reason, d.ts_ms) for d in new_letters) == sorted(
+        (truck, "LATE", ts) for truck, ts in strays.items())
+
+
+def _outage(sim, truck: str, start: int, end: int):
+    points = [(i, line) for i, line in enumerate(sim.telemetry_lines)]
+    parsed = {i: parse_record(line) for i, line in points}
+    held = [line for i, line in points if getattr(parsed[i], "asset_guid", None) == truck
+            and start <= parsed[i].ts_ms < end]
+    held_set = set(held)
+    rest = [line for _, line in points if line not in held_set]
+    return parsed, held, rest
+
+
+def test_backlog_delivered_after_live_points_keeps_its_cycles():
+    """Store and forward, live points first: at reconnection the truck sends live points at once and
+    its 30-minute backlog as an in-order burst two minutes later."""
+    sim = _sim()
+    truck = "S01-HT-002"
+    start = SPEC.start_ms + 90 * 60_000
+    end = start + 30 * 60_000
+    _, held, rest = _outage(sim, truck, start, end)
+    assert len(held) > 40
+    burst_at = next(k for k, line in enumerate(rest) if getattr(parse_record(line), "ts_ms", 0) >= end + 120_000)
+    delivered = rest[:burst_at] + held + rest[burst_at:]
+    live_first = replay(_records(delivered), sim.reference)
+    online = replay(_records(sim.telemetry_lines), sim.reference)
+    assert live_first.sorted_closed() == online.sorted_closed()
+    assert not [d for d in live_first.dead_letters if d.reason in ("LATE", "CLOCK_JUMP")]
