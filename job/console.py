@@ -215,7 +215,7 @@ class JobConsole:
 
     def __init__(self, client: Any, rest_port: int | None, stop: StopPlan, *, bounded: bool, source: str,
                  dead_letter_table: str, progress_s: float = DEFAULT_PROGRESS_S,
-                 resume_hint: Callable[[], str | None] | None = None,
+                 resume_hint: Callable[[], str | None] | None = None, flink_log: str | None = None,
                  print_line: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.client = client
         self.job_id = str(client.get_job_id())
@@ -226,6 +226,7 @@ class JobConsole:
         self.dead_letter_table = dead_letter_table
         self.progress_s = progress_s
         self.resume_hint = resume_hint
+        self.log_hint = f" (Flink's log: {flink_log})" if flink_log else ""
         self.print = print_line or (lambda text: print(text, flush=True))
         self.interrupts = 0
         self.stop_reason: str | None = None
@@ -293,7 +294,7 @@ class JobConsole:
     def _poll_state(self) -> None:
         status = self._status_now()
         if status == "RESTARTING" and self._status != "RESTARTING":
-            self.print(f"job restarting: {self._latest_failure() or 'cause not reported yet'}")
+            self.print(f"job restarting: {self._latest_failure() or 'cause not reported yet'}{self.log_hint}")
             self._announced_running = False
         elif status in ("FAILING", "CANCELLING") and self._status != status:
             self.print(f"job {status.lower()}")
@@ -344,7 +345,7 @@ class JobConsole:
         try:
             result.result()
         except Exception as exc:  # noqa: BLE001 - the job failed: one line with the root cause
-            self.print(f"job failed: {java_root_cause(exc)}")
+            self.print(f"job failed: {java_root_cause(exc)}{self.log_hint}")
             return EXIT_FAILED
         status = self._status_now() if not self.bounded else "FINISHED"
         if status == "CANCELED":

@@ -629,7 +629,7 @@ def _watch(env: Any, plan: Plan, names: Any, source_label: str, args: argparse.N
                          bounded=plan.bounded, source=source_label,
                          dead_letter_table=f"{names.schema}.{names.table_name('dead_letter')}",
                          progress_s=args.progress_s if args.progress_s > 0 else float("inf"),
-                         resume_hint=resume_hint)  # fmt: skip
+                         resume_hint=resume_hint, flink_log=os.environ.get("FLINK_LOG_DIR"))  # fmt: skip
     console.install_signal_handlers()
     return console.watch(args.duration_s)
 
