@@ -1,0 +1,74 @@
+"""The run console's lines and the local checkpoint bookkeeping, without a job."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from job.console import JobCounts, describe_event_time, progress_line, root_cause, summary_line
+from job.main import latest_checkpoint, prune_checkpoints
+
+NOW_MS = 1_800_000_000_000
+
+
+def test_progress_line_says_records_rate_cycles_dead_letters_and_lag() -> None:
+    counts = JobCounts({"recordsIn": 12345, "cyclesClosedTotal": 37, "deadLetterRecords": 5, "eventTimeLagMs": 2100,
+                        "sinkRetries{sink=cycle}": 4, "sinkTimeSinceLastWriteMs{sink=cycle}": 34_000})  # fmt: skip
+    assert progress_line(counts, 410.4, NOW_MS) == (
+        "progress: 12,345 records in (410/s), 37 cycles closed, 5 dead letters, event-time lag 2.1 s")
+    assert progress_line(counts, 0, NOW_MS, sinks_waiting=True).endswith(
+        "; waiting 34 s for PostgreSQL (4 retries)")
+
+
+def test_event_time_is_a_lag_a_lead_or_a_date() -> None:
+    assert describe_event_time(None, NOW_MS) == "event time not known yet"
+    assert describe_event_time(1500, NOW_MS) == "event-time lag 1.5 s"
+    assert describe_event_time(-240_000, NOW_MS) == "event time 4 min ahead of the clock"
+    assert describe_event_time(NOW_MS - 1_705_298_400_000, NOW_MS) == "event time 2024-01-15 06:00Z"
+
+
+def test_summary_of_a_bounded_run_like_replay() -> None:
+    counts = JobCounts({"recordsIn": 5467, "recordsParsed": 5446, "pointsApplied": 5231, "duplicatesDropped": 130,
+                        "reordered": 27, "latePoints": 2, "nonTruckFiltered": 48, "deadLetterRecords": 58,
+                        "deadLetters{reason=BAD_JSON}": 21, "deadLetters{reason=LATE}": 2,
+                        "deadLetters{reason=UNKNOWN_ASSET}": 35, "cyclesClosedTotal": 113,
+                        "cyclesClosed{status=COMPLETE}": 104, "cyclesClosed{status=INVALID}": 9})  # fmt: skip
+    assert summary_line(counts, 41.2, "file:/x", "dx.asset_cycle_dead_letter") == (
+        "finished in 41.2 s: 5,467 records (5,231 applied, 130 duplicates, 27 re-ordered, 2 late, 48 non-truck), "
+        "58 dead letters {BAD_JSON: 21, LATE: 2, UNKNOWN_ASSET: 35}; 113 closed cycles {COMPLETE: 104, INVALID: 9}; "
+        "133 records/s")
+
+
+def test_empty_and_all_bad_inputs_are_said_as_such() -> None:
+    assert summary_line(JobCounts({}), 3.0, "file:/x", "dx.dl") == (
+        "finished in 3.0 s: file:/x had no records; nothing was written")
+    bad = JobCounts({"recordsIn": 8, "deadLetterRecords": 8, "deadLetters{reason=BAD_JSON}": 8})
+    assert summary_line(bad, 3.0, "file:/x", "dx.dl") == (
+        "finished in 3.0 s: every one of the 8 records of file:/x was rejected {BAD_JSON: 8}; nothing was applied "
+        "(see dx.dl)")
+
+
+def test_root_cause_is_the_innermost_caused_by() -> None:
+    trace = ("org.apache.flink.runtime.JobException: Recovery is suppressed\n\tat x.y(Z.java:1)\n"
+             "Caused by: java.io.IOException: cycle sink (subtask 0): writing 3 row(s) failed\n\tat a.b(C.java:2)\n"
+             "Caused by: org.postgresql.util.PSQLException: ERROR: relation \"dx.x\" does not exist\n")  # fmt: skip
+    assert root_cause(trace) == 'org.postgresql.util.PSQLException: ERROR: relation "dx.x" does not exist'
+    assert root_cause("java.lang.RuntimeException: boom\n\tat a.b(C.java:1)") == "java.lang.RuntimeException: boom"
+
+
+def _checkpoint(root: Path, job: str, n: int, mtime: float) -> Path:
+    chk = root / job / f"chk-{n}"
+    chk.mkdir(parents=True)
+    (chk / "_metadata").write_bytes(b"x")
+    os.utime(chk / "_metadata", (mtime, mtime))
+    return chk
+
+
+def test_latest_checkpoint_and_pruning(tmp_path: Path) -> None:
+    assert latest_checkpoint(tmp_path) is None
+    (tmp_path / "job0" / "chk-9").mkdir(parents=True)  # never completed: no _metadata
+    runs = [_checkpoint(tmp_path, f"job{i}", i, 1_000_000 + i) for i in range(1, 6)]
+    assert latest_checkpoint(tmp_path) == runs[-1]
+    prune_checkpoints(tmp_path, keep_runs=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job0", "job3", "job4", "job5"]
+    assert latest_checkpoint(tmp_path) == runs[-1]
