@@ -289,6 +289,7 @@ def _end_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord],
             _confirm_spell(s, th, closed, alerts)
     if s.sp_confirmed:
         depart_ms = max(depart_ms, s.sp_start)
+        tentative = s.st_start is not None and s.st_start >= depart_ms  # a standstill noted while leaving
         length = (depart_ms - s.sp_start) / 1000.0
         area_limit = th.area_idle_outlier_s
         if s.phase == LOAD_TIME and s.sp_kind == AREA_LOADER:
@@ -301,6 +302,8 @@ def _end_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord],
             s.phase = EMPTY_TRAVEL
             if area_limit and length > area_limit:
                 _note_outlier(s, DUMP_AREA_IDLE, length)
+        if tentative and s.phase in _TRAVEL_PHASES:
+            _credit_travel_standing(s, (s.st_until - s.st_start) / 1000.0, s.prev_lat, s.prev_lon, th, alerts)
     s._reset_spell()
 
 
@@ -428,8 +431,6 @@ def _stand(
     elif in_spell and s.sp_depart is not None and from_ms - s.sp_depart > blip_ms:
         _end_spell(s, th, closed, alerts, s.sp_depart)  # standing here again, but too long after leaving
         in_spell = False
-    if not in_spell and kind == AREA_TRAVEL and s.sp_depart is not None:
-        _end_spell(s, th, closed, alerts, s.sp_depart)  # left the spell and stands elsewhere: no blip
     if not in_spell and kind != AREA_TRAVEL:
         if s.sp_kind != "":
             _end_spell(s, th, closed, alerts, s.sp_depart if s.sp_depart is not None else from_ms)
@@ -451,13 +452,24 @@ def _stand(
             if (s.sp_until - s.sp_start) >= threshold * 1000.0:
                 _confirm_spell(s, th, closed, alerts)
         return
-    if s.phase not in _TRAVEL_PHASES:
+    # on the road: a travel standstill; while the truck is leaving a load/dump spell (a pending
+    # departure, which a blip could still cancel) only where it starts is noted
+    leaving = s.sp_kind != "" and s.sp_depart is not None and s.phase in (LOAD_TIME, DUMP_TIME)
+    if s.phase not in _TRAVEL_PHASES and not leaving:
         return
     if s.st_until is not None and from_ms <= s.st_until:
         s.st_until = max(s.st_until, to_ms)  # the same unbroken standstill goes on
     else:
         s.st_start, s.st_until, s.st_alerted = from_ms, to_ms, False
-    s.travel_idle_s += (to_ms - from_ms) / 1000.0
+    if not leaving:
+        _credit_travel_standing(s, (to_ms - from_ms) / 1000.0, lat, lon, th, alerts)
+
+
+def _credit_travel_standing(s: CycleState, seconds: float, lat: float, lon: float, th: CycleThresholds,
+                            alerts: list[Alert] | None) -> None:
+    """Count standing of the current travel standstill run; note it if it is the longest while loaded
+    or an outlier (with a LONG_IDLE alert once per run)."""
+    s.travel_idle_s += seconds
     run = (s.st_until - s.st_start) / 1000.0
     if s.phase == LOAD_TRAVEL and run > s.lt_stop_s:
         s.lt_stop_ms, s.lt_stop_s, s.lt_stop_lat, s.lt_stop_lon = s.st_start, run, lat, lon
