@@ -197,3 +197,20 @@ def test_speculative_row_has_low_latency_and_final_row_matches_committed():
     assert first_load_row_at == T0 + 30_000 + 20_000  # approach 30 s, then 20 s standing
     out, state = engine.on_timer(state, 0, END_OF_INPUT, SITE)
     assert out.in_progress == state.committed.in_progress_record()
+
+
+V1_STATE = (  # written by the version-1 engine (commit 1e7e8bc): loading, six held points, a clock-jump suspect
+    b'[1,"TRUCK-1",["TRUCK-1","SITE-T","LOAD_TIME","LOADER-1",null,1705313290000,null,null,null,null,null,0.0,0.0,2,0.0,0.0,null,0.0,0.0,0.0,1705313320000,-22.7,118.7,2,"L","LOADER-1",null,"L","LOADER-1",1705313290000,1705313320000,-22.7,118.7,true,null,false,null,null,false],[[1705313330000,"SITE-T",-22.7,118.7,2,"L","LOADER-1"],[1705313340000,"SITE-T",-22.7,118.7,2,"L","LOADER-1"],[1705313350000,"SITE-T",-22.7,118.7,3,"L","LOADER-1"],[1705313360000,"SITE-T",-22.699101688825007,118.7,3,"T",null],[1705313370000,"SITE-T",-22.698203377650017,118.7,3,"T",null],[1705313380000,"SITE-T",-22.697305066475025,118.7,3,"T",null]],1705313380000,[520000,58868,510000,761,500000,8190,490000,15618,480000,15618,470000,15618,460000,15618,450000,15618,440000,15618,430000,15618,420000,15618,410000,15618,400000,15618,390000,15618,380000,15618,370000,15619,360000,23048,350000,30477,340000,37906,330000,45335,320000,4191,310000,11620,300000,19049,290000,26478,280000,33907,270000,41336,260000,48765,250000,56194,240000,63623,230000,22479,220000,29907,210000,29907,200000,29907,190000,29907,180000,29908,170000,22479,160000,63623,150000,56194,140000,48765,130000,41336,120000,33907,110000,26478,100000,19049,90000,11620,80000,4191,70000,45335,60000,37906,50000,30477,40000,23048,30000,15618,20000,15618,10000,15618,0,15618],[1705338590000,"SITE-T",-22.696406755300035,118.7,3,"T",null]]'
+)
+
+
+def test_version_1_state_from_an_older_savepoint_is_migrated():
+    state = TruckState.from_bytes(V1_STATE)
+    assert state.committed.phase == "LOAD_TIME" and len(state.pending) == 6
+    assert [e.ts_ms for e, _ in state.lead] == [1705338590000] and state.committed.mv == []
+    assert TruckState.from_bytes(state.to_bytes()) == state
+    points = Track(start_ms=state.newest_ms + 10_000).stand(30).points  # the truck goes on
+    engine = TruckEngine()
+    for p in points:
+        _, state = engine.on_point(state, p, SITE)
+    assert state.committed.prev_ts is not None
