@@ -66,7 +66,9 @@ def _assert_tables_equal_replay(pg_dsn, names, stream, lines, reference) -> None
     expected = replay((("kinesis:" + stream, line) for line in lines), reference)
     tables = read_tables(pg_dsn, names)
     assert len(expected.closed) > 20
-    assert [c.as_dict() for c in tables.closed] == [c.as_dict() for c in expected.sorted_closed()]
+    got_closed = [c.as_dict() for c in tables.closed]
+    want_closed = [c.as_dict() for c in expected.sorted_closed()]
+    assert got_closed == want_closed, _first_difference(got_closed, want_closed)
     assert {k: v.as_dict() for k, v in tables.in_progress.items()} == {
         k: v.as_dict() for k, v in expected.in_progress.items()}
     assert tables.statuses == expected.statuses
@@ -161,6 +163,15 @@ def test_trim_horizon_at_timestamp_and_the_reprocess_recipe(tmp_path, kinesis, s
         assert set(read_tap(tap)) == second_half
     finally:
         _drop_schema(pg_dsn, other.schema)
+
+
+def _first_difference(got: list[dict], want: list[dict]) -> str:
+    """Where two lists of cycles first differ, field by field (for assertion messages)."""
+    for i, (a, b) in enumerate(zip(got, want, strict=False)):
+        if a != b:
+            return f"cycle {i} of {len(got)}/{len(want)}: " + ", ".join(
+                f"{k}: job {a.get(k)!r} replay {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    return f"{len(got)} cycles in the tables, {len(want)} in the replay"
 
 
 def _iso(ms: int) -> str:
