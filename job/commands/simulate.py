@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import replace
 
-from state_machine.simulator import DEGRADED_PRESET, SimulationSpec, write_simulation
+from state_machine.simulator import DEGRADED_PRESET, SCENARIO_FAMILIES, SimulationSpec, write_simulation
 
 
 def _frac(text: str) -> float:
@@ -38,14 +38,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dumps", type=int, default=None, help="dump regions per site (default: trucks/15, >= 2)")
     p.add_argument("--hours", type=float, default=2.0, help="simulated hours (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same bundle (default 0)")
-    p.add_argument("--sites", type=int, default=1, help="number of sites (default 1)")
+    p.add_argument("--sites", type=int, default=None, help="number of sites (default 1, or the scenario's)")
     p.add_argument("--site-spacing-km", type=float, default=60.0, help="distance between site centres")
     p.add_argument("--start", default=None, help="start time, ISO 8601 UTC (default 2024-01-15T06:00:00Z)")
     p.add_argument("--center", default=None, metavar="LAT,LON", help="first site centre (default -22.7,118.7)")
     p.add_argument("--no-restricted", action="store_true", help="do not add a restricted region")
     p.add_argument("--ping-interval", type=float, nargs=2, metavar=("MIN_S", "MAX_S"), default=None,
                    help="range of per-truck ping intervals (default 10 30)")
-    p.add_argument("--sparse-idle", action="store_true", help="devices ping only every 60-120 s while standing")
+    p.add_argument("--sparse-idle", action="store_true", default=None,
+                   help="devices ping only every 60-120 s while standing")
+    pit = p.add_argument_group("pit, trucks and devices (see the scenario families: --scenario)")
+    pit.add_argument("--scenario", choices=list(SCENARIO_FAMILIES), default=None,
+                     help="start from a named scenario family (options given here override it)")
+    pit.add_argument("--layout", choices=("radial", "pit"), default=None,
+                     help="radial: loader and dump clusters around a hub (faces 250 m to km apart); pit: one open "
+                          "pit with a ramp, faces along a bench road that passes every loader")
+    pit.add_argument("--ramp", choices=("switchback", "spiral"), default=None,
+                     help="pit layout: switchback ramp (hairpins, legs 25-40 m apart) or spiral ramp")
+    pit.add_argument("--face-spacing", type=float, nargs=2, metavar=("MIN_M", "MAX_M"), default=None,
+                     help="pit layout: distance between neighbouring faces (default 150 300)")
+    pit.add_argument("--loaded-ramp-speed", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                     help="loaded speed on the ramp in m/s (default 2.5 5)")
+    pit.add_argument("--empty-ramp-speed", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                     help="empty speed on the ramp in m/s (default 6 12)")
+    pit.add_argument("--queue-inside", type=_frac, default=None, metavar="P",
+                     help="probability that a loader's queue is inside its 50 m circle (default 0.5)")
+    pit.add_argument("--device", choices=("interval", "on_change"), default=None,
+                     help="interval: a ping every ping interval; on_change: a row about every second while "
+                          "moving and every 1-3 min while standing, work state from speed")
+    pit.add_argument("--gps-sigma", type=_nonneg, default=None, metavar="M", help="GPS noise in metres (default 3)")
     g = p.add_argument_group("degradations (all off by default)")
     g.add_argument("--degraded", action="store_true",
                    help="realistic mix: " + ", ".join(f"{k}={v}" for k, v in DEGRADED_PRESET.items())
@@ -69,10 +90,13 @@ def spec_from_args(args: argparse.Namespace) -> SimulationSpec:
     """The SimulationSpec described by parsed `simulate` arguments."""
     from job.cli import CliError
 
-    kwargs: dict = {
-        "trucks": args.trucks, "loaders": args.loaders, "dumps": args.dumps, "hours": args.hours,
-        "seed": args.seed, "sites": args.sites, "site_spacing_km": args.site_spacing_km,
-        "restricted_region": not args.no_restricted, "sparse_idle": args.sparse_idle,
+    kwargs: dict = dict(SCENARIO_FAMILIES[args.scenario]) if args.scenario else {}
+    kwargs |= {
+        "trucks": args.trucks, "loaders": args.loaders if args.loaders is not None else kwargs.get("loaders"),
+        "dumps": args.dumps, "hours": args.hours, "seed": args.seed,
+        "sites": args.sites if args.sites is not None else kwargs.get("sites", 1),
+        "site_spacing_km": args.site_spacing_km, "restricted_region": not args.no_restricted,
+        "sparse_idle": bool(args.sparse_idle or kwargs.get("sparse_idle")),
     }
     if args.start:
         from state_machine.bundle import iso_to_ms
@@ -89,6 +113,14 @@ def spec_from_args(args: argparse.Namespace) -> SimulationSpec:
         kwargs["center_lat"], kwargs["center_lon"] = lat, lon
     if args.ping_interval:
         kwargs["ping_interval_s"] = tuple(args.ping_interval)
+    for opt, name in (("layout", "layout"), ("ramp", "ramp"), ("queue_inside", "queue_inside_p"),
+                      ("device", "device"), ("gps_sigma", "gps_sigma_m")):
+        if getattr(args, opt) is not None:
+            kwargs[name] = getattr(args, opt)
+    for opt, name in (("face_spacing", "face_spacing_m"), ("loaded_ramp_speed", "loaded_ramp_mps"),
+                      ("empty_ramp_speed", "empty_ramp_mps")):
+        if getattr(args, opt) is not None:
+            kwargs[name] = tuple(getattr(args, opt))
     if args.degraded:
         kwargs.update(DEGRADED_PRESET)
     for opt, name in (("duplicates", "duplicates"), ("disorder_s", "disorder_s"), ("drop", "drop"),
