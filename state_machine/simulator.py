@@ -107,6 +107,8 @@ class SimulationSpec:
     bench road that passes within ``bench_offset_m`` of every loader, dumps on the surface."""
     ramp: str = "switchback"
     """Pit layout: "switchback" (legs 150-300 m long, 25-40 m apart, joined by hairpins) or "spiral"."""
+    ramp_faces: int = 1
+    """Pit layout with a switchback ramp: faces beside hairpins (at most loaders - 1)."""
     face_spacing_m: tuple[float, float] = (150.0, 300.0)
     bench_offset_m: tuple[float, float] = (20.0, 40.0)
     loaded_ramp_mps: tuple[float, float] = (2.5, 5.0)
@@ -137,7 +139,7 @@ class SimulationSpec:
     unknown_assets: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("trucks", "sites", "non_trucks", "unknown_assets"):
+        for name in ("trucks", "sites", "non_trucks", "unknown_assets", "ramp_faces"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.sites < 1:
@@ -207,6 +209,8 @@ SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
     "noisy-gps": {"gps_sigma_m": 6.0, "gps_outlier_p": 0.03, **DEGRADED_PRESET},
     "multi-site": {"sites": 3, **DEGRADED_PRESET},
     "switchback-pit": {**_PIT, "ramp": "switchback"},
+    "hairpin-faces": {**_PIT, "ramp": "switchback", "ramp_faces": 2, "loaders": 4, "ping_interval_s": (15.0, 20.0),
+                      "loaded_ramp_mps": (2.5, 4.0)},
     "spiral-pit": {**_PIT, "ramp": "spiral", "gps_sigma_m": 4.0, "loaded_ramp_mps": (4.5, 5.0)},
     "close-faces": {**_PIT, "face_spacing_m": (150.0, 190.0), "bench_offset_m": (15.0, 35.0), "loaders": 5},
     "in-bay-queue": {**_PIT, "queue_inside_p": 1.0, "loaders": 2},
@@ -249,6 +253,7 @@ class _Frame:
 FLAT = "flat"
 RAMP = "ramp"
 HAIRPIN = "hairpin"
+BENCH = "bench"  # the road along working faces: slow (speed limit near loading units)
 
 
 class _Path:
@@ -480,33 +485,34 @@ def _hairpin(centre: XY, radius: float, start_ang: float, turn: float, steps: in
     return [_polar(centre, radius, start_ang + turn * k / steps) for k in range(1, steps + 1)]
 
 
-def _switchback_ramp(hub: XY, down: float, rng: random.Random) -> _Path:
+def _switchback_ramp(hub: XY, down: float, rng: random.Random) -> tuple[_Path, list[tuple[int, float]]]:
     """From the rim (hub) down the pit wall in direction ``down``: legs across the wall, 150-300 m
     long and 25-40 m apart, joined by tight hairpins (pings on two legs lie close, the road between
-    them is long)."""
+    them is long). Also returns each hairpin's apex (point index) and its outward direction."""
     across = down + math.pi / 2
     legs = rng.randint(4, 7)
     length = rng.uniform(150, 300)
     gap = rng.uniform(25, 40)
     pts: list[XY] = [hub]
     kinds: list[str] = []
+    apexes: list[tuple[int, float]] = []
     pos = hub
     side = 1.0
     for leg in range(legs):
-        end = _polar(pos, length, across if side > 0 else across + math.pi)
+        heading = across if side > 0 else across + math.pi
+        end = _polar(pos, length, heading)
         pts.append(end)
         kinds.append(RAMP)
         if leg == legs - 1:
             break
         centre = _polar(end, gap / 2, down)
-        start_ang = down + math.pi
-        turn = -math.pi * side  # bulge in the direction of travel
-        arc = _hairpin(centre, gap / 2, start_ang, turn)
+        arc = _hairpin(centre, gap / 2, down + math.pi, -math.pi * side)  # bulge in the direction of travel
+        apexes.append((len(pts) + len(arc) // 2 - 1, heading))
         pts.extend(arc)
         kinds.extend([HAIRPIN] * len(arc))
         pos = pts[-1]
         side = -side
-    return _Path(pts, kinds)
+    return _Path(pts, kinds), apexes
 
 
 def _spiral_ramp(hub: XY, down: float, rng: random.Random) -> _Path:
@@ -523,22 +529,50 @@ def _spiral_ramp(hub: XY, down: float, rng: random.Random) -> _Path:
     return _Path(pts, [RAMP] * (len(pts) - 1))
 
 
+def _ramp_face(spec: SimulationSpec, rng: random.Random, code: str, n: int, ramp: _Path, apex: int,
+               outward: float) -> _LoaderGeo:
+    """A loader working a bench beside a switchback hairpin: every truck going deeper drives round
+    that hairpin, slowly, within 30-40 m of it; its own trucks leave the ramp there."""
+    apex_pt = ramp.pts[apex]
+    pos = _polar(apex_pt, rng.uniform(28.0, 40.0), outward)
+    apex_d = ramp.cum[apex]
+    approach_d = max(0.0, apex_d - rng.uniform(80.0, 110.0))
+    road, rest = ramp.split(approach_d)
+    into, _ = rest.split(apex_d - approach_d)
+    approach = road.pts[-1]
+    spot = _polar(pos, rng.uniform(10.0, 15.0), outward + math.pi + rng.uniform(-0.4, 0.4))
+    inside = _queue_inside(n, spec, rng)
+    queue = _polar(pos, rng.uniform(24.0, 30.0), outward + math.pi + rng.uniform(0.6, 1.0)) if inside \
+        else rest.at(rng.uniform(10.0, 25.0))  # staging on the ramp, before the hairpin
+    to_spot = into + _Path([apex_pt, spot], [BENCH])
+    return _LoaderGeo(f"{code}-LDR-{n + 1:02d}", pos, approach, queue, spot, inside, road, to_spot)
+
+
 def _build_pit(spec: SimulationSpec, rng: random.Random, code: str
                ) -> tuple[list[_LoaderGeo], list[_DumpGeo], list[XY] | None]:
-    """An open pit: ramp from the rim (hub) to the floor, a bench road along the faces (within
-    bench_offset_m of each loader, so trucks to the far faces drive past the near ones), dumps on the
-    surface on the other side of the hub."""
+    """An open pit: ramp from the rim (hub) to the floor; on a switchback ramp, faces beside hairpins
+    (``ramp_faces``); on the floor a slow bench road along the faces (within bench_offset_m of each
+    loader, so trucks to the far faces drive past the near ones); dumps on the surface on the other
+    side of the hub."""
     hub: XY = (0.0, 0.0)
     base = rng.uniform(0, 360)
     down = math.radians(base)
-    ramp = _switchback_ramp(hub, down, rng) if spec.ramp == "switchback" else _spiral_ramp(hub, down, rng)
+    if spec.ramp == "switchback":
+        ramp, apexes = _switchback_ramp(hub, down, rng)
+    else:
+        ramp, apexes = _spiral_ramp(hub, down, rng), []
     foot = ramp.pts[-1]
+    loaders: list[_LoaderGeo] = []
+    ramp_faces = min(spec.ramp_faces, len(apexes), max(0, spec.n_loaders - 1))
+    for k in range(ramp_faces):
+        apex, outward = apexes[(2 * k + 1) % len(apexes)]
+        loaders.append(_ramp_face(spec, rng, code, len(loaders), ramp, apex, outward))
     bench_dir = down + rng.uniform(-0.6, 0.6)
     side = bench_dir + math.pi / 2 * rng.choice((1.0, -1.0))
     along = rng.uniform(120, 200)
-    loaders: list[_LoaderGeo] = []
-    for n in range(spec.n_loaders):
-        if n:
+    for k in range(spec.n_loaders - ramp_faces):
+        n = len(loaders)
+        if k:
             along += rng.uniform(*spec.face_spacing_m)
         offset = rng.uniform(*spec.bench_offset_m)
         on_road = _polar(foot, along, bench_dir)
@@ -550,9 +584,8 @@ def _build_pit(spec: SimulationSpec, rng: random.Random, code: str
         else:  # staging on the bench road, 60-90 m before the loader
             queue = _polar(foot, along - rng.uniform(65, 85), bench_dir)
         spot = _polar(pos, rng.uniform(10, 15), side + math.pi + rng.uniform(-0.4, 0.4))
-        bench = _Path([foot, approach])
-        road = ramp + bench
-        to_spot = _Path([approach, _polar(foot, along - 12.0, bench_dir), spot])
+        road = ramp + _Path([foot, approach], [BENCH])
+        to_spot = _Path([approach, _polar(foot, along - 12.0, bench_dir), spot], [BENCH, BENCH])
         loaders.append(_LoaderGeo(f"{code}-LDR-{n + 1:02d}", pos, approach, queue, spot, inside, road, to_spot))
     angles = [base]
     dumps: list[_DumpGeo] = []
@@ -600,7 +633,7 @@ def _drive(path: _Path, t0: int, v: float | dict[str, float], slow_start: bool =
     """Legs driving along path from t0 (speeds in m/s, one per road kind, or one for all), slower
     over the first 40 m (half speed) and the last 60 m (0.4 x)."""
     out: list[Leg] = [] if legs is None else legs
-    speeds = v if isinstance(v, dict) else {FLAT: v, RAMP: v, HAIRPIN: v}
+    speeds = v if isinstance(v, dict) else {FLAT: v, RAMP: v, HAIRPIN: v, BENCH: v}
     length = path.length
     s1 = min(40.0, 0.25 * length) if slow_start else 0.0
     s2 = length - (min(60.0, 0.25 * length) if slow_end else 0.0)
@@ -706,12 +739,13 @@ class _Truck(_Proc):
     def _empty_speeds(self) -> dict[str, float]:
         rng, spec = self.rng, self.spec
         return {FLAT: _kmh(rng, 30, 45, self.factor), RAMP: rng.uniform(*spec.empty_ramp_mps) * self.factor,
-                HAIRPIN: rng.uniform(3.0, 4.0)}
+                HAIRPIN: rng.uniform(3.0, 4.0), BENCH: rng.uniform(4.0, 6.0)}
 
     def _loaded_speeds(self) -> dict[str, float]:
         rng, spec = self.rng, self.spec
         ramp = rng.uniform(*spec.loaded_ramp_mps) * self.factor
-        return {FLAT: _kmh(rng, 20, 30, self.factor), RAMP: ramp, HAIRPIN: min(ramp, rng.uniform(2.0, 2.5))}
+        return {FLAT: _kmh(rng, 20, 30, self.factor), RAMP: ramp, HAIRPIN: min(ramp, rng.uniform(2.0, 2.5)),
+                BENCH: rng.uniform(2.5, 4.0)}
 
     def _stop_ms(self, lo_s: float, hi_s: float) -> int:
         return int(max(self.rng.uniform(lo_s, hi_s) * 1000, self.min_stop_ms))
