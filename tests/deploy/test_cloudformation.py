@@ -26,7 +26,6 @@ KINESIS_READ = {
     "kinesis:GetShardIterator",
     "kinesis:ListShards",
 }
-KINESIS_EFO = {"kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"}
 ENI_ACTIONS = {
     "ec2:CreateNetworkInterface",
     "ec2:CreateNetworkInterfacePermission",
@@ -39,7 +38,6 @@ ENI_ACTIONS = {
 }
 ALLOWED_ACTIONS = (
     KINESIS_READ
-    | KINESIS_EFO
     | ENI_ACTIONS
     | {
         "s3:GetObject",
@@ -133,9 +131,6 @@ def test_iam_resources_are_scoped(template: dict[str, Any]) -> None:
             by_action[action] = [_refs(r) for r in _as_list(st["Resource"])]
     for action in KINESIS_READ:
         assert by_action[action] == [_refs({"Fn::GetAtt": ["TelemetryStream", "Arn"]})]
-    for action in KINESIS_EFO:
-        (res,) = by_action[action]
-        assert "${TelemetryStream.Arn}/consumer/${EfoConsumerName}:*" in res
     for action in ("s3:GetObject", "s3:GetObjectVersion"):
         assert by_action[action] == [_refs({"Fn::Sub": "${CodeBucket.Arn}/${CodeKey}"})]
     assert sorted(by_action["secretsmanager:GetSecretValue"]) == sorted(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +41,17 @@ SECRET_KEY = "asset-cycle-test-secret"
 _PLAIN_PORT = 4568
 _TLS_PORT = 4567
 _CHUNK = 65536
+_CONTENT_TYPE = re.compile(rb"(?im)^content-type:\s*([^\r\n;]+)")
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: socket.socket, dst: socket.socket, inspect: Any = None) -> None:
     try:
         while True:
             data = src.recv(_CHUNK)
             if not data:
                 break
+            if inspect is not None:
+                inspect(data)
             dst.sendall(data)
     except OSError:
         pass
@@ -56,8 +61,9 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
                 sock.shutdown(how)
 
 
-def _forward(client: socket.socket, connect: Any) -> None:
-    """Pipe ``client`` to a new connection made by ``connect()``, both ways, until both ends close."""
+def _forward(client: socket.socket, connect: Any, inspect: Any = None) -> None:
+    """Pipe ``client`` to a new connection made by ``connect()``, both ways, until both ends close;
+    ``inspect(bytes)`` sees what the client sends."""
     try:
         upstream = connect()
     except OSError:
@@ -65,13 +71,13 @@ def _forward(client: socket.socket, connect: Any) -> None:
         return
     back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
     back.start()
-    _pump(client, upstream)
+    _pump(client, upstream, inspect)
     back.join()
     client.close()
     upstream.close()
 
 
-def _serve(listener: socket.socket, connect: Any, stop: threading.Event) -> None:
+def _serve(listener: socket.socket, connect: Any, stop: threading.Event, inspect: Any = None) -> None:
     listener.settimeout(0.2)
     while not stop.is_set():
         try:
@@ -81,7 +87,7 @@ def _serve(listener: socket.socket, connect: Any, stop: threading.Event) -> None
         except OSError:
             break
         client.settimeout(None)
-        threading.Thread(target=_forward, args=(client, connect), daemon=True).start()
+        threading.Thread(target=_forward, args=(client, connect, inspect), daemon=True).start()
 
 
 def _loopback_up() -> None:
@@ -140,6 +146,8 @@ class KinesisEmulator:
         self._proc: subprocess.Popen | None = None
         self._listener: socket.socket | None = None
         self._stop = threading.Event()
+        self.content_types: Counter[str] = Counter()
+        """Content-Type of every request sent to the emulator (what protocol clients speak)."""
 
     def __enter__(self) -> KinesisEmulator:
         self.start()
@@ -174,7 +182,12 @@ class KinesisEmulator:
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(64)
         self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=_serve, args=(self._listener, connect, self._stop), daemon=True).start()
+        threading.Thread(target=_serve, args=(self._listener, connect, self._stop, self._count_content_type),
+                         daemon=True).start()  # fmt: skip
+
+    def _count_content_type(self, data: bytes) -> None:
+        for match in _CONTENT_TYPE.finditer(data[:8192]):
+            self.content_types[match.group(1).decode("latin-1").strip()] += 1
 
     def stop(self) -> None:
         self._stop.set()

@@ -4,7 +4,9 @@ boto3 (partition key asset_guid).
 
 CBOR stays on (the AWS SDK's default for Kinesis, and what production uses): the emulator answers
 every call the source makes in CBOR (ListShards with ShardFilter, GetShardIterator AT_TIMESTAMP with
-millisecond timestamps, GetRecords at a shard's end), so nothing here sets ``aws.cborEnabled``.
+millisecond timestamps, GetRecords at a shard's end), so nothing here sets ``aws.cborEnabled``; the
+first test checks that the job's requests were CBOR. (Measured too: with ``aws.cborEnabled=false``
+the source speaks JSON to the emulator and reads the same records.)
 
 The source merges a reader's shards in arrival order; with one reader and the records put before
 the job starts, the job consumes exactly ``arrival_order(stream_records(...))``, and its tables
@@ -98,8 +100,11 @@ def test_degraded_site_through_kinesis_equals_the_replay(tmp_path, kinesis, site
     assert stored == sent and all(len(s) == 1 for s in shard_of.values())
 
     tap = tmp_path / "positions.txt"
+    kinesis.content_types.clear()
     run = run_kinesis_job(tmp_path, pg_dsn, table_names, site.reference, kinesis_settings(
         kinesis.endpoint, arn, init_position="TRIM_HORIZON"), len(lines), tap=tap)  # fmt: skip
+    # CBOR stays on: every call the job's source made was CBOR (boto3 in this test speaks JSON)
+    assert set(kinesis.content_types) == {"application/x-amz-cbor-1.1"}
     print(f"\n{len(lines)} records: put {put_s:.1f} s ({put_rate:.0f}/s); job {run.seconds:.1f} s "
           f"to drain incl. start-up ({len(lines) / run.seconds:.0f} records/s)")
 
