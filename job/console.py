@@ -91,6 +91,10 @@ class JobCounts:
     def sink_retries(self) -> int:
         return int(sum(self.sink_values("sinkRetries")))
 
+    @property
+    def sink_rows_written(self) -> int:
+        return int(sum(self.sink_values("sinkRowsWritten")))
+
 
 def reporter_snapshot(job_id: str) -> JobCounts:
     """The job's metrics from the in-JVM reporter (empty when the job jar's reporter is not there)."""
@@ -237,7 +241,9 @@ class JobConsole:
         self._outage_announced = False
         self._last_progress = (time.monotonic(), 0)
         self._failures_seen = 0
-        self._retries_seen = 0
+        self._calm_retries = 0
+        self._last_retries = 0
+        self._written_at_outage = 0
 
     # -- signals ---------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -299,16 +305,20 @@ class JobConsole:
         elif status in ("FAILING", "CANCELLING") and self._status != status:
             self.print(f"job {status.lower()}")
         self._status = status
-        if status == "RUNNING" and not self._announced_running and self._all_tasks_running():
+        if status == "RUNNING" and not self._announced_running and self._all_tasks_running() is not False:
             self._announced_running = True
             self.print("job running" + (" again" if self._failures_seen else "") + "; Ctrl-C stops it")
 
-    def _all_tasks_running(self) -> bool:
+    def _all_tasks_running(self) -> bool | None:
+        """Whether every task runs (a job can be RUNNING with tasks waiting for slots); None when the
+        REST API does not answer."""
         if self.rest_port is None:
-            return True
+            return None
         job = rest_json(self.rest_port, f"/jobs/{self.job_id}")
         vertices = (job or {}).get("vertices") or []
-        return bool(vertices) and all(v.get("status") in ("RUNNING", "FINISHED") for v in vertices)
+        if not vertices:
+            return None
+        return all(v.get("status") in ("RUNNING", "FINISHED") for v in vertices)
 
     def _latest_failure(self) -> str | None:
         if self.rest_port is None:
@@ -322,17 +332,23 @@ class JobConsole:
         counts = reporter_snapshot(self.job_id)
         now = time.monotonic()
         retries = counts.sink_retries
-        new_retries = retries > self._retries_seen
-        self._retries_seen = retries
-        if new_retries and not self._outage_announced:
-            self._outage_announced = True
-            self._waiting_since = now - counts.sink_wait_ms / 1000
-            self.print("PostgreSQL is not accepting writes: the sinks retry with backoff until it does "
-                       "(the job keeps its place)")  # fmt: skip
-        elif self._outage_announced and not new_retries and counts.sink_wait_ms < SINK_WAIT_NOTICE_MS:
+        waiting = counts.sink_wait_ms >= SINK_WAIT_NOTICE_MS
+        if not self._outage_announced:
+            if retries > self._calm_retries and waiting:  # writes fail and rows wait: an outage
+                self._outage_announced = True
+                self._waiting_since = now - counts.sink_wait_ms / 1000
+                self._written_at_outage = counts.sink_rows_written
+                self.print("PostgreSQL is not accepting writes: the sinks retry with backoff until it does "
+                           "(the job keeps its place)")  # fmt: skip
+            elif not waiting:  # a retry that succeeded at once (e.g. a reconnect) is no outage
+                self._calm_retries = retries
+        elif (not waiting and retries == self._last_retries
+              and counts.sink_rows_written > self._written_at_outage):  # fmt: skip
             self._outage_announced = False
+            self._calm_retries = retries
             waited = now - (self._waiting_since or now)
             self.print(f"PostgreSQL writes resumed after {waited:.0f} s ({_count(retries)} retries so far)")
+        self._last_retries = retries
         last_time, last_records = self._last_progress
         if now - last_time >= self.progress_s and self._announced_running:
             rate = (counts.records_in - last_records) / (now - last_time)
@@ -360,7 +376,7 @@ class JobConsole:
         stopped_as_asked = True
         if plan.savepoint_dir:
             status = self._status_now()
-            if status != "RUNNING" or not self._all_tasks_running():
+            if status != "RUNNING" or self._all_tasks_running() is False:
                 self.print(f"no savepoint: the job is {status.lower() or 'not running'} (a savepoint needs every "
                            "task running)")  # fmt: skip
                 stopped_as_asked = False

@@ -599,7 +599,7 @@ def _local_flink(plan: Plan, fl: FlinkSettings) -> FlinkSettings:
     return replace(fl, rest_port=rest_port, metrics_port=metrics_port, from_savepoint=from_savepoint)
 
 
-def _run_log_dir(root: Path, keep: int = 5) -> Path:
+def _run_log_dir(root: Path, keep: int = 10) -> Path:
     """A fresh folder for this run's Flink (JVM) log under ``root``; older ones beyond ``keep`` go."""
     import time
 

@@ -237,6 +237,8 @@ class CliRun:
 
         self.args = args
         self.log = log
+        self.flink_log_dir = log.with_name(log.stem + "-flink")  # Flink's own log, next to the output
+        env = {"FLINK_LOG_DIR": str(self.flink_log_dir), **env}
         self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "job.main", *args], cwd=PROJECT_ROOT, env=env,
                                      stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip

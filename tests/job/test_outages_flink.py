@@ -311,11 +311,22 @@ def _services_dir(root: Path, variable: str):
 
 
 @pytest.fixture
-def own_postgres(tmp_path):
-    server = PostgresServer(tmp_path / "pg")
+def own_postgres():
+    """A PostgreSQL server for the test alone. Its data is not under pytest's temporary directory:
+    the server runs as an unprivileged user, and a pytest session starting meanwhile makes
+    /tmp/pytest-of-<user> private again."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="asset-cycle-pg-"))
+    root.chmod(0o755)
+    server = PostgresServer(root)
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _properties(path: Path, server: PostgresServer, names: TableNames, redis_url: str, prefix: str) -> Path:

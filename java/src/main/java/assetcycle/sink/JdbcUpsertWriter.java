@@ -113,8 +113,9 @@ final class JdbcUpsertWriter implements SinkWriter<Row> {
         int dataErrors = 0;
         int attempt = 0;
         long outageStartMs = 0;
-        SQLException first = null;
+        boolean reconnected = false;
         while (true) {
+            boolean reused = connection != null;
             try {
                 writeBatch();
                 int rows = buffer.size();
@@ -135,8 +136,14 @@ final class JdbcUpsertWriter implements SinkWriter<Row> {
                 if (outage) {
                     disconnect();
                 }
-                if (first == null) {
-                    first = e;
+                if (outage && reused && !reconnected) {
+                    // e.g. the server restarted while this connection was idle: reconnect at once
+                    LOG.info("{}: the connection to PostgreSQL was lost ({}); reconnecting", where, describe(e));
+                    retries.inc();
+                    reconnected = true;
+                    continue;
+                }
+                if (outageStartMs == 0) {
                     outageStartMs = System.currentTimeMillis();
                     LOG.warn("{}: writing {} row(s) to PostgreSQL failed ({}); retrying with backoff until it "
                             + "succeeds", where, buffer.size(), describe(e));
