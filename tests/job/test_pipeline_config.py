@@ -11,7 +11,7 @@ from deploy import jars
 from job import flink_env
 from job.db import KEY_COLUMNS, TableNames, column_names
 from job.flink_env import FlinkEnvError, build_configuration
-from job.settings import FlinkSettings, SourceSettings
+from job.settings import MSF_MANAGED_FLINK_KEYS, FlinkSettings, SourceSettings
 from job.sinks import JdbcTarget, SinkError, sink_columns, sink_spec, source_field
 from job.sources import SourceError, kinesis_configuration, kinesis_label, resolve_file_path
 
@@ -267,7 +267,7 @@ def _groups(flink: dict[str, str]) -> dict[str, dict[str, str]]:
     }
 
 
-@pytest.mark.parametrize("key", sorted(__import__("job.settings").settings.MSF_MANAGED_FLINK_KEYS))
+@pytest.mark.parametrize("key", sorted(MSF_MANAGED_FLINK_KEYS))
 def test_flink_keys_msf_manages_are_rejected_on_msf(key):
     from job.settings import SettingsError, settings_from_groups
 
