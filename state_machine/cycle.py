@@ -548,7 +548,10 @@ def apply_point(
             from_ms, to_ms, provisional = (ta, tb, False) if near else (ta + half_drive, tb - half_drive, False)
             place = (prev_area, prev_guid, prev_lat, prev_lon)
             if prev_area == AREA_TRAVEL and area != AREA_TRAVEL:
+                # it drove into the area during the gap; whether it stood there or outside (a queue)
+                # no ping says: provisional, real standing there replaces it
                 place = (area, guid, p.latitude, p.longitude)
+                provisional = True
             elif not near:
                 place = (AREA_TRAVEL, None, (prev_lat + p.latitude) / 2, (prev_lon + p.longitude) / 2)
             if (index is not None and place[0] == AREA_TRAVEL
