@@ -28,7 +28,7 @@ END_OF_INPUT (bounded input finished) flushes but never closes cycles.
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from typing import NamedTuple
 
 import orjson
@@ -51,6 +51,8 @@ STATE_VERSION = 2
 END_OF_INPUT = 2**63 - 1
 _RECENT_KEEP = 64
 HELD = "held"
+SPEC_MARK_EVERY = 8
+"""Copies of the speculative state are kept every this many buffered points (in memory only)."""
 LEAD_MAX = 48
 """Lead points held at most while the truck sends nothing else (more: its time really moved on)."""
 
@@ -76,7 +78,8 @@ def _fingerprint(p: TelemetryPoint) -> int:
 class TruckState:
     """What is kept per truck in Flink keyed state (see to_bytes for the serialised form)."""
 
-    __slots__ = ("asset", "committed", "pending", "newest_ms", "recent", "lead", "_spec", "_row_key")
+    __slots__ = ("asset", "committed", "pending", "newest_ms", "recent", "lead", "_spec", "_spec_n", "_marks",
+                 "_dirty", "_row_key")
 
     def __init__(self, asset: str, site: str) -> None:
         self.asset = asset
@@ -85,7 +88,12 @@ class TruckState:
         self.newest_ms: int | None = None
         self.recent: list[list[int]] = []  # [ts, 16-bit fingerprint] of the last committed points
         self.lead: list[tuple[_Entry, int]] = []  # held points ahead (sorted), each with newest_ms at arrival
-        self._spec: CycleState | None = None  # speculative state (committed + pending), not serialised
+        # not serialised: the speculative state (committed + the first _spec_n buffered points), copies of
+        # it every SPEC_MARK_EVERY points, and the first buffer index it no longer reflects (re-order)
+        self._spec: CycleState | None = None
+        self._spec_n = 0
+        self._marks: list[tuple[int, CycleState]] = []
+        self._dirty: int | None = None
         self._row_key: tuple | None = None  # key of the last emitted in-progress row, not serialised
 
     # -- serialisation -------------------------------------------------------------------------
@@ -123,6 +131,9 @@ class TruckState:
         state.recent = _decode_recent(recent, state.committed.prev_ts)
         state.lead = [(_entry_from_list(asset, e[:7]), e[7]) for e in lead]
         state._spec = None
+        state._spec_n = 0
+        state._marks = []
+        state._dirty = None
         state._row_key = None
         return state
 
@@ -319,10 +330,11 @@ class TruckEngine:
         if in_order:
             pending.append(entry)
         else:
-            insort(pending, entry, key=lambda e: e.ts_ms)
+            k = bisect_left(pending, ts, key=lambda e: e.ts_ms)
+            pending.insert(k, entry)
             if newest is not None and ts < newest:
                 out.reordered += 1
-            state._spec = None
+            state._dirty = k if state._dirty is None else min(state._dirty, k)
         if newest is None or ts > newest:
             state.newest_ms = ts
         if state.lead:
@@ -387,31 +399,51 @@ class TruckEngine:
             del pending[:n]
             if len(state.recent) > _RECENT_KEEP:
                 del state.recent[: len(state.recent) - _RECENT_KEEP]
+            # the speculative state is unchanged (the same points, in the same order); re-index it
+            if state._dirty is not None and state._dirty < n:
+                state._spec = None  # a re-ordered point was committed at once: recompute from committed
+            elif state._spec is not None:
+                state._spec_n -= n
+                state._dirty = None if state._dirty is None else state._dirty - n
+                state._marks = [(i - n, mark) for i, mark in state._marks if i > n]
 
-    def _current(self, state: TruckState, appended: bool, entry: _Entry | None) -> CycleState:
+    def _current(self, state: TruckState) -> CycleState:
         """The state to show in the temporary table: speculative (committed + buffer, and the lead
-        while the truck sends nothing else) or committed."""
+        while the truck sends nothing else) or committed. Kept incrementally: an in-order point is
+        applied on top; after a re-order the buffer is re-applied from the last copy taken before it."""
         lead = state.lead
         shown_lead = lead if lead and lead[0][1] == state.newest_ms else ()
-        if not self.speculative or not (state.pending or shown_lead):
+        pending = state.pending
+        if not self.speculative or not (pending or shown_lead):
             state._spec = None
             return state.committed
         spec = state._spec
-        if spec is not None and appended and entry is not None and not shown_lead:
-            self._apply(spec, entry)
+        if spec is None or shown_lead:
+            start, marks = 0, []
+            spec = state.committed.copy()
+        elif state._dirty is not None:
+            marks = [m for m in state._marks if m[0] <= state._dirty]
+            start, spec = marks[-1] if marks else (0, state.committed)
+            spec = spec.copy()
+        else:
+            start, marks = state._spec_n, state._marks
+        for i in range(start, len(pending)):
+            self._apply(spec, pending[i])
+            if not (i + 1) % SPEC_MARK_EVERY:
+                marks.append((i + 1, spec.copy()))
+        state._dirty = None
+        if shown_lead:
+            state._spec = None
+            for e, _anchor in shown_lead:
+                self._apply(spec, e)
             return spec
-        spec = state.committed.copy()
-        for e in state.pending:
-            self._apply(spec, e)
-        for e, _anchor in shown_lead:
-            self._apply(spec, e)
-        state._spec = None if shown_lead else spec
+        state._spec, state._spec_n, state._marks = spec, len(pending), marks
         return spec
 
     def _emit_current(
         self, state: TruckState, out: StepOutput, appended: bool, entry: _Entry | None, force_full: bool
     ) -> None:
-        cur = self._current(state, appended, entry)
+        cur = self._current(state)
         if cur.prev_ts is None:
             return
         if entry is not None or force_full:
