@@ -305,9 +305,14 @@ class JobConsole:
         elif status in ("FAILING", "CANCELLING") and self._status != status:
             self.print(f"job {status.lower()}")
         self._status = status
-        if status == "RUNNING" and not self._announced_running and self._all_tasks_running() is not False:
+        if status == "RUNNING" and not self._announced_running and self._tasks_look_running():
             self._announced_running = True
             self.print("job running" + (" again" if self._failures_seen else "") + "; Ctrl-C stops it")
+
+    def _tasks_look_running(self) -> bool:
+        """Every task runs, per the REST API (or it has not answered for 30 s: then trust the job status)."""
+        tasks = self._all_tasks_running()
+        return bool(tasks) or (tasks is None and time.monotonic() - self.started > 30)
 
     def _all_tasks_running(self) -> bool | None:
         """Whether every task runs (a job can be RUNNING with tasks waiting for slots); None when the

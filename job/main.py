@@ -311,10 +311,17 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 def prune_checkpoints(root: Path, keep_runs: int = RETAINED_CHECKPOINT_RUNS) -> None:
-    """Remove the checkpoint directories of all but the newest ``keep_runs`` earlier runs."""
+    """Remove the checkpoint directories of all but the newest ``keep_runs`` earlier runs, and those of
+    runs that left no completed checkpoint and are older than a day (a run that ended normally)."""
+    import time
+
     runs = list(dict.fromkeys(chk.parent for chk in reversed(_completed_checkpoints(root))))
     for old in runs[keep_runs:]:
         shutil.rmtree(old, ignore_errors=True)
+    day_ago = time.time() - 86_400
+    for job_dir in root.glob("*"):
+        if job_dir.is_dir() and job_dir not in runs and job_dir.stat().st_mtime < day_ago:
+            shutil.rmtree(job_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- services

@@ -230,7 +230,7 @@ def test_half_run_savepoint_restore_equals_an_uninterrupted_run(
     env = _cli_env(pg_dsn, redis_url)
     common = ["--source", f"file:{watched}", "--monitor-s", "0.5", "--schema", table_names.schema,
               "--redis-prefix", redis_prefix, "--savepoint-dir", str(savepoints), "--parallelism", "1",
-              "--checkpoint-interval", "60000"]  # fmt: skip
+              "--checkpoint-interval", "60000", "--checkpoint-dir", str(tmp_path / "checkpoints")]  # fmt: skip
     label = f"file:{watched}"
 
     # 1) the first half, stopped with Ctrl-C into a savepoint once it is processed
@@ -286,7 +286,8 @@ def test_full_rerun_from_the_start_of_the_file_changes_no_row(
     # the documented command: `asset-cycle run --source file:SITE` with fresh state, same tables
     env = _cli_env(pg_dsn, redis_url)
     proc = subprocess.run([sys.executable, "-m", "job.main", "--source", label, "--schema", table_names.schema,
-                           "--redis-prefix", redis_prefix, "--parallelism", "1", "--rest-port", str(_free_port())],
+                           "--redis-prefix", redis_prefix, "--parallelism", "1", "--rest-port", str(_free_port()),
+                           "--checkpoint-dir", str(tmp_path / "checkpoints")],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert table_snapshot(pg_dsn, table_names, exclude=VOLATILE) == before
