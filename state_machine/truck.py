@@ -49,7 +49,7 @@ from state_machine.reference import SiteReference, SpatialCache, SpatialIndex
 
 STATE_VERSION = 2
 END_OF_INPUT = 2**63 - 1
-_RECENT_KEEP = 64
+_RECENT_KEEP = 48
 HELD = "held"
 SPEC_MARK_EVERY = 8
 """Copies of the speculative state are kept every this many buffered points (in memory only)."""
@@ -98,16 +98,19 @@ class TruckState:
 
     # -- serialisation -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Versioned compact JSON encoding; from_bytes(to_bytes(s)) == s."""
+        """Versioned compact JSON encoding; from_bytes(to_bytes(s)) == s. Held points are stored with
+        their time relative to newest_ms and without the site when it is the truck's own."""
+        base = self.newest_ms or 0
+        site = self.committed.site
         return orjson.dumps(
             [
                 STATE_VERSION,
                 self.asset,
                 self.committed.to_list(),
-                [_entry_to_list(e) for e in self.pending],
+                [_entry_to_list(e, base, site) for e in self.pending],
                 self.newest_ms,
                 _encode_recent(self.recent, self.committed.prev_ts),
-                [[*_entry_to_list(e), anchor] for e, anchor in self.lead],
+                [[*_entry_to_list(e, base, site), base - anchor] for e, anchor in self.lead],
             ]
         )
 
@@ -120,16 +123,20 @@ class TruckState:
         if version not in (1, STATE_VERSION):
             raise ValueError(f"unsupported truck state version {version!r}")
         _, asset, committed, pending, newest, recent, lead = values
-        if version == 1:  # v1: a single held clock-jump suspect, a CycleState without moving history
-            lead = [[*lead, newest]] if lead else []
-            committed = [*committed, [], None, None]
         state = cls.__new__(cls)
         state.asset = asset
-        state.committed = CycleState.from_list(committed)
-        state.pending = [_entry_from_list(asset, e) for e in pending]
         state.newest_ms = newest
+        if version == 1:  # v1: absolute held points, one clock-jump suspect, no moving history
+            state.committed = CycleState.from_list([*committed, [], None, None])
+            state.pending = [_entry_from_list(asset, e, 0, "") for e in pending]
+            state.lead = [(_entry_from_list(asset, lead, 0, ""), newest)] if lead else []
+        else:
+            base = newest or 0
+            state.committed = CycleState.from_list(committed)
+            site = state.committed.site
+            state.pending = [_entry_from_list(asset, e, base, site) for e in pending]
+            state.lead = [(_entry_from_list(asset, e[:7], base, site), base - e[7]) for e in lead]
         state.recent = _decode_recent(recent, state.committed.prev_ts)
-        state.lead = [(_entry_from_list(asset, e[:7]), e[7]) for e in lead]
         state._spec = None
         state._spec_n = 0
         state._marks = []
@@ -188,14 +195,16 @@ def _same_timestamp(out: StepOutput, point: TelemetryPoint, identical: bool, oth
         out.rejected.append(Rejection(point, CONFLICTING_DUPLICATE, f"differs from {other}"))
 
 
-def _entry_to_list(e: _Entry) -> list:
+def _entry_to_list(e: _Entry, base: int, site: str) -> list:
     p = e.point
-    return [p.ts_ms, p.site_guid, p.latitude, p.longitude, p.work_state_id, e.area, e.guid]
+    return [p.ts_ms - base, 0 if p.site_guid == site else p.site_guid, p.latitude, p.longitude,
+            p.work_state_id, e.area, e.guid]
 
 
-def _entry_from_list(asset: str, v: list) -> _Entry:
-    ts, site, lat, lon, ws, area, guid = v
-    return _Entry(ts, TelemetryPoint(asset, site, ts, lat, lon, ws), area, guid)
+def _entry_from_list(asset: str, v: list, base: int, site: str) -> _Entry:
+    dts, entry_site, lat, lon, ws, area, guid = v
+    ts = base + dts
+    return _Entry(ts, TelemetryPoint(asset, site if entry_site == 0 else entry_site, ts, lat, lon, ws), area, guid)
 
 
 class _SiteRuntime(NamedTuple):
