@@ -4,7 +4,8 @@ test's namespace on 127.0.0.1 only.
 
 kinesis-local binds 0.0.0.0 with no option to change it, so it runs inside ``unshare --net``
 (a namespace with nothing but its own loopback). This file, run there as a script (stdlib only),
-brings that loopback up, starts the emulator, and serves a Unix socket that forwards each connection
+brings that loopback up, starts the emulator (its output goes to ``emulator.log`` next to the
+socket), and serves a Unix socket that forwards each connection
 to the emulator's plain-HTTP port; Unix sockets are not network-namespaced. In the test's process,
 ``KinesisEmulator`` listens on 127.0.0.1:<free port> and forwards each connection to that Unix
 socket. Closing the emulator (or the test process dying: the helper watches its stdin) stops both
@@ -107,7 +108,9 @@ def _inside(unix_path: str, node: str, main_js: str) -> int:
     _loopback_up()
     env = dict(os.environ, KINESIS_MOCK_PLAIN_PORT=str(_PLAIN_PORT), KINESIS_MOCK_TLS_PORT=str(_TLS_PORT),
                LOG_LEVEL=os.environ.get("KINESIS_MOCK_LOG_LEVEL", "ERROR"))  # fmt: skip
-    emulator = subprocess.Popen([node, main_js], env=env, stdin=subprocess.DEVNULL, cwd=os.path.dirname(main_js))
+    log = open(os.path.join(os.path.dirname(unix_path), "emulator.log"), "ab")  # noqa: SIM115 - open while the emulator runs
+    emulator = subprocess.Popen([node, main_js], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                cwd=os.path.dirname(main_js))  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -169,8 +172,10 @@ class KinesisEmulator:
         deadline = time.monotonic() + timeout_s
         while not os.path.exists(unix_path):
             if self._proc.poll() is not None or time.monotonic() > deadline:
+                log = Path(self._dir) / "emulator.log"
+                tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
                 self.stop()
-                raise RuntimeError("the Kinesis emulator did not come up (is `unshare --net` allowed here?)")
+                raise RuntimeError(f"the Kinesis emulator did not come up (is `unshare --net` allowed here?)\n{tail}")
             time.sleep(0.1)
 
         def connect() -> socket.socket:
