@@ -10,15 +10,13 @@ file). The tables must equal one uninterrupted run and the offline replay of the
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,18 @@ from state_machine.bundle import iter_telemetry_lines, read_reference
 from state_machine.replay import Replayer, replay
 from state_machine.simulator import SimulationSpec, write_simulation
 from state_machine.watermark import WatermarkTracker
-from tests.job.flink_harness import pg_params, read_tables, run_bundle, table_snapshot
+from tests.job.flink_harness import read_tables, run_bundle, table_snapshot
+from tests.job.reliability_support import (
+    PROJECT_ROOT,
+    CliRun,
+    cli_env,
+    drop_file,
+    expected_last_events,
+    free_port,
+    last_events,
+    watched_site,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VOLATILE = ("updated_at", "received_utc")  # processing-time columns
 SPEC = SimulationSpec(trucks=8, hours=4, seed=5)
 
@@ -49,103 +56,12 @@ def _lines(site: Path) -> list[str]:
     return [line for _, line in iter_telemetry_lines(site)]
 
 
-def _drop(directory: Path, name: str, lines: list[str]) -> None:
-    """Write a file atomically (hidden while written: the FileSource skips names starting with '.')."""
-    tmp = directory / f".{name}.tmp"
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.rename(directory / name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli_env(pg_dsn: str, redis_url: str) -> dict[str, str]:
-    from urllib.parse import urlparse
-
-    p = pg_params(pg_dsn)
-    r = urlparse(redis_url)
-    env = {k: v for k, v in os.environ.items() if k != "ASSET_CYCLE_LOCAL"}
-    env.update(ASSET_CYCLE_PG_HOST=p.get("host", "127.0.0.1"), ASSET_CYCLE_PG_PORT=str(p.get("port", 5432)),
-               ASSET_CYCLE_PG_DB=p.get("dbname", "test"), ASSET_CYCLE_PG_USER=p.get("user", "postgres"),
-               ASSET_CYCLE_REDIS_HOST=r.hostname or "127.0.0.1", ASSET_CYCLE_REDIS_PORT=str(r.port or 6379),
-               ASSET_CYCLE_REDIS_DB=(r.path or "/0").lstrip("/") or "0")  # fmt: skip
-    if p.get("password"):
-        env["ASSET_CYCLE_PG_PASSWORD"] = p["password"]
-    return env
-
-
-class CliJob:
-    """``python -m job.main ARGS`` in the background, output to a log file, stopped with SIGINT."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "job.main", *args], cwd=PROJECT_ROOT, env=env,
-                                     stdout=self._out, stderr=subprocess.STDOUT)  # fmt: skip
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the job exited early ({self.proc.returncode}):\n{self.output()[-4000:]}")
-
-    def interrupt(self, timeout_s: float = 120.0) -> str:
-        """Ctrl-C; returns the savepoint path the job printed."""
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout_s)
-        finally:
-            self.stop()
-        found = re.findall(r"^savepoint: (\S+)$", self.output(), re.MULTILINE)
-        assert found, f"no savepoint reported:\n{self.output()[-4000:]}"
-        return found[-1]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-        self._out.close()
-
-
-def _last_events(pg_dsn: str, names: TableNames) -> dict[str, int]:
-    import psycopg2
-
-    from job.db import datetime_to_ms
-
-    conn = psycopg2.connect(pg_dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                f'SELECT asset_guid, last_event_utc FROM "{names.schema}"."{names.table_name("process_info")}"'
-            )
-            return {a: datetime_to_ms(t) for a, t in cur.fetchall()}
-    except psycopg2.errors.UndefinedTable:
-        return {}
-    finally:
-        conn.close()
-
-
-def _wait_until(condition: Callable[[], bool], job: CliJob, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job.check_alive()
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}:\n{job.output()[-4000:]}")
-
-
-def _expected_last_events(site: Path, lines: list[str]) -> dict[str, int]:
-    """Each truck's last processed event time after ``lines`` (no end of input)."""
-    reference, _ = read_reference(site)
-    replayer = Replayer(reference)
-    for line in lines:
-        replayer.feed("x", line)
-    return {a: s.last_event_ms for a, s in replayer.result.statuses.items()}
+def _interrupt(run: CliRun) -> str:
+    """Ctrl-C; returns the savepoint path the job printed."""
+    assert run.signal(signal.SIGINT, 180) == 0, run.output()[-4000:]
+    found = re.findall(r"^savepoint: (\S+)$", run.output(), re.MULTILINE)
+    assert found, f"no savepoint reported:\n{run.output()[-4000:]}"
+    return found[-1]
 
 
 @contextmanager
@@ -220,27 +136,22 @@ def test_half_run_savepoint_restore_equals_an_uninterrupted_run(
     half = len(lines) // 2
     # the watched directory holds only telemetry; `run` seeds the reference data (assets.csv,
     # regions.geojson) from its parent, as for `--source file:SITE/incoming`
-    base = tmp_path / "site"
-    base.mkdir()
-    for name in ("assets.csv", "regions.geojson"):
-        (base / name).write_bytes((site / name).read_bytes())
-    watched = base / "incoming"
-    watched.mkdir()
+    watched = watched_site(tmp_path / "site", site)
     savepoints = tmp_path / "savepoints"
-    env = _cli_env(pg_dsn, redis_url)
+    env = cli_env(pg_dsn, redis_url)
     common = ["--source", f"file:{watched}", "--monitor-s", "0.5", "--schema", table_names.schema,
               "--redis-prefix", redis_prefix, "--savepoint-dir", str(savepoints), "--parallelism", "1",
               "--checkpoint-interval", "60000", "--checkpoint-dir", str(tmp_path / "checkpoints")]  # fmt: skip
     label = f"file:{watched}"
 
     # 1) the first half, stopped with Ctrl-C into a savepoint once it is processed
-    _drop(watched, "part-1.jsonl", lines[:half])
-    first = _expected_last_events(site, lines[:half])
+    drop_file(watched, "part-1.jsonl", lines[:half])
+    first = expected_last_events(site, lines[:half])
     t0 = time.monotonic()
-    job = CliJob([*common, "--rest-port", str(_free_port())], env, tmp_path / "run1.log")
+    job = CliRun([*common, "--rest-port", str(free_port())], env, tmp_path / "run1.log")
     try:
-        _wait_until(lambda: _last_events(pg_dsn, table_names) == first, job, 180, "the first half")
-        savepoint = job.interrupt()
+        job.wait_for(lambda: last_events(pg_dsn, table_names) == first, 300, "the first half")
+        savepoint = _interrupt(job)
     finally:
         job.stop()
     t1 = time.monotonic()
@@ -249,13 +160,13 @@ def test_half_run_savepoint_restore_equals_an_uninterrupted_run(
     assert mid.closed, "cycles closed during the first half"
 
     # 2) the second half added; restart from the savepoint; final stop drains (end of input)
-    _drop(watched, "part-2.jsonl", lines[half:])
-    everything = _expected_last_events(site, lines)
-    job = CliJob([*common, "--rest-port", str(_free_port()), "--from-savepoint", savepoint, "--drain"], env,
+    drop_file(watched, "part-2.jsonl", lines[half:])
+    everything = expected_last_events(site, lines)
+    job = CliRun([*common, "--rest-port", str(free_port()), "--from-savepoint", savepoint, "--drain"], env,
                  tmp_path / "run2.log")  # fmt: skip
     try:
-        _wait_until(lambda: _last_events(pg_dsn, table_names) == everything, job, 180, "the second half")
-        job.interrupt()
+        job.wait_for(lambda: last_events(pg_dsn, table_names) == everything, 300, "the second half")
+        _interrupt(job)
     finally:
         job.stop()
     t2 = time.monotonic()
@@ -286,9 +197,9 @@ def test_full_rerun_from_the_start_of_the_file_changes_no_row(
     assert before["cycle"] and before["cycle_tmp"] and before["process_info"]
 
     # the documented command: `asset-cycle run --source file:SITE` with fresh state, same tables
-    env = _cli_env(pg_dsn, redis_url)
+    env = cli_env(pg_dsn, redis_url)
     proc = subprocess.run([sys.executable, "-m", "job.main", "--source", label, "--schema", table_names.schema,
-                           "--redis-prefix", redis_prefix, "--parallelism", "1", "--rest-port", str(_free_port()),
+                           "--redis-prefix", redis_prefix, "--parallelism", "1", "--rest-port", str(free_port()),
                            "--checkpoint-dir", str(tmp_path / "checkpoints")],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
