@@ -98,9 +98,9 @@ class CycleState:
         "sp_provisional",
         # the current travel standstill run
         "st_start", "st_until", "st_alerted",
-        # the truck's own reporting while moving: last moving pairs as flat [dt ms, cm/s, ...],
-        # their median interval (ms) and median straight-line speed (cm/s)
-        "mv", "iv_ms", "v_cms",
+        # the truck's own reporting while moving: intervals (ms) and straight-line speeds (cm/s) of
+        # its last moving pairs
+        "iv_hist", "v_hist",
     )
 
     def __init__(self, asset: str, site: str) -> None:
@@ -119,9 +119,8 @@ class CycleState:
         self.st_start: int | None = None
         self.st_until: int | None = None
         self.st_alerted = False
-        self.mv: list[int] = []
-        self.iv_ms: int | None = None
-        self.v_cms: int | None = None
+        self.iv_hist: list[int] = []
+        self.v_hist: list[int] = []
 
     def _reset_cycle(self) -> None:
         self.loader: str | None = None
@@ -158,7 +157,8 @@ class CycleState:
         new = CycleState.__new__(CycleState)
         for name in CycleState.__slots__:
             setattr(new, name, getattr(self, name))
-        new.mv = list(self.mv)
+        new.iv_hist = list(self.iv_hist)
+        new.v_hist = list(self.v_hist)
         return new
 
     def to_list(self) -> list:
@@ -349,30 +349,47 @@ hours of driving."""
 
 
 def _note_moving_pair(s: CycleState, dt_ms: int, d: float) -> None:
-    """Remember one moving pair (WORKING at both ends, displaced): interval and speed medians."""
-    mv = s.mv
-    mv.append(dt_ms)
-    mv.append(int(d * 100_000 / dt_ms))
-    if len(mv) > 2 * MOVING_HISTORY:
-        del mv[:2]
-    mid = len(mv) // 4
-    s.iv_ms = sorted(mv[0::2])[mid]
-    s.v_cms = sorted(mv[1::2])[mid]
+    """Remember one moving pair (WORKING at both ends, displaced): its interval and speed."""
+    iv, v = s.iv_hist, s.v_hist
+    iv.append(dt_ms)
+    v.append(int(d * 100_000 / dt_ms))
+    if len(iv) > MOVING_HISTORY:
+        del iv[0], v[0]
+
+
+def _median(values: list[int]) -> int:
+    return sorted(values)[len(values) // 2]
+
+
+def _interval_ms(s: CycleState) -> int:
+    """The truck's reporting interval while moving (median of its last moving pairs)."""
+    return _median(s.iv_hist) if s.iv_hist else DEFAULT_INTERVAL_MS
+
+
+def _longer_than(s: CycleState, dt_ms: int, intervals: float) -> bool:
+    """Whether a pair lasts more than ``intervals`` of the truck's interval (the median is only
+    computed when the shortest recent interval does not settle it)."""
+    hist = s.iv_hist
+    if not hist:
+        return dt_ms > intervals * DEFAULT_INTERVAL_MS
+    if dt_ms <= intervals * min(hist):
+        return False
+    return dt_ms > intervals * _median(hist)
 
 
 def _blip_ms(s: CycleState, th: CycleThresholds) -> float:
     """How long a movement may last and still be a blip: blip_max_s, or two of the truck's own
     reporting intervals when that is longer (the first idle ping after a short move comes one
     interval after the first moving one)."""
-    return max(th.blip_max_s * 1000.0, 2.0 * (s.iv_ms or DEFAULT_INTERVAL_MS))
+    return max(th.blip_max_s * 1000.0, 2.0 * _interval_ms(s))
 
 
 def _speed_mps(s: CycleState, th: CycleThresholds) -> float:
     """The speed a gap is driven at: the truck's own recent straight-line speed, within
     [1 m/s, gap_speed_mps] (gap_speed_mps before it has any moving history)."""
-    if s.v_cms is None:
+    if not s.v_hist:
         return th.gap_speed_mps
-    return min(th.gap_speed_mps, max(MIN_SPEED_CMS, s.v_cms) / 100.0)
+    return min(th.gap_speed_mps, max(MIN_SPEED_CMS, _median(s.v_hist)) / 100.0)
 
 
 def _drive_ms(s: CycleState, d: float, th: CycleThresholds) -> int:
@@ -512,8 +529,7 @@ def apply_point(
     # 1. The pair's standing evidence (see the module docstring) and the departure it implies.
     a_idle = s.prev_ws == IDLING
     b_idle = p.work_state_id == IDLING
-    interval = s.iv_ms or DEFAULT_INTERVAL_MS
-    gap = dt_ms > th.gap_factor * interval
+    gap = _longer_than(s, dt_ms, th.gap_factor)
     depart_ms = tb  # dense data: the first point that does not stay idle is the departure
     prev_area, prev_guid, prev_lat, prev_lon = s.prev_area, s.prev_guid, s.prev_lat, s.prev_lon
     # idle at both ends of a dense pair in one place (the same loader or dump region, or on the road
@@ -540,7 +556,7 @@ def apply_point(
         if b_idle:
             arrive = tb - (spare - at_a if a_idle else spare)
             _stand(s, area, guid, p.latitude, p.longitude, arrive, tb, False, th, closed, alerts)
-    elif dt_ms > (th.gap_factor + UNWITNESSED_EXTRA) * interval:
+    elif gap and _longer_than(s, dt_ms, th.gap_factor + UNWITNESSED_EXTRA):
         # WORKING at both ends of a (longer) gap: a stop that no ping witnessed
         standing = dt_ms - _drive_ms(s, d, th)
         if standing > 0:

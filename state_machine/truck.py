@@ -127,7 +127,7 @@ class TruckState:
         state.asset = asset
         state.newest_ms = newest
         if version == 1:  # v1: absolute held points, one clock-jump suspect, no moving history
-            state.committed = CycleState.from_list([*committed, [], None, None])
+            state.committed = CycleState.from_list([*committed, [], []])
             state.pending = [_entry_from_list(asset, e, 0, "") for e in pending]
             state.lead = [(_entry_from_list(asset, lead, 0, ""), newest)] if lead else []
         else:

@@ -207,7 +207,7 @@ V1_STATE = (  # written by the version-1 engine (commit 1e7e8bc): loading, six h
 def test_version_1_state_from_an_older_savepoint_is_migrated():
     state = TruckState.from_bytes(V1_STATE)
     assert state.committed.phase == "LOAD_TIME" and len(state.pending) == 6
-    assert [e.ts_ms for e, _ in state.lead] == [1705338590000] and state.committed.mv == []
+    assert [e.ts_ms for e, _ in state.lead] == [1705338590000] and state.committed.iv_hist == []
     assert TruckState.from_bytes(state.to_bytes()) == state
     points = Track(start_ms=state.newest_ms + 10_000).stand(30).points  # the truck goes on
     engine = TruckEngine()
