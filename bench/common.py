@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from job.db import TableNames, apply_migrations
-from state_machine.simulator import SimulationSpec, write_simulation
+from workbench.simulator import SimulationSpec, write_simulation
 
 PG_DSN = os.environ.get("ASSET_CYCLE_BENCH_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
 BENCH_DIR = Path(__file__).resolve().parents[1] / "build" / "bench"
@@ -257,10 +257,10 @@ def build_job(
     from job.settings import AppSettings, FlinkSettings, SinkSettings
     from job.sinks import JdbcTarget, SinkSet
     from job.sources import file_source
-    from state_machine.bundle import read_reference
     from state_machine.config import EngineConfig
     from tests.job.flink_harness import SOURCE_LABEL, jdbc_url, pg_params
     from udfs.reference_poller import snapshot_records
+    from workbench.bundle import read_reference
 
     reference, _ = read_reference(bundle)
     settings = AppSettings(

@@ -14,10 +14,10 @@ import pstats
 import time
 from pathlib import Path
 
-from state_machine.bundle import iter_telemetry_lines, read_cycles_csv, read_reference
-from state_machine.replay import Replayer
-from state_machine.scoring import score
-from state_machine.simulator import SimulationSpec, write_simulation
+from workbench.bundle import iter_telemetry_lines, read_cycles_csv, read_reference
+from workbench.replay import Replayer
+from workbench.scoring import score
+from workbench.simulator import SimulationSpec, write_simulation
 
 
 def ensure_bundle(args: argparse.Namespace) -> Path:

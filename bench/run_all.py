@@ -50,8 +50,8 @@ from bench.common import (  # noqa: E402
     median_spread,
     run_flink_bundle,
 )
-from state_machine.bundle import iter_telemetry_lines, read_reference  # noqa: E402
-from state_machine.replay import Replayer  # noqa: E402
+from workbench.bundle import iter_telemetry_lines, read_reference  # noqa: E402
+from workbench.replay import Replayer  # noqa: E402
 
 BEST = {"parallelism": 1, "execution_mode": "thread", "batch_size": 5000, "batch_interval_ms": 200}
 """The best Flink setup found on 2 cores (see bench/README.md)."""
@@ -123,7 +123,7 @@ def latency(rate: int, warmup_s: float, measure_s: float, **options: Any) -> dic
 
     from bench.probes import ArrivalLoggingPuller
     from job.sources import ticker_stream
-    from state_machine.simulator import SimulationSpec
+    from workbench.simulator import SimulationSpec
 
     ticks = 20
     per_tick = max(1, rate // ticks)
@@ -133,7 +133,7 @@ def latency(rate: int, warmup_s: float, measure_s: float, **options: Any) -> dic
     spec = SimulationSpec(trucks=200, hours=None, seed=3, start_ms=start_ms).degraded()
     ref_bundle = BENCH_DIR / "latency_reference"
     if not (ref_bundle / "assets.csv").is_file():
-        from state_machine.simulator import write_simulation
+        from workbench.simulator import write_simulation
 
         write_simulation(SimulationSpec(trucks=200, hours=0.01, seed=3, start_ms=start_ms).degraded(), ref_bundle)
 

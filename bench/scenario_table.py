@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from state_machine.bundle import iter_telemetry_lines, read_cycles_csv, read_reference
 from state_machine.model import CycleRecord
-from state_machine.replay import Replayer
-from state_machine.scoring import ScoreReport, score
-from state_machine.simulator import SCENARIO_FAMILIES, scenario_spec, write_simulation
+from workbench.bundle import iter_telemetry_lines, read_cycles_csv, read_reference
+from workbench.replay import Replayer
+from workbench.scoring import ScoreReport, score
+from workbench.simulator import SCENARIO_FAMILIES, scenario_spec, write_simulation
 
 OUT = Path(__file__).resolve().parents[1] / "build" / "bench" / "scenarios"
 

@@ -374,7 +374,7 @@ def _simulation_spec(settings: AppSettings, args: argparse.Namespace) -> Any:
     """The demo fleet: unbounded, started DEMO_BACKFILL_MS ago (that past is delivered at once)."""
     import time
 
-    from state_machine.simulator import SimulationSpec
+    from workbench.simulator import SimulationSpec
 
     now_ms = int(time.time() * 1000)
     spec = SimulationSpec(trucks=settings.source.simulator_trucks, sites=args.sites, hours=None,
@@ -497,13 +497,13 @@ def run(args: argparse.Namespace) -> int:
                 from job.reference_store import seed_reference
 
                 if plan.seed_from == "simulator":
-                    from state_machine.simulator import build_layout
+                    from workbench.simulator import build_layout
 
                     spec = _simulation_spec(settings, args)
                     reference, assets = build_layout(spec)
                 else:
                     from job.sources import SourceError
-                    from state_machine.bundle import BundleError, read_reference
+                    from workbench.bundle import BundleError, read_reference
 
                     try:
                         bundle = bundle_dir(plan.file_path or "")

@@ -290,8 +290,8 @@ def add_bundle_tracks(maps: dict[str, MapData], bundle: Path, start: datetime, e
 
     The bundle's regions/loaders fill in for sites whose reference data was not found.
     """
-    from state_machine.bundle import BundleError, iter_telemetry_lines, read_reference
     from state_machine.telemetry import Invalid, parse_record
+    from workbench.bundle import BundleError, iter_telemetry_lines, read_reference
 
     warnings = [] if warnings is None else warnings
     try:

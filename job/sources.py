@@ -16,7 +16,7 @@ source as a whole: dead-letter ids hash it, not the position, so the same bad re
   continuously for new files.
 * Simulator: PyFlink has no Python SourceFunction. A rate-limited Java source (the Table API
   ``datagen`` connector, 20 ticks/s) drives ``SimulatorPuller``, a parallelism-1 flat_map that
-  owns ``state_machine.simulator.iter_deliveries(spec)`` and on each tick emits the lines due by
+  owns ``workbench.simulator.iter_deliveries(spec)`` and on each tick emits the lines due by
   the wall clock (real time, accelerated, or as fast as possible). Lines keep delivery order (one
   subtask, one generator), nothing sleeps (checkpoints are never held up, process mode works),
   and it runs wherever the job runs. (A first design, a producer thread writing rolling files into
@@ -170,7 +170,7 @@ class SimulatorPuller(FlatMapFunction):
         self.max_lines = max_lines
 
     def open(self, runtime_context) -> None:
-        from state_machine.simulator import iter_deliveries
+        from workbench.simulator import iter_deliveries
 
         self.lines = iter_deliveries(self.spec)
         self.pending: tuple[int, str] | None = None

@@ -192,9 +192,9 @@ def test_job_run_never_shows_the_passwords(tmp_path, pg_dsn, pg_schema, redis_pr
     from psycopg2 import sql
 
     from job.local_services import redis_server_binary
-    from state_machine.simulator import SimulationSpec, write_simulation
     from tests.job.flink_harness import pg_params
     from tests.job.reliability_support import free_port
+    from workbench.simulator import SimulationSpec, write_simulation
 
     server_dir = tmp_path / "redis"
     server_dir.mkdir()

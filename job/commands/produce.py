@@ -154,7 +154,7 @@ def simulated_lines(trucks: int, sites: int, seed: int, degraded: bool, speed: f
                     clock: Callable[[], float] = time.monotonic,
                     sleep: Callable[[float], None] = time.sleep) -> Iterator[str]:  # fmt: skip
     """A live fleet starting now: each line when the simulated clock (``speed`` x wall clock) is due."""
-    from state_machine.simulator import SimulationSpec, iter_deliveries
+    from workbench.simulator import SimulationSpec, iter_deliveries
 
     spec = SimulationSpec(trucks=trucks, sites=sites, hours=None, seed=seed, start_ms=int(time.time() * 1000))
     start = clock()

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from job.cli import CliError
-from state_machine.bundle import BundleError, iter_telemetry_lines, read_reference, write_cycles_csv
 from state_machine.config import ConfigError, EngineConfig
-from state_machine.replay import Replayer
 from state_machine.truck import closed_sort_key
+from workbench.bundle import BundleError, iter_telemetry_lines, read_reference, write_cycles_csv
+from workbench.replay import Replayer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of `asset-cycle score`."""
     from job.cli import CliError
-    from state_machine.bundle import BundleError, read_cycles_csv
-    from state_machine.scoring import score
+    from workbench.bundle import BundleError, read_cycles_csv
+    from workbench.scoring import score
 
     try:
         truth = read_cycles_csv(args.truth)

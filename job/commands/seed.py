@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from job.cli import CliError
     from job.db import apply_migrations
     from job.reference_store import seed_reference
-    from state_machine.bundle import BundleError, read_reference
+    from workbench.bundle import BundleError, read_reference
 
     names = table_names_from_args(args)
     if not args.bundle_dir.is_dir():

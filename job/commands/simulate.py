@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import replace
 
-from state_machine.simulator import DEGRADED_PRESET, SCENARIO_FAMILIES, SimulationSpec, write_simulation
+from workbench.simulator import DEGRADED_PRESET, SCENARIO_FAMILIES, SimulationSpec, write_simulation
 
 
 def _frac(text: str) -> float:
@@ -99,7 +99,7 @@ def spec_from_args(args: argparse.Namespace) -> SimulationSpec:
         "sparse_idle": bool(args.sparse_idle or kwargs.get("sparse_idle")),
     }
     if args.start:
-        from state_machine.bundle import iso_to_ms
+        from workbench.bundle import iso_to_ms
 
         try:
             kwargs["start_ms"] = iso_to_ms(args.start)

@@ -1,6 +1,6 @@
 """Run the real pipeline on a bundle into a PostgreSQL schema and read the tables back.
 
-Used by the Flink tests (and the equivalence test against ``state_machine.replay``)::
+Used by the Flink tests (and the equivalence test against ``workbench.replay``)::
 
     result = run_bundle(bundle_dir, table_names, pg_dsn)
     tables = read_tables(pg_dsn, table_names)
@@ -122,8 +122,8 @@ def run_bundle(
     from job.pipeline import bounded_reference_stream, build_pipeline
     from job.sinks import JdbcTarget, SinkSet
     from job.sources import file_source, resolve_file_path
-    from state_machine.bundle import read_reference
     from udfs.reference_poller import snapshot_records
+    from workbench.bundle import read_reference
 
     bundle_dir = Path(bundle_dir)
     if migrate:

@@ -141,8 +141,8 @@ def run_job(
     from job.pipeline import bounded_reference_stream, build_pipeline
     from job.sinks import JdbcTarget, SinkSet
     from job.sources import file_source, resolve_file_path
-    from state_machine.bundle import read_reference
     from udfs.reference_poller import snapshot_records
+    from workbench.bundle import read_reference
 
     bundle_dir = Path(bundle_dir)
     if migrate:
@@ -352,8 +352,8 @@ def last_events(pg_dsn: str, names: TableNames) -> dict[str, int]:
 
 def expected_last_events(bundle: Path, lines: list[str]) -> dict[str, int]:
     """Each truck's last processed event time after ``lines`` (no end of input), per the replay."""
-    from state_machine.bundle import read_reference
-    from state_machine.replay import Replayer
+    from workbench.bundle import read_reference
+    from workbench.replay import Replayer
 
     replayer = Replayer(read_reference(bundle)[0])
     for line in lines:
@@ -365,9 +365,9 @@ def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lin
     """The job's tables hold exactly what the replay of ``lines`` gives (to the end of input): the
     same closed cycles, open cycles and fleet state, and the same rejected records (by reason and
     raw text; the row ids depend on the source position, which the replay does not know)."""
-    from state_machine.bundle import read_reference
-    from state_machine.replay import replay
     from tests.job.flink_harness import read_tables
+    from workbench.bundle import read_reference
+    from workbench.replay import replay
 
     expected = replay((("x", line) for line in lines), read_reference(bundle)[0])
     tables = read_tables(pg_dsn, names)

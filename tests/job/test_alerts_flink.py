@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from job.db import ALERT_COLUMNS, TableNames, alert_id, datetime_to_ms
-from state_machine.bundle import write_bundle
 from state_machine.model import (
     ALERT_DUMP_OUTSIDE_REGION,
     ALERT_LONG_IDLE,
@@ -19,10 +18,11 @@ from state_machine.model import (
     Alert,
 )
 from state_machine.reference import ReferenceData, Region, SiteReference
-from state_machine.replay import replay
-from state_machine.simulator import SimulationSpec, simulate
 from state_machine.telemetry import Invalid, parse_record
 from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle
+from workbench.bundle import write_bundle
+from workbench.replay import replay
+from workbench.simulator import SimulationSpec, simulate
 
 pytestmark = [pytest.mark.flink, pytest.mark.services]
 

@@ -16,14 +16,14 @@ import random
 import pytest
 
 from job.db import dead_letter_id
-from state_machine.bundle import write_bundle
 from state_machine.model import TelemetryPoint
-from state_machine.replay import replay
-from state_machine.simulator import SimulationSpec, simulate
 from state_machine.telemetry import format_record, parse_record
 from tests.job.flink_harness import SOURCE_LABEL, read_tables
 from tests.job.reliability_support import run_job
 from tests.state_machine.test_reliability import HOSTILE_FIXED, _hostile_generated
+from workbench.bundle import write_bundle
+from workbench.replay import replay
+from workbench.simulator import SimulationSpec, simulate
 
 pytestmark = [pytest.mark.flink, pytest.mark.services, pytest.mark.slow]
 

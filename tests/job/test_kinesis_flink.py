@@ -22,8 +22,6 @@ import pytest
 
 from job.commands.produce import partition_key
 from job.db import TableNames, dead_letter_id
-from state_machine.replay import replay
-from state_machine.simulator import SimulationSpec, simulate
 from tests.job.flink_harness import read_tables
 from tests.job.kinesis_emulator import KinesisEmulator
 from tests.job.kinesis_support import (
@@ -35,6 +33,8 @@ from tests.job.kinesis_support import (
     stream_records,
 )
 from tests.job.reliability_support import snapshot
+from workbench.replay import replay
+from workbench.simulator import SimulationSpec, simulate
 
 pytestmark = [pytest.mark.flink, pytest.mark.services, pytest.mark.kinesis, pytest.mark.slow]
 

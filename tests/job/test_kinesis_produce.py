@@ -7,9 +7,9 @@ from collections import defaultdict
 import pytest
 
 from job.commands.produce import MAX_BATCH_RECORDS, KinesisProducer, partition_key
-from state_machine.simulator import SimulationSpec, write_simulation
 from tests.job.kinesis_emulator import ACCESS_KEY, REGION, SECRET_KEY, KinesisEmulator
 from tests.job.kinesis_support import stream_records
+from workbench.simulator import SimulationSpec, write_simulation
 
 ARN = "arn:aws:kinesis:us-east-1:000000000000:stream/s"
 

@@ -22,7 +22,6 @@ import pytest
 
 from job.db import TableNames
 from job.reference_store import seed_reference
-from state_machine.simulator import SimulationSpec, simulate
 from tests.job.flink_harness import jdbc_url, pg_params, read_tables
 from tests.job.kinesis_emulator import ACCESS_KEY, REGION, SECRET_KEY, KinesisEmulator
 from tests.job.kinesis_support import (
@@ -35,6 +34,7 @@ from tests.job.kinesis_support import (
 )
 from tests.job.reliability_support import free_port, rest_get
 from tests.job.test_kinesis_flink import _assert_tables_equal_replay
+from workbench.simulator import SimulationSpec, simulate
 
 pytestmark = [pytest.mark.flink, pytest.mark.services, pytest.mark.kinesis, pytest.mark.slow]
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from state_machine.model import LOADER
-from state_machine.replay import Replayer
-from state_machine.simulator import SimulationSpec, simulate
 from state_machine.telemetry import Invalid, parse_record
+from workbench.replay import Replayer
+from workbench.simulator import SimulationSpec, simulate
 
 pytestmark = [pytest.mark.flink, pytest.mark.services]
 

@@ -28,9 +28,6 @@ import pytest
 
 from job.db import TableNames, dead_letter_id
 from job.local_services import redis_server_binary
-from state_machine.bundle import iter_telemetry_lines, read_reference
-from state_machine.replay import replay
-from state_machine.simulator import SimulationSpec, write_simulation
 from tests.job.flink_harness import SOURCE_LABEL, pg_params, read_tables
 from tests.job.reliability_support import (
     CliRun,
@@ -43,6 +40,9 @@ from tests.job.reliability_support import (
     run_job,
     watched_site,
 )
+from workbench.bundle import iter_telemetry_lines, read_reference
+from workbench.replay import replay
+from workbench.simulator import SimulationSpec, write_simulation
 
 pytestmark = [pytest.mark.services]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from job.db import dead_letter_id
-from state_machine.bundle import iter_telemetry_lines, read_reference
-from state_machine.replay import replay
-from state_machine.simulator import SimulationSpec, write_simulation
 from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle
+from workbench.bundle import iter_telemetry_lines, read_reference
+from workbench.replay import replay
+from workbench.simulator import SimulationSpec, write_simulation
 
 pytestmark = [pytest.mark.flink, pytest.mark.services, pytest.mark.slow]
 

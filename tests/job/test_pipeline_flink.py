@@ -11,16 +11,16 @@ import pytest
 from job.db import dead_letter_id
 from state_machine.model import HAUL_TRUCK, LOADER
 from state_machine.reference import Loader, ReferenceData, Region, SiteReference
-from state_machine.replay import replay
-from state_machine.simulator import SimulationSpec, simulate
 from state_machine.telemetry import format_record
 from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle, table_snapshot
+from workbench.replay import replay
+from workbench.simulator import SimulationSpec, simulate
 
 pytestmark = [pytest.mark.flink, pytest.mark.services]
 
 
 def write_bundle(directory: Path, lines: list[str], reference: ReferenceData, assets) -> Path:
-    from state_machine.bundle import write_bundle as write
+    from workbench.bundle import write_bundle as write
 
     write(directory, lines, reference, assets)
     return directory

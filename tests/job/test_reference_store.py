@@ -217,7 +217,7 @@ def test_cli_db_init_errors() -> None:
 @services
 def test_cli_seed(tmp_path, pg_dsn: str, pg_conn, pg_schema: str, redis_client, redis_url: str,
                   redis_prefix: str) -> None:
-    from state_machine.bundle import write_bundle
+    from workbench.bundle import write_bundle
 
     reference, assets = _reference()
     write_bundle(tmp_path, [], reference, assets)
@@ -234,7 +234,7 @@ def test_cli_seed(tmp_path, pg_dsn: str, pg_conn, pg_schema: str, redis_client, 
 
 @services
 def test_cli_seed_redis_down(tmp_path, pg_dsn: str, pg_schema: str) -> None:
-    from state_machine.bundle import write_bundle
+    from workbench.bundle import write_bundle
 
     reference, assets = _reference()
     write_bundle(tmp_path, [], reference, assets)

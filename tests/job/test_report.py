@@ -41,8 +41,8 @@ class SimData:
 
 @pytest.fixture(scope="module")
 def sim_data() -> SimData:
-    from state_machine.replay import replay
-    from state_machine.simulator import SimulationSpec, simulate
+    from workbench.replay import replay
+    from workbench.simulator import SimulationSpec, simulate
 
     sim = simulate(SimulationSpec(trucks=6, hours=4.0, seed=11, sites=2,
                                   start_ms=int(SIM_START.timestamp() * 1000)).degraded())
@@ -197,7 +197,7 @@ def test_empty_window(filled: Any, pg_dsn: str, redis_url: str, redis_prefix: st
 @pytest.mark.services
 def test_bundle_tracks_on_the_map(filled: Any, pg_conn: Any, sim_data: SimData, tmp_path: Path) -> None:
     from job.report import ReportRequest, build_report, parse_time
-    from state_machine.bundle import write_bundle
+    from workbench.bundle import write_bundle
 
     bundle = tmp_path / "bundle"
     write_bundle(bundle, sim_data.telemetry, sim_data.reference, sim_data.assets)

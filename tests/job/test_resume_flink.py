@@ -11,9 +11,9 @@ import pytest
 
 from job.db import TableNames
 from job.main import latest_checkpoint
-from state_machine.bundle import iter_telemetry_lines
-from state_machine.simulator import SimulationSpec, write_simulation
 from tests.job.reliability_support import CliRun, assert_tables_equal_replay, cli_env, free_port, last_events
+from workbench.bundle import iter_telemetry_lines
+from workbench.simulator import SimulationSpec, write_simulation
 
 pytestmark = [pytest.mark.flink, pytest.mark.services, pytest.mark.slow]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from state_machine.bundle import iter_telemetry_lines, read_reference
-from state_machine.replay import replay
-from state_machine.simulator import SimulationSpec, write_simulation
 from tests.job.reliability_support import CliRun, cli_env, free_port
+from workbench.bundle import iter_telemetry_lines, read_reference
+from workbench.replay import replay
+from workbench.simulator import SimulationSpec, write_simulation
 
 pytestmark = [pytest.mark.flink, pytest.mark.services]
 

@@ -24,9 +24,6 @@ from typing import Any
 import pytest
 
 from job.db import TableNames, dead_letter_id
-from state_machine.bundle import iter_telemetry_lines, read_reference
-from state_machine.replay import Replayer, replay
-from state_machine.simulator import SimulationSpec, write_simulation
 from state_machine.watermark import WatermarkTracker
 from tests.job.flink_harness import read_tables, run_bundle, table_snapshot
 from tests.job.reliability_support import (
@@ -39,6 +36,9 @@ from tests.job.reliability_support import (
     last_events,
     watched_site,
 )
+from workbench.bundle import iter_telemetry_lines, read_reference
+from workbench.replay import Replayer, replay
+from workbench.simulator import SimulationSpec, write_simulation
 
 VOLATILE = ("updated_at", "received_utc")  # processing-time columns
 SPEC = SimulationSpec(trucks=8, hours=4, seed=5)

@@ -11,10 +11,10 @@ from state_machine.model import (
     WORKING,
 )
 from state_machine.reference import Region, SiteReference
-from state_machine.replay import replay
 from state_machine.telemetry import format_record
 from state_machine.truck import END_OF_INPUT, TruckEngine
 from tests.state_machine.track import SITE, Track, offset, reference_data, site_reference, square
+from workbench.replay import replay
 
 
 def alerts_of(points, site: SiteReference | None = None):

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from state_machine.model import TelemetryPoint
-from state_machine.replay import replay
-from state_machine.simulator import SimulationSpec, simulate
 from state_machine.telemetry import format_record, parse_record
+from workbench.replay import replay
+from workbench.simulator import SimulationSpec, simulate
 
 SPEC = SimulationSpec(trucks=6, hours=4.0, seed=31)
 

@@ -1,7 +1,7 @@
 """CycleFunction wiring (no Flink): reference holding, filtering, timers, watermark hints, output.
 
 A tiny fake engine checks the plumbing; the last tests run the real engine through the function
-with lagging watermarks and compare with ``state_machine.replay`` (the contract of the job).
+with lagging watermarks and compare with ``workbench.replay`` (the contract of the job).
 """
 
 from __future__ import annotations
@@ -271,9 +271,9 @@ def _drive(lines: list[str], reference, lag_ms: int, watermark_every: int) -> Ha
 @pytest.mark.parametrize("watermark_every", [1, 500])
 def test_real_engine_through_the_function_equals_replay(watermark_every):
     from job.db import dead_letter_id
-    from state_machine.replay import replay
-    from state_machine.simulator import SimulationSpec, simulate
     from state_machine.truck import closed_sort_key
+    from workbench.replay import replay
+    from workbench.simulator import SimulationSpec, simulate
 
     sim = simulate(SimulationSpec(trucks=4, hours=3, seed=21).degraded())
     lines = sim.telemetry_lines

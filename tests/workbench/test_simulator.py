@@ -12,7 +12,6 @@ from functools import cache
 import pytest
 from shapely.geometry import Polygon
 
-from state_machine.bundle import iso_to_ms, read_cycles_csv, read_reference
 from state_machine.model import (
     COMPLETE,
     HAUL_TRUCK,
@@ -24,7 +23,8 @@ from state_machine.model import (
     cycle_to_csv_row,
 )
 from state_machine.reference import AREA_DUMP, AREA_LOADER, SpatialIndex, geodesic_distance_m
-from state_machine.simulator import (
+from workbench.bundle import iso_to_ms, read_cycles_csv, read_reference
+from workbench.simulator import (
     DEFAULT_START_MS,
     SimulationSpec,
     _Runner,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from state_machine.replay import replay
-from state_machine.scoring import score
-from state_machine.simulator import SCENARIO_FAMILIES, scenario_spec, simulate
+from workbench.replay import replay
+from workbench.scoring import score
+from workbench.simulator import SCENARIO_FAMILIES, scenario_spec, simulate
 
 
 def _run(name: str, seed: int):

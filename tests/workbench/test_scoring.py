@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from state_machine.model import COMPLETE, EMPTY_TRAVEL, INVALID, OUTLIER, CycleRecord
-from state_machine.scoring import match_cycles, percentile, score
+from workbench.scoring import match_cycles, percentile, score
 
 T0 = 1_705_298_400_000
 

@@ -7,16 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from state_machine.bundle import (
-    BundleError,
-    iso_to_ms,
-    iter_telemetry_lines,
-    read_assets_csv,
-    read_cycles_csv,
-    read_reference,
-    write_bundle,
-    write_cycles_csv,
-)
 from state_machine.model import (
     COMPLETE,
     EMPTY_TRAVEL,
@@ -28,7 +18,17 @@ from state_machine.model import (
     ms_to_iso,
 )
 from state_machine.reference import Loader, ReferenceData, Region, SiteReference
-from state_machine.simulator import SimulationSpec, simulate
+from workbench.bundle import (
+    BundleError,
+    iso_to_ms,
+    iter_telemetry_lines,
+    read_assets_csv,
+    read_cycles_csv,
+    read_reference,
+    write_bundle,
+    write_cycles_csv,
+)
+from workbench.simulator import SimulationSpec, simulate
 
 T0 = 1_705_298_400_000
 

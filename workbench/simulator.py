@@ -1292,7 +1292,7 @@ def write_simulation(spec: SimulationSpec, out_dir: str | Path,
 
     ``progress`` is called now and then with the latest delivery time in ms.
     """
-    from state_machine.bundle import write_bundle, write_cycles_csv
+    from workbench.bundle import write_bundle, write_cycles_csv
 
     if spec.hours is None:
         raise ValueError("write_simulation() needs a finite spec.hours")
