@@ -226,7 +226,7 @@ def engine_state_bytes(bundle: Path) -> tuple[float, int]:
     replayer = Replayer(reference)
     for source, line in lines:
         replayer.feed(source, line)
-    sizes = [len(s.to_bytes()) for s in replayer.states.values()]
+    sizes = [len(s) for s in replayer.states.values()]
     return statistics.mean(sizes), max(sizes)
 
 

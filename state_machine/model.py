@@ -44,6 +44,20 @@ class TelemetryPoint(NamedTuple):
     work_state_id: int
 
 
+@dataclass(slots=True)
+class DeadLetter:
+    """A record that was not applied: its source label, where it came from (file:line, shard and
+    sequence number) when known, why, and the raw text."""
+
+    source: str
+    reason: str
+    detail: str
+    raw: str
+    asset_guid: str | None = None
+    ts_ms: int | None = None
+    position: str | None = None
+
+
 class Rejection(NamedTuple):
     """A point the engine did not apply, with the reason (late, conflicting duplicate, ...)."""
 

@@ -132,6 +132,14 @@ class ReferenceData:
     asset_types: dict[str, str] = field(default_factory=dict)
     sites: dict[str, SiteReference] = field(default_factory=dict)
 
+    def asset_type(self, asset_guid: str) -> str | None:
+        """The asset's type, None when unknown (state_machine.operator.References)."""
+        return self.asset_types.get(asset_guid)
+
+    def site(self, site_guid: str) -> SiteReference | None:
+        """A site's reference data, None when unknown (state_machine.operator.References)."""
+        return self.sites.get(site_guid)
+
 
 class _Candidate:
     __slots__ = ("kind", "guid", "lat", "lon", "min_lat", "max_lat", "min_lon", "max_lon", "geom", "area",

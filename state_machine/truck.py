@@ -97,28 +97,34 @@ class TruckState:
         self._row_key: tuple | None = None  # key of the last emitted in-progress row, not serialised
 
     # -- serialisation -------------------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """Versioned compact JSON encoding; from_bytes(to_bytes(s)) == s. Held points are stored with
+    def to_list(self) -> list:
+        """Versioned compact form (JSON-able); from_list(to_list(s)) == s. Held points are stored with
         their time relative to newest_ms and without the site when it is the truck's own."""
         base = self.newest_ms or 0
         site = self.committed.site
-        return orjson.dumps(
-            [
-                STATE_VERSION,
-                self.asset,
-                self.committed.to_list(),
-                [_entry_to_list(e, base, site) for e in self.pending],
-                self.newest_ms,
-                _encode_recent(self.recent, self.committed.prev_ts),
-                [[*_entry_to_list(e, base, site), base - anchor] for e, anchor in self.lead],
-            ]
-        )
+        return [
+            STATE_VERSION,
+            self.asset,
+            self.committed.to_list(),
+            [_entry_to_list(e, base, site) for e in self.pending],
+            self.newest_ms,
+            _encode_recent(self.recent, self.committed.prev_ts),
+            [[*_entry_to_list(e, base, site), base - anchor] for e, anchor in self.lead],
+        ]
+
+    def to_bytes(self) -> bytes:
+        """to_list as compact JSON; from_bytes(to_bytes(s)) == s."""
+        return orjson.dumps(self.to_list())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TruckState:
-        """Decode to_bytes output (version 1, before the lead buffer, is migrated); raises ValueError
-        on an unknown version."""
-        values = orjson.loads(data)
+        """Decode to_bytes output; raises ValueError on an unknown version."""
+        return cls.from_list(orjson.loads(data))
+
+    @classmethod
+    def from_list(cls, values: list) -> TruckState:
+        """Inverse of to_list (version 1, before the lead buffer, is migrated); raises ValueError on
+        an unknown version."""
         version = values[0] if values else None
         if version not in (1, STATE_VERSION):
             raise ValueError(f"unsupported truck state version {version!r}")

@@ -1,13 +1,15 @@
-"""Offline replay: run the engine over raw telemetry exactly as the Flink job does, without Flink.
+"""Offline replay: run the job's per-record steps over raw telemetry, without Flink.
 
-The Flink job and this replay share every rule (TruckEngine); this module only reproduces the
-job's plumbing: parse + validate (bad records are dead-lettered with a reason), asset filtering
-(non-trucks are counted, unknown assets rejected), per-site reference data, and event-time
-timers driven by a watermark of ``max event time seen - out_of_orderness - 1 ms`` (the Flink
-bounded-out-of-orderness strategy, held back against lone far-future timestamps: see
-state_machine.watermark) that fire before each record, plus a final END_OF_INPUT watermark.
-Timestamps further than max_future_s ahead of ``now_ms`` are rejected when ``now_ms`` is given
-(the CLI passes the wall clock, as the Flink job's parse step does). The closed cycles of a replay are the contract the Flink job is tested against.
+The Flink job and this replay call the same code: ``state_machine.stream.StreamParser`` (parse,
+validate, the stream's watermark and each record's watermark hint) and
+``state_machine.operator.TruckOperator`` (every per-truck policy: reference-data holds, non-truck
+filtering, the engine, timers, dead letters, alerts). This module only plays Flink's part: it keeps
+each truck's state bytes, registers the timers the operator asks for (never deleted, as in Flink),
+fires those due before each record at the record's hint, and at the end fires everything with the
+END_OF_INPUT watermark. Reference data is static (a ReferenceData). Timestamps further than
+max_future_s ahead of ``now_ms`` are rejected when ``now_ms`` is given (the CLI passes the wall
+clock, as the Flink job's parse step does). The closed cycles of a replay are the contract the Flink
+job is tested against.
 """
 
 from __future__ import annotations
@@ -17,34 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from state_machine.config import EngineConfig
-from state_machine.model import (
-    ALERT_NO_REFERENCE_DATA,
-    HAUL_TRUCK,
-    Alert,
-    CycleRecord,
-    Rejection,
-    StepOutput,
-    TruckStatus,
-)
+from state_machine.model import Alert, CycleRecord, DeadLetter, TruckStatus
+from state_machine.operator import OperatorOutput, Step, TruckOperator
 from state_machine.reference import ReferenceData
-from state_machine.telemetry import Invalid, format_record, parse_record
-from state_machine.truck import END_OF_INPUT, TruckEngine, TruckState, closed_sort_key
-from state_machine.watermark import WatermarkTracker
-
-UNKNOWN_ASSET = "UNKNOWN_ASSET"
-NO_REFERENCE_DATA = "NO_REFERENCE_DATA"
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    """A record that was not applied: where it came from, why, and the raw text."""
-
-    source: str
-    reason: str
-    detail: str
-    raw: str
-    asset_guid: str | None = None
-    ts_ms: int | None = None
+from state_machine.stream import ParsedPoint, StreamParser
+from state_machine.truck import END_OF_INPUT, closed_sort_key
 
 
 @dataclass(slots=True)
@@ -77,20 +56,21 @@ class Replayer:
         out_of_orderness_ms: int | None = None,
         speculative: bool = True,
         now_ms: int | None = None,
+        source: str = "replay",
     ) -> None:
         self.reference = reference
         self.config = config or EngineConfig()
-        self.engine = TruckEngine(self.config, speculative=speculative)
-        self.lag_ms = self.config.max_disorder_ms if out_of_orderness_ms is None else out_of_orderness_ms
+        lag_ms = self.config.max_disorder_ms if out_of_orderness_ms is None else out_of_orderness_ms
+        self.parser = StreamParser(source, lag_ms, self.config.watermark_jump_ms)
+        self.operator = TruckOperator(self.config, source, speculative=speculative)
         self.now_ms = now_ms
-        self.states: dict[str, TruckState] = {}
-        self.timers: dict[str, tuple[int, int]] = {}  # asset -> (due, time of its heap entry)
-        self._heap: list[tuple[int, str]] = []
-        self.watermarks = WatermarkTracker(self.lag_ms, self.config.watermark_jump_ms)
-        self._sites_missing: set[str] = set()
+        self.states: dict[str, bytes] = {}
+        self._heap: list[tuple[int, int, str]] = []  # (timer, order, asset): registered, never deleted
+        self._order = 0
         self.result = ReplayResult()
 
-    def _collect(self, asset: str, out: StepOutput, state: TruckState, watermark: int | None = None) -> None:
+    def _collect(self, asset: str, step: Step) -> None:
+        out: OperatorOutput = step.output
         res = self.result
         res.closed.extend(out.closed)
         if out.in_progress is not None:
@@ -98,87 +78,47 @@ class Replayer:
         if out.status is not None:
             res.statuses[asset] = out.status
         res.alerts.extend(out.alerts)
-        res.duplicates += out.duplicates
-        res.reordered += out.reordered
-        for rej in out.rejected:
-            res.dead_letters.append(_rejection_letter(rej))
-        due = state.timer_due_ms(self.config, watermark)
-        queued = self.timers.get(asset)
-        if due is None:
-            self.timers.pop(asset, None)
-        elif queued is None or due < queued[1]:
-            heapq.heappush(self._heap, (due, asset))
-            self.timers[asset] = (due, due)
-        else:  # a later due: keep the queued heap entry and re-check it when it pops (coalescing)
-            self.timers[asset] = (due, queued[1])
+        res.dead_letters.extend(out.dead_letters)
+        counts = out.counts
+        res.duplicates += counts["duplicatesDropped"]
+        res.reordered += counts["reordered"]
+        res.applied_points += counts["pointsApplied"]
+        res.non_truck += counts["nonTruckFiltered"]
+        if step.state is None:
+            self.states.pop(asset, None)
+        else:
+            self.states[asset] = step.state
+        if step.timer_ms is not None:
+            self._order += 1
+            heapq.heappush(self._heap, (step.timer_ms, self._order, asset))
 
     def _fire_timers(self, watermark: int) -> None:
         heap = self._heap
+        operator, reference = self.operator, self.reference
         while heap and heap[0][0] <= watermark:
-            queued_at, asset = heapq.heappop(heap)
-            entry = self.timers.get(asset)
-            if entry is None or entry[1] != queued_at:
-                continue  # cancelled or superseded by an earlier entry
-            due = entry[0]
-            if due > watermark:  # the due time moved on since this entry was queued
-                heapq.heappush(heap, (due, asset))
-                self.timers[asset] = (due, due)
-                continue
-            del self.timers[asset]
-            state = self.states[asset]
-            out, state = self.engine.on_timer(state, due, watermark, self.reference.sites.get(state.committed.site))
-            self._collect(asset, out, state, watermark)
+            timer, _, asset = heapq.heappop(heap)
+            state = self.states.get(asset)
+            if state is not None:
+                self._collect(asset, operator.on_timer(asset, state, timer, watermark, reference))
 
-    def feed(self, source: str, raw: str | bytes) -> None:
-        """Process one raw record in arrival order."""
+    def feed(self, source: str, raw: str | bytes, position: str | None = None) -> None:
+        """Process one raw record in arrival order; ``source`` is its source label (dead letters)."""
         res = self.result
         res.records += 1
-        parsed = parse_record(raw, now_ms=self.now_ms)
-        if isinstance(parsed, Invalid):
-            res.dead_letters.append(DeadLetter(source, parsed.reason, parsed.detail, _text(raw),
-                                               parsed.asset_guid, parsed.ts_ms))
+        if source != self.parser.source:
+            self.parser.source = self.operator.source = source
+        parsed = self.parser.parse(raw, position, self.now_ms)
+        if not isinstance(parsed, ParsedPoint):
+            res.dead_letters.append(parsed)
             return
-        watermark = self.watermarks.watermark
-        if watermark is not None:
-            self._fire_timers(watermark)
-        self.watermarks.observe(parsed.ts_ms)
-        asset_type = self.reference.asset_types.get(parsed.asset_guid)
-        if asset_type is None:
-            res.dead_letters.append(DeadLetter(source, UNKNOWN_ASSET, "asset_guid not in the asset table",
-                                               _text(raw), parsed.asset_guid, parsed.ts_ms))
-            return
-        if asset_type != HAUL_TRUCK:
-            res.non_truck += 1
-            return
-        site = self.reference.sites.get(parsed.site_guid)
-        if site is None:
-            if parsed.site_guid not in self._sites_missing:
-                self._sites_missing.add(parsed.site_guid)
-                res.alerts.append(Alert(ALERT_NO_REFERENCE_DATA, parsed.asset_guid, parsed.site_guid, parsed.ts_ms,
-                                        parsed.latitude, parsed.longitude,
-                                        f"no loaders or regions known for site {parsed.site_guid}"))
-            res.dead_letters.append(DeadLetter(source, NO_REFERENCE_DATA, f"no reference data for site {parsed.site_guid}",
-                                               _text(raw), parsed.asset_guid, parsed.ts_ms))
-            return
-        state = self.states.get(parsed.asset_guid)
-        out, state = self.engine.on_point(state, parsed, site)
-        self.states[parsed.asset_guid] = state
-        res.applied_points += 1
-        self._collect(parsed.asset_guid, out, state)
+        self._fire_timers(parsed.hint)
+        asset = parsed.point.asset_guid
+        self._collect(asset, self.operator.on_points(asset, self.states.get(asset), (parsed,), self.reference))
 
     def finish(self) -> ReplayResult:
         """End of input: fire every pending timer with the END_OF_INPUT watermark."""
         self._fire_timers(END_OF_INPUT)
         return self.result
-
-
-def _text(raw: str | bytes) -> str:
-    return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
-
-
-def _rejection_letter(rej: Rejection) -> DeadLetter:
-    p = rej.point
-    return DeadLetter("engine", rej.reason, rej.detail, format_record(p), p.asset_guid, p.ts_ms)
 
 
 def replay(
@@ -189,7 +129,7 @@ def replay(
     speculative: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Run the engine over (source, raw) records in arrival order and return everything produced."""
+    """Run the job's steps over (source, raw) records in arrival order and return everything produced."""
     replayer = Replayer(reference, config, out_of_orderness_ms, speculative)
     for n, (source, raw) in enumerate(records, 1):
         replayer.feed(source, raw)

@@ -111,7 +111,7 @@ def test_losing_the_parse_watermark_on_restore_changes_no_output(site: Path) -> 
         r = Replayer(reference)
         for i, line in enumerate(lines):
             if i == split:
-                r.watermarks = WatermarkTracker(r.watermarks.lag_ms, r.watermarks.max_jump_ms)
+                r.parser.watermarks = WatermarkTracker(r.parser.watermarks.lag_ms, r.parser.watermarks.max_jump_ms)
             r.feed("x", line)
         res = r.finish()
         return ([c.as_dict() for c in res.sorted_closed()], {k: v.as_dict() for k, v in res.in_progress.items()},
