@@ -1,35 +1,42 @@
-"""The job graph, in one function: raw telemetry + reference updates -> cycle engine -> sinks.
+"""The job graph, in one function: raw telemetry + reference updates -> cycle operator -> sinks.
 
 ::
 
-    raw str ──parse+validate (uid parse)──> ((asset, POINT), ts) ──watermarks (uid watermarks, Java)──> key by ─┐
-         └── invalid ──> dead letters                                                               │
-    reference updates ──MAX timestamps (uid reference-watermarks)──> broadcast ────────────────────┤
+    (position, raw) ──RecordBatcher (uid batch, Java)──> (positions[], raws[])
+        ──parse+validate (uid parse, Python: state_machine.stream)──> one row per truck and batch
+        │   └── invalid ──> dead letters
+        ──BatchEndWatermarks (uid watermarks, Java: watermarks only at batch ends)──> key by truck ─┐
+    reference updates ──MAX timestamps (uid reference-watermarks)──> broadcast ─────────────────────┤
                                                                                                     v
-                                 cycle engine, KeyedBroadcastProcessFunction (uid cycle-engine)
+                        cycle operator, KeyedBroadcastProcessFunction (uid cycle-engine): TruckOperator
                                                   │ envelope rows (tag, cycle, status, dead letter, alert)
-                                 Table API: split by tag ──> tmp / final / process info / dead letters / alerts ──> SinkSet
+                        Table API: split by tag ──> tmp / final / process info / dead letters / alerts ──> SinkSet
+
+Records cross into Python a batch at a time (RecordBatcher: up to BATCH_MAX_RECORDS, at most
+BATCH_MAX_DELAY_MS, flushed before every checkpoint barrier and watermark), and into the keyed
+operator one truck's points of a batch at a time. Batching changes no output: the operator applies
+each point with its own watermark hint, and a watermark only ever follows the whole batch it covers.
 
 Watermarks: bounded out-of-orderness = the engine's max_disorder (plus optional idleness). The
 reference stream gets Long.MAX_VALUE timestamps, so its watermark never holds back the keyed
-operator (a two-input operator takes the minimum of both inputs); the cycle function treats a
-watermark beyond year 10000 as end of input. Do not enable source idleness with an unbounded
-source unless the fleet is never silent as a whole: an all-idle main input lets the combined
-watermark jump to the reference stream's.
+operator (a two-input operator takes the minimum of both inputs); the operator treats a watermark
+beyond year 10000 as end of input. Do not enable source idleness with an unbounded source unless the
+fleet is never silent as a whole: an all-idle main input lets the combined watermark jump to the
+reference stream's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common import Types, WatermarkStrategy
 
 from job.settings import AppSettings
-from udfs import faults
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
+from udfs.parse import BATCH_TYPE, GROUP_END_FIELD, GROUP_TYPE, GROUP_WM_FIELD, ParseFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
-from udfs.parse import KEYED_OUTPUT_TYPE, KEYED_POINT_TYPE, ParseFunction
 from udfs.reference_poller import MaxTimestampAssigner, ReferencePoller
 from udfs.rows import (
     ALERT_FIELDS,
@@ -41,11 +48,12 @@ from udfs.rows import (
     OUT_DEAD_LETTER,
     OUT_STATUS,
     OUT_TMP,
-    POINT_TYPE,
     REFERENCE_TYPE,
     STATUS_FIELDS,
 )
 
+BATCH_MAX_RECORDS = 1024
+BATCH_MAX_DELAY_MS = 100
 
 @dataclass(frozen=True)
 class PipelineStreams:
@@ -82,23 +90,29 @@ def split_envelopes(t_env: Any, envelopes: Any) -> dict[str, Any]:
     }
 
 
-def key_by_asset(parsed: Any, strategy: WatermarkStrategy) -> Any:
-    """((asset_guid, POINT), ts) records -> event-time watermarks (uid ``watermarks``) -> KeyedStream
-    of POINT by asset_guid, all in Java operators (PyFlink's ``assign_timestamps_and_watermarks``
-    with a Python assigner and ``key_by`` would add two Python operators with the same effect)."""
-    from pyflink.datastream import DataStream, KeyedStream
+def batched(raw_stream: Any) -> Any:
+    """(position, raw) rows -> (positions[], raws[]) batches, at the source's parallelism (Java)."""
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    batcher = get_gateway().jvm.assetcycle.pipeline.RecordBatcher(BATCH_MAX_RECORDS, BATCH_MAX_DELAY_MS)
+    j_batched = raw_stream._j_data_stream.transform("batch", BATCH_TYPE.get_java_type_info(), batcher)
+    j_batched.uid("batch").setParallelism(raw_stream._j_data_stream.getParallelism())
+    return DataStream(j_batched)
+
+
+def with_batch_end_watermarks(groups: Any, lag_ms: int, idleness_ms: int | None) -> Any:
+    """Event time from each group row's ``wm_ts``, watermarks only at batch ends (Java)."""
+    from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
-    eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
-    j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
-    parallelism = parsed._j_data_stream.getParallelism()  # forward from parse: no reordering before key by
-    j_stamped = parsed._j_data_stream.assignTimestampsAndWatermarks(j_strategy)
-    j_stamped.uid("watermarks").name("watermarks").setParallelism(parallelism)
-    j_rows = j_stamped.map(eventtime.RemoveTimestampMapFunction(), KEYED_POINT_TYPE.get_java_type_info())
-    j_rows.uid("remove-timestamp").name("remove-timestamp").setParallelism(parallelism)
-    j_keyed = j_rows.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
-    return KeyedStream(j_keyed, POINT_TYPE, DataStream(j_rows))
+    strategy = jvm.assetcycle.pipeline.BatchEndWatermarks(GROUP_WM_FIELD, GROUP_END_FIELD, lag_ms)
+    if idleness_ms:
+        strategy = strategy.withIdleness(jvm.java.time.Duration.ofMillis(idleness_ms))
+    j_stamped = groups._j_data_stream.assignTimestampsAndWatermarks(strategy)
+    j_stamped.uid("watermarks").name("watermarks").setParallelism(groups._j_data_stream.getParallelism())
+    return DataStream(j_stamped)
 
 
 def bounded_reference_stream(env: Any, records: list[tuple[str, str, str]]) -> Any:
@@ -132,26 +146,29 @@ def build_pipeline(
     settings: AppSettings,
     source_label: str,
     check_future: bool = True,
-    engine_factory: Any = None,
-    state_codec: Any = None,
+    operator_factory: Callable[..., Any] | None = None,
+    sink_path: Callable[[Any], Any] | None = None,
 ) -> PipelineStreams:
-    """Wire parse -> watermarks -> keyed broadcast cycle engine -> split -> ``sinks`` (a SinkSet:
-    ``t_env``, ``add(kind, stream)``, ``add_table(kind, table)``). Does not attach/execute."""
+    """Wire batch -> parse -> watermarks -> keyed broadcast cycle operator -> split -> ``sinks`` (a
+    SinkSet: ``t_env``, ``add(kind, stream)``, ``add_table(kind, table)``). Does not attach/execute.
+
+    ``operator_factory`` replaces udfs.cycle_function.default_operator; ``sink_path`` is applied to
+    the envelope stream before it is split into the sinks (both for tests).
+    """
     lag_ms = settings.engine.max_disorder_ms
-    parsed = (
-        raw_stream.process(ParseFunction(source_label, lag_ms, check_future=check_future, keyed_output=True,
-                                         max_jump_ms=settings.engine.watermark_jump_ms),
-                           output_type=KEYED_OUTPUT_TYPE)
+    parallelism = raw_stream._j_data_stream.getParallelism()
+    groups = (
+        batched(raw_stream)
+        .process(ParseFunction(source_label, lag_ms, settings.engine.watermark_jump_ms, check_future=check_future),
+                 output_type=GROUP_TYPE)
         .name("parse+validate")
         .uid("parse")
         # as many subtasks as the source: records go forward, so a truck's records keep their order (a
         # rebalance from a one-subtask source such as the simulator would interleave two parse subtasks)
-        .set_parallelism(raw_stream._j_data_stream.getParallelism())
+        .set_parallelism(parallelism)
     )  # fmt: skip
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(lag_ms))
-    if settings.flink.source_idleness_ms:
-        strategy = strategy.with_idleness(Duration.of_millis(settings.flink.source_idleness_ms))
-    keyed_points = key_by_asset(parsed, strategy)
+    keyed = with_batch_end_watermarks(groups, lag_ms, settings.flink.source_idleness_ms).key_by(
+        lambda group: group[0], key_type=Types.STRING())
 
     reference = (
         reference_stream.assign_timestamps_and_watermarks(
@@ -161,24 +178,18 @@ def build_pipeline(
         .uid("reference-watermarks")
         .broadcast(REFERENCE_STATE)
     )
-    fault_plan = faults.FaultPlan.from_env()  # test-only switch, off by default (udfs.faults)
-    engine_factory = faults.engine_factory_with_faults(fault_plan, engine_factory)
     function = CycleFunction(
         settings.engine.to_dict(),
         source_label,
         wait_max_points=settings.reference.wait_max_points,
         wait_max_ms=int(settings.reference.wait_max_s * 1000),
-        engine_factory=engine_factory,
-        state_codec=state_codec,
+        operator_factory=operator_factory,
     )
-    envelopes = (
-        keyed_points.connect(reference)
-        .process(function, output_type=ENVELOPE_TYPE)
-        .name("cycle-engine")
-        .uid("cycle-engine")
-    )
-    parse_dead = side_output(parsed, PARSE_DEAD_LETTER_TAG)
-    envelopes = faults.sink_path_with_faults(fault_plan, envelopes, ENVELOPE_TYPE)
+    envelopes = keyed.connect(reference).process(function, output_type=ENVELOPE_TYPE).name("cycle-engine").uid(
+        "cycle-engine")
+    parse_dead = side_output(groups, PARSE_DEAD_LETTER_TAG)
+    if sink_path is not None:
+        envelopes = sink_path(envelopes)
     tables = split_envelopes(sinks.t_env, envelopes)
     inserted: dict[str, list[Any]] = {}
     for kind, table in tables.items():

@@ -1,26 +1,17 @@
-"""Parse + validate raw telemetry: valid points go on as POINT tuples, bad records to a side output.
+"""Parse step of the job: batches of raw records in, one row per truck and batch out.
 
-Input: ``RAW_RECORD_TYPE`` rows ``(position, raw)`` from every source (job.sources). A dead letter's
-``source`` is the record's position (``file:<path>:<line>``, ``kinesis:<stream>:<shard>:<sequence
-number>``; the source label when a record has none); its ``dead_letter_id`` hashes the source
-label, reason and raw bytes as before, so the same bad record read twice is one row and the
-offline replay (fed the label) produces the same ids.
+Input: ``BATCH_TYPE`` rows ``(positions[], raws[])``, built in Java by ``assetcycle.pipeline.
+RecordBatcher`` from the sources' ``RAW_RECORD_TYPE`` rows ``(position, raw)`` (job.sources), so a
+batch of records crosses into Python in one call. Each record goes through
+``state_machine.stream.StreamParser`` (parse, validate, the stream's watermark and the record's hint),
+exactly as the offline replay runs it. Invalid records leave on ``DEAD_LETTER_TAG`` (``source`` = the
+record's position when known; the id hashes the source label, as the replay's). The valid points of a
+batch are grouped by truck, in arrival order, into one ``GROUP_TYPE`` row per truck: the points as
+parallel arrays plus ``wm_ts`` (the largest watermark contribution among them) and ``batch_end`` on
+the batch's last row; ``assetcycle.pipeline.BatchEndWatermarks`` turns those into Flink watermarks
+only at batch ends, so a watermark never overtakes points of its own batch.
 
-With ``keyed_output`` a point leaves as ``((asset_guid, POINT), ts_ms)``: the record shape that
-PyFlink's timestamp extraction and key_by would build in two more Python operators; the pipeline
-feeds it straight into Flink's Java timestamp assigner and key-by (one Python call per record
-before the keyed operator instead of three).
-
-Also computes the per-record watermark hint (``max event time seen before this record -
-out_of_orderness - 1``, with lone far-future timestamps held back: state_machine.watermark), i.e.
-the watermark the offline replay uses before each record; the same held-back time is what the
-record contributes to Flink's own watermarks. The cycle
-operator fires a truck's due timer with it before applying the truck's next point, so timer
-decisions do not depend on how late Flink's periodic watermarks arrive (see udfs.cycle_function).
-
-Metrics (udfs.metrics): recordsIn, recordsParsed, deadLetters{reason}, deadLetterRecords; counted in Python and
-passed to Flink at most once a second (checked on each record: the counts of the last records
-before the input pauses reach Flink with the next record, or when the operator closes).
+Metrics (udfs.metrics): recordsIn, recordsParsed, deadLetters{reason}, deadLetterRecords.
 """
 
 from __future__ import annotations
@@ -30,71 +21,95 @@ import time
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction
 
-from state_machine.telemetry import Invalid, parse_record
-from state_machine.watermark import WatermarkTracker
+from state_machine.model import DeadLetter
+from state_machine.stream import ParsedPoint, StreamParser
 from udfs.metrics import OperatorMetrics
-from udfs.rows import DEAD_LETTER_ROW_TYPE, NO_HINT, POINT_TYPE, dead_letter
+from udfs.rows import DEAD_LETTER_ROW_TYPE, dead_letter
 
 DEAD_LETTER_TAG = OutputTag("parse-dead-letters", DEAD_LETTER_ROW_TYPE)
 RAW_RECORD_TYPE = Types.ROW_NAMED(["position", "raw"], [Types.STRING(), Types.STRING()])
-"""Input: (where the record came from or None, the raw text)."""
-KEYED_POINT_TYPE = Types.ROW([Types.STRING(), POINT_TYPE])
-KEYED_OUTPUT_TYPE = Types.TUPLE([KEYED_POINT_TYPE, Types.LONG()])
-"""Output with ``keyed_output``: ((asset_guid, POINT), event time ms)."""
+"""A source's record: (where it came from or None, the raw text)."""
+BATCH_TYPE = Types.ROW_NAMED(["positions", "raws"], [Types.BASIC_ARRAY(Types.STRING()),
+                                                    Types.BASIC_ARRAY(Types.STRING())])  # fmt: skip
+"""RecordBatcher's output: records in arrival order as two parallel arrays."""
+GROUP_FIELDS = ("asset", "wm_ts", "batch_end", "sites", "ts", "lat", "lon", "ws", "hints", "raws", "positions")
+GROUP_TYPE = Types.ROW_NAMED(
+    list(GROUP_FIELDS),
+    [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.BASIC_ARRAY(Types.STRING()),
+     Types.PRIMITIVE_ARRAY(Types.LONG()), Types.PRIMITIVE_ARRAY(Types.DOUBLE()), Types.PRIMITIVE_ARRAY(Types.DOUBLE()),
+     Types.PRIMITIVE_ARRAY(Types.INT()), Types.PRIMITIVE_ARRAY(Types.LONG()), Types.BASIC_ARRAY(Types.STRING()),
+     Types.BASIC_ARRAY(Types.STRING())],
+)  # fmt: skip
+"""One truck's valid points of one batch, in arrival order (see the module docstring)."""
+GROUP_WM_FIELD = GROUP_FIELDS.index("wm_ts")
+GROUP_END_FIELD = GROUP_FIELDS.index("batch_end")
+
+
+def group_row(asset: str, points: list[ParsedPoint], batch_end: bool) -> Row:
+    """A truck's points of a batch as a GROUP_TYPE row."""
+    ps = [pp.point for pp in points]
+    return Row(asset, max(pp.watermark_ts for pp in points), batch_end, [p.site_guid for p in ps],
+               [p.ts_ms for p in ps], [p.latitude for p in ps], [p.longitude for p in ps],
+               [p.work_state_id for p in ps], [pp.hint for pp in points], [pp.raw for pp in points],
+               [pp.position for pp in points])  # fmt: skip
+
+
+def group_points(row) -> list[ParsedPoint]:
+    """Inverse of group_row (the watermark contributions are not carried: 0)."""
+    from state_machine.model import TelemetryPoint
+
+    asset = row[0]
+    return [ParsedPoint(TelemetryPoint(asset, site, ts, lat, lon, ws), hint, raw, position, 0)
+            for site, ts, lat, lon, ws, hint, raw, position
+            in zip(row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], strict=True)]  # fmt: skip
 
 
 class ParseFunction(ProcessFunction):
-    """(position, raw) -> POINT tuple; invalid records -> DEAD_LETTER_TAG with the parser's reason
-    and the record's position. ``source`` is the source label (dead-letter ids)."""
+    """(positions[], raws[]) -> GROUP_TYPE rows per truck; invalid records -> DEAD_LETTER_TAG."""
 
-    def __init__(self, source: str, out_of_orderness_ms: int, max_future_s: float = 300.0,
-                 check_future: bool = True, keyed_output: bool = False,
-                 max_jump_ms: int = 21_600_000) -> None:  # fmt: skip
+    def __init__(self, source: str, out_of_orderness_ms: int, max_jump_ms: int, max_future_s: float = 300.0,
+                 check_future: bool = True) -> None:  # fmt: skip
         self.source = source
-        self.keyed_output = keyed_output
         self.lag_ms = int(out_of_orderness_ms)
         self.max_jump_ms = int(max_jump_ms)
         self.max_future_s = max_future_s
         self.check_future = check_future
-        self.watermarks = WatermarkTracker(self.lag_ms, self.max_jump_ms)
-        self.metrics: OperatorMetrics | None = None
 
     def open(self, runtime_context) -> None:
-        self.watermarks = WatermarkTracker(self.lag_ms, self.max_jump_ms)
+        self.parser = StreamParser(self.source, self.lag_ms, self.max_jump_ms, self.max_future_s)
         m = self.metrics = OperatorMetrics(runtime_context)
         self.c_in = m.counter("recordsIn")
         self.c_parsed = m.counter("recordsParsed")
         self.c_dead = m.labelled("reason", "deadLetters", total="deadLetterRecords")
 
     def close(self) -> None:
-        if self.metrics is not None:
+        if getattr(self, "metrics", None) is not None:
             self.metrics.flush()
 
-    def process_element(self, record, ctx):
-        position, raw = record[0], record[1]
+    def process_element(self, batch, ctx):
         wall_ms = int(time.time() * 1000)
-        parsed = parse_record(raw, now_ms=wall_ms if self.check_future else None, max_future_s=self.max_future_s)
-        self.c_in.inc()
-        if isinstance(parsed, Invalid):
-            self.c_dead.inc(parsed.reason)
-            if wall_ms >= self.metrics.next_flush_ms:
-                self.metrics.flush_due(wall_ms)
-            yield DEAD_LETTER_TAG, dead_letter(
-                self.source, parsed.reason, parsed.detail, raw, parsed.asset_guid, parsed.ts_ms, position=position
-            )
-            return
-        self.c_parsed.inc()
+        now_ms = wall_ms if self.check_future else None
+        parse = self.parser.parse
+        groups: dict[str, list[ParsedPoint]] = {}
+        positions, raws = batch[0], batch[1]
+        self.c_in.inc(len(raws))
+        for position, raw in zip(positions, raws, strict=True):
+            parsed = parse(raw, position, now_ms)
+            if isinstance(parsed, DeadLetter):
+                self.c_dead.inc(parsed.reason)
+                yield DEAD_LETTER_TAG, dead_letter(self.source, parsed.reason, parsed.detail, parsed.raw,
+                                                   parsed.asset_guid, parsed.ts_ms, position=position)  # fmt: skip
+                continue
+            group = groups.get(parsed.point.asset_guid)
+            if group is None:
+                groups[parsed.point.asset_guid] = [parsed]
+            else:
+                group.append(parsed)
+        parsed_n = sum(len(g) for g in groups.values())
+        if parsed_n:
+            self.c_parsed.inc(parsed_n)
         if wall_ms >= self.metrics.next_flush_ms:
             self.metrics.flush_due(wall_ms)
-        watermark = self.watermarks.watermark
-        hint = NO_HINT if watermark is None else watermark
-        ts = parsed.ts_ms
-        watermark_ts = self.watermarks.observe(ts)  # a lone far-future time does not move it
-        point = (parsed.asset_guid, parsed.site_guid, ts, parsed.latitude, parsed.longitude,
-                 parsed.work_state_id, hint, raw)  # fmt: skip
-        if self.keyed_output:
-            # ((asset_guid, point), event time): the shapes PyFlink's own key_by and timestamp
-            # assigner produce, so Java operators can take over from here (see job.pipeline)
-            yield Row(parsed.asset_guid, point), watermark_ts
-        else:
-            yield point
+        last = len(groups)
+        for n, (asset, points) in enumerate(groups.items(), 1):
+            yield group_row(asset, points, n == last)

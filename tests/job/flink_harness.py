@@ -111,8 +111,6 @@ def run_bundle(
     batch_size: int = 2000,
     migrate: bool = True,
     source_label: str = SOURCE_LABEL,
-    engine_factory: Any = None,
-    state_codec: Any = None,
     execution_mode: str = "thread",
 ) -> RunResult:
     """Run the pipeline (bounded file source, load-once reference) into ``names``' schema."""
@@ -147,7 +145,7 @@ def run_bundle(
     sinks = SinkSet(env, names, target)
     raw = file_source(env, bundle_dir, label=source_label)
     build_pipeline(env, raw.stream, bounded_reference_stream(env, snapshot_records(reference)), sinks, settings,
-                   raw.label, check_future=False, engine_factory=engine_factory, state_codec=state_codec)  # fmt: skip
+                   raw.label, check_future=False)
     sinks.attach()
     records = count_lines(resolve_file_path(bundle_dir))
     start = time.perf_counter()

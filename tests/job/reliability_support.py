@@ -141,6 +141,7 @@ def run_job(
     from job.pipeline import bounded_reference_stream, build_pipeline
     from job.sinks import JdbcTarget, SinkSet
     from job.sources import file_source, resolve_file_path
+    from tests.job.faults import FaultPlan, pipeline_hooks
     from udfs.reference_poller import snapshot_records
     from workbench.bundle import read_reference
 
@@ -171,7 +172,8 @@ def run_job(
     raw = raw_stream(env, sinks.t_env) if raw_stream else file_source(env, bundle_dir, label=SOURCE_LABEL).stream
     ref = (reference_stream(env, sinks.t_env) if reference_stream
            else bounded_reference_stream(env, snapshot_records(reference)))  # fmt: skip
-    build_pipeline(env, raw, ref, sinks, settings, SOURCE_LABEL, check_future=False)
+    build_pipeline(env, raw, ref, sinks, settings, SOURCE_LABEL, check_future=False,
+                   **pipeline_hooks(FaultPlan.from_env()))
     sinks.attach()
     watch = JobWatch(records=count_lines(resolve_file_path(bundle_dir)) if not raw_stream else 0, port=port)
     start = time.perf_counter()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.job.faults import FAULTS_DIR_ENV, FAULTS_ENV, FaultPlan, FaultSpecError, FaultyEngine
 from tests.job.reliability_support import run_job, snapshot
-from udfs.faults import FAULTS_DIR_ENV, FAULTS_ENV, FaultPlan, FaultSpecError, FaultyEngine
 from workbench.simulator import SimulationSpec, write_simulation
 
 FAULTS = "cycle:700,1100,1500;sink:900,1800"

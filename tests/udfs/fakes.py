@@ -125,9 +125,9 @@ class Harness:
     def broadcast_element(self, value: tuple) -> None:
         self.out.extend(self.f.process_broadcast_element(value, self.ctx) or [])
 
-    def element(self, point: tuple) -> None:
-        self.key = point[0]
-        self.out.extend(self.f.process_element(point, self.ctx) or [])
+    def element(self, row: tuple) -> None:
+        self.key = row[0]
+        self.out.extend(self.f.process_element(row, self.ctx) or [])
 
     def advance(self, watermark: int) -> None:
         """Raise the watermark and fire due timers (also those registered while firing)."""

@@ -1,21 +1,31 @@
-"""ParseFunction: valid points with the replay's per-record watermark hint, invalid -> dead letters
-that carry the record's source position (and keep the label-based id of the replay)."""
+"""ParseFunction: batches in, one row per truck and batch out (with each point's watermark hint),
+invalid records -> dead letters that carry the record's position (and the replay's label-based id)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 from job.db import dead_letter_id
-from udfs.parse import DEAD_LETTER_TAG, ParseFunction
-from udfs.rows import DEAD_LETTER_FIELDS, NO_HINT
+from state_machine.stream import NO_HINT
+from udfs.parse import DEAD_LETTER_TAG, GROUP_FIELDS, ParseFunction, group_points
+from udfs.rows import DEAD_LETTER_FIELDS
+
+T0 = 1705298400000  # 2024-01-15T06:00:00Z
 
 
-def _parse(lines: list[str], lag_ms: int = 60_000) -> list:
-    fn = ParseFunction("file:x", lag_ms, check_future=False)
+def _function(source: str = "file:x", lag_ms: int = 60_000, **kw) -> ParseFunction:
+    fn = ParseFunction(source, lag_ms, lag_ms, check_future=kw.pop("check_future", False), **kw)
     fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
-    out = []
-    for n, line in enumerate(lines, 1):
-        out.extend(fn.process_element((f"file:/data/x.jsonl:{n}", line), None))
+    return fn
+
+
+def _parse(batches: list[list[str]], fn: ParseFunction | None = None) -> list:
+    fn = fn or _function()
+    out, n = [], 0
+    for lines in batches:
+        positions = [f"file:/data/x.jsonl:{n + i}" for i in range(1, len(lines) + 1)]
+        n += len(lines)
+        out.extend(fn.process_element((positions, lines), None))
     return out
 
 
@@ -24,19 +34,28 @@ def rec(asset: str, ts: str) -> str:
             f'"longitude":118.7,"work_state_id":3}}')  # fmt: skip
 
 
-def test_valid_records_carry_the_watermark_hint_of_the_records_before():
-    out = _parse([rec("A", "2024-01-15T06:00:00.000Z"), rec("B", "2024-01-15T06:10:00.000Z"),
-                  rec("A", "2024-01-15T06:05:00.000Z")])  # fmt: skip
-    t0 = 1705298400000
-    assert [o[:3] for o in out] == [("A", "S", t0), ("B", "S", t0 + 600_000), ("A", "S", t0 + 300_000)]
-    assert [o[6] for o in out] == [NO_HINT, t0 - 60_001, t0 + 600_000 - 60_001]
-    assert out[0][3:6] == (-22.7, 118.7, 3)
-    assert out[0][7] == rec("A", "2024-01-15T06:00:00.000Z")
+def test_a_batch_becomes_one_row_per_truck_with_each_points_hint_and_the_batch_end_flag():
+    lines = [rec("A", "2024-01-15T06:00:00.000Z"), rec("B", "2024-01-15T06:00:50.000Z"),
+             rec("A", "2024-01-15T06:00:30.000Z")]  # fmt: skip
+    a, b = _parse([lines])
+    row_a = dict(zip(GROUP_FIELDS, a, strict=True))
+    assert row_a["asset"] == "A" and list(row_a["ts"]) == [T0, T0 + 30_000]
+    assert list(row_a["hints"]) == [NO_HINT, T0 + 50_000 - 60_001]  # the watermark before each record
+    assert row_a["wm_ts"] == T0 + 30_000 and row_a["batch_end"] is False and b[2] is True
+    assert list(row_a["positions"]) == ["file:/data/x.jsonl:1", "file:/data/x.jsonl:3"]
+    [p1, p2] = group_points(a)
+    assert p1.point.latitude == -22.7 and p1.point.work_state_id == 3 and p1.raw == lines[0]
+    assert p2.hint == T0 + 50_000 - 60_001 and p2.position == "file:/data/x.jsonl:3"
 
 
-def test_invalid_records_go_to_the_dead_letter_side_output_with_reason():
+def test_hints_carry_over_from_batch_to_batch():
+    first, second = _parse([[rec("A", "2024-01-15T06:00:00.000Z")], [rec("A", "2024-01-15T06:00:01.000Z")]])
+    assert list(first[8]) == [NO_HINT] and list(second[8]) == [T0 - 60_001]
+
+
+def test_invalid_records_go_to_the_dead_letter_side_output_with_reason_and_position():
     bad = '{"asset_guid":"A","site_guid":"S","timestamp":"yesterday","latitude":1,"longitude":2,"work_state_id":3}'
-    [(tag, row)] = _parse([bad])
+    [(tag, row)] = _parse([[bad]])
     assert tag is DEAD_LETTER_TAG
     letter = dict(zip(DEAD_LETTER_FIELDS, row, strict=True))
     assert letter["reason"] == "BAD_TIMESTAMP"
@@ -46,37 +65,27 @@ def test_invalid_records_go_to_the_dead_letter_side_output_with_reason():
 
 
 def test_invalid_records_do_not_move_the_hint():
-    out = _parse(["not json", rec("A", "2024-01-15T06:00:00.000Z"), rec("A", "2024-01-15T06:00:01.000Z")])
+    out = _parse([["not json", rec("A", "2024-01-15T06:00:00.000Z"), rec("A", "2024-01-15T06:00:01.000Z")]])
     assert out[0][0] is DEAD_LETTER_TAG
-    assert out[1][6] == NO_HINT and out[2][6] == 1705298400000 - 60_001
+    assert list(out[1][8]) == [NO_HINT, T0 - 60_001]
 
 
 def test_future_timestamps_are_rejected_when_checked():
-    fn = ParseFunction("k", 1000, max_future_s=300)
-    fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
-    [(tag, row)] = list(fn.process_element(("kinesis:s:shardId-000000000001:4962", rec("A", "2999-01-01T00:00:00.000Z")),
-                                           None))  # fmt: skip
+    fn = _function("k", 1000, check_future=True)
+    [(tag, row)] = list(fn.process_element((["kinesis:s:shardId-000000000001:4962"],
+                                            [rec("A", "2999-01-01T00:00:00.000Z")]), None))  # fmt: skip
     assert tag is DEAD_LETTER_TAG and row[3] == "TIMESTAMP_OUT_OF_RANGE"
     assert row[2] == "kinesis:s:shardId-000000000001:4962"
 
 
-def test_keyed_output_has_the_shape_of_key_by_plus_timestamp():
-    fn = ParseFunction("file:x", 60_000, check_future=False, keyed_output=True)
-    fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
-    [(keyed, ts)] = list(fn.process_element(("file:x:1", rec("A", "2024-01-15T06:00:00.000Z")), None))
-    assert ts == 1705298400000
-    assert keyed[0] == "A" and keyed[1][:3] == ("A", "S", ts)
-
-
 def test_a_record_without_position_is_dead_lettered_with_the_source_label():
-    fn = ParseFunction("simulator", 1000, check_future=False)
-    fn.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
-    [(tag, row)] = list(fn.process_element((None, "{"), None))
+    fn = _function("simulator", 1000)
+    [(tag, row)] = list(fn.process_element(([None], ["{"]), None))
     assert tag is DEAD_LETTER_TAG and row[2] == "simulator"
     assert row[0] == dead_letter_id("simulator", row[3], "{")
 
 
 def test_the_same_bad_record_at_two_positions_has_one_id():
-    first, second = _parse(["not json", "not json"])
+    first, second = _parse([["not json", "not json"]])
     assert first[1][0] == second[1][0]
     assert (first[1][2], second[1][2]) == ("file:/data/x.jsonl:1", "file:/data/x.jsonl:2")

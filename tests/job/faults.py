@@ -1,11 +1,11 @@
-"""Test-only fault injection: make the cycle operator or the sink path throw at chosen record counts.
+"""Fault injection for the reliability tests: make the cycle operator or the sink path throw at chosen
+record counts (handed to job.pipeline.build_pipeline as ``operator_factory`` / ``sink_path``).
 
-**Never set this in production.** It exists so that the reliability tests can prove that a job
-failure followed by a Flink restart (restore from the last checkpoint) leaves the tables exactly
-as a failure-free run would.
+It exists so that the reliability tests can prove that a job failure followed by a Flink restart
+(restore from the last checkpoint) leaves the tables exactly as a failure-free run would.
 
-Switch (off by default; read on the client when the pipeline is built, then shipped to the
-operators inside the pickled functions, so the task managers need no environment of their own)::
+Switch (read by tests.job.reliability_support.run_job when it builds the pipeline, then shipped to
+the operators inside the pickled functions)::
 
     ASSET_CYCLE_FAULTS="cycle:1500,4000;sink:2500"
     ASSET_CYCLE_FAULTS_DIR=/tmp/some-dir      # optional; a fresh temporary directory otherwise
@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,14 +133,17 @@ class FaultyEngine:
 
 
 @dataclass(frozen=True)
-class FaultyEngineFactory:
-    """Picklable engine factory: ``base(config)`` wrapped in a FaultyEngine."""
+class FaultyOperatorFactory:
+    """Picklable operator factory: the job's operator with its engine wrapped in a FaultyEngine."""
 
     plan: FaultPlan
-    base: Callable[[Any], Any]
 
-    def __call__(self, config: Any) -> Any:
-        return FaultyEngine(self.base(config), self.plan)
+    def __call__(self, config: Any, source: str, **options: Any) -> Any:
+        from udfs.cycle_function import default_operator
+
+        operator = default_operator(config, source, **options)
+        operator.engine = FaultyEngine(operator.engine, self.plan)
+        return operator
 
 
 class FaultySinkMap(MapFunction):
@@ -157,19 +160,14 @@ class FaultySinkMap(MapFunction):
         return value
 
 
-def engine_factory_with_faults(plan: FaultPlan | None, base: Callable[[Any], Any] | None) -> Any:
-    """``base`` (None = the default engine) wrapped when the plan has cycle faults, else ``base``."""
-    if plan is None or not plan.at("cycle"):
-        return base
-    if base is None:
-        from udfs.cycle_function import _default_engine
+def pipeline_hooks(plan: FaultPlan | None) -> dict[str, Any]:
+    """build_pipeline keyword arguments that inject the plan's faults (none without a plan)."""
+    hooks: dict[str, Any] = {}
+    if plan is not None and plan.at("cycle"):
+        hooks["operator_factory"] = FaultyOperatorFactory(plan)
+    if plan is not None and plan.at("sink"):
+        from udfs.rows import ENVELOPE_TYPE
 
-        base = _default_engine
-    return FaultyEngineFactory(plan, base)
-
-
-def sink_path_with_faults(plan: FaultPlan | None, stream: Any, output_type: Any) -> Any:
-    """``stream`` through a FaultySinkMap when the plan has sink faults, else ``stream`` unchanged."""
-    if plan is None or not plan.at("sink"):
-        return stream
-    return stream.map(FaultySinkMap(plan), output_type=output_type).name("fault-injection").uid("fault-injection")
+        hooks["sink_path"] = lambda stream: stream.map(FaultySinkMap(plan), output_type=ENVELOPE_TYPE).name(
+            "fault-injection").uid("fault-injection")
+    return hooks

@@ -1,0 +1,156 @@
+"""The per-truck operator's policy (state_machine.operator), with the real engine, no Flink.
+
+Reference-data holds, non-truck filtering, dead letters and alerts, the timer grid and coalescing,
+watermark hints, end of input, retention and the bounded state cache: the same calls the Flink
+adapter (udfs.cycle_function) and the replay (workbench.replay) make.
+"""
+
+from __future__ import annotations
+
+from state_machine.config import EngineConfig
+from state_machine.model import HAUL_TRUCK, LOADER
+from state_machine.operator import END_THRESHOLD, NO_REFERENCE_DATA, UNKNOWN_ASSET, KeyState, TruckOperator
+from state_machine.reference import ReferenceData
+from state_machine.stream import NO_HINT, ParsedPoint
+from state_machine.telemetry import format_record
+from tests.state_machine.track import SITE, TRUCK, Track, site_reference
+
+END = 2**63 - 1
+
+
+def refs(trucks: tuple[str, ...] = (TRUCK,), site: bool = True, loaders: tuple[str, ...] = ("L1",)) -> ReferenceData:
+    types = {t: HAUL_TRUCK for t in trucks} | {ld: LOADER for ld in loaders}
+    return ReferenceData(types, {SITE: site_reference()} if site else {})
+
+
+def parsed(points, hint: int = NO_HINT) -> list[ParsedPoint]:
+    return [ParsedPoint(p, hint, format_record(p), f"file:x:{i}", p.ts_ms) for i, p in enumerate(points, 1)]
+
+
+def test_points_are_applied_and_one_timer_is_asked_for_on_the_grid():
+    op = TruckOperator(timer_grid_ms=10_000)
+    points = Track().approach().stand(60).points
+    step = op.on_points(TRUCK, None, parsed(points[:5]), refs())
+    assert step.output.counts["pointsApplied"] == 5 and step.output.status.last_event_ms == points[4].ts_ms
+    assert step.timer_ms is not None and step.timer_ms % 10_000 == 0
+    assert step.timer_ms >= points[4].ts_ms + 60_000  # the re-order buffer's flush
+    again = op.on_points(TRUCK, step.state, parsed(points[5:6]), refs())
+    assert again.timer_ms is None  # coalesced: the registered one is not later than needed
+
+
+def test_non_truck_assets_are_dropped_and_counted_without_state():
+    op = TruckOperator()
+    points = [p._replace(asset_guid="L1") for p in Track().stand(30).points]
+    step = op.on_points("L1", None, parsed(points), refs())
+    assert step.state is None and not step.changed
+    assert step.output.counts["nonTruckFiltered"] == len(points) and step.output.closed == []
+
+
+def test_points_wait_for_reference_data_and_are_applied_in_order_when_it_comes():
+    op = TruckOperator()
+    points = Track().approach().cycle().stand(60).points
+    waiting = op.on_points(TRUCK, None, parsed(points[:10]), refs(site=False))
+    assert waiting.retry and waiting.output.counts["heldPoints"] == 10 and waiting.output.status is None
+    assert len(KeyState.from_bytes(waiting.state).held) == 10
+    released = op.on_retry(TRUCK, waiting.state, refs())
+    assert released.output.counts["pointsApplied"] == 10 and not released.retry
+    rest = op.on_points(TRUCK, released.state, parsed(points[10:]), refs())
+    straight = TruckOperator().on_points(TRUCK, None, parsed(points), refs())
+    assert KeyState.from_bytes(rest.state).truck == KeyState.from_bytes(straight.state).truck
+
+
+def test_a_retry_without_new_reference_data_changes_nothing():
+    op = TruckOperator()
+    waiting = op.on_points(TRUCK, None, parsed(Track().stand(30).points), refs(site=False))
+    again = op.on_retry(TRUCK, waiting.state, refs(site=False))
+    assert not again.changed and again.retry and again.state == waiting.state
+
+
+def test_unknown_asset_is_dead_lettered_after_the_wait_with_its_raw_record_and_position():
+    op = TruckOperator(source="file:x", wait_max_ms=60_000)
+    points = Track().stand(30).points
+    step = op.on_points(TRUCK, None, parsed(points), refs(trucks=()))
+    timer = step.timer_ms
+    assert timer >= points[0].ts_ms + 60_000
+    done = op.on_timer(TRUCK, step.state, timer, timer, refs(trucks=()))
+    letters = done.output.dead_letters
+    assert [d.reason for d in letters] == [UNKNOWN_ASSET] * len(points)
+    assert letters[0].raw == format_record(points[0]) and letters[0].position == "file:x:1"
+    assert letters[0].source == "file:x" and done.output.counts["unknownAsset"] == len(points)
+
+
+def test_missing_site_is_dead_lettered_at_end_of_input_with_one_alert_per_site():
+    op = TruckOperator()
+    a = op.on_points(TRUCK, None, parsed(Track().stand(20).points), refs(site=False))
+    b = op.on_points("TRUCK-2", None, parsed(Track(asset="TRUCK-2").stand(20).points),
+                     refs(trucks=(TRUCK, "TRUCK-2"), site=False))
+    end_a = op.on_timer(TRUCK, a.state, a.timer_ms, END, refs(site=False))
+    end_b = op.on_timer("TRUCK-2", b.state, b.timer_ms, END, refs(trucks=(TRUCK, "TRUCK-2"), site=False))
+    assert {d.reason for d in end_a.output.dead_letters + end_b.output.dead_letters} == {NO_REFERENCE_DATA}
+    assert len(end_a.output.alerts) + len(end_b.output.alerts) == 1  # once per site and operator
+
+
+def test_too_many_held_points_are_dead_lettered():
+    op = TruckOperator(wait_max_points=3)
+    step = op.on_points(TRUCK, None, parsed(Track().stand(50).points), refs(site=False))
+    assert len(step.output.dead_letters) == 4 and len(KeyState.from_bytes(step.state).held) == 1
+
+
+def test_the_hint_fires_due_timers_before_the_next_point():
+    """A truck quiet for longer than the re-order window: its buffer is flushed by the hint of its
+    next point, exactly where the replay's watermark would have flushed it."""
+    op = TruckOperator()
+    points = Track().approach().stand(120).points
+    first = op.on_points(TRUCK, None, parsed(points[:-1]), refs())
+    assert KeyState.from_bytes(first.state).truck.pending
+    last = points[-1]
+    hinted = ParsedPoint(last, last.ts_ms + 300_000, format_record(last), None, last.ts_ms)
+    step = op.on_points(TRUCK, first.state, [hinted], refs())
+    assert len(KeyState.from_bytes(step.state).truck.pending) == 1  # the old ones committed by the hint
+
+
+def test_a_superseded_timer_is_ignored_and_an_early_one_only_re_arms():
+    op = TruckOperator(timer_grid_ms=1)
+    points = Track().approach().stand(30).points
+    step = op.on_points(TRUCK, None, parsed(points), refs())
+    stale = op.on_timer(TRUCK, step.state, step.timer_ms - 1, step.timer_ms, refs())
+    assert not stale.changed and stale.output.closed == []
+    early = op.on_timer(TRUCK, step.state, step.timer_ms, step.timer_ms - 5_000, refs())
+    assert early.timer_ms == step.timer_ms and early.output.counts == {}
+
+
+def test_end_of_input_flushes_but_closes_no_cycle():
+    op = TruckOperator()
+    points = Track().approach().cycle().stand(60).drive(700).points
+    step = op.on_points(TRUCK, None, parsed(points), refs())
+    end = op.on_timer(TRUCK, step.state, step.timer_ms, END_THRESHOLD, refs())
+    ks = KeyState.from_bytes(end.state)
+    assert not ks.truck.pending and ks.truck.committed.phase == "LOAD_TRAVEL" and end.timer_ms is None
+    assert [c.cycle_status for c in step.output.closed + end.output.closed] == ["COMPLETE"]
+
+
+def test_a_silent_truck_is_closed_idle_timeout_then_forgotten_after_retention():
+    config = EngineConfig()
+    op = TruckOperator(config, retention_ms=86_400_000, timer_grid_ms=1)
+    points = Track().approach().stand(120).drive(900).points
+    step = op.on_points(TRUCK, None, parsed(points), refs())
+    state, timer, closed = step.state, step.timer_ms, []
+    cleared = False
+    for _ in range(10):  # follow the timers the operator asks for, the watermark at each
+        fired = op.on_timer(TRUCK, state, timer, timer, refs())
+        closed += fired.output.closed
+        if fired.state is None:
+            cleared = True
+            break
+        state, timer = fired.state, fired.timer_ms if fired.timer_ms is not None else timer
+    assert [(c.cycle_status, c.invalid_reason) for c in closed] == [("INVALID", "IDLE_TIMEOUT")]
+    assert cleared and timer >= points[-1].ts_ms + 86_400_000
+    assert op.cached_trucks == 0
+
+
+def test_decoded_states_are_cached_within_a_bound():
+    op = TruckOperator(cache_size=3)
+    for n in range(10):
+        asset = f"T{n}"
+        op.on_points(asset, None, parsed(Track(asset=asset).stand(20).points), refs(trucks=(asset,)))
+    assert op.cached_trucks == 3
