@@ -369,6 +369,9 @@ class JobConsole:
             self.print(f"job failed: {java_root_cause(exc)}{self.log_hint}")
             return EXIT_FAILED
         status = self._status_now() if not self.bounded else "FINISHED"
+        if status != "CANCELED" and not self._announced_running:  # it ran, faster than one status poll
+            self._announced_running = True
+            self.print("job running; Ctrl-C stops it")
         if status == "CANCELED":
             self.print("job cancelled")
             return EXIT_OK
