@@ -70,6 +70,10 @@ class CycleThresholds:
     held point that the truck's timeline passes by this much without reaching is rejected as a clock
     jump (CLOCK_JUMP)."""
 
+    state_retention_s: float = 604_800.0
+    """A truck silent for this long (event time) after its open cycle was closed has its state
+    cleared (7 days); it starts afresh if it comes back."""
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

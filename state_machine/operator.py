@@ -29,8 +29,8 @@ Policy (docs/cycle-rules.md for the engine's own rules):
   ignored and an early one only re-arms.
 * A watermark at or beyond END_THRESHOLD is the end of a bounded input: timers run with the largest
   hint seen, then with END_OF_INPUT (buffers flush, no cycle is closed), held points are dead-lettered.
-* A truck silent for ``retention_ms`` of event time after its open cycle was closed (IDLE_TIMEOUT) has
-  its state cleared.
+* A truck silent for ``state_retention_s`` (its site's threshold) of event time after its open cycle
+  was closed (IDLE_TIMEOUT) has its state cleared.
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ END_THRESHOLD = 2**62
 UNKNOWN_ASSET = "UNKNOWN_ASSET"
 NO_REFERENCE_DATA = "NO_REFERENCE_DATA"
 ENGINE_SOURCE = "engine"
-DEFAULT_RETENTION_MS = 7 * 86_400_000
 
 
 class References(Protocol):
@@ -154,15 +153,13 @@ class TruckOperator:
 
     def __init__(self, config: EngineConfig | None = None, source: str = ENGINE_SOURCE,
                  wait_max_points: int = 5000, wait_max_ms: int = 600_000, timer_grid_ms: int = 10_000,
-                 retention_ms: int = DEFAULT_RETENTION_MS, speculative: bool = True,
-                 cache_size: int = 20_000) -> None:  # fmt: skip
+                 speculative: bool = True, cache_size: int = 20_000) -> None:  # fmt: skip
         self.config = config or EngineConfig()
         self.engine = TruckEngine(self.config, speculative=speculative)
         self.source = source
         self.wait_max_points = wait_max_points
         self.wait_max_ms = wait_max_ms
         self.timer_grid_ms = max(1, timer_grid_ms)
-        self.retention_ms = retention_ms
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[bytes, KeyState]] = OrderedDict()
         self.max_hint = NO_HINT
@@ -346,8 +343,11 @@ class TruckOperator:
         return (truck is not None and not ks.held and not truck.pending and not truck.lead
                 and truck.committed.phase == SEG_NONE and truck.committed.prev_ts is not None)  # fmt: skip
 
+    def _retention_ms(self, ks: KeyState) -> int:
+        return int(self.config.for_site(ks.truck.committed.site).state_retention_s * 1000)
+
     def _expired(self, ks: KeyState, watermark_ms: int) -> bool:
-        return self._quiet(ks) and watermark_ms >= ks.truck.committed.prev_ts + self.retention_ms
+        return self._quiet(ks) and watermark_ms >= ks.truck.committed.prev_ts + self._retention_ms(ks)
 
     def _due(self, ks: KeyState, watermark_ms: int | None) -> int | None:
         """When the truck next needs a timer: the engine's, the held points' deadline, retention."""
@@ -357,7 +357,7 @@ class TruckOperator:
             deadline = ks.held[0].ts_ms + self.wait_max_ms
             due = deadline if due is None else min(due, deadline)
         if due is None and self._quiet(ks):
-            due = ks.truck.committed.prev_ts + self.retention_ms
+            due = ks.truck.committed.prev_ts + self._retention_ms(ks)
         return due
 
     def _finish(self, asset: str, ks: KeyState, out: OperatorOutput, watermark_ms: int | None) -> Step:

@@ -7,7 +7,7 @@ adapter (udfs.cycle_function) and the replay (workbench.replay) make.
 
 from __future__ import annotations
 
-from state_machine.config import EngineConfig
+from state_machine.config import CycleThresholds, EngineConfig
 from state_machine.model import HAUL_TRUCK, LOADER
 from state_machine.operator import END_THRESHOLD, NO_REFERENCE_DATA, UNKNOWN_ASSET, KeyState, TruckOperator
 from state_machine.reference import ReferenceData
@@ -130,8 +130,8 @@ def test_end_of_input_flushes_but_closes_no_cycle():
 
 
 def test_a_silent_truck_is_closed_idle_timeout_then_forgotten_after_retention():
-    config = EngineConfig()
-    op = TruckOperator(config, retention_ms=86_400_000, timer_grid_ms=1)
+    config = EngineConfig(CycleThresholds(state_retention_s=86_400))
+    op = TruckOperator(config, timer_grid_ms=1)
     points = Track().approach().stand(120).drive(900).points
     step = op.on_points(TRUCK, None, parsed(points), refs())
     state, timer, closed = step.state, step.timer_ms, []
