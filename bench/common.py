@@ -25,6 +25,7 @@ from workbench.simulator import SimulationSpec, write_simulation
 
 PG_DSN = os.environ.get("ASSET_CYCLE_BENCH_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
 BENCH_DIR = Path(__file__).resolve().parents[1] / "build" / "bench"
+SOURCE_LABEL = "file:bench"
 TIMED_KINDS = ("cycle_tmp", "cycle", "process_info")
 LOGGED_KINDS = ("cycle_tmp", "process_info")
 
@@ -252,36 +253,37 @@ def build_job(
 ) -> tuple[Any, dict[str, Any]]:
     """The real pipeline (load-once reference from ``bundle``) into ``names``; ``raw_factory(env, t_env)``
     returns the raw stream (default: the bundle's telemetry as a bounded file source). -> (env, options)."""
-    from job.flink_env import create_environment
-    from job.pipeline import bounded_reference_stream, build_pipeline
+    from psycopg2.extensions import parse_dsn
+
+    from job.pipeline import assemble, bounded_reference_stream
     from job.settings import AppSettings, FlinkSettings, SinkSettings
-    from job.sinks import JdbcTarget, SinkSet
-    from job.sources import file_source
+    from job.sinks import JdbcTarget
+    from job.sources import RawSource, file_source
     from state_machine.config import EngineConfig
-    from tests.job.flink_harness import SOURCE_LABEL, jdbc_url, pg_params
     from udfs.reference_poller import snapshot_records
     from workbench.bundle import read_reference
 
     reference, _ = read_reference(bundle)
+    params = parse_dsn(dsn)
+    url = f"jdbc:postgresql://{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/{params.get('dbname')}"
     settings = AppSettings(
-        sink=SinkSettings(jdbc_url=jdbc_url(dsn), batch_size=batch_size),
+        sink=SinkSettings(jdbc_url=url, batch_size=batch_size),
         engine=EngineConfig(),
         flink=FlinkSettings(parallelism=parallelism, checkpoint_interval_ms=checkpoint_interval_ms,
                             python_execution_mode=execution_mode, source_idleness_ms=None, rest_port=rest_port,
                             checkpoint_dir=str(BENCH_DIR / "checkpoints") if checkpoint_interval_ms else None),
     )  # fmt: skip
-    env, _info = create_environment(settings.flink, extra_conf=extra_conf)
-    params = pg_params(dsn)
-    target = JdbcTarget(settings.sink.jdbc_url, params.get("user", "postgres"), params.get("password"),
-                        batch_size=batch_size, batch_interval_ms=batch_interval_ms)  # fmt: skip
-    sinks = SinkSet(env, names, target)
-    if raw_factory is None:
-        raw, label, check_future = file_source(env, bundle, label=SOURCE_LABEL).stream, SOURCE_LABEL, False
-    else:
-        raw, label, check_future = raw_factory(env, sinks.t_env), "simulator", False
-    build_pipeline(env, raw, bounded_reference_stream(env, snapshot_records(reference)), sinks, settings, label,
-                   check_future=check_future)  # fmt: skip
-    sinks.attach()
+    target = JdbcTarget(url, params.get("user", "postgres"), params.get("password"), batch_size=batch_size,
+                        batch_interval_ms=batch_interval_ms)  # fmt: skip
+
+    def source(env: Any, t_env: Any) -> Any:
+        if raw_factory is None:
+            return file_source(env, bundle, label=SOURCE_LABEL)
+        return RawSource(raw_factory(env, t_env), "simulator", bounded=False)
+
+    env = assemble(settings, names, target, source,
+                   lambda env, t_env: bounded_reference_stream(env, snapshot_records(reference)),
+                   extra_conf=extra_conf, check_future=False).env  # fmt: skip
     options = {"parallelism": parallelism, "mode": execution_mode, "batch_size": batch_size,
                "batch_interval_ms": batch_interval_ms, "checkpoint_ms": checkpoint_interval_ms, **(extra_conf or {})}
     return env, options

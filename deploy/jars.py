@@ -41,6 +41,10 @@ FILE_FORMAT_CLASS = "assetcycle.connector.file.LineNumberedTextFormat"
 REQUIRED_CLASSES = (
     KINESIS_SOURCE_CLASS,
     FILE_FORMAT_CLASS,
+    "assetcycle.pipeline.RecordBatcher",
+    "assetcycle.pipeline.BatchEndWatermarks",
+    "assetcycle.sink.JdbcUpsertSink",
+    "assetcycle.metrics.LocalMetricsReporterFactory",
     "org.apache.flink.connector.jdbc.core.table.JdbcDynamicTableFactory",
     "org.apache.flink.connector.jdbc.postgres.database.PostgresFactory",
     "org.postgresql.Driver",

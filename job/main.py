@@ -531,44 +531,38 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, flink=fl)
         plan = replace(plan, settings=settings)
 
-    from job.flink_env import FlinkEnvError, create_environment
-
-    try:
-        env, info = create_environment(fl, on_msf=plan.on_msf)
-    except FlinkEnvError as exc:
-        raise JobError(str(exc)) from exc
-
-    from job.pipeline import bounded_reference_stream, build_pipeline, polling_reference_stream
-    from job.sinks import JdbcTarget, SinkSet
+    from job.flink_env import FlinkEnvError
+    from job.pipeline import assemble, bounded_reference_stream, polling_reference_stream
+    from job.sinks import JdbcTarget
     from job.sources import SourceError, file_source, kinesis_source, simulator_source
     from udfs.reference_poller import ReferenceConnector, ReferencePoller
 
     target = JdbcTarget(jdbc_url, pg_settings.user, pg_settings.password, settings.sink.batch_size,
                         settings.sink.batch_interval_ms, settings.sink.max_retries)  # fmt: skip
-    sinks = SinkSet(env, names, target)
-    try:
-        if plan.source_kind == "kinesis":
-            raw = kinesis_source(env, settings.source)
-        elif plan.source_kind == "file":
-            raw = file_source(env, plan.file_path or "", monitor_interval_s=plan.monitor_s,
-                              label=f"file:{plan.file_path}")
-        else:
-            spec = spec or _simulation_spec(settings, args)
-            raw = simulator_source(sinks.t_env, spec, speed=settings.source.simulator_speed or None)
-    except SourceError as exc:
-        raise JobError(str(exc)) from exc
 
-    if snapshot is not None:
-        reference_stream = bounded_reference_stream(env, snapshot)
-    else:
+    def source(env: Any, t_env: Any) -> Any:
+        if plan.source_kind == "kinesis":
+            return kinesis_source(env, settings.source)
+        if plan.source_kind == "file":
+            return file_source(env, plan.file_path or "", monitor_interval_s=plan.monitor_s,
+                               label=f"file:{plan.file_path}")  # fmt: skip
+        return simulator_source(t_env, spec or _simulation_spec(settings, args),
+                                speed=settings.source.simulator_speed or None)  # fmt: skip
+
+    def reference(env: Any, t_env: Any) -> Any:
+        if snapshot is not None:
+            return bounded_reference_stream(env, snapshot)
         connector = ReferenceConnector(settings, None if plan.on_msf else pg_settings,
                                        None if plan.on_msf else redis_settings, names)  # fmt: skip
-        poller = ReferencePoller(connector, settings.reference.poll_interval_s)
-        reference_stream = polling_reference_stream(env, sinks.t_env, poller)
-    # simulated time runs ahead of the wall clock when accelerated: no "too far in the future" check
-    build_pipeline(env, raw.stream, reference_stream, sinks, settings, raw.label,
-                   check_future=plan.source_kind != "simulator")  # fmt: skip
-    sinks.attach()
+        return polling_reference_stream(env, t_env, ReferencePoller(connector, settings.reference.poll_interval_s))
+
+    try:
+        # simulated time runs ahead of the wall clock when accelerated: no "too far in the future" check
+        job = assemble(replace(settings, flink=fl), names, target, source, reference, on_msf=plan.on_msf,
+                       check_future=plan.source_kind != "simulator")  # fmt: skip
+    except (FlinkEnvError, SourceError) as exc:
+        raise JobError(str(exc)) from exc
+    env, info, raw = job.env, job.info, job.source
 
     if plan.on_msf:  # MSF follows the job itself: build, submit, wait
         env.execute_async("asset-cycle").get_job_execution_result().result()

@@ -35,7 +35,7 @@ from pyflink.common import Types, WatermarkStrategy
 
 from job.settings import AppSettings
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
-from udfs.parse import BATCH_TYPE, GROUP_END_FIELD, GROUP_TYPE, GROUP_WM_FIELD, ParseFunction
+from udfs.parse import GROUP_END_FIELD, GROUP_TYPE, GROUP_WM_FIELD, ParseFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
 from udfs.reference_poller import MaxTimestampAssigner, ReferencePoller
 from udfs.rows import (
@@ -95,8 +95,9 @@ def batched(raw_stream: Any) -> Any:
     from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
 
-    batcher = get_gateway().jvm.assetcycle.pipeline.RecordBatcher(BATCH_MAX_RECORDS, BATCH_MAX_DELAY_MS)
-    j_batched = raw_stream._j_data_stream.transform("batch", BATCH_TYPE.get_java_type_info(), batcher)
+    batcher_class = get_gateway().jvm.assetcycle.pipeline.RecordBatcher
+    batcher = batcher_class(BATCH_MAX_RECORDS, BATCH_MAX_DELAY_MS)
+    j_batched = raw_stream._j_data_stream.transform("batch", batcher_class.outputType(), batcher)
     j_batched.uid("batch").setParallelism(raw_stream._j_data_stream.getParallelism())
     return DataStream(j_batched)
 
@@ -197,3 +198,43 @@ def build_pipeline(
         inserted.setdefault(kind, []).append(table)
     sinks.add("dead_letter", parse_dead)
     return PipelineStreams(envelopes, parse_dead, inserted)
+
+
+@dataclass(frozen=True)
+class AssembledJob:
+    """A job graph ready to execute: its environment, what was configured, its source, its outputs."""
+
+    env: Any
+    info: Any  # job.flink_env.EnvInfo
+    source: Any  # job.sources.RawSource
+    streams: PipelineStreams
+
+
+def assemble(
+    settings: AppSettings,
+    names: Any,
+    target: Any,
+    source: Callable[[Any, Any], Any],
+    reference: Callable[[Any, Any], Any],
+    *,
+    on_msf: bool = False,
+    extra_conf: dict[str, str] | None = None,
+    check_future: bool = True,
+    operator_factory: Callable[..., Any] | None = None,
+    sink_path: Callable[[Any], Any] | None = None,
+) -> AssembledJob:
+    """The one place the job graph is put together (the job's entry point, the tests and the bench).
+
+    ``source(env, t_env)`` returns a job.sources.RawSource, ``reference(env, t_env)`` a stream of
+    reference updates; rows go to the tables ``names`` through ``target`` (a job.sinks.JdbcTarget).
+    Raises job.flink_env.FlinkEnvError / job.sources.SourceError with a clear message."""
+    from job.flink_env import create_environment
+    from job.sinks import SinkSet
+
+    env, info = create_environment(settings.flink, on_msf=on_msf, extra_conf=extra_conf)
+    sinks = SinkSet(env, names, target)
+    raw = source(env, sinks.t_env)
+    streams = build_pipeline(env, raw.stream, reference(env, sinks.t_env), sinks, settings, raw.label,
+                             check_future=check_future, operator_factory=operator_factory, sink_path=sink_path)  # fmt: skip
+    sinks.attach()
+    return AssembledJob(env, info, raw, streams)

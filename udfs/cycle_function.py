@@ -52,7 +52,7 @@ from udfs.rows import (
 )
 
 REFERENCE_STATE = MapStateDescriptor("reference", Types.STRING(), Types.STRING())
-KEY_STATE = ValueStateDescriptor("truck", Types.PRIMITIVE_ARRAY(Types.BYTE()))
+KEY_STATE = ValueStateDescriptor("truck", Types.PICKLED_BYTE_ARRAY())
 
 _MISSING = object()
 

@@ -1,6 +1,6 @@
 """Parse step of the job: batches of raw records in, one row per truck and batch out.
 
-Input: ``BATCH_TYPE`` rows ``(positions[], raws[])``, built in Java by ``assetcycle.pipeline.
+Input: rows ``(positions[], raws[])`` (string arrays), built in Java by ``assetcycle.pipeline.
 RecordBatcher`` from the sources' ``RAW_RECORD_TYPE`` rows ``(position, raw)`` (job.sources), so a
 batch of records crosses into Python in one call. Each record goes through
 ``state_machine.stream.StreamParser`` (parse, validate, the stream's watermark and the record's hint),
@@ -29,15 +29,12 @@ from udfs.rows import DEAD_LETTER_ROW_TYPE, dead_letter
 DEAD_LETTER_TAG = OutputTag("parse-dead-letters", DEAD_LETTER_ROW_TYPE)
 RAW_RECORD_TYPE = Types.ROW_NAMED(["position", "raw"], [Types.STRING(), Types.STRING()])
 """A source's record: (where it came from or None, the raw text)."""
-BATCH_TYPE = Types.ROW_NAMED(["positions", "raws"], [Types.BASIC_ARRAY(Types.STRING()),
-                                                    Types.BASIC_ARRAY(Types.STRING())])  # fmt: skip
-"""RecordBatcher's output: records in arrival order as two parallel arrays."""
 GROUP_FIELDS = ("asset", "wm_ts", "batch_end", "sites", "ts", "lat", "lon", "ws", "hints", "raws", "positions")
 GROUP_TYPE = Types.ROW_NAMED(
     list(GROUP_FIELDS),
     [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.BASIC_ARRAY(Types.STRING()),
-     Types.PRIMITIVE_ARRAY(Types.LONG()), Types.PRIMITIVE_ARRAY(Types.DOUBLE()), Types.PRIMITIVE_ARRAY(Types.DOUBLE()),
-     Types.PRIMITIVE_ARRAY(Types.INT()), Types.PRIMITIVE_ARRAY(Types.LONG()), Types.BASIC_ARRAY(Types.STRING()),
+     Types.BASIC_ARRAY(Types.LONG()), Types.BASIC_ARRAY(Types.DOUBLE()), Types.BASIC_ARRAY(Types.DOUBLE()),
+     Types.BASIC_ARRAY(Types.INT()), Types.BASIC_ARRAY(Types.LONG()), Types.BASIC_ARRAY(Types.STRING()),
      Types.BASIC_ARRAY(Types.STRING())],
 )  # fmt: skip
 """One truck's valid points of one batch, in arrival order (see the module docstring)."""

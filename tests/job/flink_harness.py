@@ -70,10 +70,9 @@ def start_live_job(tmp_path: Path, pg_dsn: str, redis_client: Any, names: TableN
                    batch_size: int, job_name: str) -> LiveJob:
     """Start the pipeline on a watched directory with reference data polled every second from the
     test's PostgreSQL and Redis (as ``settings.reference`` says), asynchronously."""
-    from job.flink_env import create_environment
-    from job.pipeline import build_pipeline, polling_reference_stream
+    from job.pipeline import assemble, polling_reference_stream
     from job.reference_store import PostgresSettings, RedisSettings
-    from job.sinks import JdbcTarget, SinkSet
+    from job.sinks import JdbcTarget
     from job.sources import file_source
     from udfs.reference_poller import ReferenceConnector, ReferencePoller
 
@@ -82,17 +81,14 @@ def start_live_job(tmp_path: Path, pg_dsn: str, redis_client: Any, names: TableN
                           dbname=params.get("dbname", "test"), user=params.get("user", "postgres"))  # fmt: skip
     rs = RedisSettings(**{k: v for k, v in redis_client.connection_pool.connection_kwargs.items()
                           if k in ("host", "port", "db")})  # fmt: skip
-    env, info = create_environment(settings.flink)
-    sinks = SinkSet(env, names, JdbcTarget(jdbc_url(pg_dsn), pg.user, None, batch_size=batch_size,
-                                           batch_interval_ms=100))  # fmt: skip
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    raw = file_source(env, inbox, monitor_interval_s=0.5, label="file:inbox")
     poller = ReferencePoller(ReferenceConnector(settings, pg, rs, names), 1.0)
-    build_pipeline(env, raw.stream, polling_reference_stream(env, sinks.t_env, poller), sinks, settings, raw.label,
-                   check_future=False)  # fmt: skip
-    sinks.attach()
-    return LiveJob(env.execute_async(job_name), inbox, info.metrics_url)
+    job = assemble(settings, names, JdbcTarget(jdbc_url(pg_dsn), pg.user, None, batch_size=batch_size,
+                                               batch_interval_ms=100),
+                   lambda env, t_env: file_source(env, inbox, monitor_interval_s=0.5, label="file:inbox"),
+                   lambda env, t_env: polling_reference_stream(env, t_env, poller), check_future=False)  # fmt: skip
+    return LiveJob(job.env.execute_async(job_name), inbox, job.info.metrics_url)
 
 
 def count_lines(path: Path) -> int:
@@ -116,9 +112,8 @@ def run_bundle(
     """Run the pipeline (bounded file source, load-once reference) into ``names``' schema."""
     import psycopg2
 
-    from job.flink_env import create_environment
-    from job.pipeline import bounded_reference_stream, build_pipeline
-    from job.sinks import JdbcTarget, SinkSet
+    from job.pipeline import assemble, bounded_reference_stream
+    from job.sinks import JdbcTarget
     from job.sources import file_source, resolve_file_path
     from udfs.reference_poller import snapshot_records
     from workbench.bundle import read_reference
@@ -138,18 +133,15 @@ def run_bundle(
         flink=FlinkSettings(parallelism=parallelism, checkpoint_interval_ms=checkpoint_interval_ms,
                             python_execution_mode=execution_mode, source_idleness_ms=None),
     )  # fmt: skip
-    env, _info = create_environment(settings.flink)
     params = pg_params(pg_dsn)
     target = JdbcTarget(settings.sink.jdbc_url, params.get("user", "postgres"), params.get("password"),
                         batch_size=batch_size)  # fmt: skip
-    sinks = SinkSet(env, names, target)
-    raw = file_source(env, bundle_dir, label=source_label)
-    build_pipeline(env, raw.stream, bounded_reference_stream(env, snapshot_records(reference)), sinks, settings,
-                   raw.label, check_future=False)
-    sinks.attach()
+    job = assemble(settings, names, target, lambda env, t_env: file_source(env, bundle_dir, label=source_label),
+                   lambda env, t_env: bounded_reference_stream(env, snapshot_records(reference)),
+                   check_future=False)  # fmt: skip
     records = count_lines(resolve_file_path(bundle_dir))
     start = time.perf_counter()
-    env.execute("asset-cycle-test")
+    job.env.execute("asset-cycle-test")
     return RunResult(time.perf_counter() - start, records)
 
 

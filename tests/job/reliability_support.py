@@ -137,10 +137,9 @@ def run_job(
     """
     import psycopg2
 
-    from job.flink_env import create_environment
-    from job.pipeline import bounded_reference_stream, build_pipeline
-    from job.sinks import JdbcTarget, SinkSet
-    from job.sources import file_source, resolve_file_path
+    from job.pipeline import assemble, bounded_reference_stream
+    from job.sinks import JdbcTarget
+    from job.sources import RawSource, file_source, resolve_file_path
     from tests.job.faults import FaultPlan, pipeline_hooks
     from udfs.reference_poller import snapshot_records
     from workbench.bundle import read_reference
@@ -163,18 +162,23 @@ def run_job(
                             restart_attempts=restart_attempts, restart_delay_ms=restart_delay_ms,
                             rest_port=port, source_idleness_ms=None),
     )  # fmt: skip
-    env, _info = create_environment(settings.flink, extra_conf=extra_conf)
     params = pg_params(pg_dsn)
     target = JdbcTarget(settings.sink.jdbc_url, jdbc_user or params.get("user", "postgres"),
                         jdbc_password if jdbc_user else params.get("password"), batch_size=batch_size,
                         max_retries=max_retries)  # fmt: skip
-    sinks = SinkSet(env, names, target)
-    raw = raw_stream(env, sinks.t_env) if raw_stream else file_source(env, bundle_dir, label=SOURCE_LABEL).stream
-    ref = (reference_stream(env, sinks.t_env) if reference_stream
-           else bounded_reference_stream(env, snapshot_records(reference)))  # fmt: skip
-    build_pipeline(env, raw, ref, sinks, settings, SOURCE_LABEL, check_future=False,
-                   **pipeline_hooks(FaultPlan.from_env()))
-    sinks.attach()
+
+    def source(env: Any, t_env: Any) -> RawSource:
+        if raw_stream:
+            return RawSource(raw_stream(env, t_env), SOURCE_LABEL, bounded=False)
+        return file_source(env, bundle_dir, label=SOURCE_LABEL)
+
+    def ref(env: Any, t_env: Any) -> Any:
+        if reference_stream:
+            return reference_stream(env, t_env)
+        return bounded_reference_stream(env, snapshot_records(reference))
+
+    env = assemble(settings, names, target, source, ref, extra_conf=extra_conf, check_future=False,
+                   **pipeline_hooks(FaultPlan.from_env())).env
     watch = JobWatch(records=count_lines(resolve_file_path(bundle_dir)) if not raw_stream else 0, port=port)
     start = time.perf_counter()
     client = env.execute_async("asset-cycle-reliability")
