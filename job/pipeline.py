@@ -35,8 +35,8 @@ from pyflink.common import Types, WatermarkStrategy
 
 from job.settings import AppSettings
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
-from udfs.parse import GROUP_END_FIELD, GROUP_TYPE, GROUP_WM_FIELD, ParseFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
+from udfs.parse import GROUP_END_FIELD, GROUP_TYPE, GROUP_WM_FIELD, ParseFunction
 from udfs.reference_poller import MaxTimestampAssigner, ReferencePoller
 from udfs.rows import (
     ALERT_FIELDS,
