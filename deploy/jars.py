@@ -222,11 +222,6 @@ def require_jar(jar_dir: Path | None = None) -> Path:
     return path
 
 
-def jar_urls(paths: list[Path]) -> list[str]:
-    """``file://`` URLs of jars (for ``pipeline.jars`` and class loaders)."""
-    return [Path(p).resolve().as_uri() for p in paths]
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.jars build|verify|lock``."""
     parser = argparse.ArgumentParser(prog="python -m deploy.jars", description=__doc__.splitlines()[0])

@@ -7,8 +7,8 @@ parameters.
 
 Column constants (``CYCLE_COLUMNS``, ``PROCESS_INFO_COLUMNS``, ``DEAD_LETTER_COLUMNS``,
 ``ALERT_COLUMNS``, ...) are ``(name, sql_type)`` lists in the exact order of the rows built by
-``cycle_record_to_row`` & co.; sinks (psycopg2 or Flink JDBC) build their statements from them,
-e.g. with ``upsert_query`` (psycopg2) or ``jdbc_upsert_sql`` (JDBC, ``?`` placeholders).
+the job's sink rows (udfs.rows); the sink (assetcycle.sink.JdbcUpsertSink) runs the statement of
+``jdbc_upsert_sql`` (JDBC, ``?`` placeholders).
 Columns with a server default (``updated_at``, ``created_at``) are not part of these lists.
 """
 
@@ -17,22 +17,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from state_machine.model import CycleRecord, TruckStatus
+from state_machine.model import CycleRecord
 
 IDENTIFIER_PATTERN = r"[a-z_][a-z0-9_]{0,62}"
 _IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
 MIGRATIONS_TABLE = "schema_migrations"
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
-MAX_RAW_CHARS = 64 * 1024
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
 
 TABLE_KINDS: tuple[str, ...] = (
     "asset", "asset_info", "cycle_tmp", "cycle", "process_info", "dead_letter", "alerts",
@@ -239,36 +234,12 @@ def _upsert_spec(table_kind: str, newer_only: bool) -> tuple[list[str], tuple[st
     return cols, keys, updates, guard
 
 
-def upsert_query(names: TableNames, table_kind: str, newer_only: bool = False) -> Any:
-    """psycopg2 ``sql.Composed`` INSERT ... ON CONFLICT for one row of ``column_list`` order.
-
-    Insert-only kinds (dead letters, alerts) use DO NOTHING. With ``newer_only`` an existing
-    row is only replaced by one whose last_event_utc is not older (process info / tmp cycles).
-    """
-    from psycopg2 import sql
-
-    cols, keys, updates, guard = _upsert_spec(table_kind, newer_only)
-    query = sql.SQL("INSERT INTO {table} ({cols}) VALUES ({vals}) ON CONFLICT ({keys}) ").format(
-        table=names.table(table_kind),
-        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-        vals=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
-        keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
-    )
-    if not updates:
-        return query + sql.SQL("DO NOTHING")
-    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates]
-    if table_kind in _TOUCHED_KINDS:
-        sets.append(sql.SQL("updated_at = now()"))
-    query = query + sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(sets)
-    if guard:
-        query = query + sql.SQL(
-            " WHERE {t}.last_event_utc IS NULL OR EXCLUDED.last_event_utc >= {t}.last_event_utc"
-        ).format(t=names.table(table_kind))
-    return query
-
-
 def jdbc_upsert_sql(names: TableNames, table_kind: str, newer_only: bool = False) -> str:
-    """The same statement as ``upsert_query`` as JDBC text with ``?`` placeholders."""
+    """The job's INSERT .. ON CONFLICT for one row of ``column_list`` order, as JDBC text (``?`` placeholders).
+
+    Insert-only kinds (dead letters, alerts) use DO NOTHING. With ``newer_only`` an existing row is
+    only replaced by one whose last_event_utc is not older (process info / tmp cycles).
+    """
     cols, keys, updates, guard = _upsert_spec(table_kind, newer_only)
     table = names.qualified(table_kind)
     text = (f"INSERT INTO {table} ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)}) "
@@ -283,134 +254,6 @@ def jdbc_upsert_sql(names: TableNames, table_kind: str, newer_only: bool = False
     if guard:
         text += f" WHERE {table}.last_event_utc IS NULL OR EXCLUDED.last_event_utc >= {table}.last_event_utc"
     return text
-
-
-# ----------------------------------------------------------------------------- rows
-
-def ms_to_datetime(ts_ms: int | None) -> datetime | None:
-    """Epoch ms to an aware UTC datetime (exact), None stays None."""
-    if ts_ms is None:
-        return None
-    return EPOCH + timedelta(milliseconds=ts_ms)
-
-
-def datetime_to_ms(value: datetime | None) -> int | None:
-    """Aware datetime to epoch ms (floor), None stays None."""
-    if value is None:
-        return None
-    return (value - EPOCH) // _ONE_MS
-
-
-_CYCLE_FIELD_NAMES = tuple(f.name for f in fields(CycleRecord))
-_CYCLE_MS_FIELDS = frozenset(name for name in _CYCLE_FIELD_NAMES if name.endswith("_ms"))
-
-
-def cycle_record_to_row(record: CycleRecord) -> tuple:
-    """A cycle as a row in CYCLE_COLUMNS order (epoch ms -> aware UTC datetime)."""
-    return tuple(
-        ms_to_datetime(getattr(record, name)) if name in _CYCLE_MS_FIELDS else getattr(record, name)
-        for name in _CYCLE_FIELD_NAMES
-    )
-
-
-def cycle_record_from_row(row: Sequence[Any]) -> CycleRecord:
-    """Inverse of cycle_record_to_row (a row selected in CYCLE_COLUMNS order)."""
-    values = {
-        name: datetime_to_ms(value) if name in _CYCLE_MS_FIELDS else value
-        for name, value in zip(_CYCLE_FIELD_NAMES, row, strict=False)
-    }
-    return CycleRecord(**values)
-
-
-def truck_status_to_row(status: TruckStatus) -> tuple:
-    """A truck status as a row in PROCESS_INFO_COLUMNS order."""
-    return (
-        status.asset_guid,
-        status.site_guid,
-        ms_to_datetime(status.last_event_ms),
-        status.latitude,
-        status.longitude,
-        status.work_state_id,
-        status.current_segment,
-        status.area,
-        status.area_guid,
-    )
-
-
-def _as_bytes(raw: str | bytes) -> bytes:
-    if isinstance(raw, bytes):
-        return raw
-    if isinstance(raw, str):
-        return raw.encode("utf-8", "surrogatepass")
-    return bytes(raw)
-
-
-def _clean_text(text: str | None, limit: int | None = None) -> str | None:
-    """Text PostgreSQL accepts: no NUL characters, optionally truncated."""
-    if text is None:
-        return None
-    if limit is not None and len(text) > limit:
-        text = text[:limit]
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
-
-
-def dead_letter_id(source: str, reason: str, raw: str | bytes) -> str:
-    """Deterministic id (sha1 hex) of a dead letter, so replays of the same record dedupe."""
-    h = hashlib.sha1()
-    for part in (source.encode("utf-8", "surrogatepass"), reason.encode(), _as_bytes(raw)):
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()
-
-
-def dead_letter_row(source: str, reason: str, detail: str | None, raw: str | bytes,
-                    asset_guid: str | None = None, event_ms: int | None = None,
-                    received_ms: int | None = None) -> tuple:
-    """A dead letter as a row in DEAD_LETTER_COLUMNS order.
-
-    ``raw`` is stored as text (invalid UTF-8 replaced, NUL replaced, truncated to 64 KiB
-    characters); ``raw_size`` is the original size in bytes. ``received_ms`` defaults to now.
-    """
-    data = _as_bytes(raw)
-    text = data[: MAX_RAW_CHARS * 4].decode("utf-8", "replace")
-    received = ms_to_datetime(received_ms) if received_ms is not None else datetime.now(UTC)
-    return (
-        dead_letter_id(source, reason, data),
-        received,
-        _clean_text(source, 1024),
-        reason,
-        _clean_text(detail, 4096),
-        _clean_text(asset_guid, 1024),
-        ms_to_datetime(event_ms),
-        _clean_text(text, MAX_RAW_CHARS),
-        len(data),
-    )
-
-
-def alert_id(alert_type: str, asset_guid: str | None, event_ms: int | None, key: str = "") -> str:
-    """Deterministic id (sha1 hex) of an alert; ``key`` distinguishes alerts at the same instant."""
-    h = hashlib.sha1()
-    for part in (alert_type, asset_guid or "", "" if event_ms is None else str(event_ms), key):
-        data = part.encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    return h.hexdigest()
-
-
-def alert_row(alert_type: str, asset_guid: str | None, site_guid: str | None, event_ms: int | None,
-              latitude: float | None, longitude: float | None, detail: str | None = None,
-              key: str = "") -> tuple:
-    """An alert as a row in ALERT_COLUMNS order (id from ``alert_id``)."""
-    return (
-        alert_id(alert_type, asset_guid, event_ms, key),
-        alert_type,
-        asset_guid,
-        site_guid,
-        ms_to_datetime(event_ms),
-        latitude,
-        longitude,
-        _clean_text(detail, 4096),
-    )
 
 
 # ----------------------------------------------------------------------------- connections

@@ -106,22 +106,24 @@ def check_java() -> str:
     return java
 
 
-def required_jars(jar_dir: str | Path | None, fetch: bool = True) -> list[Path]:
-    """The job's uber-jar (deploy.jars: Kinesis source, file format, JDBC connector, PostgreSQL
-    driver) for ``pipeline.jars``; built with Maven when missing and ``fetch``."""
-    from deploy import jars
+JOB_JAR_GLOB = "asset-cycle-flink-*.jar"
+"""The job's uber-jar as ``python -m deploy.jars build`` (``make setup``) names it."""
 
+
+def required_jars(jar_dir: str | Path | None) -> list[Path]:
+    """The job's uber-jar (Kinesis source, file format, PostgreSQL sink and driver, batching) for
+    ``pipeline.jars``: the newest ``JOB_JAR_GLOB`` in ``jar_dir`` (default ``.jars/``)."""
     jar_dir = Path(jar_dir) if jar_dir else DEFAULT_JAR_DIR
-    path = jars.find_jar(jar_dir)
-    if path is None and fetch:
-        log.info("building %s with Maven (first run; `make setup` does this too)", jars.jar_name())
-        try:
-            path = jars.build(jar_dir)
-        except jars.JarError as exc:
-            raise FlinkEnvError(f"cannot build the job's jar: {exc}") from exc
-    if path is None:
-        raise FlinkEnvError(f"{jars.jar_name()} not found in {jar_dir}; build it with: make setup")
-    return [path]
+    found = sorted(jar_dir.glob(JOB_JAR_GLOB), key=lambda path: path.stat().st_mtime)
+    if not found:
+        raise FlinkEnvError(f"the job's jar ({JOB_JAR_GLOB}) is not in {jar_dir}; build it with: make setup "
+                            "(or python -m deploy.jars build)")  # fmt: skip
+    return [found[-1]]
+
+
+def jar_urls(paths: list[Path]) -> list[str]:
+    """``file://`` URLs of jars (for ``pipeline.jars`` and class loaders)."""
+    return [Path(p).resolve().as_uri() for p in paths]
 
 
 def local_python_path() -> list[str]:
@@ -173,8 +175,6 @@ def build_configuration(
             conf["rest.port"] = str(flink.rest_port)
             conf["rest.bind-port"] = str(flink.rest_port)
         if jar_paths:
-            from deploy.jars import jar_urls
-
             conf["pipeline.jars"] = ";".join(jar_urls(jar_paths))
         if flink.checkpoint_dir:
             conf["execution.checkpointing.dir"] = Path(flink.checkpoint_dir).resolve().as_uri()
@@ -210,14 +210,14 @@ def build_configuration(
 
 
 def create_environment(
-    flink: FlinkSettings, on_msf: bool = False, fetch_jars: bool = True, extra_conf: dict[str, str] | None = None
+    flink: FlinkSettings, on_msf: bool = False, extra_conf: dict[str, str] | None = None
 ) -> tuple[object, EnvInfo]:
     """(StreamExecutionEnvironment, EnvInfo). Raises FlinkEnvError with a clear message.
 
     ``extra_conf``: raw Flink options set on top (benchmarks, experiments)."""
     if not on_msf:
         check_java()
-    jar_paths = [] if on_msf else required_jars(flink.jar_dir, fetch=fetch_jars)
+    jar_paths = [] if on_msf else required_jars(flink.jar_dir)
     conf_dict = build_configuration(flink, jar_paths, on_msf=on_msf)
     if on_msf and extra_conf and any(not msf_allows(k) for k in extra_conf):
         raise FlinkEnvError(f"Flink option(s) {sorted(k for k in extra_conf if not msf_allows(k))} "
@@ -240,8 +240,6 @@ def create_environment(
     except Exception as exc:  # py4j / gateway start-up
         raise FlinkEnvError(f"cannot start the Flink environment: {exc}") from exc
     if jar_paths:
-        from deploy.jars import jar_urls
-
         add_jars_to_context_class_loader(jar_urls(jar_paths))
     metrics_port = flink.metrics_port if "metrics.reporter.local.port" in conf_dict else None
     if not on_msf:  # on MSF the application configuration decides (setting them would fail there)

@@ -298,10 +298,3 @@ def setup_logging(level: int | str | None = None, fmt: str | None = None,
     handler.setLevel(logging.NOTSET)
     root.setLevel(numeric)
     return handler
-
-
-def teardown_logging() -> None:
-    """Remove the handler installed by ``setup_logging`` (tests)."""
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
-        root.removeHandler(handler)

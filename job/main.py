@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from job.console import DEFAULT_PROGRESS_S, DEFAULT_STOP_TIMEOUT_S
-from job.errors import CliError
+from job.errors import CliError, SettingsError
 from job.settings import (
     MSF_PROPERTIES_PATH,
     AppSettings,
@@ -186,11 +186,11 @@ def _use_properties(args: argparse.Namespace) -> bool:
 def _engine_config(path: str | None, base: Any) -> Any:
     if not path:
         return base
-    from state_machine.config import ConfigError, EngineConfig
+    from job.settings import load_engine_config
 
     try:
-        return EngineConfig.from_json_file(path)
-    except ConfigError as exc:
+        return load_engine_config(path)
+    except SettingsError as exc:
         raise JobError(str(exc)) from exc
 
 
@@ -533,9 +533,10 @@ def run(args: argparse.Namespace) -> int:
 
     from job.flink_env import FlinkEnvError
     from job.pipeline import assemble, bounded_reference_stream, polling_reference_stream
+    from job.reference_store import ReferenceConnector
     from job.sinks import JdbcTarget
     from job.sources import SourceError, file_source, kinesis_source, simulator_source
-    from udfs.reference_poller import ReferenceConnector, ReferencePoller
+    from udfs.reference_poller import ReferencePoller
 
     target = JdbcTarget(jdbc_url, pg_settings.user, pg_settings.password, settings.sink.batch_size,
                         settings.sink.batch_interval_ms, settings.sink.max_retries)  # fmt: skip

@@ -11,6 +11,7 @@ appear in ``repr``/``str``, logs or error messages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -268,21 +269,6 @@ class RedisSettings:
         return cls.from_secret_value(read_secret(secret_name, region, client), tls, tls_ca)
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceSettings:
-    """Both services' settings."""
-
-    postgres: PostgresSettings = field(default_factory=PostgresSettings)
-    redis: RedisSettings = field(default_factory=RedisSettings)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, client: Any = None) -> ServiceSettings:
-        """Secrets named by PGSQL_CREDENTIALS_SECRET_NAME / REDIS_CREDENTIALS_SECRET_NAME (legacy,
-        region AWS_REGION) when set, otherwise the ASSET_CYCLE_PG_* / ASSET_CYCLE_REDIS_* variables."""
-        env = os.environ if env is None else env
-        return cls(postgres_settings_from_env(env, client), redis_settings_from_env(env, client))
-
-
 def postgres_settings_from_env(env: Mapping[str, str] | None = None, client: Any = None) -> PostgresSettings:
     """The legacy secret when PGSQL_CREDENTIALS_SECRET_NAME is set, else PostgresSettings.from_env."""
     env = os.environ if env is None else env
@@ -519,3 +505,45 @@ def seed_reference(pg_conn: Any, redis_client: Any, names: TableNames, reference
     log.info("seeded %d assets, %d loader positions, %d regions in %d sites", summary.assets,
              summary.loaders, summary.regions, summary.sites)
     return summary
+
+
+@dataclass(frozen=True)
+class StoreReader:
+    """Open PostgreSQL + Redis connections that load the reference data (udfs.reference_poller's
+    ReferenceReader)."""
+
+    pg: Any
+    redis: Any
+    names: TableNames
+    redis_key_prefix: str = ""
+
+    def load(self) -> ReferenceData:
+        """Asset types, loader positions (PostgreSQL) and dump regions (Redis) as they are now."""
+        return load_reference_data(self.pg, self.redis, self.names, redis_key_prefix=self.redis_key_prefix)
+
+    def close(self) -> None:
+        """Close both connections (errors of already broken ones ignored)."""
+        for client in (self.pg, self.redis):
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
+                client.close()
+
+
+@dataclass(frozen=True)
+class ReferenceConnector:
+    """Picklable StoreReader factory for udfs.reference_poller.ReferencePoller (credentials are
+    resolved in the worker)."""
+
+    settings: Any  # job.settings.AppSettings
+    postgres: PostgresSettings | None = None  # override (local runs)
+    redis: RedisSettings | None = None  # override (local runs)
+    names: TableNames | None = None
+
+    def __call__(self) -> StoreReader:
+        from job import settings as app_settings
+
+        pg_settings = self.postgres or app_settings.postgres_settings(self.settings)
+        redis_settings = self.redis or app_settings.redis_settings(self.settings)
+        pg = pg_settings.connect()
+        pg.autocommit = True
+        return StoreReader(pg, redis_settings.client(), self.names or TableNames(),
+                           self.settings.reference.redis_key_prefix)  # fmt: skip

@@ -64,7 +64,6 @@ INIT_POSITIONS = ("LATEST", "TRIM_HORIZON", "AT_TIMESTAMP")
 READER_TYPES = ("POLLING", "EFO")
 STATE_BACKENDS = ("hashmap", "rocksdb")
 EXECUTION_MODES = ("thread", "process")
-SOURCE_KINDS = ("kinesis", "file", "simulator")
 KINESIS_KEY_PREFIXES = ("source.", "aws.", "retry-strategy.")
 """SourceConfig keys passed to the Kinesis source as they are (it rejects unknown ones)."""
 
@@ -450,28 +449,41 @@ def _secrets(g: _Group, region: str | None) -> SecretsSettings:
     )
 
 
-def _engine(g: _Group) -> EngineConfig:
+def engine_config(thresholds_json: str | None, overrides: Mapping[str, float] | None = None,
+                  where: str = "thresholds") -> EngineConfig:
+    """The one path from configuration to the engine's thresholds: an EngineConfig JSON text
+    (``{"defaults": .., "sites": ..}`` or a flat thresholds object) plus single default overrides.
+    Used for the EngineConfig property group and for ``--config`` files; SettingsError names ``where``."""
     data: dict[str, Any] = {}
-    blob = g.str("thresholds.json")
-    if blob:
+    if thresholds_json:
         try:
-            data = json.loads(blob)
+            data = json.loads(thresholds_json)
         except json.JSONDecodeError as exc:
-            raise g.error("thresholds.json", f"is not valid JSON: {exc}") from exc
+            raise SettingsError(f"{where}: is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
-            raise g.error("thresholds.json", "must be a JSON object")
+            raise SettingsError(f"{where}: must be a JSON object")
         if "defaults" not in data and "sites" not in data:
             data = {"defaults": data}
-    singles = {}
-    for key in sorted(g.values):
-        if key in THRESHOLD_NAMES:
-            singles[key] = g.float(key)
-    if singles:
-        data = {"defaults": {**dict(data.get("defaults") or {}), **singles}, "sites": data.get("sites") or {}}
+    if overrides:
+        data = {"defaults": {**dict(data.get("defaults") or {}), **overrides}, "sites": data.get("sites") or {}}
     try:
         return EngineConfig.from_dict(data)
     except ConfigError as exc:
-        raise SettingsError(f"{g.name}: {exc}") from exc
+        raise SettingsError(f"{where}: {exc}") from exc
+
+
+def load_engine_config(path: str | Path) -> EngineConfig:
+    """An EngineConfig JSON file (``--config``) through ``engine_config``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read engine config {path}: {exc}") from exc
+    return engine_config(text, where=str(path))
+
+
+def _engine(g: _Group) -> EngineConfig:
+    singles = {key: g.float(key) for key in sorted(g.values) if key in THRESHOLD_NAMES}
+    return engine_config(g.str("thresholds.json"), singles, where=f"{g.name}.thresholds.json")
 
 
 def _flink(g: _Group, on_msf: bool) -> FlinkSettings:

@@ -27,7 +27,6 @@ from job.db import KEY_COLUMNS, TableNames, column_list, jdbc_upsert_sql
 log = logging.getLogger(__name__)
 
 SINK_KINDS = ("cycle_tmp", "cycle", "process_info", "dead_letter", "alerts")
-SINK_CLASS = "assetcycle.sink.JdbcUpsertSink"
 MAX_BACKOFF_MS = 5000
 """Longest wait between two write attempts during an outage (bounds the recovery delay)."""
 

@@ -12,10 +12,8 @@ A flat object (thresholds at the top level, no "defaults"/"sites") is accepted a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
 
@@ -137,15 +135,6 @@ class EngineConfig:
             raise ConfigError("'sites' must be an object of site_guid -> thresholds")
         sites = {str(site): _thresholds_from(over, defaults, f"sites.{site}") for site, over in sites_raw.items()}
         return cls(defaults=defaults, sites=sites)
-
-    @classmethod
-    def from_json_file(cls, path: str | Path) -> EngineConfig:
-        """Load from a JSON file; raises ConfigError with the file name on any problem."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read engine config {path}: {exc}") from exc
-        return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape accepted by from_dict (sites list only their full threshold sets)."""

@@ -26,8 +26,6 @@ INPROGRESS = "INPROGRESS"
 COMPLETE = "COMPLETE"
 INVALID = "INVALID"
 OUTLIER = "OUTLIER"
-CLOSED_STATUSES = (COMPLETE, INVALID, OUTLIER)
-
 # Asset types in dx.asset / assets.csv.
 HAUL_TRUCK = "HAUL_TRUCK"
 LOADER = "LOADER"
@@ -72,13 +70,6 @@ def ms_to_iso(ts_ms: int | None) -> str:
         return ""
     dt = datetime.fromtimestamp(ts_ms / 1000.0, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
-
-
-def seconds_between(start_ms: int | None, end_ms: int | None) -> float | None:
-    """Duration in seconds between two epoch-ms instants, None when either is unknown."""
-    if start_ms is None or end_ms is None:
-        return None
-    return (end_ms - start_ms) / 1000.0
 
 
 @dataclass(slots=True)

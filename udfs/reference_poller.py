@@ -2,8 +2,8 @@
 
 * ``reference_updates(previous, data)``: what changed between two snapshots (pure, tested).
 * ``ReferencePoller``: a FlatMapFunction driven by a 1-per-second ticker; every
-  ``interval_s`` it loads PostgreSQL (asset types, loader positions) and Redis (dump regions)
-  with ``job.reference_store.load_reference_data`` and emits only changed sites / asset types. A
+  ``interval_s`` it loads the reference data (PostgreSQL asset types and loader positions, Redis
+  dump regions) through the reader the job gives it and emits only changed sites / asset types. A
   failing poll keeps the last known data, logs a warning and is counted (``referencePollFailures``).
   On every tick it also sets ``referenceAgeSeconds{site}``: seconds since the site's reference
   data was last loaded by a successful poll (changed or confirmed unchanged); it keeps growing
@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import FlatMapFunction
@@ -66,21 +68,31 @@ def snapshot_records(data: ReferenceData) -> list[tuple[str, str, str]]:
     return reference_updates(Snapshot(), data)[0]
 
 
+class ReferenceReader(Protocol):
+    """An open connection to the reference stores."""
+
+    def load(self) -> ReferenceData:
+        """The current reference data (raises on any store failure)."""
+
+    def close(self) -> None:
+        """Release the connections."""
+
+
 class ReferencePoller(FlatMapFunction):
     """tick -> changed reference records, polling every ``interval_s`` (see module docstring).
 
-    ``connect`` is a picklable zero-argument callable returning ``(pg_conn, redis_client, names,
-    redis_key_prefix)``; it is called lazily in the worker (credentials are resolved there).
+    ``open_reader`` is a picklable zero-argument callable returning a ReferenceReader; it is called
+    lazily in the worker (credentials are resolved there) and again after a failed poll.
     """
 
-    def __init__(self, connect: Any, interval_s: float) -> None:
-        self.connect = connect
+    def __init__(self, open_reader: Callable[[], ReferenceReader], interval_s: float) -> None:
+        self.open_reader = open_reader
         self.interval_s = float(interval_s)
 
     def open(self, runtime_context) -> None:
         self.snapshot = Snapshot()
         self.next_poll = 0.0
-        self.conns: tuple | None = None
+        self.reader: ReferenceReader | None = None
         self.polls = 0
         self.failures = 0
         self.confirmed: dict[str, float] = {}  # site guid -> wall time of the last successful poll with it
@@ -91,35 +103,27 @@ class ReferencePoller(FlatMapFunction):
         self._g_sites = m.gauge("referenceSites")
 
     def close(self) -> None:
-        self._drop_connections()
+        self._drop_reader()
 
-    def _drop_connections(self) -> None:
-        if self.conns is not None:
-            pg, redis_client = self.conns[0], self.conns[1]
-            for closer in (getattr(pg, "close", None), getattr(redis_client, "close", None)):
-                try:
-                    if closer:
-                        closer()
-                except Exception:  # noqa: BLE001
-                    pass
-        self.conns = None
+    def _drop_reader(self) -> None:
+        if self.reader is not None:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
+                self.reader.close()
+        self.reader = None
 
     def poll(self) -> list[tuple[str, str, str]]:
         """Load once and return the updates since the last successful poll ([] on failure)."""
-        from job.reference_store import load_reference_data
-
         self.polls += 1
         try:
-            if self.conns is None:
-                self.conns = self.connect()
-            pg, redis_client, names, prefix = self.conns
-            data = load_reference_data(pg, redis_client, names, redis_key_prefix=prefix)
+            if self.reader is None:
+                self.reader = self.open_reader()
+            data = self.reader.load()
         except Exception as exc:  # noqa: BLE001 - any PG/Redis failure keeps the last data
             self.failures += 1
             self._c_fail.inc()
             log.warning("reference poll failed (keeping the last known data): %s: %s",
                         type(exc).__name__, str(exc)[:300])  # fmt: skip
-            self._drop_connections()
+            self._drop_reader()
             return []
         updates, self.snapshot = reference_updates(self.snapshot, data)
         loaded_at = time.time()
@@ -145,25 +149,6 @@ class ReferencePoller(FlatMapFunction):
         self.next_poll = now + self.interval_s
         yield from self.poll()
         self.update_ages()
-
-
-@dataclass(frozen=True)
-class ReferenceConnector:
-    """Picklable connection factory for ReferencePoller (credentials resolved in the worker)."""
-
-    settings: Any  # job.settings.AppSettings
-    postgres: Any = None  # job.reference_store.PostgresSettings override (local runs)
-    redis: Any = None  # job.reference_store.RedisSettings override (local runs)
-    names: Any = None  # job.db.TableNames
-
-    def __call__(self) -> tuple:
-        from job import settings as app_settings
-
-        pg_settings = self.postgres or app_settings.postgres_settings(self.settings)
-        redis_settings = self.redis or app_settings.redis_settings(self.settings)
-        pg = pg_settings.connect()
-        pg.autocommit = True
-        return pg, redis_settings.client(), self.names, self.settings.reference.redis_key_prefix
 
 
 class MaxTimestampAssigner(TimestampAssigner):

@@ -4,10 +4,7 @@ Everything is a flat tuple of primitives with an explicit Flink type, so nothing
 record. Times stay epoch milliseconds (BIGINT) until the sink converts them to timestamps; a field
 ``x_ms`` lands in column ``x_utc``.
 
-* POINT: a validated telemetry point on its way to the keyed cycle operator, plus the watermark
-  hint (``max event time seen before it - out_of_orderness - 1``, the per-record watermark of the
-  replay; see udfs.cycle_function) and the raw record (for NO_REFERENCE_DATA / UNKNOWN_ASSET dead
-  letters, which keep the original text).
+(Points travel from parse to the keyed operator as one row per truck and batch: udfs.parse.GROUP_TYPE.)
 * REFERENCE: one broadcast reference update ``(kind, key, payload)``.
 * CYCLE / STATUS / DEAD_LETTER / ALERT: sink rows (CycleRecord fields, TruckStatus fields, dead letters,
   operator alerts).
@@ -17,21 +14,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import fields
-from typing import Any
 
 from pyflink.common import Row, Types
 from pyflink.common.typeinfo import TypeInformation
 
+from state_machine.identity import MAX_RAW_CHARS, alert_id, as_bytes, clean_text, dead_letter_id
 from state_machine.model import Alert, CycleRecord, TruckStatus
-
-# --------------------------------------------------------------------------- point
-
-POINT_FIELDS = ("asset_guid", "site_guid", "ts_ms", "latitude", "longitude", "work_state_id", "wm_hint", "raw")
-POINT_TYPE: TypeInformation = Types.TUPLE(
-    [Types.STRING(), Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.INT(), Types.LONG(),
-     Types.STRING()]
-)  # fmt: skip
-NO_HINT = -(2**63)
 
 # --------------------------------------------------------------------------- reference broadcast
 
@@ -39,7 +27,6 @@ REF_SITE = "site"
 REF_SITE_DELETED = "site_del"
 REF_ASSET = "asset"
 REF_ASSET_DELETED = "asset_del"
-REF_READY = "ready"
 REFERENCE_TYPE: TypeInformation = Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()])
 
 # --------------------------------------------------------------------------- sink rows
@@ -133,27 +120,20 @@ def dead_letter(
     received_ms: int | None = None,
     position: str | None = None,
 ) -> Row:
-    """A DEAD_LETTER_ROW_TYPE row; id and text cleaning from job.db.dead_letter_row. The id hashes
-    ``source`` (the source label); the ``source`` column holds the record's ``position`` when known."""
-    from job.db import dead_letter_id, dead_letter_row
-
+    """A DEAD_LETTER_ROW_TYPE row. The id hashes ``source`` (the source label), reason and raw record;
+    the ``source`` column holds the record's ``position`` when known. ``raw`` is kept as text (invalid
+    UTF-8 and NUL replaced, at most MAX_RAW_CHARS), ``raw_size`` is its size in bytes."""
+    data = as_bytes(raw)
+    text = data[: MAX_RAW_CHARS * 4].decode("utf-8", "replace")
     received = int(time.time() * 1000) if received_ms is None else received_ms
-    row = dead_letter_row(position or source, reason, detail, raw, asset_guid, None, received)
-    letter_id = row[0] if position is None else dead_letter_id(source, reason, raw)
-    return Row(letter_id, received, row[2], row[3], row[4], row[5], event_ms, row[7], int(row[8]))
+    return Row(dead_letter_id(source, reason, data), received, clean_text(position or source, 1024), reason,
+               clean_text(detail, 4096), clean_text(asset_guid, 1024), event_ms, clean_text(text, MAX_RAW_CHARS),
+               len(data))  # fmt: skip
 
 
 def alert_row(alert: Alert) -> Row:
-    """An engine Alert as an ALERT_ROW_TYPE row (id and text cleaning from job.db.alert_row)."""
-    from job.db import alert_row as db_alert_row
-
-    row = db_alert_row(alert.alert_type, alert.asset_guid, alert.site_guid, alert.event_ms, alert.latitude,
-                       alert.longitude, alert.detail, alert.key)  # fmt: skip
+    """An engine Alert as an ALERT_ROW_TYPE row."""
     lat = None if alert.latitude is None else float(alert.latitude)
     lon = None if alert.longitude is None else float(alert.longitude)
-    return Row(row[0], alert.alert_type, alert.asset_guid, alert.site_guid, int(alert.event_ms), lat, lon, row[7])
-
-
-def row_values(row: Any) -> tuple:
-    """Plain tuple of a Row / tuple (for tests)."""
-    return tuple(row)
+    return Row(alert_id(alert.alert_type, alert.asset_guid, alert.event_ms, alert.key), alert.alert_type,
+               alert.asset_guid, alert.site_guid, int(alert.event_ms), lat, lon, clean_text(alert.detail, 4096))  # fmt: skip

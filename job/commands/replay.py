@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 from job.cli import CliError
-from state_machine.config import ConfigError, EngineConfig
+from job.errors import SettingsError
+from job.settings import load_engine_config
+from state_machine.config import EngineConfig
 from state_machine.truck import closed_sort_key
 from workbench.bundle import BundleError, iter_telemetry_lines, read_reference, write_cycles_csv
 from workbench.replay import Replayer
@@ -36,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_replay(args: argparse.Namespace) -> int:
     """Handler of `asset-cycle replay`."""
     try:
-        config = EngineConfig.from_json_file(args.config) if args.config else EngineConfig()
+        config = load_engine_config(args.config) if args.config else EngineConfig()
         reference, _ = read_reference(args.bundle)
-    except (ConfigError, BundleError, OSError) as exc:
+    except (SettingsError, BundleError, OSError) as exc:
         raise CliError(str(exc)) from exc
     telemetry = Path(args.bundle) / "telemetry.jsonl"
     if not telemetry.is_file():

@@ -71,10 +71,10 @@ def start_live_job(tmp_path: Path, pg_dsn: str, redis_client: Any, names: TableN
     """Start the pipeline on a watched directory with reference data polled every second from the
     test's PostgreSQL and Redis (as ``settings.reference`` says), asynchronously."""
     from job.pipeline import assemble, polling_reference_stream
-    from job.reference_store import PostgresSettings, RedisSettings
+    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
     from job.sinks import JdbcTarget
     from job.sources import file_source
-    from udfs.reference_poller import ReferenceConnector, ReferencePoller
+    from udfs.reference_poller import ReferencePoller
 
     params = pg_params(pg_dsn)
     pg = PostgresSettings(host=params.get("host", "127.0.0.1"), port=int(params.get("port", 5432)),
@@ -161,8 +161,8 @@ def read_tables(pg_dsn: str, names: TableNames) -> Tables:
     """All rows of the job's four tables as CycleRecords / TruckStatus / dicts."""
     import psycopg2
 
-    from job.db import cycle_record_from_row, datetime_to_ms
     from state_machine.truck import closed_sort_key
+    from tests.job.table_rows import cycle_record_from_row, datetime_to_ms
 
     conn = psycopg2.connect(pg_dsn)
     try:

@@ -339,7 +339,7 @@ def last_events(pg_dsn: str, names: TableNames) -> dict[str, int]:
     """Each truck's last processed event time in the process-info table ({} before it exists)."""
     import psycopg2
 
-    from job.db import datetime_to_ms
+    from tests.job.table_rows import datetime_to_ms
 
     try:
         conn = psycopg2.connect(pg_dsn, connect_timeout=3)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from job.db import ALERT_COLUMNS, TableNames, alert_id, datetime_to_ms
+from job.db import ALERT_COLUMNS, TableNames
+from state_machine.identity import alert_id
 from state_machine.model import (
     ALERT_DUMP_OUTSIDE_REGION,
     ALERT_LONG_IDLE,
@@ -20,6 +21,7 @@ from state_machine.model import (
 from state_machine.reference import ReferenceData, Region, SiteReference
 from state_machine.telemetry import Invalid, parse_record
 from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle
+from tests.job.table_rows import datetime_to_ms
 from workbench.bundle import write_bundle
 from workbench.replay import replay
 from workbench.simulator import SimulationSpec, simulate

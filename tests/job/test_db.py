@@ -13,7 +13,9 @@ from psycopg2 import sql
 
 from job import db
 from job.db import TableNames
+from state_machine import identity
 from state_machine.model import CYCLE_FIELDS, CycleRecord, TruckStatus
+from tests.job import table_rows
 
 HOSTILE_NAMES = [
     "", "Asset", "1asset", "asset-cycle", "asset cycle", 'asset"; DROP TABLE dx.asset;--', "dx.asset",
@@ -100,47 +102,47 @@ def _sample_record() -> CycleRecord:
 
 def test_cycle_record_row_round_trip() -> None:
     record = _sample_record()
-    row = db.cycle_record_to_row(record)
+    row = table_rows.cycle_record_to_row(record)
     assert len(row) == len(db.CYCLE_COLUMNS)
     assert row[6] == datetime(2024, 1, 15, 14, 30, 25, 123000, tzinfo=UTC)
-    assert db.cycle_record_from_row(row) == record
+    assert table_rows.cycle_record_from_row(row) == record
     empty = CycleRecord("T", "S", "INPROGRESS", "NONE")
-    assert db.cycle_record_from_row(db.cycle_record_to_row(empty)) == empty
+    assert table_rows.cycle_record_from_row(table_rows.cycle_record_to_row(empty)) == empty
 
 
 def test_ms_datetime_conversion_exact() -> None:
     for ms in (0, 1, -1, 946_684_800_000, 253_402_300_799_999, 1_705_329_025_123):
-        assert db.datetime_to_ms(db.ms_to_datetime(ms)) == ms
-    assert db.ms_to_datetime(None) is None and db.datetime_to_ms(None) is None
+        assert table_rows.datetime_to_ms(table_rows.ms_to_datetime(ms)) == ms
+    assert table_rows.ms_to_datetime(None) is None and table_rows.datetime_to_ms(None) is None
 
 
 def test_dead_letter_id_deterministic() -> None:
-    a = db.dead_letter_id("file:t.jsonl:1", "BAD_JSON", b"{")
-    assert a == db.dead_letter_id("file:t.jsonl:1", "BAD_JSON", "{")
+    a = identity.dead_letter_id("file:t.jsonl:1", "BAD_JSON", b"{")
+    assert a == identity.dead_letter_id("file:t.jsonl:1", "BAD_JSON", "{")
     assert len(a) == 40 and int(a, 16) >= 0
-    assert a != db.dead_letter_id("file:t.jsonl:2", "BAD_JSON", b"{")
-    assert a != db.dead_letter_id("file:t.jsonl:1", "BAD_TYPE", b"{")
+    assert a != identity.dead_letter_id("file:t.jsonl:2", "BAD_JSON", b"{")
+    assert a != identity.dead_letter_id("file:t.jsonl:1", "BAD_TYPE", b"{")
     # field boundaries are unambiguous
-    assert db.dead_letter_id("ab", "c", b"") != db.dead_letter_id("a", "bc", b"")
+    assert identity.dead_letter_id("ab", "c", b"") != identity.dead_letter_id("a", "bc", b"")
 
 
 def test_dead_letter_row_sanitises() -> None:
     raw = b"\x00\xff" + b"x" * 100_000
-    row = db.dead_letter_row("kinesis:shardId-1:42", "TOO_LARGE", "big\x00", raw, received_ms=0)
+    row = table_rows.dead_letter_row("kinesis:shardId-1:42", "TOO_LARGE", "big\x00", raw, received_ms=0)
     names = [c for c, _ in db.DEAD_LETTER_COLUMNS]
     values = dict(zip(names, row, strict=True))
     assert values["raw_size"] == len(raw)
-    assert len(values["raw"]) == db.MAX_RAW_CHARS and "\x00" not in values["raw"]
+    assert len(values["raw"]) == identity.MAX_RAW_CHARS and "\x00" not in values["raw"]
     assert values["detail"] == "big\ufffd"
     assert values["received_utc"] == datetime(1970, 1, 1, tzinfo=UTC)
-    assert values["dead_letter_id"] == db.dead_letter_id("kinesis:shardId-1:42", "TOO_LARGE", raw)
+    assert values["dead_letter_id"] == identity.dead_letter_id("kinesis:shardId-1:42", "TOO_LARGE", raw)
 
 
 def test_alert_row() -> None:
-    row = db.alert_row("UNKNOWN_SITE", "T1", "S1", 1000, 1.5, 2.5, "x")
+    row = table_rows.alert_row("UNKNOWN_SITE", "T1", "S1", 1000, 1.5, 2.5, "x")
     assert len(row) == len(db.ALERT_COLUMNS)
-    assert row[0] == db.alert_id("UNKNOWN_SITE", "T1", 1000)
-    assert row[0] != db.alert_id("UNKNOWN_SITE", "T1", 1001)
+    assert row[0] == identity.alert_id("UNKNOWN_SITE", "T1", 1000)
+    assert row[0] != identity.alert_id("UNKNOWN_SITE", "T1", 1001)
 
 
 def test_jdbc_sql_shapes() -> None:
@@ -265,26 +267,26 @@ def test_upserts_are_idempotent(pg_conn, migrated_tables: TableNames) -> None:
     record = _sample_record()
     status = TruckStatus("T1", "S1", 1_705_330_399_000, -23.5, 133.25, 3, "EMPTY_TRAVEL", "T", None)
     older = status._replace(last_event_ms=status.last_event_ms - 1000, latitude=-1.0)
-    dl = db.dead_letter_row("file:t.jsonl:3", "BAD_JSON", "bad", b"{oops", received_ms=1000)
+    dl = table_rows.dead_letter_row("file:t.jsonl:3", "BAD_JSON", "bad", b"{oops", received_ms=1000)
     with pg_conn.cursor() as cur:
         for _ in range(2):
-            cur.execute(db.upsert_query(names, "cycle"), db.cycle_record_to_row(record))
-            cur.execute(db.upsert_query(names, "cycle_tmp"), db.cycle_record_to_row(record))
-            cur.execute(db.upsert_query(names, "process_info", newer_only=True), db.truck_status_to_row(status))
-            cur.execute(db.upsert_query(names, "dead_letter"), dl)
-            cur.execute(db.upsert_query(names, "alerts"), db.alert_row("X", "T1", "S1", 5, 1.0, 2.0))
-        cur.execute(db.upsert_query(names, "process_info", newer_only=True), db.truck_status_to_row(older))
+            cur.execute(table_rows.upsert_query(names, "cycle"), table_rows.cycle_record_to_row(record))
+            cur.execute(table_rows.upsert_query(names, "cycle_tmp"), table_rows.cycle_record_to_row(record))
+            cur.execute(table_rows.upsert_query(names, "process_info", newer_only=True), table_rows.truck_status_to_row(status))
+            cur.execute(table_rows.upsert_query(names, "dead_letter"), dl)
+            cur.execute(table_rows.upsert_query(names, "alerts"), table_rows.alert_row("X", "T1", "S1", 5, 1.0, 2.0))
+        cur.execute(table_rows.upsert_query(names, "process_info", newer_only=True), table_rows.truck_status_to_row(older))
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in db.column_names("cycle"))
         cur.execute(sql.SQL("SELECT {} FROM {}").format(cols, names.table("cycle")))
         rows = cur.fetchall()
-        assert [db.cycle_record_from_row(r) for r in rows] == [record]
+        assert [table_rows.cycle_record_from_row(r) for r in rows] == [record]
         for kind in ("cycle_tmp", "process_info", "dead_letter", "alerts"):
             cur.execute(sql.SQL("SELECT count(*) FROM {}").format(names.table(kind)))
             assert cur.fetchone()[0] == 1, kind
         cur.execute(sql.SQL("SELECT latitude, last_event_utc FROM {}").format(names.table("process_info")))
-        assert cur.fetchone() == (-23.5, db.ms_to_datetime(status.last_event_ms))
+        assert cur.fetchone() == (-23.5, table_rows.ms_to_datetime(status.last_event_ms))
         changed = CycleRecord(**{**record.as_dict(), "cycle_status": "OUTLIER", "outlier_rule": "TRAVEL_IDLE"})
-        cur.execute(db.upsert_query(names, "cycle"), db.cycle_record_to_row(changed))
+        cur.execute(table_rows.upsert_query(names, "cycle"), table_rows.cycle_record_to_row(changed))
         cur.execute(sql.SQL("SELECT cycle_status, outlier_rule FROM {}").format(names.table("cycle")))
         assert cur.fetchall() == [("OUTLIER", "TRAVEL_IDLE")]
     pg_conn.rollback()
@@ -314,11 +316,11 @@ def test_updated_at_moves_on_every_write(pg_conn, migrated_tables: TableNames) -
         with pg_conn.cursor() as cur:
             cur.execute(db.jdbc_upsert_sql(names, kind).replace("?", "%s"), row)
 
-    rows = {"cycle": db.cycle_record_to_row(record), "cycle_tmp": db.cycle_record_to_row(record),
-            "process_info": db.truck_status_to_row(status)}
+    rows = {"cycle": table_rows.cycle_record_to_row(record), "cycle_tmp": table_rows.cycle_record_to_row(record),
+            "process_info": table_rows.truck_status_to_row(status)}
     for kind, row in rows.items():
         with pg_conn.cursor() as cur:
-            cur.execute(db.upsert_query(names, kind), row)
+            cur.execute(table_rows.upsert_query(names, kind), row)
         inserted = stamp(kind)
         time.sleep(0.01)
         jdbc_upsert(kind, row)

@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from job.db import dead_letter_id
+from state_machine.identity import dead_letter_id
 from state_machine.model import TelemetryPoint
 from state_machine.telemetry import format_record, parse_record
 from tests.job.flink_harness import SOURCE_LABEL, read_tables

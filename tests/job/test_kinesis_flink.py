@@ -21,7 +21,8 @@ from collections import Counter, defaultdict
 import pytest
 
 from job.commands.produce import partition_key
-from job.db import TableNames, dead_letter_id
+from job.db import TableNames
+from state_machine.identity import dead_letter_id
 from tests.job.flink_harness import read_tables
 from tests.job.kinesis_emulator import KinesisEmulator
 from tests.job.kinesis_support import (

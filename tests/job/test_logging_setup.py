@@ -22,8 +22,13 @@ from job.logging_setup import (
     resolve_format,
     resolve_level,
     setup_logging,
-    teardown_logging,
 )
+
+
+def _remove_our_handlers() -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_asset_cycle_handler", False)]:
+        root.removeHandler(handler)
 
 
 @pytest.fixture(autouse=True)
@@ -32,9 +37,9 @@ def _clean_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("ASSET_CYCLE_LOG_FORMAT", raising=False)
     root = logging.getLogger()
     level = root.level
-    teardown_logging()
+    _remove_our_handlers()
     yield
-    teardown_logging()
+    _remove_our_handlers()
     root.setLevel(level)
 
 

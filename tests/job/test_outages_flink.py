@@ -26,8 +26,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from job.db import TableNames, dead_letter_id
+from job.db import TableNames
 from job.local_services import redis_server_binary
+from state_machine.identity import dead_letter_id
 from tests.job.flink_harness import SOURCE_LABEL, pg_params, read_tables
 from tests.job.reliability_support import (
     CliRun,
@@ -138,9 +139,9 @@ def _seed(pg_dsn: str, names: TableNames, server: RedisServer, bundle: Path, pre
 
 def test_poller_keeps_last_reference_data_while_redis_is_down(tmp_path, pg_dsn, migrated_tables, redis_server,
                                                                 caplog):  # fmt: skip
-    from job.reference_store import PostgresSettings, RedisSettings
+    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
     from job.settings import AppSettings, ReferenceSettings
-    from udfs.reference_poller import ReferenceConnector, ReferencePoller
+    from udfs.reference_poller import ReferencePoller
 
     bundle = tmp_path / "bundle"
     write_simulation(SimulationSpec(trucks=2, hours=0.2, seed=3), bundle)
@@ -181,9 +182,9 @@ def test_poller_keeps_last_reference_data_while_redis_is_down(tmp_path, pg_dsn, 
 def test_job_keeps_reference_data_in_force_while_redis_is_down(tmp_path, pg_dsn, migrated_tables, redis_server,
                                                                  capsys):  # fmt: skip
     from job.pipeline import polling_reference_stream
-    from job.reference_store import PostgresSettings, RedisSettings
+    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
     from job.settings import AppSettings, ReferenceSettings
-    from udfs.reference_poller import ReferenceConnector, ReferencePoller
+    from udfs.reference_poller import ReferencePoller
 
     bundle = tmp_path / "bundle"
     write_simulation(SimulationSpec(trucks=6, hours=3, seed=8).degraded(), bundle)

@@ -102,11 +102,12 @@ def test_missing_java_is_reported(monkeypatch, tmp_path):
 def test_the_uber_jar_is_the_only_pipeline_jar():
     [jar] = flink_env.required_jars(None)
     assert jar.name == jars.jar_name() and jar.parent == flink_env.DEFAULT_JAR_DIR
+    assert jar.match(flink_env.JOB_JAR_GLOB)
 
 
-def test_missing_jar_without_fetch_says_how_to_build_it(tmp_path):
+def test_a_missing_jar_says_how_to_build_it(tmp_path):
     with pytest.raises(FlinkEnvError, match="make setup"):
-        flink_env.required_jars(tmp_path, fetch=False)
+        flink_env.required_jars(tmp_path)
 
 
 # --------------------------------------------------------------------------- sinks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from job.db import dead_letter_id
+from state_machine.identity import dead_letter_id
 from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle
 from workbench.bundle import iter_telemetry_lines, read_reference
 from workbench.replay import replay

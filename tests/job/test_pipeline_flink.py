@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from job.db import dead_letter_id
+from state_machine.identity import dead_letter_id
 from state_machine.model import HAUL_TRUCK, LOADER
 from state_machine.reference import Loader, ReferenceData, Region, SiteReference
 from state_machine.telemetry import format_record

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from job.cli import main
-from job.db import column_names, cycle_record_to_row, truck_status_to_row, upsert_query
+from job.db import column_names
 from state_machine.model import COMPLETE, INVALID, OUTLIER, CycleRecord, TruckStatus
 from state_machine.reference import ReferenceData
+from tests.job.table_rows import cycle_record_to_row, truck_status_to_row, upsert_query
 
 SIM_START = datetime(2024, 1, 15, 4, 0, tzinfo=UTC)  # 4 h of data across the 06:00 shift change
 START = "2024-01-15T04:30:00Z"

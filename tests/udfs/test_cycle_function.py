@@ -94,7 +94,7 @@ def _drive(lines: list[str], reference, lag_ms: int, watermark_every: int, batch
 
 @pytest.mark.parametrize(("watermark_every", "batch"), [(1, 1), (5, 64), (1, 1024)])
 def test_real_operator_through_the_function_equals_replay(watermark_every, batch):
-    from job.db import dead_letter_id
+    from state_machine.identity import dead_letter_id
     from state_machine.truck import closed_sort_key
     from workbench.replay import replay
     from workbench.simulator import SimulationSpec, simulate

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from job.db import dead_letter_id
+from state_machine.identity import dead_letter_id
 from state_machine.stream import NO_HINT
 from udfs.parse import DEAD_LETTER_TAG, GROUP_FIELDS, ParseFunction, group_points
 from udfs.rows import DEAD_LETTER_FIELDS

@@ -40,6 +40,8 @@ def test_only_changes_are_emitted():
 
 
 class _Flaky:
+    """A reader factory whose stores can be taken down; the reader loads data(loader_lat)."""
+
     def __init__(self) -> None:
         self.fail = False
         self.loader_lat = -22.7
@@ -47,19 +49,20 @@ class _Flaky:
     def connect(self):
         if self.fail:
             raise ConnectionError("redis down")
-        return (SimpleNamespace(close=lambda: None), SimpleNamespace(close=lambda: None), None, "")
+        return SimpleNamespace(load=self.load, close=lambda: None)
+
+    def load(self) -> ReferenceData:
+        if self.fail:
+            raise ConnectionError("redis down")
+        return data(loader_lat=self.loader_lat)
 
 
-def test_poller_keeps_last_data_when_a_poll_fails(monkeypatch):
+def test_poller_keeps_last_data_when_a_poll_fails():
     flaky = _Flaky()
-    monkeypatch.setattr(
-        "job.reference_store.load_reference_data",
-        lambda pg, r, names, redis_key_prefix="": data(loader_lat=flaky.loader_lat),
-    )
     poller = ReferencePoller(flaky.connect, interval_s=0.0)
     poller.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
     assert len(list(poller.flat_map(0))) == 3
-    flaky.fail, poller.conns = True, None
+    flaky.fail = True
     assert list(poller.flat_map(1)) == []
     assert poller.failures == 1
     flaky.fail, flaky.loader_lat = False, -22.72
@@ -67,7 +70,6 @@ def test_poller_keeps_last_data_when_a_poll_fails(monkeypatch):
 
 
 def test_poller_respects_its_interval(monkeypatch):
-    monkeypatch.setattr("job.reference_store.load_reference_data", lambda *a, **k: data())
     clock = [100.0]
     monkeypatch.setattr(reference_poller.time, "monotonic", lambda: clock[0])
     poller = ReferencePoller(_Flaky().connect, interval_s=10.0)
