@@ -257,7 +257,7 @@ def build_job(
 
     from job.pipeline import assemble, bounded_reference_stream
     from job.settings import AppSettings, FlinkSettings, SinkSettings
-    from job.sinks import JdbcTarget
+    from job.sinks import JdbcTarget, SinkSet
     from job.sources import RawSource, file_source
     from state_machine.config import EngineConfig
     from udfs.reference_poller import snapshot_records
@@ -281,7 +281,7 @@ def build_job(
             return file_source(env, bundle, label=SOURCE_LABEL)
         return RawSource(raw_factory(env, t_env), "simulator", bounded=False)
 
-    env = assemble(settings, names, target, source,
+    env = assemble(settings, lambda env: SinkSet(env, names, target), source,
                    lambda env, t_env: bounded_reference_stream(env, snapshot_records(reference)),
                    extra_conf=extra_conf, check_future=False).env  # fmt: skip
     options = {"parallelism": parallelism, "mode": execution_mode, "batch_size": batch_size,

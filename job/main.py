@@ -534,7 +534,7 @@ def run(args: argparse.Namespace) -> int:
     from job.flink_env import FlinkEnvError
     from job.pipeline import assemble, bounded_reference_stream, polling_reference_stream
     from job.reference_store import ReferenceConnector
-    from job.sinks import JdbcTarget
+    from job.sinks import JdbcTarget, SinkSet
     from job.sources import SourceError, file_source, kinesis_source, simulator_source
     from udfs.reference_poller import ReferencePoller
 
@@ -559,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         # simulated time runs ahead of the wall clock when accelerated: no "too far in the future" check
-        job = assemble(replace(settings, flink=fl), names, target, source, reference, on_msf=plan.on_msf,
+        job = assemble(replace(settings, flink=fl), lambda env: SinkSet(env, names, target), source, reference, on_msf=plan.on_msf,
                        check_future=plan.source_kind != "simulator")  # fmt: skip
     except (FlinkEnvError, SourceError) as exc:
         raise JobError(str(exc)) from exc

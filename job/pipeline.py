@@ -212,8 +212,7 @@ class AssembledJob:
 
 def assemble(
     settings: AppSettings,
-    names: Any,
-    target: Any,
+    sinks: Callable[[Any], Any],
     source: Callable[[Any, Any], Any],
     reference: Callable[[Any, Any], Any],
     *,
@@ -225,16 +224,16 @@ def assemble(
 ) -> AssembledJob:
     """The one place the job graph is put together (the job's entry point, the tests and the bench).
 
-    ``source(env, t_env)`` returns a job.sources.RawSource, ``reference(env, t_env)`` a stream of
-    reference updates; rows go to the tables ``names`` through ``target`` (a job.sinks.JdbcTarget).
+    ``sinks(env)`` returns the sink set the rows go to (job.sinks.SinkSet: ``t_env``, ``add``,
+    ``add_table``, ``attach``), ``source(env, t_env)`` a job.sources.RawSource, ``reference(env,
+    t_env)`` a stream of reference updates.
     Raises job.flink_env.FlinkEnvError / job.sources.SourceError with a clear message."""
     from job.flink_env import create_environment
-    from job.sinks import SinkSet
 
     env, info = create_environment(settings.flink, on_msf=on_msf, extra_conf=extra_conf)
-    sinks = SinkSet(env, names, target)
-    raw = source(env, sinks.t_env)
-    streams = build_pipeline(env, raw.stream, reference(env, sinks.t_env), sinks, settings, raw.label,
+    sink_set = sinks(env)
+    raw = source(env, sink_set.t_env)
+    streams = build_pipeline(env, raw.stream, reference(env, sink_set.t_env), sink_set, settings, raw.label,
                              check_future=check_future, operator_factory=operator_factory, sink_path=sink_path)  # fmt: skip
-    sinks.attach()
+    sink_set.attach()
     return AssembledJob(env, info, raw, streams)

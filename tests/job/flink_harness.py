@@ -72,7 +72,7 @@ def start_live_job(tmp_path: Path, pg_dsn: str, redis_client: Any, names: TableN
     test's PostgreSQL and Redis (as ``settings.reference`` says), asynchronously."""
     from job.pipeline import assemble, polling_reference_stream
     from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
-    from job.sinks import JdbcTarget
+    from job.sinks import JdbcTarget, SinkSet
     from job.sources import file_source
     from udfs.reference_poller import ReferencePoller
 
@@ -84,8 +84,8 @@ def start_live_job(tmp_path: Path, pg_dsn: str, redis_client: Any, names: TableN
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     poller = ReferencePoller(ReferenceConnector(settings, pg, rs, names), 1.0)
-    job = assemble(settings, names, JdbcTarget(jdbc_url(pg_dsn), pg.user, None, batch_size=batch_size,
-                                               batch_interval_ms=100),
+    target = JdbcTarget(jdbc_url(pg_dsn), pg.user, None, batch_size=batch_size, batch_interval_ms=100)
+    job = assemble(settings, lambda env: SinkSet(env, names, target),
                    lambda env, t_env: file_source(env, inbox, monitor_interval_s=0.5, label="file:inbox"),
                    lambda env, t_env: polling_reference_stream(env, t_env, poller), check_future=False)  # fmt: skip
     return LiveJob(job.env.execute_async(job_name), inbox, job.info.metrics_url)
@@ -113,7 +113,7 @@ def run_bundle(
     import psycopg2
 
     from job.pipeline import assemble, bounded_reference_stream
-    from job.sinks import JdbcTarget
+    from job.sinks import JdbcTarget, SinkSet
     from job.sources import file_source, resolve_file_path
     from udfs.reference_poller import snapshot_records
     from workbench.bundle import read_reference
@@ -136,7 +136,7 @@ def run_bundle(
     params = pg_params(pg_dsn)
     target = JdbcTarget(settings.sink.jdbc_url, params.get("user", "postgres"), params.get("password"),
                         batch_size=batch_size)  # fmt: skip
-    job = assemble(settings, names, target, lambda env, t_env: file_source(env, bundle_dir, label=source_label),
+    job = assemble(settings, lambda env: SinkSet(env, names, target), lambda env, t_env: file_source(env, bundle_dir, label=source_label),
                    lambda env, t_env: bounded_reference_stream(env, snapshot_records(reference)),
                    check_future=False)  # fmt: skip
     records = count_lines(resolve_file_path(bundle_dir))

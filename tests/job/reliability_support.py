@@ -138,7 +138,7 @@ def run_job(
     import psycopg2
 
     from job.pipeline import assemble, bounded_reference_stream
-    from job.sinks import JdbcTarget
+    from job.sinks import JdbcTarget, SinkSet
     from job.sources import RawSource, file_source, resolve_file_path
     from tests.job.faults import FaultPlan, pipeline_hooks
     from udfs.reference_poller import snapshot_records
@@ -177,7 +177,7 @@ def run_job(
             return reference_stream(env, t_env)
         return bounded_reference_stream(env, snapshot_records(reference))
 
-    env = assemble(settings, names, target, source, ref, extra_conf=extra_conf, check_future=False,
+    env = assemble(settings, lambda env: SinkSet(env, names, target), source, ref, extra_conf=extra_conf, check_future=False,
                    **pipeline_hooks(FaultPlan.from_env())).env
     watch = JobWatch(records=count_lines(resolve_file_path(bundle_dir)) if not raw_stream else 0, port=port)
     start = time.perf_counter()
