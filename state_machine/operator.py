@@ -266,19 +266,19 @@ class TruckOperator:
         self._collect(step, out)
 
     def _release(self, asset: str, ks: KeyState, refs: References, out: OperatorOutput) -> None:
-        """Apply held points in order while their reference data is there."""
-        held = ks.held
-        for i, h in enumerate(held):
+        """Apply, in order, every held point whose reference data is there; the others keep waiting
+        (a point of a still unknown site must not hold the truck's points of known sites)."""
+        waiting = []
+        for h in ks.held:
             status, site = self._lookup(refs, asset, h.site_guid)
             if status == "wait":
-                del held[:i]
-                return
-            if status == "ok":
+                waiting.append(h)
+            elif status == "ok":
                 point = TelemetryPoint(asset, h.site_guid, h.ts_ms, h.latitude, h.longitude, h.work_state_id)
                 self._apply(ks, point, h.hint, site, refs, out)
             else:
                 out.counts["nonTruckFiltered"] += 1
-        held.clear()
+        ks.held[:] = waiting
 
     def _reject_held(self, asset: str, ks: KeyState, refs: References, out: OperatorOutput) -> None:
         """Dead-letter every held point (its reference data did not come in time)."""

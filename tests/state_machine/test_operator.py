@@ -59,6 +59,20 @@ def test_points_wait_for_reference_data_and_are_applied_in_order_when_it_comes()
     assert KeyState.from_bytes(rest.state).truck == KeyState.from_bytes(straight.state).truck
 
 
+def test_a_point_of_an_unknown_site_does_not_hold_the_points_behind_it_once_the_data_comes():
+    op = TruckOperator()
+    points = Track().approach().cycle().stand(60).points
+    bad = points[5]._replace(site_guid="SITE-0l", ts_ms=points[5].ts_ms + 1)
+    arriving = [*points[:6], bad, *points[6:20]]
+    waiting = op.on_points(TRUCK, None, parsed(arriving), refs(trucks=(), site=False))  # nothing known yet
+    assert len(KeyState.from_bytes(waiting.state).held) == 21
+    released = op.on_retry(TRUCK, waiting.state, refs())
+    assert released.output.counts["pointsApplied"] == 20 and released.retry
+    assert [h.site_guid for h in KeyState.from_bytes(released.state).held] == ["SITE-0l"]
+    straight = TruckOperator().on_points(TRUCK, None, parsed(points[:20]), refs())
+    assert KeyState.from_bytes(released.state).truck == KeyState.from_bytes(straight.state).truck
+
+
 def test_a_retry_without_new_reference_data_changes_nothing():
     op = TruckOperator()
     waiting = op.on_points(TRUCK, None, parsed(Track().stand(30).points), refs(site=False))
