@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import count_lines, ensure_bundle  # noqa: E402
 
-CLI = [sys.executable, "-m", "job.main"]
+CLI = [sys.executable, "-m", "job.cli"]
 SCHEMA = "bench_e2e"
 
 
