@@ -55,15 +55,6 @@ from udfs.rows import (
 BATCH_MAX_RECORDS = 1024
 BATCH_MAX_DELAY_MS = 100
 
-@dataclass(frozen=True)
-class PipelineStreams:
-    """What the pipeline produced (for tests and extra outputs)."""
-
-    envelopes: Any  # DataStream of ENVELOPE_TYPE rows from the cycle operator
-    parse_dead_letters: Any  # DataStream of DEAD_LETTER_ROW_TYPE rows
-    tables: dict[str, list[Any]]  # sink kind -> Tables inserted into it
-
-
 def side_output(stream: Any, tag: Any) -> Any:
     """A side output as a DataStream of the tag's type, without PyFlink's extra identity map (the
     tag's type is a proper Row type, so the Java side output can be used as is)."""
@@ -149,7 +140,7 @@ def build_pipeline(
     check_future: bool = True,
     operator_factory: Callable[..., Any] | None = None,
     sink_path: Callable[[Any], Any] | None = None,
-) -> PipelineStreams:
+) -> None:
     """Wire batch -> parse -> watermarks -> keyed broadcast cycle operator -> split -> ``sinks`` (a
     SinkSet: ``t_env``, ``add(kind, stream)``, ``add_table(kind, table)``). Does not attach/execute.
 
@@ -192,22 +183,18 @@ def build_pipeline(
     if sink_path is not None:
         envelopes = sink_path(envelopes)
     tables = split_envelopes(sinks.t_env, envelopes)
-    inserted: dict[str, list[Any]] = {}
     for kind, table in tables.items():
         sinks.add_table(kind, table)
-        inserted.setdefault(kind, []).append(table)
     sinks.add("dead_letter", parse_dead)
-    return PipelineStreams(envelopes, parse_dead, inserted)
 
 
 @dataclass(frozen=True)
 class AssembledJob:
-    """A job graph ready to execute: its environment, what was configured, its source, its outputs."""
+    """A job graph ready to execute: its environment, what was configured, its source."""
 
     env: Any
     info: Any  # job.flink_env.EnvInfo
     source: Any  # job.sources.RawSource
-    streams: PipelineStreams
 
 
 def assemble(
@@ -233,7 +220,7 @@ def assemble(
     env, info = create_environment(settings.flink, on_msf=on_msf, extra_conf=extra_conf)
     sink_set = sinks(env)
     raw = source(env, sink_set.t_env)
-    streams = build_pipeline(env, raw.stream, reference(env, sink_set.t_env), sink_set, settings, raw.label,
+    build_pipeline(env, raw.stream, reference(env, sink_set.t_env), sink_set, settings, raw.label,
                              check_future=check_future, operator_factory=operator_factory, sink_path=sink_path)  # fmt: skip
     sink_set.attach()
-    return AssembledJob(env, info, raw, streams)
+    return AssembledJob(env, info, raw)

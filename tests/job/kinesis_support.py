@@ -147,9 +147,8 @@ def run_kinesis_job(
     ``during(job_id, port)`` is called while the job runs (e.g. to reshard)."""
     from pyflink.java_gateway import get_gateway
 
-    from job.flink_env import create_environment
     from job.main import stop_with_savepoint
-    from job.pipeline import bounded_reference_stream, build_pipeline
+    from job.pipeline import assemble, bounded_reference_stream
     from job.sinks import JdbcTarget, SinkSet
     from job.sources import kinesis_source
     from udfs.reference_poller import snapshot_records
@@ -163,22 +162,25 @@ def run_kinesis_job(
         flink=FlinkSettings(parallelism=1, rest_port=port, source_idleness_ms=None, checkpoint_interval_ms=2000,
                             savepoint_dir=str(tmp_path / "savepoints")),
     )  # fmt: skip
-    env, _info = create_environment(settings.flink)
-    for key, value in jvm_credentials().items():
-        get_gateway().jvm.System.setProperty(key, value)
     params = pg_params(pg_dsn)
-    sinks = SinkSet(env, names, JdbcTarget(settings.sink.jdbc_url, params.get("user", "postgres"), None,
-                                           batch_size=2000))  # fmt: skip
-    raw = kinesis_source(env, source)
-    if tap is not None:
-        from pyflink.datastream import DataStream
+    target = JdbcTarget(settings.sink.jdbc_url, params.get("user", "postgres"), None, batch_size=2000)
 
-        positions = raw.stream.flat_map(PositionTap(str(tap))).set_parallelism(1).name("position-tap")
-        jvm = get_gateway().jvm
-        DataStream(positions._j_data_stream.sinkTo(jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()))
-    build_pipeline(env, raw.stream, bounded_reference_stream(env, snapshot_records(reference)), sinks, settings,
-                   raw.label, check_future=False)  # fmt: skip
-    sinks.attach()
+    def tapped_kinesis(env: Any, t_env: Any) -> Any:
+        for key, value in jvm_credentials().items():
+            get_gateway().jvm.System.setProperty(key, value)
+        raw = kinesis_source(env, source)
+        if tap is not None:
+            from pyflink.datastream import DataStream
+
+            positions = raw.stream.flat_map(PositionTap(str(tap))).set_parallelism(1).name("position-tap")
+            jvm = get_gateway().jvm
+            DataStream(positions._j_data_stream.sinkTo(
+                jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()))
+        return raw
+
+    env = assemble(settings, lambda env: SinkSet(env, names, target), tapped_kinesis,
+                   lambda env, t_env: bounded_reference_stream(env, snapshot_records(reference)),
+                   check_future=False).env  # fmt: skip
     run = KinesisRun()
     start = time.perf_counter()
     client = env.execute_async("asset-cycle-kinesis-test")
