@@ -36,6 +36,9 @@ from typing import Any
 
 POLL_S = 0.5
 CANCEL_TIMEOUT_S = 30.0
+TASKS_UP_TIMEOUT_S = 20.0
+"""On stop, how long a running job's tasks that are not running yet (slots, failover) are waited for
+before the savepoint is tried anyway."""
 DEFAULT_PROGRESS_S = 5.0
 DEFAULT_STOP_TIMEOUT_S = 60.0
 SINK_WAIT_NOTICE_MS = 3000
@@ -311,19 +314,21 @@ class JobConsole:
 
     def _tasks_look_running(self) -> bool:
         """Every task runs, per the REST API (or it has not answered for 30 s: then trust the job status)."""
-        tasks = self._all_tasks_running()
-        return bool(tasks) or (tasks is None and time.monotonic() - self.started > 30)
+        waiting = self._tasks_not_running()
+        return waiting == [] or (waiting is None and time.monotonic() - self.started > 30)
 
-    def _all_tasks_running(self) -> bool | None:
-        """Whether every task runs (a job can be RUNNING with tasks waiting for slots); None when the
-        REST API does not answer."""
+    def _tasks_not_running(self) -> list[str] | None:
+        """``name (STATUS)`` of each task that neither runs nor has finished (a job can be RUNNING with
+        tasks waiting for slots or being redeployed after a failure); None when the REST API does not
+        answer."""
         if self.rest_port is None:
             return None
         job = rest_json(self.rest_port, f"/jobs/{self.job_id}")
         vertices = (job or {}).get("vertices") or []
         if not vertices:
             return None
-        return all(v.get("status") in ("RUNNING", "FINISHED") for v in vertices)
+        return [f"{v.get('name', '?')[:60]} ({v.get('status')})" for v in vertices
+                if v.get("status") not in ("RUNNING", "FINISHED")]  # fmt: skip
 
     def _latest_failure(self) -> str | None:
         if self.rest_port is None:
@@ -336,10 +341,20 @@ class JobConsole:
     def _poll_progress(self) -> None:
         counts = reporter_snapshot(self.job_id)
         now = time.monotonic()
+        self._track_outage(counts, now)
+        last_time, last_records = self._last_progress
+        if now - last_time >= self.progress_s and self._announced_running:
+            rate = (counts.records_in - last_records) / (now - last_time)
+            self._last_progress = (now, counts.records_in)
+            self.print(progress_line(counts, max(rate, 0.0), time.time() * 1000, self._outage_announced))
+
+    def _track_outage(self, counts: JobCounts, now: float, *, final: bool = False) -> None:
+        """Announce a PostgreSQL outage once, and once its end: rows written again, none waiting and
+        (except for the last look before the job stops) no new retries since the previous poll."""
         retries = counts.sink_retries
         waiting = counts.sink_wait_ms >= SINK_WAIT_NOTICE_MS
         if not self._outage_announced:
-            if retries > self._calm_retries and waiting:  # writes fail and rows wait: an outage
+            if retries > self._calm_retries and waiting and not final:  # writes fail and rows wait
                 self._outage_announced = True
                 self._waiting_since = now - counts.sink_wait_ms / 1000
                 self._written_at_outage = counts.sink_rows_written
@@ -347,18 +362,13 @@ class JobConsole:
                            "(the job keeps its place)")  # fmt: skip
             elif not waiting:  # a retry that succeeded at once (e.g. a reconnect) is no outage
                 self._calm_retries = retries
-        elif (not waiting and retries == self._last_retries
+        elif (not waiting and (final or retries == self._last_retries)
               and counts.sink_rows_written > self._written_at_outage):  # fmt: skip
             self._outage_announced = False
             self._calm_retries = retries
             waited = now - (self._waiting_since or now)
             self.print(f"PostgreSQL writes resumed after {waited:.0f} s ({_count(retries)} retries so far)")
         self._last_retries = retries
-        last_time, last_records = self._last_progress
-        if now - last_time >= self.progress_s and self._announced_running:
-            rate = (counts.records_in - last_records) / (now - last_time)
-            self._last_progress = (now, counts.records_in)
-            self.print(progress_line(counts, max(rate, 0.0), time.time() * 1000, self._outage_announced))
 
     # -- endings ---------------------------------------------------------------------------------
     def _ended(self, result: Any) -> int:
@@ -380,28 +390,39 @@ class JobConsole:
 
     def _stop(self, result: Any) -> int:
         plan = self.stop_plan
+        self._track_outage(reporter_snapshot(self.job_id), time.monotonic(), final=True)
         self.print(f"stopping the job ({self.stop_reason})")
         stopped_as_asked = True
         if plan.savepoint_dir:
             status = self._status_now()
-            if status != "RUNNING" or self._all_tasks_running() is False:
-                self.print(f"no savepoint: the job is {status.lower() or 'not running'} (a savepoint needs every "
-                           "task running)")  # fmt: skip
+            if status != "RUNNING":
+                self.print(f"no savepoint: the job is {status.lower() or 'not running'} (a savepoint needs a "
+                           "running job)")  # fmt: skip
                 stopped_as_asked = False
             else:
+                waiting = self._await_tasks(min(TASKS_UP_TIMEOUT_S, plan.timeout_s))
                 path, why = self._savepoint(plan)
                 if path:
                     self.print(f"savepoint: {path}")
                     self._wait(result, CANCEL_TIMEOUT_S)
                     self.print("job stopped")
                     return EXIT_OK
-                self.print(f"no savepoint: {why}")
+                self.print(f"no savepoint: {why}" + (f" (tasks not running: {', '.join(waiting)})" if waiting else ""))
                 stopped_as_asked = False
         self._cancel(result)
         hint = self.resume_hint() if self.resume_hint else None
         if hint:
             self.print(hint)
         return EXIT_OK if stopped_as_asked else EXIT_INTERRUPTED
+
+    def _await_tasks(self, timeout_s: float) -> list[str]:
+        """Wait (bounded) until every task runs, e.g. after a failover; returns those still not running."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            waiting = self._tasks_not_running() or []
+            if not waiting or time.monotonic() >= deadline or self.interrupts > 1:
+                return waiting
+            time.sleep(POLL_S)
 
     def _savepoint(self, plan: StopPlan) -> tuple[str | None, str]:
         from pyflink.java_gateway import get_gateway

@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from job.console import JobCounts, describe_event_time, progress_line, root_cause, summary_line
+from job.console import (
+    JobConsole,
+    JobCounts,
+    StopPlan,
+    describe_event_time,
+    progress_line,
+    root_cause,
+    summary_line,
+)
 from job.main import latest_checkpoint, prune_checkpoints
 
 NOW_MS = 1_800_000_000_000
@@ -72,3 +80,32 @@ def test_latest_checkpoint_and_pruning(tmp_path: Path) -> None:
     prune_checkpoints(tmp_path, keep_runs=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job0", "job3", "job4", "job5"]
     assert latest_checkpoint(tmp_path) == runs[-1]
+
+
+class _Client:
+    def get_job_id(self) -> str:
+        return "0" * 32
+
+
+def _sinks(retries: int, wait_ms: float, written: int) -> JobCounts:
+    return JobCounts({"sinkRetries{sink=cycles}": retries, "sinkTimeSinceLastWriteMs{sink=cycles}": wait_ms,
+                      "sinkRowsWritten{sink=cycles}": written})  # fmt: skip
+
+
+def test_an_outage_is_said_once_and_its_end_once_even_on_the_last_look_before_stopping() -> None:
+    lines: list[str] = []
+    console = JobConsole(_Client(), None, StopPlan(), bounded=False, source="file:x", dead_letter_table="dl",
+                         print_line=lines.append)  # fmt: skip
+    console._track_outage(_sinks(1, 0, 10), 0.0)  # a retry that succeeded at once: no outage
+    assert lines == []
+    for t, retries in enumerate((2, 3, 4), 1):
+        console._track_outage(_sinks(retries, 5000 * t, 10), float(t))
+    assert lines == ["PostgreSQL is not accepting writes: the sinks retry with backoff until it does "
+                     "(the job keeps its place)"]  # fmt: skip
+    console._track_outage(_sinks(5, 0, 50), 4.0)  # written again, but this poll still saw a new retry
+    assert len(lines) == 1
+    console._track_outage(_sinks(5, 0, 60), 5.0)
+    assert lines[1] == "PostgreSQL writes resumed after 9 s (5 retries so far)"
+    console._track_outage(_sinks(6, 4000, 60), 6.0)  # a second outage ...
+    console._track_outage(_sinks(7, 0, 80), 7.0, final=True)  # ... over when the job is stopped
+    assert lines[2:] == [lines[0], "PostgreSQL writes resumed after 5 s (7 retries so far)"]
