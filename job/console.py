@@ -83,7 +83,8 @@ class JobCounts:
 
     @property
     def lag_ms(self) -> float | None:
-        return self.values.get("eventTimeLagMs")
+        """Wall clock - newest event time; None before the first point (the gauge then reads 0)."""
+        return self.values.get("eventTimeLagMs") if self.get("pointsApplied") or self.get("recordsParsed") else None
 
     @property
     def sink_wait_ms(self) -> float:

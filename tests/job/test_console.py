@@ -20,12 +20,14 @@ NOW_MS = 1_800_000_000_000
 
 
 def test_progress_line_says_records_rate_cycles_dead_letters_and_lag() -> None:
-    counts = JobCounts({"recordsIn": 12345, "cyclesClosedTotal": 37, "deadLetterRecords": 5, "eventTimeLagMs": 2100,
+    counts = JobCounts({"recordsIn": 12345, "recordsParsed": 12340, "cyclesClosedTotal": 37, "deadLetterRecords": 5, "eventTimeLagMs": 2100,
                         "sinkRetries{sink=cycle}": 4, "sinkTimeSinceLastWriteMs{sink=cycle}": 34_000})  # fmt: skip
     assert progress_line(counts, 410.4, NOW_MS) == (
         "progress: 12,345 records in (410/s), 37 cycles closed, 5 dead letters, event-time lag 2.1 s")
     assert progress_line(counts, 0, NOW_MS, sinks_waiting=True).endswith(
         "; waiting 34 s for PostgreSQL (4 retries)")
+    idle = JobCounts({"recordsIn": 0, "eventTimeLagMs": 0.0})  # the gauge reads 0 before the first point
+    assert progress_line(idle, 0, NOW_MS).endswith("0 dead letters, event time not known yet")
 
 
 def test_event_time_is_a_lag_a_lead_or_a_date() -> None:
