@@ -40,7 +40,7 @@ def replay_here(path: Path) -> list[CycleRecord]:
     reference, _ = read_reference(path)
     replayer = Replayer(reference)
     for line_no, line in iter_telemetry_lines(path):
-        replayer.feed(f"line {line_no}", line)
+        replayer.feed("bench", line, f"line {line_no}")
     return replayer.finish().closed
 
 

@@ -36,7 +36,14 @@ from pyflink.common import Types, WatermarkStrategy
 from job.settings import AppSettings
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
-from udfs.parse import GROUP_END_FIELD, GROUP_TYPE, GROUP_WM_FIELD, ParseFunction
+from udfs.parse import (
+    GROUP_END_FIELD,
+    GROUP_TYPE,
+    GROUP_WM_FIELD,
+    KEYED_GROUP_TYPE,
+    KEYED_VALUE_FIELD,
+    ParseFunction,
+)
 from udfs.reference_poller import MaxTimestampAssigner, ReferencePoller
 from udfs.rows import (
     ALERT_FIELDS,
@@ -93,18 +100,21 @@ def batched(raw_stream: Any) -> Any:
     return DataStream(j_batched)
 
 
-def with_batch_end_watermarks(groups: Any, lag_ms: int, idleness_ms: int | None) -> Any:
-    """Event time from each group row's ``wm_ts``, watermarks only at batch ends (Java)."""
-    from pyflink.datastream import DataStream
+def keyed_with_batch_end_watermarks(groups: Any, lag_ms: int, idleness_ms: int | None) -> Any:
+    """The parse step's ``(asset_guid, group)`` rows keyed by truck, event time from each group's
+    ``wm_ts`` with watermarks only at batch ends (Java; PyFlink's ``key_by`` would add a Python
+    operator that only prepends the key, which the parse step already did)."""
+    from pyflink.datastream import DataStream, KeyedStream
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
-    strategy = jvm.assetcycle.pipeline.BatchEndWatermarks(GROUP_WM_FIELD, GROUP_END_FIELD, lag_ms)
+    strategy = jvm.assetcycle.pipeline.BatchEndWatermarks(KEYED_VALUE_FIELD, GROUP_WM_FIELD, GROUP_END_FIELD, lag_ms)
     if idleness_ms:
         strategy = strategy.withIdleness(jvm.java.time.Duration.ofMillis(idleness_ms))
     j_stamped = groups._j_data_stream.assignTimestampsAndWatermarks(strategy)
     j_stamped.uid("watermarks").name("watermarks").setParallelism(groups._j_data_stream.getParallelism())
-    return DataStream(j_stamped)
+    j_keyed = j_stamped.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, GROUP_TYPE, DataStream(j_stamped))
 
 
 def bounded_reference_stream(env: Any, records: list[tuple[str, str, str]]) -> Any:
@@ -152,15 +162,14 @@ def build_pipeline(
     groups = (
         batched(raw_stream)
         .process(ParseFunction(source_label, lag_ms, settings.engine.watermark_jump_ms, check_future=check_future),
-                 output_type=GROUP_TYPE)
+                 output_type=KEYED_GROUP_TYPE)
         .name("parse+validate")
         .uid("parse")
         # as many subtasks as the source: records go forward, so a truck's records keep their order (a
         # rebalance from a one-subtask source such as the simulator would interleave two parse subtasks)
         .set_parallelism(parallelism)
     )  # fmt: skip
-    keyed = with_batch_end_watermarks(groups, lag_ms, settings.flink.source_idleness_ms).key_by(
-        lambda group: group[0], key_type=Types.STRING())
+    keyed = keyed_with_batch_end_watermarks(groups, lag_ms, settings.flink.source_idleness_ms)
 
     reference = (
         reference_stream.assign_timestamps_and_watermarks(

@@ -6,9 +6,9 @@ batch of records crosses into Python in one call. Each record goes through
 ``state_machine.stream.StreamParser`` (parse, validate, the stream's watermark and the record's hint),
 exactly as the offline replay runs it. Invalid records leave on ``DEAD_LETTER_TAG`` (``source`` = the
 record's position when known; the id hashes the source label, as the replay's). The valid points of a
-batch are grouped by truck, in arrival order, into one ``GROUP_TYPE`` row per truck: the points as
-parallel arrays plus ``wm_ts`` (the largest watermark contribution among them) and ``batch_end`` on
-the batch's last row; ``assetcycle.pipeline.BatchEndWatermarks`` turns those into Flink watermarks
+batch are grouped by truck, in arrival order, into one ``GROUP_TYPE`` row per truck (emitted with
+its key as ``KEYED_GROUP_TYPE``): the points as one pickled tuple plus ``wm_ts`` (the largest
+watermark contribution among them) and ``batch_end`` on the batch's last row; ``assetcycle.pipeline.BatchEndWatermarks`` turns those into Flink watermarks
 only at batch ends, so a watermark never overtakes points of its own batch.
 
 Metrics (udfs.metrics): recordsIn, recordsParsed, deadLetters{reason}, deadLetterRecords.
@@ -21,7 +21,7 @@ import time
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction
 
-from state_machine.model import DeadLetter
+from state_machine.model import DeadLetter, TelemetryPoint
 from state_machine.stream import ParsedPoint, StreamParser
 from udfs.metrics import OperatorMetrics
 from udfs.rows import DEAD_LETTER_ROW_TYPE, dead_letter
@@ -29,40 +29,36 @@ from udfs.rows import DEAD_LETTER_ROW_TYPE, dead_letter
 DEAD_LETTER_TAG = OutputTag("parse-dead-letters", DEAD_LETTER_ROW_TYPE)
 RAW_RECORD_TYPE = Types.ROW_NAMED(["position", "raw"], [Types.STRING(), Types.STRING()])
 """A source's record: (where it came from or None, the raw text)."""
-GROUP_FIELDS = ("asset", "wm_ts", "batch_end", "sites", "ts", "lat", "lon", "ws", "hints", "raws", "positions")
-GROUP_TYPE = Types.ROW_NAMED(
-    list(GROUP_FIELDS),
-    [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.BASIC_ARRAY(Types.STRING()),
-     Types.BASIC_ARRAY(Types.LONG()), Types.BASIC_ARRAY(Types.DOUBLE()), Types.BASIC_ARRAY(Types.DOUBLE()),
-     Types.BASIC_ARRAY(Types.INT()), Types.BASIC_ARRAY(Types.LONG()), Types.BASIC_ARRAY(Types.STRING()),
-     Types.BASIC_ARRAY(Types.STRING())],
-)  # fmt: skip
-"""One truck's valid points of one batch, in arrival order (see the module docstring)."""
+GROUP_FIELDS = ("asset", "wm_ts", "batch_end", "points")
+GROUP_TYPE = Types.ROW_NAMED(list(GROUP_FIELDS),
+                             [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.PICKLED_BYTE_ARRAY()])  # fmt: skip
+"""One truck's valid points of one batch, in arrival order (see the module docstring). ``points`` is a
+tuple of ``(site, ts, lat, lon, work_state, hint, raw, position)`` tuples, pickled by PyFlink as one
+byte string: one value to convert per crossing instead of one per point and field."""
 GROUP_WM_FIELD = GROUP_FIELDS.index("wm_ts")
 GROUP_END_FIELD = GROUP_FIELDS.index("batch_end")
+KEYED_GROUP_TYPE = Types.ROW([Types.STRING(), GROUP_TYPE])
+"""What the parse step emits: ``(asset_guid, GROUP_TYPE row)``, the shape of a Flink keyed stream's
+records in PyFlink (key first), so no extra Python operator has to add the key."""
+KEYED_VALUE_FIELD = 1
 
 
 def group_row(asset: str, points: list[ParsedPoint], batch_end: bool) -> Row:
     """A truck's points of a batch as a GROUP_TYPE row."""
-    ps = [pp.point for pp in points]
-    return Row(asset, max(pp.watermark_ts for pp in points), batch_end, [p.site_guid for p in ps],
-               [p.ts_ms for p in ps], [p.latitude for p in ps], [p.longitude for p in ps],
-               [p.work_state_id for p in ps], [pp.hint for pp in points], [pp.raw for pp in points],
-               [pp.position for pp in points])  # fmt: skip
+    packed = tuple((pp.point.site_guid, pp.point.ts_ms, pp.point.latitude, pp.point.longitude,
+                    pp.point.work_state_id, pp.hint, pp.raw, pp.position) for pp in points)  # fmt: skip
+    return Row(asset, max(pp.watermark_ts for pp in points), batch_end, packed)
 
 
 def group_points(row) -> list[ParsedPoint]:
     """Inverse of group_row (the watermark contributions are not carried: 0)."""
-    from state_machine.model import TelemetryPoint
-
     asset = row[0]
     return [ParsedPoint(TelemetryPoint(asset, site, ts, lat, lon, ws), hint, raw, position, 0)
-            for site, ts, lat, lon, ws, hint, raw, position
-            in zip(row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], strict=True)]  # fmt: skip
+            for site, ts, lat, lon, ws, hint, raw, position in row[3]]  # fmt: skip
 
 
 class ParseFunction(ProcessFunction):
-    """(positions[], raws[]) -> GROUP_TYPE rows per truck; invalid records -> DEAD_LETTER_TAG."""
+    """(positions[], raws[]) -> KEYED_GROUP_TYPE rows per truck; invalid records -> DEAD_LETTER_TAG."""
 
     def __init__(self, source: str, out_of_orderness_ms: int, max_jump_ms: int, max_future_s: float = 300.0,
                  check_future: bool = True) -> None:  # fmt: skip
@@ -109,4 +105,4 @@ class ParseFunction(ProcessFunction):
             self.metrics.flush_due(wall_ms)
         last = len(groups)
         for n, (asset, points) in enumerate(groups.items(), 1):
-            yield group_row(asset, points, n == last)
+            yield Row(asset, group_row(asset, points, n == last))

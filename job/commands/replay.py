@@ -53,8 +53,9 @@ def run_replay(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=telemetry.stat().st_size, unit="B", unit_scale=True, desc="replay", file=sys.stderr)
+    label = f"file:{telemetry}"  # one source label: records are applied in batches, as the job does
     for line_no, line in iter_telemetry_lines(args.bundle):
-        replayer.feed(f"line {line_no}", line)
+        replayer.feed(label, line, f"{label}:{line_no}")
         if bar is not None:
             bar.update(len(line) + 1)
     result = replayer.finish()
@@ -70,10 +71,10 @@ def run_replay(args: argparse.Namespace) -> int:
             writer = csv.writer(fh)
             writer.writerow(["source", "reason", "detail", "asset_guid", "raw"])
             for dl in result.dead_letters:
-                writer.writerow([dl.source, dl.reason, dl.detail, dl.asset_guid or "", dl.raw[:2000]])
+                writer.writerow([dl.position or dl.source, dl.reason, dl.detail, dl.asset_guid or "", dl.raw[:2000]])
     if not args.quiet:
         for dl in result.dead_letters[:50]:
-            print(f"{dl.source}: {dl.reason}: {dl.detail}", file=sys.stderr)
+            print(f"{dl.position or dl.source}: {dl.reason}: {dl.detail}", file=sys.stderr)
         if len(result.dead_letters) > 50:
             print(f"... and {len(result.dead_letters) - 50} more rejected records", file=sys.stderr)
 

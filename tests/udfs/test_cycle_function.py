@@ -17,6 +17,7 @@ from state_machine.telemetry import format_record
 from tests.state_machine.track import SITE, TRUCK, Track, site_reference
 from tests.udfs.fakes import Harness
 from udfs.cycle_function import CycleFunction
+from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
 from udfs.parse import ParseFunction, group_row
 from udfs.reference_poller import site_payload, snapshot_records
 from udfs.rows import OUT_CYCLE, OUT_DEAD_LETTER, OUT_STATUS, OUT_TMP, REF_ASSET, REF_SITE
@@ -82,10 +83,11 @@ def _drive(lines: list[str], reference, lag_ms: int, watermark_every: int, batch
                 h.broadcast_element(rec)
         chunk = lines[start:start + batch]
         for out in parse.process_element(([None] * len(chunk), chunk), None):
-            if isinstance(out, tuple) and len(out) == 2:
+            if out[0] is PARSE_DEAD_LETTER_TAG:
                 continue  # parse dead letters (their own side output)
-            h.element(out)
-            max_ts = out[1] if max_ts is None else max(max_ts, out[1])
+            group = out[1]  # (key, group): Flink passes the group to the keyed function
+            h.element(group)
+            max_ts = group[1] if max_ts is None else max(max_ts, group[1])
         if max_ts is not None and (start // batch) % watermark_every == 0:
             h.advance(max_ts - lag_ms - 1 - 3_600_000)  # an hour behind the replay's watermark
     h.advance(END_OF_INPUT)

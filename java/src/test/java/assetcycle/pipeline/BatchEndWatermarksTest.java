@@ -66,14 +66,22 @@ class BatchEndWatermarksTest {
 
     @Test
     void timestampsComeFromTheRowField() {
-        TimestampAssigner<Row> assigner = new BatchEndWatermarks(1, 2, LAG).createTimestampAssigner(null);
+        TimestampAssigner<Row> assigner = new BatchEndWatermarks(-1, 1, 2, LAG).createTimestampAssigner(null);
         assertEquals(5_000L, assigner.extractTimestamp(row(5_000L, false), 0));
         assertEquals(Long.MIN_VALUE, assigner.extractTimestamp(row(null, false), 0));
     }
 
     @Test
+    void fieldsCanComeFromTheRowNestedInAKeyedRecord() {
+        BatchEndWatermarks strategy = new BatchEndWatermarks(1, 1, 2, LAG);
+        assertEquals(5_000L, strategy.createTimestampAssigner(null).extractTimestamp(Row.of("truck", row(5_000L, false)), 0));
+        List<Long> marks = run(strategy, List.of(Row.of("truck", row(10_000L, false)), Row.of("truck", row(9_000L, true))));
+        assertEquals(List.of(10_000L - LAG - 1), marks);
+    }
+
+    @Test
     void watermarksOnlyAtBatchEndsAndNeverBackwards() {
-        List<Long> marks = run(new BatchEndWatermarks(1, 2, LAG), List.of(
+        List<Long> marks = run(new BatchEndWatermarks(-1, 1, 2, LAG), List.of(
                 row(10_000L, false), row(12_000L, false), row(11_000L, true), // batch 1: max 12 s
                 row(9_000L, true), // batch 2: max stays 12 s, no new watermark
                 row(20_000L, false), // no batch end yet
@@ -83,12 +91,12 @@ class BatchEndWatermarksTest {
 
     @Test
     void aBatchEndWithoutTimestampsEmitsNothing() {
-        assertEquals(List.of(), run(new BatchEndWatermarks(1, 2, LAG), List.of(row(null, true))));
+        assertEquals(List.of(), run(new BatchEndWatermarks(-1, 1, 2, LAG), List.of(row(null, true))));
     }
 
     @Test
     void composesWithIdleness() {
-        WatermarkStrategy<Row> strategy = new BatchEndWatermarks(1, 2, LAG).withIdleness(Duration.ofMinutes(1));
+        WatermarkStrategy<Row> strategy = new BatchEndWatermarks(-1, 1, 2, LAG).withIdleness(Duration.ofMinutes(1));
         List<Long> marks = run(strategy, List.of(row(10_000L, false), row(11_000L, true)));
         assertEquals(List.of(11_000L - LAG - 1), marks);
     }
