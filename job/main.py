@@ -53,6 +53,9 @@ DEMO_BACKFILL_MS = 30 * 60_000
 """The simulated fleet has been running this long when the demo starts: that past is replayed at
 once, so the first cycles close within seconds, then the fleet runs on at --speed."""
 LOCAL_CHECKPOINT_INTERVAL_MS = 10_000
+LOCAL_THREAD_MODE_PARALLELISM = 1
+"""Local runs in thread mode: the Python operators of all subtasks run in one interpreter (one GIL),
+so a second subtask only adds contention (measured in bench/README.md)."""
 RETAINED_CHECKPOINT_RUNS = 3
 """Checkpoint directories of this many earlier runs (per schema) are kept for --resume."""
 NOISY_LOGGERS = ("apache_beam", "py4j", "urllib3", "botocore", "boto3", "s3transfer", "kafka")
@@ -120,7 +123,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     st.add_argument("--duration-s", type=float, default=None, metavar="S", help="stop the job after S seconds")
     fl = parser.add_argument_group("Flink")
     fl.add_argument("--parallelism", type=int, default=None, metavar="N",
-                    help="parallelism of every operator (default: the number of cores)")
+                    help="parallelism of every operator (default: 1 in thread mode, where the Python operators "
+                         "of every subtask share one interpreter; the number of cores with --process-mode)")
     fl.add_argument("--process-mode", action="store_true",
                     help="python.execution-mode=process (default thread: 5-20x faster)")
     fl.add_argument("--state-backend", choices=("hashmap", "rocksdb"), default=None,
@@ -265,14 +269,18 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if not on_msf:  # local runs keep checkpoints on disk, every 10 s unless told otherwise
         checkpoint_dir = checkpoint_dir or str(default_checkpoint_dir(sink.schema or "dx"))
         interval = LOCAL_CHECKPOINT_INTERVAL_MS if interval is None else interval
+    parallelism = args.parallelism if args.parallelism is not None else fl.parallelism
+    mode_of_python = "process" if args.process_mode else fl.python_execution_mode
+    if parallelism is None and not on_msf and mode_of_python == "thread":
+        parallelism = LOCAL_THREAD_MODE_PARALLELISM
     fl = replace(
         fl,
-        parallelism=args.parallelism if args.parallelism is not None else fl.parallelism,
+        parallelism=parallelism,
         checkpoint_interval_ms=interval,
         checkpoint_dir=checkpoint_dir,
         savepoint_dir=args.savepoint_dir or fl.savepoint_dir,
         from_savepoint=args.from_savepoint or fl.from_savepoint,
-        python_execution_mode="process" if args.process_mode else fl.python_execution_mode,
+        python_execution_mode=mode_of_python,
         state_backend=args.state_backend or fl.state_backend,
         rest_port=args.rest_port if args.rest_port is not None else fl.rest_port,
         metrics_port=args.metrics_port if getattr(args, "metrics_port", None) is not None else fl.metrics_port,

@@ -59,7 +59,7 @@ from udfs.rows import (
     STATUS_FIELDS,
 )
 
-BATCH_MAX_RECORDS = 1024
+BATCH_MAX_RECORDS = 8192
 BATCH_MAX_DELAY_MS = 100
 
 def side_output(stream: Any, tag: Any) -> Any:

@@ -46,7 +46,7 @@ class ReplayResult:
         return sorted(self.closed, key=closed_sort_key)
 
 
-BATCH_RECORDS = 1024
+BATCH_RECORDS = 8192
 """Records per batch, as the job's RecordBatcher (job.pipeline.BATCH_MAX_RECORDS) cuts them."""
 
 
