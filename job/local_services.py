@@ -296,12 +296,41 @@ def _redis_ping(port: int) -> bool:
         client.close()
 
 
+def refused_write(host: str, port: int) -> str | None:
+    """Why the Redis at host:port refuses a write (e.g. ``MISCONF``: it cannot save its snapshot,
+    ``READONLY``: a replica), or None when a SET/DEL of a throwaway key works."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis(host=host, port=port, socket_connect_timeout=1, socket_timeout=2)
+    key = f"asset-cycle:write-probe:{uuid.uuid4().hex}"
+    try:
+        client.set(key, b"1", px=5000)
+        client.delete(key)
+        return None
+    except redis.RedisError as exc:
+        return str(exc).splitlines()[0][:300]
+    finally:
+        client.close()
+
+
+def _writable(status: ServiceStatus) -> ServiceStatus:
+    why = refused_write(status.host, status.port)
+    if why is not None:
+        raise ServiceError(f"Redis at {status.host}:{status.port} answers but refuses writes: {why} (a server "
+                           "left over from an earlier checkout whose data folder is gone? stop it and run "
+                           "this again)")  # fmt: skip
+    return status
+
+
 def ensure_redis(host: str = "127.0.0.1", port: int = 6379) -> ServiceStatus:
-    """Use the Redis answering at host:port, or start one there (loopback only)."""
+    """Use the Redis answering at host:port, or start one there (loopback only); either way it must
+    accept writes."""
     root = services_dir()
     data_dir = root / f"redis-{port}"
     if is_answering(host, port):
-        return ServiceStatus("Redis", host, port, "running", data_dir if data_dir.is_dir() else None)
+        return _writable(ServiceStatus("Redis", host, port, "running", data_dir if data_dir.is_dir() else None))
     if not _is_loopback(host):
         raise ServiceError(f"Redis at {host}:{port} does not answer (only servers on 127.0.0.1 are started "
                            "automatically)")  # fmt: skip
@@ -321,7 +350,7 @@ def ensure_redis(host: str = "127.0.0.1", port: int = 6379) -> ServiceStatus:
                 raise ServiceError(f"Redis did not start: {(done.stderr or done.stdout).strip()[-300:]}")
             _wait_until(lambda: _redis_ping(port), START_TIMEOUT_S, "Redis", log_path)
             state = "started"
-    return ServiceStatus("Redis", host, port, state, data_dir)
+    return _writable(ServiceStatus("Redis", host, port, state, data_dir))
 
 
 def stop_services(pg_port: int = 5432, redis_port: int = 6379) -> list[str]:
