@@ -1,6 +1,6 @@
 """The pure engine and the Flink job end to end on the same bundle, in one run, as a user runs them.
 
-Usage: python bench/end_to_end.py [--trucks 200] [--hours 24] [--bundle DIR] [--repeat 1]
+Usage: python bench/end_to_end.py [--trucks 200] [--hours 24] [--bundle DIR] [--repeat 1] [--latency-s 60]
 
 * pure: ``asset-cycle replay BUNDLE`` (parse + engine + timers on one core), process start to exit.
 * job:  ``asset-cycle run --source file:BUNDLE`` into a throwaway schema (file source -> Java batcher
@@ -10,6 +10,10 @@ Usage: python bench/end_to_end.py [--trucks 200] [--hours 24] [--bundle DIR] [--
 Each figure: events/s = input lines / wall seconds; CPU per record = CPU seconds of the whole machine
 (every process: Python, the Flink JVM, PostgreSQL) over the run / input lines, from /proc/stat, so run
 it on an otherwise quiet machine. Ratio = job / pure.
+
+* latency (``--latency-s S``, 0 skips it): bench/run_all.py's latency run, the simulator paced at
+  ``--rate`` lines/s for 20 s of warm-up plus S s; arrival -> first PostgreSQL write reflecting each
+  in-order point (p50 / p99 / max).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=24)
     parser.add_argument("--bundle", type=Path, help="an existing bundle instead of the generated one")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each (median reported)")
+    parser.add_argument("--latency-s", type=float, default=60.0, help="latency measurement window (0: skip)")
+    parser.add_argument("--rate", type=int, default=500, help="lines/s of the latency run")
     args = parser.parse_args()
     bundle = args.bundle or ensure_bundle(args.trucks, args.hours)
     lines = count_lines(bundle / "telemetry.jsonl")
@@ -81,6 +87,16 @@ def main() -> int:
     print(f"job end to end (asset-cycle run): {job_s:7.1f} s  {lines / job_s:9,.0f} events/s  "
           f"{job_cpu * 1e6:6.1f} µs CPU/record")
     print(f"ratio job/pure: {pure_s / job_s:.2f}")  # fmt: skip
+    if args.latency_s > 0:
+        from bench.run_all import BEST, latency
+
+        res = latency(args.rate, warmup_s=20.0, measure_s=args.latency_s, **BEST)
+        if "error" in res:
+            print(f"latency: {res['error']}")
+        else:
+            print(f"latency at {res['rate']:,.0f} lines/s ({res['in_order_points']:,} in-order points, "
+                  f"{res['missing']} without a write): p50 {res['p50_ms']:.0f} ms, p99 {res['p99_ms']:.0f} ms, "
+                  f"max {res['max_ms']:.0f} ms")  # fmt: skip
     return 0
 
 

@@ -27,12 +27,12 @@ class ArrivalLoggingPuller(SimulatorPuller):
 
     def flat_map(self, value):
         rows = []
-        for line in super().flat_map(value):
+        for record in super().flat_map(value):  # Row(position, line)
             now = time.time()
-            parsed = parse_record(line)
+            parsed = parse_record(record[1])
             if not isinstance(parsed, Invalid):
                 rows.append(f"{parsed.asset_guid},{parsed.ts_ms},{now:.6f}\n")
-            yield line
+            yield record
         if rows:
             self._log.write("".join(rows))
             self._log.flush()

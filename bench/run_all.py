@@ -138,10 +138,10 @@ def latency(rate: int, warmup_s: float, measure_s: float, **options: Any) -> dic
         write_simulation(SimulationSpec(trucks=200, hours=0.01, seed=3, start_ms=start_ms).degraded(), ref_bundle)
 
     def raw_factory(env: Any, t_env: Any) -> Any:
-        from pyflink.common import Types
+        from udfs.parse import RAW_RECORD_TYPE
 
         stream = ticker_stream(t_env, "bench_ticker", ticks)
-        return (stream.flat_map(ArrivalLoggingPuller(spec, per_tick, str(log_path)), output_type=Types.STRING())
+        return (stream.flat_map(ArrivalLoggingPuller(spec, per_tick, str(log_path)), output_type=RAW_RECORD_TYPE)
                 .set_parallelism(1).name("simulator-source").uid("simulator-source"))  # fmt: skip
 
     with bench_schema(log_rows=True) as names:
