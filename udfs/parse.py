@@ -8,8 +8,9 @@ exactly as the offline replay runs it. Invalid records leave on ``DEAD_LETTER_TA
 record's position when known; the id hashes the source label, as the replay's). The valid points of a
 batch are grouped by truck, in arrival order, into one ``GROUP_TYPE`` row per truck (emitted with
 its key as ``KEYED_GROUP_TYPE``): the points as one pickled tuple plus ``wm_ts`` (the largest
-watermark contribution among them) and ``batch_end`` on the batch's last row; ``assetcycle.pipeline.BatchEndWatermarks`` turns those into Flink watermarks
-only at batch ends, so a watermark never overtakes points of its own batch.
+watermark contribution among them) and ``batch_end`` on the batch's last row;
+``assetcycle.pipeline.BatchEndWatermarks`` turns those into Flink watermarks only at batch ends, so
+a watermark never overtakes points of its own batch.
 
 Metrics (udfs.metrics): recordsIn, recordsParsed, deadLetters{reason}, deadLetterRecords.
 """
