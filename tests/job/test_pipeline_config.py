@@ -218,6 +218,8 @@ def test_demo_plan_defaults(monkeypatch, tmp_path):
     assert plan.settings.reference.poll_interval_s == 10.0
     assert plan.settings.flink.rest_port == main.DEFAULT_REST_PORT
     assert plan.settings.flink.python_execution_mode == "thread"
+    assert plan.settings.flink.parallelism == 1  # thread mode: one interpreter for every subtask
+    assert main.make_plan(_args(["--process-mode"])).settings.flink.parallelism is None  # Flink's default
     plan = main.make_plan(_args(["--source", f"file:{tmp_path}", "--process-mode", "--parallelism", "2",
                                  "--checkpoint-interval", "3000", "--from-savepoint", "/sp"]))  # fmt: skip
     assert plan.source_kind == "file" and plan.file_path == str(tmp_path) and plan.seed_from == "bundle"
