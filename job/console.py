@@ -401,8 +401,12 @@ class JobConsole:
                            "running job)")  # fmt: skip
                 stopped_as_asked = False
             else:
+                interrupts = self.interrupts
                 waiting = self._await_tasks(min(TASKS_UP_TIMEOUT_S, plan.timeout_s))
-                path, why = self._savepoint(plan)
+                if self.interrupts > interrupts:
+                    path, why = None, "skipped (Ctrl-C pressed again)"
+                else:
+                    path, why = self._savepoint(plan)
                 if path:
                     self.print(f"savepoint: {path}")
                     self._wait(result, CANCEL_TIMEOUT_S)
@@ -419,9 +423,10 @@ class JobConsole:
     def _await_tasks(self, timeout_s: float) -> list[str]:
         """Wait (bounded) until every task runs, e.g. after a failover; returns those still not running."""
         deadline = time.monotonic() + timeout_s
+        interrupts = self.interrupts
         while True:
             waiting = self._tasks_not_running() or []
-            if not waiting or time.monotonic() >= deadline or self.interrupts > 1:
+            if not waiting or time.monotonic() >= deadline or self.interrupts > interrupts:
                 return waiting
             time.sleep(POLL_S)
 

@@ -111,3 +111,38 @@ def test_an_outage_is_said_once_and_its_end_once_even_on_the_last_look_before_st
     console._track_outage(_sinks(6, 4000, 60), 6.0)  # a second outage ...
     console._track_outage(_sinks(7, 0, 80), 7.0, final=True)  # ... over when the job is stopped
     assert lines[2:] == [lines[0], "PostgreSQL writes resumed after 5 s (7 retries so far)"]
+
+
+class _StopRecorder(JobConsole):
+    """A console whose job keeps one task down; Ctrl-C is pressed again while it waits for it."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(_Client(), None, StopPlan(savepoint_dir="sp", timeout_s=30), bounded=False,
+                         source="file:x", dead_letter_table="dl", print_line=lines.append)  # fmt: skip
+        self.calls: list[str] = []
+        self.stop_reason = "Ctrl-C"
+        self.interrupts = 1
+
+    def _status_now(self) -> str:
+        return "RUNNING"
+
+    def _tasks_not_running(self) -> list[str]:
+        self.interrupts += 1  # the second Ctrl-C arrives during the wait
+        return ["cycle-engine (DEPLOYING)"]
+
+    def _savepoint(self, plan: StopPlan) -> tuple[str | None, str]:
+        self.calls.append("savepoint")
+        return "sp/savepoint-1", ""
+
+    def _cancel(self, result: object) -> None:
+        self.calls.append("cancel")
+
+
+def test_a_second_ctrl_c_while_waiting_for_tasks_skips_the_savepoint(monkeypatch) -> None:
+    monkeypatch.setattr("job.console.reporter_snapshot", lambda job_id: JobCounts())
+    lines: list[str] = []
+    console = _StopRecorder(lines)
+    assert console._stop(result=None) != 0
+    assert console.calls == ["cancel"]
+    assert lines == ["stopping the job (Ctrl-C)",
+                     "no savepoint: skipped (Ctrl-C pressed again) (tasks not running: cycle-engine (DEPLOYING))"]
