@@ -10,7 +10,7 @@
                                                                                                     v
                         cycle operator, KeyedBroadcastProcessFunction (uid cycle-engine): TruckOperator
                                                   │ envelope rows (tag, cycle, status, dead letter, alert)
-                        Table API: split by tag ──> tmp / final / process info / dead letters / alerts ──> SinkSet
+         EnvelopeSplitter (uid split-by-table, Java): by tag ──> tmp / final / process info / dead letters / alerts ──> SinkSet
 
 Records cross into Python a batch at a time (RecordBatcher: up to BATCH_MAX_RECORDS, at most
 BATCH_MAX_DELAY_MS, flushed before every checkpoint barrier and watermark), and into the keyed
@@ -46,9 +46,7 @@ from udfs.parse import (
 )
 from udfs.reference_poller import MaxTimestampAssigner, ReferencePoller
 from udfs.rows import (
-    ALERT_FIELDS,
-    CYCLE_FIELDS,
-    DEAD_LETTER_FIELDS,
+    ENVELOPE_FIELDS,
     ENVELOPE_TYPE,
     OUT_ALERT,
     OUT_CYCLE,
@@ -56,10 +54,9 @@ from udfs.rows import (
     OUT_STATUS,
     OUT_TMP,
     REFERENCE_TYPE,
-    STATUS_FIELDS,
 )
 
-BATCH_MAX_RECORDS = 8192
+BATCH_MAX_RECORDS = 32768
 BATCH_MAX_DELAY_MS = 100
 
 def side_output(stream: Any, tag: Any) -> Any:
@@ -70,22 +67,31 @@ def side_output(stream: Any, tag: Any) -> Any:
     return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
 
 
-def split_envelopes(t_env: Any, envelopes: Any) -> dict[str, Any]:
-    """Envelope rows -> one Table per sink kind, with udfs.rows field names."""
-    from pyflink.table.expressions import col
+SINK_OF_TAG = {OUT_TMP: "cycle_tmp", OUT_CYCLE: "cycle", OUT_STATUS: "process_info", OUT_DEAD_LETTER: "dead_letter",
+               OUT_ALERT: "alerts"}  # fmt: skip
+"""The sink kind (job.sinks.SINK_KINDS) each envelope tag (udfs.rows OUT_*) goes to."""
+_PART_OF_TAG = {OUT_TMP: "cycle", OUT_CYCLE: "cycle", OUT_STATUS: "status", OUT_DEAD_LETTER: "dead_letter",
+                OUT_ALERT: "alert"}  # fmt: skip
 
-    table = t_env.from_data_stream(envelopes)
 
-    def part(tag: int, nested: str, names: tuple[str, ...]) -> Any:
-        return table.where(col("tag") == tag).select(*[col(nested).get(n).alias(n) for n in names])
+def split_envelopes(envelopes: Any) -> dict[str, Any]:
+    """Envelope rows -> one DataStream per sink kind of the tagged part's rows (udfs.rows layouts), in
+    one Java operator (assetcycle.pipeline.EnvelopeSplitter, side outputs; no Table API planner)."""
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
 
-    return {
-        "cycle_tmp": part(OUT_TMP, "cycle", CYCLE_FIELDS),
-        "cycle": part(OUT_CYCLE, "cycle", CYCLE_FIELDS),
-        "process_info": part(OUT_STATUS, "status", STATUS_FIELDS),
-        "dead_letter": part(OUT_DEAD_LETTER, "dead_letter", DEAD_LETTER_FIELDS),
-        "alerts": part(OUT_ALERT, "alert", ALERT_FIELDS),
-    }
+    gateway = get_gateway()
+    tags = sorted(SINK_OF_TAG)
+    if tags != list(range(len(tags))):
+        raise ValueError(f"envelope tags must be 0..n-1, got {tags}")
+    part_by_tag = gateway.new_array(gateway.jvm.int, len(tags))
+    for tag in tags:
+        part_by_tag[tag] = ENVELOPE_FIELDS.index(_PART_OF_TAG[tag])
+    envelope_type = ENVELOPE_TYPE.get_java_type_info()
+    splitter = gateway.jvm.assetcycle.pipeline.EnvelopeSplitter(envelope_type, part_by_tag)
+    j_split = envelopes._j_data_stream.process(splitter, envelope_type)
+    j_split.name("split-by-table").uid("split-by-table")
+    return {SINK_OF_TAG[tag]: DataStream(j_split.getSideOutput(splitter.outputTag(tag))) for tag in tags}
 
 
 def batched(raw_stream: Any) -> Any:
@@ -148,13 +154,17 @@ def build_pipeline(
     settings: AppSettings,
     source_label: str,
     check_future: bool = True,
+    live_rows: bool = True,
     operator_factory: Callable[..., Any] | None = None,
     sink_path: Callable[[Any], Any] | None = None,
 ) -> None:
     """Wire batch -> parse -> watermarks -> keyed broadcast cycle operator -> split -> ``sinks`` (a
-    SinkSet: ``t_env``, ``add(kind, stream)``, ``add_table(kind, table)``). Does not attach/execute.
+    SinkSet: ``add(kind, stream)``, ``attach()``). Does not attach/execute.
 
-    ``operator_factory`` replaces udfs.cycle_function.default_operator; ``sink_path`` is applied to
+    ``live_rows``: in-progress and status rows computed speculatively from the points still held for
+    re-ordering (the live view, state_machine.truck); without it they show the committed state, which
+    is what a bounded input ends with anyway. ``operator_factory`` replaces
+    udfs.cycle_function.default_operator; ``sink_path`` is applied to
     the envelope stream before it is split into the sinks (both for tests).
     """
     lag_ms = settings.engine.max_disorder_ms
@@ -184,6 +194,7 @@ def build_pipeline(
         source_label,
         wait_max_points=settings.reference.wait_max_points,
         wait_max_ms=int(settings.reference.wait_max_s * 1000),
+        live_rows=live_rows,
         operator_factory=operator_factory,
     )
     envelopes = keyed.connect(reference).process(function, output_type=ENVELOPE_TYPE).name("cycle-engine").uid(
@@ -191,9 +202,8 @@ def build_pipeline(
     parse_dead = side_output(groups, PARSE_DEAD_LETTER_TAG)
     if sink_path is not None:
         envelopes = sink_path(envelopes)
-    tables = split_envelopes(sinks.t_env, envelopes)
-    for kind, table in tables.items():
-        sinks.add_table(kind, table)
+    for kind, stream in split_envelopes(envelopes).items():
+        sinks.add(kind, stream)
     sinks.add("dead_letter", parse_dead)
 
 
@@ -220,16 +230,39 @@ def assemble(
 ) -> AssembledJob:
     """The one place the job graph is put together (the job's entry point, the tests and the bench).
 
-    ``sinks(env)`` returns the sink set the rows go to (job.sinks.SinkSet: ``t_env``, ``add``,
-    ``add_table``, ``attach``), ``source(env, t_env)`` a job.sources.RawSource, ``reference(env,
-    t_env)`` a stream of reference updates.
+    ``sinks(env)`` returns the sink set the rows go to (job.sinks.SinkSet: ``add(kind, stream)``,
+    ``attach()``), ``source(env, t_env)`` a job.sources.RawSource, ``reference(env, t_env)`` a stream
+    of reference updates. ``t_env`` is a StreamTableEnvironment created on first use (only the
+    datagen tickers of the simulator and the reference poller need one: its planner costs seconds
+    of start-up).
     Raises job.flink_env.FlinkEnvError / job.sources.SourceError with a clear message."""
     from job.flink_env import create_environment
 
     env, info = create_environment(settings.flink, on_msf=on_msf, extra_conf=extra_conf)
     sink_set = sinks(env)
-    raw = source(env, sink_set.t_env)
-    build_pipeline(env, raw.stream, reference(env, sink_set.t_env), sink_set, settings, raw.label,
-                             check_future=check_future, operator_factory=operator_factory, sink_path=sink_path)  # fmt: skip
+    t_env = LazyTableEnvironment(env)
+    raw = source(env, t_env)
+    # live rows serve people watching a live fleet; a bounded input (a history replay) ends with the
+    # same rows without them, at about 25 % less engine work
+    build_pipeline(env, raw.stream, reference(env, t_env), sink_set, settings, raw.label,
+                   check_future=check_future, live_rows=not raw.bounded, operator_factory=operator_factory,
+                   sink_path=sink_path)  # fmt: skip
     sink_set.attach()
     return AssembledJob(env, info, raw)
+
+
+class LazyTableEnvironment:
+    """A StreamTableEnvironment of ``env``, created when first used (attribute access)."""
+
+    def __init__(self, env: Any) -> None:
+        self._env = env
+        self._t_env: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._t_env is None:
+            from pyflink.table import StreamTableEnvironment
+
+            self._t_env = StreamTableEnvironment.create(self._env)
+        return getattr(self._t_env, name)

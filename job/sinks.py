@@ -1,11 +1,10 @@
 """PostgreSQL sinks: the job's tables written by our own JDBC upsert sink (java/: assetcycle.sink).
 
-Each DataStream of rows (udfs.rows layouts, explicit types) becomes a Table whose columns are cast
-to the target columns of ``job.db`` (epoch milliseconds become ``TIMESTAMP_LTZ(3)``, which reaches
-the sink as an ``Instant`` and is bound as a UTC ``timestamptz``: no time zone in between), turned
-back into a DataStream of rows and written by ``assetcycle.sink.JdbcUpsertSink`` with the
-statement of ``job.db.jdbc_upsert_sql``: ``INSERT .. ON CONFLICT (pk) DO UPDATE`` (``updated_at =
-now()`` on the tables that have it) or ``DO NOTHING`` for dead letters and alerts.
+Each DataStream of rows (udfs.rows layouts, explicit types, fields in the order of the columns of
+``job.db``) is written by ``assetcycle.sink.JdbcUpsertSink`` with the statement of
+``job.db.jdbc_upsert_sql``: ``INSERT .. ON CONFLICT (pk) DO UPDATE`` (``updated_at = now()`` on the
+tables that have it) or ``DO NOTHING`` for dead letters and alerts. Epoch milliseconds (an ``x_ms``
+field) are bound as a UTC ``timestamptz`` (column ``x_utc``): no time zone in between.
 
 Why not Flink's JDBC connector: when PostgreSQL is down, its sink fails the task, and closing the
 failed task throws the failed write again, which Flink treats as fatal for the whole TaskManager
@@ -30,13 +29,13 @@ SINK_KINDS = ("cycle_tmp", "cycle", "process_info", "dead_letter", "alerts")
 MAX_BACKOFF_MS = 5000
 """Longest wait between two write attempts during an outage (bounds the recovery delay)."""
 
-_SQL_TO_FLINK = {
+_ROW_TYPE_FOR_SQL = {  # the udfs.rows field type that feeds a column of each SQL type
     "text": "STRING",
-    "timestamptz": "TIMESTAMP_LTZ(3)",
+    "timestamptz": "LONG",  # epoch ms
     "double precision": "DOUBLE",
     "integer": "INT",
-    "smallint": "SMALLINT",
-    "bigint": "BIGINT",
+    "smallint": "INT",
+    "bigint": "LONG",
 }
 _SQL_TO_JDBC_TYPE = {  # java.sql.Types codes, for NULL parameters
     "text": 12,  # VARCHAR
@@ -76,15 +75,16 @@ def source_field(column: str) -> str:
 
 
 def sink_columns(kind: str) -> list[tuple[str, str]]:
-    """(column, Flink type) of a sink kind, in job.db order."""
+    """(column, Flink type of the row field that feeds it: STRING, LONG, DOUBLE, INT) of a sink kind,
+    in job.db order."""
     if kind not in SINK_KINDS:
         raise SinkError(f"unknown sink kind {kind!r}; known: {SINK_KINDS}")
     out = []
     for name, sql_type in column_list(kind):
         try:
-            out.append((name, _SQL_TO_FLINK[sql_type]))
+            out.append((name, _ROW_TYPE_FOR_SQL[sql_type]))
         except KeyError:
-            raise SinkError(f"no Flink type for {kind}.{name} ({sql_type})") from None
+            raise SinkError(f"no row type for {kind}.{name} ({sql_type})") from None
     return out
 
 
@@ -136,62 +136,37 @@ def java_sink(spec: SinkSpec) -> Any:
                       MAX_BACKOFF_MS)  # fmt: skip
 
 
-def select_expressions(kind: str, row_fields: list[str]) -> list[Any]:
-    """Table API expressions turning a udfs.rows row into the sink's columns (types cast)."""
-    from pyflink.table import DataTypes
-    from pyflink.table.expressions import call, col, null_of
+def check_row_type(kind: str, row_type: Any) -> None:
+    """Raise SinkError unless a row type's fields are, in order and with their types, the sources of
+    the kind's columns."""
+    from pyflink.common import Types
 
-    types = {
-        "STRING": DataTypes.STRING(),
-        "TIMESTAMP_LTZ(3)": DataTypes.TIMESTAMP_LTZ(3),
-        "DOUBLE": DataTypes.DOUBLE(),
-        "INT": DataTypes.INT(),
-        "SMALLINT": DataTypes.SMALLINT(),
-        "BIGINT": DataTypes.BIGINT(),
-    }
-    exprs = []
-    for name, ftype in sink_columns(kind):
-        src = source_field(name)
-        if src not in row_fields:
-            exprs.append(null_of(types[ftype]).alias(name))
-            continue
-        if ftype == "TIMESTAMP_LTZ(3)":
-            expr = call("TO_TIMESTAMP_LTZ", col(src), 3)
-        else:
-            expr = col(src).cast(types[ftype])
-        exprs.append(expr.alias(name))
-    return exprs
+    columns = sink_columns(kind)
+    expected = [(source_field(name), getattr(Types, ftype)()) for name, ftype in columns]
+    actual = list(zip(row_type.get_field_names(), row_type.get_field_types(), strict=True))
+    if actual != expected:
+        raise SinkError(f"rows for {kind} are {[(n, str(t)) for n, t in actual]}, the table needs "
+                        f"{[(n, t) for (n, _), (_, t) in zip(expected, columns, strict=True)]}")  # fmt: skip
 
 
 @dataclass
 class SinkSet:
     """Collects the job's outputs and attaches one sink per table.
 
-    ``add(kind, stream)`` / ``add_table(kind, table)`` add rows for a kind's table; ``attach()``
-    must be called once, after every add, before ``env.execute()``.
+    ``add(kind, stream)`` adds rows for a kind's table; ``attach()`` must be called once, after every
+    add, before ``env.execute()``.
     """
 
     env: Any
     names: TableNames
     target: JdbcTarget
-    t_env: Any = None
     _streams: dict[str, list[Any]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        from pyflink.table import StreamTableEnvironment
-
-        if self.t_env is None:
-            self.t_env = StreamTableEnvironment.create(self.env)
-
     def add(self, kind: str, stream: Any) -> None:
-        """Insert a DataStream of rows (a ROW_NAMED type, udfs.rows layout) into the sink of ``kind``."""
-        self.add_table(kind, self.t_env.from_data_stream(stream))
-
-    def add_table(self, kind: str, table: Any) -> None:
-        """Insert a Table whose columns are udfs.rows fields into the sink of ``kind``."""
-        row_fields = list(table.get_schema().get_field_names())
-        selected = table.select(*select_expressions(kind, row_fields))
-        self._streams.setdefault(kind, []).append(self.t_env.to_data_stream(selected))
+        """Insert a DataStream of rows into the sink of ``kind``: a ROW_NAMED type whose fields are the
+        table's columns in order (udfs.rows layouts: an ``x_ms`` field feeds column ``x_utc``)."""
+        check_row_type(kind, stream.get_type())
+        self._streams.setdefault(kind, []).append(stream)
 
     def attach(self) -> None:
         """One JdbcUpsertSink per kind, fed by every stream added for it (call once)."""

@@ -107,10 +107,11 @@ class CycleFunction(KeyedBroadcastProcessFunction):
     """Runs TruckOperator per truck with broadcast reference data (see module docstring)."""
 
     def __init__(self, engine_config: dict, source: str, wait_max_points: int = 5000, wait_max_ms: int = 600_000,
-                 operator_factory: Callable[..., TruckOperator] | None = None) -> None:  # fmt: skip
+                 live_rows: bool = True, operator_factory: Callable[..., TruckOperator] | None = None) -> None:  # fmt: skip
         self.engine_config = engine_config
         self.source = source
-        self.options: dict[str, Any] = {"wait_max_points": int(wait_max_points), "wait_max_ms": int(wait_max_ms)}
+        self.options: dict[str, Any] = {"wait_max_points": int(wait_max_points), "wait_max_ms": int(wait_max_ms),
+                                        "speculative": bool(live_rows)}  # fmt: skip
         self.operator_factory = operator_factory or default_operator
 
     # -- lifecycle -------------------------------------------------------------------------------

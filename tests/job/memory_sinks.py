@@ -5,29 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from job.sinks import check_row_type
+
 
 class MemorySinks:
-    """job.sinks.SinkSet's interface (``t_env``, ``add``, ``add_table``, ``attach``); ``collect()`` runs
-    the job and returns ``{kind: [row dict, ...]}`` in the order the rows were written."""
+    """job.sinks.SinkSet's interface (``add``, ``attach``); ``collect()`` runs the job and returns
+    ``{kind: [row dict, ...]}`` (udfs.rows field names) in the order the rows were written."""
 
     def __init__(self, env: Any) -> None:
-        from pyflink.table import StreamTableEnvironment
-
         self.env = env
-        self.t_env = StreamTableEnvironment.create(env)
         self._streams: list[Any] = []
         self._collected: Any = None
 
     def add(self, kind: str, stream: Any) -> None:
-        """Collect a DataStream of ROW_NAMED rows as sink ``kind``."""
-        self.add_table(kind, self.t_env.from_data_stream(stream))
-
-    def add_table(self, kind: str, table: Any) -> None:
-        """Collect a Table's rows as sink ``kind``."""
+        """Collect a DataStream of ROW_NAMED rows as sink ``kind`` (checked as SinkSet.add does)."""
         from pyflink.common import Types
 
-        names = tuple(table.get_schema().get_field_names())
-        stream = self.t_env.to_data_stream(table)
+        row_type = stream.get_type()
+        check_row_type(kind, row_type)
+        names = tuple(row_type.get_field_names())
         self._streams.append(stream.map(lambda row, k=kind, n=names: (k, dict(zip(n, row, strict=True))),
                                         output_type=Types.PICKLED_BYTE_ARRAY()).name(f"collect {kind}"))  # fmt: skip
 

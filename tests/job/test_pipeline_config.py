@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 import pytest
+from pyflink.common import Types
 
 from deploy import jars
 from job import flink_env
 from job.db import KEY_COLUMNS, TableNames, column_names
 from job.flink_env import FlinkEnvError, build_configuration
 from job.settings import MSF_MANAGED_FLINK_KEYS, FlinkSettings, SourceSettings
-from job.sinks import JdbcTarget, SinkError, sink_columns, sink_spec, source_field
+from job.sinks import JdbcTarget, SinkError, check_row_type, sink_columns, sink_spec, source_field
 from job.sources import SourceError, kinesis_configuration, kinesis_label, resolve_file_path
 
 # --------------------------------------------------------------------------- flink_env
@@ -117,8 +118,8 @@ def test_sink_columns_follow_job_db():
     for kind in ("cycle_tmp", "cycle", "process_info", "dead_letter"):
         assert [c for c, _ in sink_columns(kind)] == column_names(kind)
     types = dict(sink_columns("cycle"))
-    assert types["load_start_utc"] == "TIMESTAMP_LTZ(3)" and types["point_count"] == "INT"
-    assert dict(sink_columns("process_info"))["work_state_id"] == "SMALLINT"
+    assert types["load_start_utc"] == "LONG" and types["point_count"] == "INT"
+    assert dict(sink_columns("process_info"))["work_state_id"] == "INT"
     assert source_field("load_start_utc") == "load_start_ms" and source_field("asset_guid") == "asset_guid"
     with pytest.raises(SinkError):
         sink_columns("alerts_nope")
@@ -286,3 +287,18 @@ def test_the_keys_the_job_decides_are_accepted_on_msf():
                                              "source.idleness.ms": "60000"}), on_msf=True)  # fmt: skip
     conf = build_configuration(settings.flink, on_msf=True)
     assert conf["python.execution-mode"] == "process" and all(flink_env.msf_allows(k) for k in conf)
+
+
+def test_sink_rows_must_match_their_table_in_order_and_type():
+    from udfs.rows import ALERT_ROW_TYPE, CYCLE_ROW_TYPE, DEAD_LETTER_ROW_TYPE, STATUS_ROW_TYPE
+
+    for kind, row_type in (("cycle_tmp", CYCLE_ROW_TYPE), ("cycle", CYCLE_ROW_TYPE), ("alerts", ALERT_ROW_TYPE),
+                           ("process_info", STATUS_ROW_TYPE), ("dead_letter", DEAD_LETTER_ROW_TYPE)):  # fmt: skip
+        check_row_type(kind, row_type)
+    with pytest.raises(SinkError, match="rows for cycle"):
+        check_row_type("cycle", STATUS_ROW_TYPE)
+    fields = list(STATUS_ROW_TYPE.get_field_names())
+    types = list(STATUS_ROW_TYPE.get_field_types())
+    types[2] = Types.INT()  # last_event_ms as INT: not epoch milliseconds
+    with pytest.raises(SinkError, match="process_info"):
+        check_row_type("process_info", Types.ROW_NAMED(fields, types))

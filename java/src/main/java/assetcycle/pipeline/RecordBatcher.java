@@ -21,7 +21,7 @@ import org.apache.flink.types.Row;
  * {@code maxDelayMs} of processing time have passed since its first record, before every checkpoint
  * barrier (so the operator holds nothing in a checkpoint and needs no state), before every watermark
  * it forwards (a watermark never overtakes a buffered record) and at end of input. Nothing is
- * reordered, dropped or duplicated; an empty buffer emits nothing. The job uses 1,024 records and
+ * reordered, dropped or duplicated; an empty buffer emits nothing. The job uses 32,768 records and
  * 100 ms: large enough to amortise the Python crossing, short enough for second-level latency.
  */
 public final class RecordBatcher extends AbstractStreamOperator<Row>

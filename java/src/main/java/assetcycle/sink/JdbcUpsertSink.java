@@ -25,7 +25,9 @@ import java.util.Arrays;
  *
  * <p>Input rows hold the statement's parameters in order: {@code String}, {@code Double},
  * {@code Integer}, {@code Short}, {@code Long} or {@code java.time.Instant} (bound as a UTC
- * {@code timestamptz}); {@code sqlTypes} gives the {@link java.sql.Types} code used for nulls.
+ * {@code timestamptz}); {@code sqlTypes} gives the {@link java.sql.Types} code of each parameter,
+ * used for nulls and to bind a {@code Long} of a {@code TIMESTAMP_WITH_TIMEZONE} parameter as epoch
+ * milliseconds (UTC) and an {@code Integer} of a {@code SMALLINT} parameter as a short.
  */
 public final class JdbcUpsertSink implements Sink<Row> {
     private static final long serialVersionUID = 1L;

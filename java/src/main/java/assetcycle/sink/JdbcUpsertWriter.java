@@ -14,6 +14,7 @@ import java.sql.Connection;
 import java.sql.Driver;
 import java.sql.PreparedStatement;
 import java.sql.SQLException;
+import java.sql.Types;
 import java.time.Instant;
 import java.time.OffsetDateTime;
 import java.time.ZoneOffset;
@@ -168,6 +169,12 @@ final class JdbcUpsertWriter implements SinkWriter<Row> {
                     statement.setNull(i + 1, types[i]);
                 } else if (value instanceof Instant) {
                     statement.setObject(i + 1, OffsetDateTime.ofInstant((Instant) value, ZoneOffset.UTC));
+                } else if (types[i] == Types.TIMESTAMP_WITH_TIMEZONE && value instanceof Long) { // epoch ms
+                    statement.setObject(i + 1, OffsetDateTime.ofInstant(Instant.ofEpochMilli((Long) value),
+                            ZoneOffset.UTC));
+                } else if (types[i] == Types.SMALLINT && value instanceof Integer
+                        && (Integer) value == ((Integer) value).shortValue()) { // else PostgreSQL says out of range
+                    statement.setShort(i + 1, ((Integer) value).shortValue());
                 } else {
                     statement.setObject(i + 1, value);
                 }
