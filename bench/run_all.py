@@ -2,8 +2,8 @@
 
 Usage: python bench/run_all.py [--only pure,flink,latency,state] [--repeat 1] [--small]
 
-* pure:    the `asset-cycle replay` engine (Replayer: parse + engine + timers, speculative tmp rows as
-           in the job), events/s on one core, for each bundle.
+* pure:    the `asset-cycle replay` engine (Replayer: parse + engine + timers; no live rows, as the
+           job on a bounded input), events/s on one core, for each bundle.
 * flink:   the real job end to end (bounded file source -> parse -> keyed cycles -> JDBC upserts into
            a throwaway PostgreSQL schema). events/s = input lines / (last committed row - first
            committed row), from the tables' ``updated_at`` (set by a bench trigger to
@@ -76,12 +76,12 @@ def machine() -> str:
 
 
 def pure_engine(bundle: Path, repeat: int) -> list[float]:
-    """events/s of the replay engine (speculative, like the job) over the bundle's lines."""
+    """events/s of the replay engine over the bundle's lines (no live rows, like the job on a bounded input)."""
     reference, _ = read_reference(bundle)
     lines = [line for _, line in iter_telemetry_lines(bundle)]
     rates = []
     for _ in range(repeat):
-        replayer = Replayer(reference, speculative=True)
+        replayer = Replayer(reference)
         feed = replayer.feed
         started = time.perf_counter()
         for line in lines:

@@ -92,6 +92,8 @@ _ISO = re.compile(
 )
 _FAST_ISO = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{3})Z")
 _DAY_CACHE: dict[str, int] = {}
+_MINUTE_MS: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> epoch ms of that minute (see _iso_to_ms)
+_SECOND_MS: dict[str, int] = {}  # ":SS.mmmZ" -> ms into the minute
 _NUMBER = (int, float)
 
 
@@ -150,7 +152,15 @@ def _epoch_days(day: str) -> int | None:
 
 def _iso_to_ms(text: str) -> int | str:
     """Epoch ms for an ISO 8601 string, or a reason code (BAD_TIMESTAMP / NO_TIMEZONE)."""
-    m = _FAST_ISO.fullmatch(text)  # "YYYY-MM-DDTHH:MM:SS.mmmZ", the common form
+    # the common form "YYYY-MM-DDTHH:MM:SS.mmmZ" as two cached halves: the minute ("YYYY-MM-DDTHH:MM")
+    # and ":SS.mmmZ", each stored only after a whole timestamp holding it was validated, so any two
+    # known halves make a valid timestamp
+    minute = _MINUTE_MS.get(text[:16])
+    if minute is not None:
+        second = _SECOND_MS.get(text[16:])
+        if second is not None:
+            return minute + second
+    m = _FAST_ISO.fullmatch(text)
     if m is not None:
         day, hh, mi, ss, ms = m.groups()
         days = _DAY_CACHE.get(day)
@@ -161,7 +171,14 @@ def _iso_to_ms(text: str) -> int | str:
         h, mnt, s = int(hh), int(mi), int(ss)
         if h > 23 or mnt > 59 or s > 59:
             return BAD_TIMESTAMP
-        return ((days * 24 + h) * 60 + mnt) * 60_000 + s * 1000 + int(ms)
+        if len(_MINUTE_MS) >= 4096:
+            _MINUTE_MS.clear()
+        if len(_SECOND_MS) >= 60_000:  # at most 60,000 distinct ":SS.mmmZ" anyway
+            _SECOND_MS.clear()
+        second = s * 1000 + int(ms)
+        _MINUTE_MS[text[:16]] = minute = ((days * 24 + h) * 60 + mnt) * 60_000
+        _SECOND_MS[text[16:]] = second
+        return minute + second
     m = _ISO.fullmatch(text)
     if m is None:
         return BAD_TIMESTAMP

@@ -357,11 +357,12 @@ def last_events(pg_dsn: str, names: TableNames) -> dict[str, int]:
 
 
 def expected_last_events(bundle: Path, lines: list[str]) -> dict[str, int]:
-    """Each truck's last processed event time after ``lines`` (no end of input), per the replay."""
+    """Each truck's last processed event time after ``lines`` (no end of input), per the replay with
+    the live rows an unbounded job shows."""
     from workbench.bundle import read_reference
     from workbench.replay import Replayer
 
-    replayer = Replayer(read_reference(bundle)[0])
+    replayer = Replayer(read_reference(bundle)[0], speculative=True)
     for line in lines:
         replayer.feed("x", line)
     return {a: s.last_event_ms for a, s in replayer.result.statuses.items()}

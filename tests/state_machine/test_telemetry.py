@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 
@@ -356,3 +357,28 @@ def test_valid_record_is_fast() -> None:
         parse_record(raw, GOOD_MS)
     per_record_us = (time.perf_counter() - start) / n * 1e6
     assert per_record_us < 25, f"{per_record_us:.1f} us per record"
+
+
+
+def _is_date(text: str) -> bool:
+    try:
+        datetime.date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(t.MIN_TS_MS, 4_102_444_800_000), st.integers(0, 99), st.integers(1, 31)),
+                min_size=1, max_size=30))  # fmt: skip
+def test_cached_timestamp_halves_never_accept_or_misread_anything(items):
+    """The common-form cache (minute and second halves) gives what the full parse gives, and a bad
+    second or day is rejected even when the other half is cached."""
+    for ts_ms, second, day in items:
+        text = format_timestamp(ts_ms)
+        assert t._iso_to_ms(text) == ts_ms and t._iso_to_ms(text) == ts_ms  # cold, then cached
+        other_second = f"{text[:17]}{second:02d}{text[19:]}"
+        expected = ts_ms + (second - int(text[17:19])) * 1000 if second <= 59 else t.BAD_TIMESTAMP
+        assert t._iso_to_ms(other_second) == expected
+        other_day = f"{text[:8]}{day:02d}{text[10:]}"  # e.g. the 31st of a 30-day month
+        assert (t._iso_to_ms(other_day) != t.BAD_TIMESTAMP) == _is_date(other_day)
