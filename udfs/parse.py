@@ -7,7 +7,7 @@ batch of records crosses into Python in one call. Each record goes through
 exactly as the offline replay runs it. Invalid records leave on ``DEAD_LETTER_TAG`` (``source`` = the
 record's position when known; the id hashes the source label, as the replay's). The valid points of a
 batch are grouped by truck, in arrival order, into one ``GROUP_TYPE`` row per truck (emitted with
-its key as ``KEYED_GROUP_TYPE``): the points as one pickled tuple plus ``wm_ts`` (the largest
+its key as ``KEYED_GROUP_TYPE``): the points as pickled columns plus ``wm_ts`` (the largest
 watermark contribution among them) and ``batch_end`` on the batch's last row;
 ``assetcycle.pipeline.BatchEndWatermarks`` turns those into Flink watermarks only at batch ends, so
 a watermark never overtakes points of its own batch.
@@ -33,9 +33,10 @@ RAW_RECORD_TYPE = Types.ROW_NAMED(["position", "raw"], [Types.STRING(), Types.ST
 GROUP_FIELDS = ("asset", "wm_ts", "batch_end", "points")
 GROUP_TYPE = Types.ROW_NAMED(list(GROUP_FIELDS),
                              [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.PICKLED_BYTE_ARRAY()])  # fmt: skip
-"""One truck's valid points of one batch, in arrival order (see the module docstring). ``points`` is a
-tuple of ``(site, ts, lat, lon, work_state, hint, raw, position)`` tuples, pickled by PyFlink as one
-byte string: one value to convert per crossing instead of one per point and field."""
+"""One truck's valid points of one batch, in arrival order (see the module docstring). ``points`` is
+the columns ``(sites, timestamps, lats, lons, work_states, hints, raws, positions)``, each a tuple,
+pickled by PyFlink as one byte string: one value to convert per crossing instead of one per point
+and field (columns pickle and unpickle faster than one tuple per point)."""
 GROUP_WM_FIELD = GROUP_FIELDS.index("wm_ts")
 GROUP_END_FIELD = GROUP_FIELDS.index("batch_end")
 KEYED_GROUP_TYPE = Types.ROW([Types.STRING(), GROUP_TYPE])
@@ -46,16 +47,17 @@ KEYED_VALUE_FIELD = 1
 
 def group_row(asset: str, points: list[ParsedPoint], batch_end: bool) -> Row:
     """A truck's points of a batch as a GROUP_TYPE row."""
-    packed = tuple((pp.point.site_guid, pp.point.ts_ms, pp.point.latitude, pp.point.longitude,
-                    pp.point.work_state_id, pp.hint, pp.raw, pp.position) for pp in points)  # fmt: skip
-    return Row(asset, max(pp.watermark_ts for pp in points), batch_end, packed)
+    telemetry, hints, raws, positions, contributions = zip(*points, strict=True)
+    _, sites, timestamps, lats, lons, work_states = zip(*telemetry, strict=True)
+    return Row(asset, max(contributions), batch_end, (sites, timestamps, lats, lons, work_states, hints, raws, positions))
 
 
 def group_points(row) -> list[ParsedPoint]:
     """Inverse of group_row (the watermark contributions are not carried: 0)."""
     asset = row[0]
-    return [ParsedPoint(TelemetryPoint(asset, site, ts, lat, lon, ws), hint, raw, position, 0)
-            for site, ts, lat, lon, ws, hint, raw, position in row[3]]  # fmt: skip
+    new = tuple.__new__  # what NamedTuple._make does, without its length check: the columns are ours
+    return [new(ParsedPoint, (new(TelemetryPoint, (asset, site, ts, lat, lon, ws)), hint, raw, position, 0))
+            for site, ts, lat, lon, ws, hint, raw, position in zip(*row[3], strict=True)]  # fmt: skip
 
 
 class ParseFunction(ProcessFunction):
