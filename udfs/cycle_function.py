@@ -63,7 +63,7 @@ class BroadcastReferences:
     def __init__(self) -> None:
         self.sites: dict[str, Any] = {}
         self.asset_types: dict[str, Any] = {}
-        self.state: Any = None  # the broadcast state of the current call
+        self.context: Any = None  # the current call's context: broadcast state is read from it on a cache miss only
 
     def update(self, state: Any, kind: str, key: str, payload: str) -> None:
         """Apply one broadcast update (and forget cached negative lookups, which may be stale now)."""
@@ -85,7 +85,7 @@ class BroadcastReferences:
     def site(self, site_guid: str) -> SiteReference | None:
         site = self.sites.get(site_guid, _MISSING)
         if site is _MISSING:
-            payload = self.state.get("s:" + site_guid)
+            payload = self.context.get_broadcast_state(REFERENCE_STATE).get("s:" + site_guid)
             site = site_reference_from_mapping(json.loads(payload)) if payload else None
             self.sites[site_guid] = site if site is not None else _MISSING
         return None if site is _MISSING else site
@@ -93,7 +93,7 @@ class BroadcastReferences:
     def asset_type(self, asset_guid: str) -> str | None:
         kind = self.asset_types.get(asset_guid, _MISSING)
         if kind is _MISSING:
-            kind = self.state.get("a:" + asset_guid)
+            kind = self.context.get_broadcast_state(REFERENCE_STATE).get("a:" + asset_guid)
             self.asset_types[asset_guid] = kind if kind is not None else _MISSING
         return None if kind is _MISSING else kind
 
@@ -145,7 +145,7 @@ class CycleFunction(KeyedBroadcastProcessFunction):
     def process_element(self, group, ctx):
         if self.need_flush_timer:
             self._schedule_flush(ctx)
-        self.refs.state = ctx.get_broadcast_state(REFERENCE_STATE)
+        self.refs.context = ctx
         points = group_points(group)
         newest = max(pp.point.ts_ms for pp in points)
         if self.max_event_ms is None or newest > self.max_event_ms:
@@ -154,7 +154,7 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         yield from self._apply(step, ctx)
 
     def on_timer(self, timestamp: int, ctx):
-        self.refs.state = ctx.get_broadcast_state(REFERENCE_STATE)
+        self.refs.context = ctx
         asset = ctx.get_current_key()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             if self.metrics.group is not None and self.flush_timer_ms in (timestamp, -1):
