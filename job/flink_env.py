@@ -134,6 +134,81 @@ def local_python_path() -> list[str]:
     return list(dict.fromkeys(p for p in paths if Path(p).is_dir()))
 
 
+CDS_FLAGS = ("-Xshare", "SharedArchiveFile", "ArchiveClassesAtExit")
+_CDS_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
+def share_jvm_classes(java: str, jar_paths: list[Path], cds_dir: Path | None = None) -> tuple[str, str | None]:
+    """Class data sharing for the local gateway JVM (AppCDS, Java 13+), which saves 1.5-2 s of
+    start-up: the first run dumps the classes it loaded into an archive when its JVM exits, later
+    runs map it. The archive is named after a digest of the java binary, the Flink and job jars and
+    JVM_ARGS, so a new JDK, PyFlink or jar makes a new one (a stale one is also just ignored by the
+    JVM). A dump still being written (its JVM alive) is neither used nor started again. JVM_ARGS that
+    set sharing themselves are left alone. Returns what was done (for the log) and the file a dump
+    goes to (for note_archive_writer, once the gateway runs). Call before the gateway starts."""
+    import hashlib
+
+    import pyflink
+    from pyflink import java_gateway
+
+    opts = os.environ.get("JVM_ARGS", "")
+    if java_gateway._gateway is not None:
+        return "class data sharing: the gateway JVM runs already", None
+    if any(flag in opts for flag in CDS_FLAGS):
+        return "class data sharing left to JVM_ARGS", None
+    cds_dir = cds_dir or DEFAULT_JAR_DIR / "cds"
+    digest = hashlib.sha256(opts.encode())
+    for path in [Path(java).resolve(), *sorted((Path(pyflink.__file__).parent / "lib").glob("*.jar")), *jar_paths]:
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    archive = cds_dir / f"gateway-{digest.hexdigest()[:16]}.jsa"
+    if not archive.is_file() and not _adopt_finished_dump(archive):
+        return "class data sharing: an archive is being written by another run", None
+    part = None
+    if archive.is_file():
+        add, done = f"-XX:SharedArchiveFile={archive}", f"class data sharing from {archive}"
+    else:
+        try:
+            cds_dir.mkdir(parents=True, exist_ok=True)
+            for old in cds_dir.glob("gateway-*.jsa"):  # other JDKs or jars: no longer loadable
+                old.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only install: run without
+            return f"class data sharing off ({cds_dir}: {exc.strerror})", None
+        part = str(archive.with_name(f"{archive.name}.{os.getpid()}.part"))
+        add, done = f"-XX:ArchiveClassesAtExit={part}", f"class data sharing: {archive} is written when this run ends"
+    os.environ["JVM_ARGS"] = f"{opts} {add} {_CDS_QUIET}".strip()
+    return done, part
+
+
+def note_archive_writer(archive_part: str | None) -> None:
+    """Record the gateway JVM's pid next to the archive it dumps at exit (see share_jvm_classes)."""
+    if not archive_part:
+        return
+    from pyflink.java_gateway import get_gateway
+
+    Path(archive_part + ".jvm").write_text(str(get_gateway().jvm.ProcessHandle.current().pid()))
+
+
+def _adopt_finished_dump(archive: Path) -> bool:
+    """Rename a finished dump of an earlier run into place. False while one is still being written."""
+    for marker in sorted(archive.parent.glob(f"{archive.name}.*.part.jvm")):
+        part = Path(str(marker)[: -len(".jvm")])
+        try:
+            os.kill(int(marker.read_text().strip() or 0), 0)
+        except (ProcessLookupError, ValueError):  # its JVM has exited: the dump is complete (or was never made)
+            marker.unlink(missing_ok=True)
+            if part.is_file():
+                os.replace(part, archive)
+                return True
+            continue
+        except PermissionError:
+            pass
+        return False
+    for orphan in archive.parent.glob(f"{archive.name}.*.part"):  # no marker: its run died before the gateway
+        orphan.unlink(missing_ok=True)
+    return True
+
+
 def pin_jvm_utc() -> None:
     """Run the local JVM in UTC: ``-Duser.timezone=UTC`` for a gateway not started yet, and
     ``TimeZone.setDefault(UTC)`` for one already running (local minicluster only)."""
@@ -215,8 +290,7 @@ def create_environment(
     """(StreamExecutionEnvironment, EnvInfo). Raises FlinkEnvError with a clear message.
 
     ``extra_conf``: raw Flink options set on top (benchmarks, experiments)."""
-    if not on_msf:
-        check_java()
+    java = None if on_msf else check_java()
     jar_paths = [] if on_msf else required_jars(flink.jar_dir)
     conf_dict = build_configuration(flink, jar_paths, on_msf=on_msf)
     if on_msf and extra_conf and any(not msf_allows(k) for k in extra_conf):
@@ -227,7 +301,10 @@ def create_environment(
         # PyFlink serves a "loopback" Python worker pool on every interface for process mode; the
         # minicluster can start its Python workers itself instead (thread mode needs neither)
         os.environ.setdefault("_python_worker_execution_mode", "process")
-        pin_jvm_utc()
+        sharing, archive_part = share_jvm_classes(java, jar_paths)
+        log.info("%s", sharing)
+        pin_jvm_utc()  # starts the gateway JVM
+        note_archive_writer(archive_part)
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.util.java_utils import add_jars_to_context_class_loader

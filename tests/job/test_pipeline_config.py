@@ -302,3 +302,35 @@ def test_sink_rows_must_match_their_table_in_order_and_type():
     types[2] = Types.INT()  # last_event_ms as INT: not epoch milliseconds
     with pytest.raises(SinkError, match="process_info"):
         check_row_type("process_info", Types.ROW_NAMED(fields, types))
+
+
+def test_class_data_sharing_dumps_once_then_maps_the_archive(tmp_path, monkeypatch):
+    from pyflink import java_gateway
+
+    monkeypatch.setattr(java_gateway, "_gateway", None)
+    java, jar = tmp_path / "java", tmp_path / "job.jar"
+    java.write_text("jvm")
+    jar.write_text("jar")
+    cds = tmp_path / "cds"
+
+    def share(jvm_args: str = "-Duser.timezone=UTC") -> tuple[str, str | None, str]:
+        monkeypatch.setenv("JVM_ARGS", jvm_args)
+        done, part = flink_env.share_jvm_classes(str(java), [jar], cds)
+        return done, part, flink_env.os.environ["JVM_ARGS"]
+
+    _, part, args = share()  # no archive yet: this run's JVM dumps one at exit
+    assert part and f"-XX:ArchiveClassesAtExit={part}" in args and args.startswith("-Duser.timezone=UTC ")
+    Path(part).write_bytes(b"archive")
+    Path(part + ".jvm").write_text(str(flink_env.os.getpid()))  # a live JVM: still writing it
+    done, again, args = share()
+    assert again is None and "Archive" not in args and "being written" in done
+    Path(part + ".jvm").write_text("999999999")  # that JVM has exited: the dump is complete
+    _, again, args = share()
+    archive = cds / Path(part).name.split(".jsa")[0]
+    assert again is None and f"-XX:SharedArchiveFile={archive}.jsa" in args
+    assert sorted(p.name for p in cds.iterdir()) == [archive.name + ".jsa"]
+    jar.write_text("a new jar")  # another key: a new archive, the old one is removed
+    _, part, args = share()
+    assert part and "ArchiveClassesAtExit" in args and list(cds.iterdir()) == []
+    _, part, args = share("-Xshare:off")  # the user's own sharing options win
+    assert part is None and args == "-Xshare:off"
