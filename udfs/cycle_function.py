@@ -34,7 +34,7 @@ from state_machine.config import EngineConfig
 from state_machine.operator import OperatorOutput, Step, TruckOperator
 from state_machine.reference import SiteReference, site_reference_from_mapping
 from udfs.metrics import FLUSH_INTERVAL_MS, OperatorMetrics
-from udfs.parse import group_points
+from udfs.parse import group_points, group_timestamps
 from udfs.rows import (
     OUT_ALERT,
     OUT_CYCLE,
@@ -147,7 +147,7 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             self._schedule_flush(ctx)
         self.refs.context = ctx
         points = group_points(group)
-        newest = max(pp.point.ts_ms for pp in points)
+        newest = max(group_timestamps(group))
         if self.max_event_ms is None or newest > self.max_event_ms:
             self.max_event_ms = newest
         step = self.operator.on_points(group[0], self._read(), points, self.refs)

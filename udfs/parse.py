@@ -52,6 +52,11 @@ def group_row(asset: str, points: list[ParsedPoint], batch_end: bool) -> Row:
     return Row(asset, max(contributions), batch_end, (sites, timestamps, lats, lons, work_states, hints, raws, positions))
 
 
+def group_timestamps(row) -> tuple[int, ...]:
+    """The event times of a GROUP_TYPE row's points."""
+    return row[3][1]
+
+
 def group_points(row) -> list[ParsedPoint]:
     """Inverse of group_row (the watermark contributions are not carried: 0)."""
     asset = row[0]
