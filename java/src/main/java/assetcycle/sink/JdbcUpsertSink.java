@@ -24,10 +24,10 @@ import java.util.Arrays;
  * it cleans up a failed task as fatal for the whole TaskManager).
  *
  * <p>Input rows hold the statement's parameters in order: {@code String}, {@code Double},
- * {@code Integer}, {@code Short}, {@code Long} or {@code java.time.Instant} (bound as a UTC
- * {@code timestamptz}); {@code sqlTypes} gives the {@link java.sql.Types} code of each parameter,
- * used for nulls and to bind a {@code Long} of a {@code TIMESTAMP_WITH_TIMEZONE} parameter as epoch
- * milliseconds (UTC) and an {@code Integer} of a {@code SMALLINT} parameter as a short.
+ * {@code Integer}, {@code Short} or {@code Long}; {@code sqlTypes} gives the {@link java.sql.Types}
+ * code of each parameter, used for nulls and to bind a {@code Long} of a
+ * {@code TIMESTAMP_WITH_TIMEZONE} parameter as epoch milliseconds (a UTC {@code timestamptz}) and an
+ * {@code Integer} of a {@code SMALLINT} parameter as a short.
  */
 public final class JdbcUpsertSink implements Sink<Row> {
     private static final long serialVersionUID = 1L;

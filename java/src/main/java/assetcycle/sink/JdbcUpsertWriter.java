@@ -167,8 +167,6 @@ final class JdbcUpsertWriter implements SinkWriter<Row> {
                 Object value = row.getField(i);
                 if (value == null) {
                     statement.setNull(i + 1, types[i]);
-                } else if (value instanceof Instant) {
-                    statement.setObject(i + 1, OffsetDateTime.ofInstant((Instant) value, ZoneOffset.UTC));
                 } else if (types[i] == Types.TIMESTAMP_WITH_TIMEZONE && value instanceof Long) { // epoch ms
                     statement.setObject(i + 1, OffsetDateTime.ofInstant(Instant.ofEpochMilli((Long) value),
                             ZoneOffset.UTC));
