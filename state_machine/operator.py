@@ -167,11 +167,16 @@ class TruckOperator:
 
     # -- public steps ----------------------------------------------------------------------------
     def on_points(self, asset: str, state: bytes | None, points: Iterable[ParsedPoint], refs: References) -> Step:
-        """Apply a truck's points, in arrival order."""
+        """Apply a truck's points, in arrival order. The in-progress and status rows are computed once,
+        after the last point (each is an upsert: the truck's latest)."""
         ks = self._load(asset, state)
         out = OperatorOutput()
+        counts = out.counts
         for pp in points:
             self._point(asset, ks, pp, refs, out)
+        if ks.truck is not None and counts["pointsApplied"]:
+            closed = counts["cyclesClosedTotal"] + counts["closedWithoutLoadStart"] > 0
+            self._collect(self.engine.emit_current(ks.truck, closed), out)
         if ks.truck is None and not ks.held:
             return Step(out, None, changed=state is not None)
         return self._finish(asset, ks, out, None)
@@ -251,15 +256,15 @@ class TruckOperator:
             if len(ks.held) > self.wait_max_points:
                 self._reject_held(asset, ks, refs, out)
         elif status == "ok":
-            self._apply(ks, p, pp.hint, site, refs, out)
+            self._apply(ks, p, pp.hint, site, refs, out, emit=False)  # on_points emits once at the end
         else:
             out.counts["nonTruckFiltered"] += 1
 
     def _apply(self, ks: KeyState, p: TelemetryPoint, hint: int, site: SiteReference, refs: References,
-               out: OperatorOutput) -> None:  # fmt: skip
+               out: OperatorOutput, emit: bool = True) -> None:  # fmt: skip
         if ks.truck is not None and hint != NO_HINT:
             self._run_timers(ks, hint, refs, out)
-        step, ks.truck = self.engine.on_point(ks.truck, p, site)
+        step, ks.truck = self.engine.on_point(ks.truck, p, site, emit=emit)
         out.counts["pointsApplied"] += 1
         if hint > self.max_hint:
             self.max_hint = hint

@@ -245,9 +245,11 @@ class TruckEngine:
 
     # -- public steps ----------------------------------------------------------------------------
     def on_point(
-        self, state: TruckState | None, point: TelemetryPoint, site: SiteReference
+        self, state: TruckState | None, point: TelemetryPoint, site: SiteReference, emit: bool = True
     ) -> tuple[StepOutput, TruckState]:
-        """Apply one arriving point (any order) and return what to emit and the new state."""
+        """Apply one arriving point (any order) and return what to emit and the new state. With
+        ``emit=False`` the in-progress and status rows are left out (a caller applying several points
+        asks for them once, with emit_current)."""
         out = StepOutput()
         if state is None:
             state = TruckState(point.asset_guid, point.site_guid)
@@ -260,8 +262,19 @@ class TruckEngine:
             return out, state
         if verdict is not HELD:
             self._commit(state, out, state.newest_ms - rt.disorder_ms)
-        self._emit_current(state, out, verdict is True, entry, force_full=False)
+        if emit:
+            self._emit_current(state, out, closed=bool(out.closed), force_full=False)
+        else:
+            self._current(state)  # keeps the speculative state incremental (one point applied on top)
         return out, state
+
+    def emit_current(self, state: TruckState, closed: bool) -> StepOutput:
+        """The truck's status row and, when its open cycle changed (or ``closed``: a cycle closed
+        since the last one), its in-progress row: what on_point emits, for points applied with
+        ``emit=False``."""
+        out = StepOutput()
+        self._emit_current(state, out, closed=closed, force_full=False)
+        return out
 
     def on_timer(
         self, state: TruckState, timer_ms: int, watermark_ms: int, site: SiteReference | None = None
@@ -292,7 +305,7 @@ class TruckEngine:
             if rec is not None:
                 out.closed.append(rec)
                 state._spec = None
-        self._emit_current(state, out, False, None, force_full=True)
+        self._emit_current(state, out, closed=bool(out.closed), force_full=True)
         return out, state
 
     # -- internals -------------------------------------------------------------------------------
@@ -455,22 +468,19 @@ class TruckEngine:
         state._spec, state._spec_n, state._marks = spec, len(pending), marks
         return spec
 
-    def _emit_current(
-        self, state: TruckState, out: StepOutput, appended: bool, entry: _Entry | None, force_full: bool
-    ) -> None:
+    def _emit_current(self, state: TruckState, out: StepOutput, closed: bool, force_full: bool) -> None:
         cur = self._current(state)
         if cur.prev_ts is None:
             return
-        if entry is not None or force_full:
-            out.status = TruckStatus(
-                state.asset, cur.site, cur.prev_ts, cur.prev_lat, cur.prev_lon, cur.prev_ws,
-                cur.phase, cur.prev_area, cur.prev_guid,
-            )
+        out.status = TruckStatus(
+            state.asset, cur.site, cur.prev_ts, cur.prev_lat, cur.prev_lon, cur.prev_ws,
+            cur.phase, cur.prev_area, cur.prev_guid,
+        )
         key = (cur.site, cur.phase, cur.loader, cur.region, cur.load_start, cur.load_end, cur.dump_start,
                cur.dump_end, cur.invalid, cur.outlier_rule)
         if force_full:
             key = (*key, cur.prev_ts, cur.points)
-        if key != state._row_key or out.closed:
+        if key != state._row_key or closed:
             state._row_key = key
             out.in_progress = cur.in_progress_record()
 

@@ -168,3 +168,25 @@ def test_decoded_states_are_cached_within_a_bound():
         asset = f"T{n}"
         op.on_points(asset, None, parsed(Track(asset=asset).stand(20).points), refs(trucks=(asset,)))
     assert op.cached_trucks == 3
+
+
+def test_a_batch_call_ends_with_the_rows_of_point_by_point_calls():
+    """on_points computes the in-progress and status rows once, after the last point: the truck's
+    latest rows are those of one call per point, live (speculative) or not, with re-ordered and
+    duplicated points and timers fired by the hints in between."""
+    points = Track().approach().cycle().cycle().stand(90).points
+    shuffled = points[:40] + points[45:60] + points[40:45] + points[60:] + points[100:103]  # late and duplicate
+    arrivals = [pp._replace(hint=pp.point.ts_ms - 120_000) for pp in parsed(shuffled)]
+    for speculative in (True, False):
+        batch_op, single_op = TruckOperator(speculative=speculative), TruckOperator(speculative=speculative)
+        batch = batch_op.on_points(TRUCK, None, arrivals, refs())
+        state, last_in_progress, last_status = None, None, None
+        for pp in arrivals:
+            step = single_op.on_points(TRUCK, state, [pp], refs())
+            state = step.state
+            last_in_progress = step.output.in_progress or last_in_progress
+            last_status = step.output.status or last_status
+        assert batch.output.status == last_status
+        assert batch.output.in_progress is not None and batch.output.in_progress == last_in_progress
+        assert KeyState.from_bytes(batch.state).truck == KeyState.from_bytes(state).truck
+        assert len(batch.output.closed) >= 1
