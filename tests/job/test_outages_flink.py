@@ -399,6 +399,10 @@ def test_the_job_rides_out_30_and_120_s_postgres_outages_without_a_restart(tmp_p
             expected = expected_last_events(bundle, [line for part in parts[: n + 1] for line in part])
             run.wait_for(lambda want=expected: last_events(server.dsn, names) == want, 300, "catching up")
             figures.append((up - down, first_write - up, time.monotonic() - up))
+            # every sink has written again (one may still sit in its retry backoff when the fleet table
+            # has caught up): the console says so
+            run.wait_for(lambda n=n: run.output().count("PostgreSQL writes resumed after") >= n, 60,
+                         "the console to report the resumed writes")  # fmt: skip
         rc = run.signal(signal.SIGINT, 300)
     finally:
         run.stop()
