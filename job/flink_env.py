@@ -170,8 +170,9 @@ def share_jvm_classes(java: str, jar_paths: list[Path], cds_dir: Path | None = N
     else:
         try:
             cds_dir.mkdir(parents=True, exist_ok=True)
-            for old in cds_dir.glob("gateway-*.jsa"):  # other JDKs or jars: no longer loadable
-                old.unlink(missing_ok=True)
+            for old in cds_dir.glob("gateway-*"):  # other JDKs or jars (archives, dumps): no longer loadable
+                if not old.name.startswith(archive.name):
+                    old.unlink(missing_ok=True)
         except OSError as exc:  # a read-only install: run without
             return f"class data sharing off ({cds_dir}: {exc.strerror})", None
         part = str(archive.with_name(f"{archive.name}.{os.getpid()}.part"))

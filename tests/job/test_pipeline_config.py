@@ -329,7 +329,8 @@ def test_class_data_sharing_dumps_once_then_maps_the_archive(tmp_path, monkeypat
     archive = cds / Path(part).name.split(".jsa")[0]
     assert again is None and f"-XX:SharedArchiveFile={archive}.jsa" in args
     assert sorted(p.name for p in cds.iterdir()) == [archive.name + ".jsa"]
-    jar.write_text("a new jar")  # another key: a new archive, the old one is removed
+    (cds / "gateway-0000000000000000.jsa.1.part").write_bytes(b"an old dump")
+    jar.write_text("a new jar")  # another key: a new archive, the old ones are removed
     _, part, args = share()
     assert part and "ArchiveClassesAtExit" in args and list(cds.iterdir()) == []
     _, part, args = share("-Xshare:off")  # the user's own sharing options win
