@@ -1,8 +1,10 @@
 """Per-truck processing: dedup, re-ordering, the cycle state machine, and what to emit.
 
-``TruckEngine.on_point(state, point, site) -> (StepOutput, state)`` and
-``TruckEngine.on_timer(state, timer_ms, watermark_ms, site) -> (StepOutput, state)`` are the only
-entry points; the Flink function and the offline replay both call exactly these.
+``TruckEngine.on_point(state, point, site, emit) -> (StepOutput, state)``,
+``TruckEngine.on_timer(state, timer_ms, watermark_ms, site) -> (StepOutput, state)`` and
+``TruckEngine.emit_current(state, closed) -> StepOutput`` (the rows of points applied with
+``emit=False``) are the only entry points; the per-truck operator (state_machine.operator), which the
+Flink function and the offline replay both run, calls exactly these.
 
 Ordering (per truck, deterministic for a given arrival order):
   * A point is held in a re-order buffer until the truck's newest point is max_disorder_s newer;
