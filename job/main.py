@@ -399,7 +399,20 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
+def free_local_port() -> int:
+    """A TCP port free right now on 127.0.0.1, below the kernel's ephemeral range when possible: a
+    port handed out by bind(0) comes from that range, and an outgoing connection (JDBC, Redis) may
+    take it as its source port before the server that was meant to listen on it binds it."""
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    if low > 11000:
+        for port in random.sample(range(10000, low - 1000), 50):
+            if _port_free(port):
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -413,7 +426,7 @@ def _local_port(requested: int | None, default: int | None, what: str, option: s
         return requested
     if default is None:
         return None
-    return default if _port_free(default) else _free_port()
+    return default if _port_free(default) else free_local_port()
 
 
 # --------------------------------------------------------------------------- run
@@ -589,7 +602,7 @@ def _local_flink(plan: Plan, fl: FlinkSettings) -> FlinkSettings:
     from job.local_services import state_dir
 
     rest_requested = None if fl.rest_port == DEFAULT_REST_PORT and plan.mode == "demo" else fl.rest_port
-    rest_port = _local_port(rest_requested, DEFAULT_REST_PORT if plan.mode == "demo" else _free_port(),
+    rest_port = _local_port(rest_requested, DEFAULT_REST_PORT if plan.mode == "demo" else free_local_port(),
                             "Web UI", "--rest-port")  # fmt: skip
     metrics_requested = None if fl.metrics_port == DEFAULT_METRICS_PORT and plan.mode == "demo" else fl.metrics_port
     metrics_default = DEFAULT_METRICS_PORT if plan.mode == "demo" and fl.metrics_port is not None else None

@@ -15,7 +15,6 @@ tests of any source: see test_resume_flink.py).
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 from collections.abc import Callable
@@ -33,10 +32,10 @@ VOLATILE = ("updated_at", "received_utc")
 
 
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: job.main.free_local_port)."""
+    from job.main import free_local_port
+
+    return free_local_port()
 
 
 def rest_get(port: int, path: str, timeout: float = 2.0) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 from importlib.metadata import version
@@ -19,9 +18,10 @@ from tests.job.reliability_support import PROJECT_ROOT, cli_env
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: job.main.free_local_port)."""
+    from job.main import free_local_port
+
+    return free_local_port()
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 180) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 import urllib.request
 from collections import Counter
@@ -39,9 +38,10 @@ LABEL_KEYS = ("reason", "status", "alertType", "site")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: job.main.free_local_port)."""
+    from job.main import free_local_port
+
+    return free_local_port()
 
 
 def scrape(port: int) -> dict[tuple[str, str], float]:
