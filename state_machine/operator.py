@@ -273,6 +273,8 @@ class TruckOperator:
     def _release(self, asset: str, ks: KeyState, refs: References, out: OperatorOutput) -> None:
         """Apply, in order, every held point whose reference data is there; the others keep waiting
         (a point of a still unknown site must not hold the truck's points of known sites)."""
+        if refs.asset_type(asset) is None:
+            return  # every held point waits for the truck's own asset row
         waiting = []
         for h in ks.held:
             status, site = self._lookup(refs, asset, h.site_guid)

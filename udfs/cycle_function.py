@@ -54,7 +54,7 @@ from udfs.rows import (
 REFERENCE_STATE = MapStateDescriptor("reference", Types.STRING(), Types.STRING())
 KEY_STATE = ValueStateDescriptor("truck", Types.PICKLED_BYTE_ARRAY())
 
-_MISSING = object()
+_UNREAD = object()  # not in the cache yet (None in the cache: known to be absent)
 
 
 class BroadcastReferences:
@@ -66,7 +66,7 @@ class BroadcastReferences:
         self.context: Any = None  # the current call's context: broadcast state is read from it on a cache miss only
 
     def update(self, state: Any, kind: str, key: str, payload: str) -> None:
-        """Apply one broadcast update (and forget cached negative lookups, which may be stale now)."""
+        """Apply one broadcast update (and forget cached absences, which may be stale now)."""
         if kind == REF_SITE:
             state.put("s:" + key, payload)
             self.sites[key] = site_reference_from_mapping(json.loads(payload))
@@ -79,23 +79,21 @@ class BroadcastReferences:
         elif kind == REF_ASSET_DELETED:
             state.remove("a:" + key)
             self.asset_types[key] = None
-        self.sites = {k: v for k, v in self.sites.items() if v is not _MISSING}
-        self.asset_types = {k: v for k, v in self.asset_types.items() if v is not _MISSING}
+        self.sites = {k: v for k, v in self.sites.items() if v is not None}
+        self.asset_types = {k: v for k, v in self.asset_types.items() if v is not None}
 
     def site(self, site_guid: str) -> SiteReference | None:
-        site = self.sites.get(site_guid, _MISSING)
-        if site is _MISSING:
+        site = self.sites.get(site_guid, _UNREAD)
+        if site is _UNREAD:
             payload = self.context.get_broadcast_state(REFERENCE_STATE).get("s:" + site_guid)
-            site = site_reference_from_mapping(json.loads(payload)) if payload else None
-            self.sites[site_guid] = site if site is not None else _MISSING
-        return None if site is _MISSING else site
+            site = self.sites[site_guid] = site_reference_from_mapping(json.loads(payload)) if payload else None
+        return site
 
     def asset_type(self, asset_guid: str) -> str | None:
-        kind = self.asset_types.get(asset_guid, _MISSING)
-        if kind is _MISSING:
-            kind = self.context.get_broadcast_state(REFERENCE_STATE).get("a:" + asset_guid)
-            self.asset_types[asset_guid] = kind if kind is not None else _MISSING
-        return None if kind is _MISSING else kind
+        kind = self.asset_types.get(asset_guid, _UNREAD)
+        if kind is _UNREAD:
+            kind = self.asset_types[asset_guid] = self.context.get_broadcast_state(REFERENCE_STATE).get("a:" + asset_guid)
+        return kind
 
 
 def default_operator(config: EngineConfig, source: str, **options: Any) -> TruckOperator:

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.flink, pytest.mark.services, pytest.mark.slow]
 def test_killed_mid_file_then_resumed_the_tables_equal_the_replay(
         tmp_path: Path, pg_dsn: str, redis_url: str, table_names: TableNames, redis_prefix: str) -> None:
     bundle = tmp_path / "site"
-    write_simulation(SimulationSpec(trucks=10, hours=8, seed=9).degraded(), bundle)
+    write_simulation(SimulationSpec(trucks=60, hours=20, seed=9).degraded(), bundle)
     lines = [line for _, line in iter_telemetry_lines(bundle)]
     checkpoints = tmp_path / "checkpoints"
     args = ["--source", f"file:{bundle}", "--schema", table_names.schema, "--redis-prefix", redis_prefix,

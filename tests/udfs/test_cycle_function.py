@@ -64,6 +64,32 @@ def test_points_held_for_reference_data_are_released_by_the_processing_time_retr
     assert not KeyState.from_bytes(bytes(h.values["truck"][TRUCK])).held
 
 
+def test_broadcast_lookups_cache_absences_until_the_next_update():
+    """An unknown truck's points are looked up once per point (and each held point on release):
+    a miss must be read from broadcast state once, not on every lookup (a JNI call each)."""
+    from udfs.cycle_function import BroadcastReferences
+
+    reads: list[str] = []
+
+    class CountingState(dict):
+        def get(self, key, default=None):
+            reads.append(key)
+            return super().get(key, default)
+
+        def put(self, key, value):
+            self[key] = value
+
+    state = CountingState()
+    refs = BroadcastReferences()
+    refs.context = SimpleNamespace(get_broadcast_state=lambda _descriptor: state)
+    for _ in range(3):
+        assert refs.asset_type("T9") is None and refs.site("S9") is None
+    assert reads == ["a:T9", "s:S9"]
+    refs.update(state, REF_ASSET, "T9", HAUL_TRUCK)  # an update forgets the cached absences
+    assert refs.asset_type("T9") == HAUL_TRUCK and refs.site("S9") is None
+    assert reads == ["a:T9", "s:S9", "s:S9"]
+
+
 def test_a_truck_state_is_cleared_when_the_operator_says_so():
     h = make()
     h.broadcast_element((REF_ASSET, "L1", LOADER))
