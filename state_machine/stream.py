@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from state_machine.model import DeadLetter, TelemetryPoint
+from state_machine.model import DeadLetter, TelemetryPoint, new_record
 from state_machine.telemetry import Invalid, parse_record
 from state_machine.watermark import WatermarkTracker
 
@@ -52,4 +52,4 @@ class StreamParser:
             return DeadLetter(self.source, parsed.reason, parsed.detail, text, parsed.asset_guid, parsed.ts_ms, position)
         watermark = tracker.watermark
         contribution = tracker.observe(parsed.ts_ms)
-        return ParsedPoint(parsed, NO_HINT if watermark is None else watermark, text, position, contribution)
+        return new_record(ParsedPoint, (parsed, NO_HINT if watermark is None else watermark, text, position, contribution))

@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from state_machine.model import WORK_STATES, TelemetryPoint
+from state_machine.model import WORK_STATES, TelemetryPoint, new_record
 
 MAX_RECORD_BYTES = 64 * 1024
 MAX_ID_LENGTH = 128
@@ -291,7 +291,7 @@ def parse_record(raw: str | bytes, now_ms: int | None = None,
         return Invalid(NO_GPS_FIX, "latitude and longitude are both 0", asset, ts_ms)
     if ws not in WORK_STATES:
         return Invalid(UNKNOWN_WORK_STATE, f"work_state_id {_short(ws)} not in {WORK_STATES}", asset, ts_ms)
-    return TelemetryPoint(asset, site, ts_ms, lat + 0.0, lon + 0.0, ws)
+    return new_record(TelemetryPoint, (asset, site, ts_ms, lat + 0.0, lon + 0.0, ws))
 
 
 def format_timestamp(ts_ms: int) -> str:

@@ -46,6 +46,7 @@ from state_machine.model import (
     StepOutput,
     TelemetryPoint,
     TruckStatus,
+    new_record,
 )
 from state_machine.reference import SiteReference, SpatialCache, SpatialIndex
 
@@ -257,7 +258,7 @@ class TruckEngine:
             state = TruckState(point.asset_guid, point.site_guid)
         rt = self._site_runtime(point.site_guid, site)
         area, guid, _ = rt.index.classify(point.latitude, point.longitude)
-        entry = _Entry(point.ts_ms, point, area, guid)
+        entry = new_record(_Entry, (point.ts_ms, point, area, guid))
 
         verdict = self._admit(state, entry, rt, out)
         if verdict is None:

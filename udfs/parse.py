@@ -22,7 +22,7 @@ import time
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction
 
-from state_machine.model import DeadLetter, TelemetryPoint
+from state_machine.model import DeadLetter, TelemetryPoint, new_record
 from state_machine.stream import ParsedPoint, StreamParser
 from udfs.metrics import OperatorMetrics
 from udfs.rows import DEAD_LETTER_ROW_TYPE, dead_letter
@@ -60,8 +60,7 @@ def group_timestamps(row) -> tuple[int, ...]:
 def group_points(row) -> list[ParsedPoint]:
     """Inverse of group_row (the watermark contributions are not carried: 0)."""
     asset = row[0]
-    new = tuple.__new__  # what NamedTuple._make does, without its length check: the columns are ours
-    return [new(ParsedPoint, (new(TelemetryPoint, (asset, site, ts, lat, lon, ws)), hint, raw, position, 0))
+    return [new_record(ParsedPoint, (new_record(TelemetryPoint, (asset, site, ts, lat, lon, ws)), hint, raw, position, 0))
             for site, ts, lat, lon, ws, hint, raw, position in zip(*row[3], strict=True)]  # fmt: skip
 
 
