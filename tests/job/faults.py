@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,16 @@ class FaultPlan:
         """Faults that fired so far (``point-count`` names)."""
         return sorted(p.name for p in Path(self.marker_dir).glob("*-*"))
 
+    def note_attempt(self) -> None:
+        """Remember one more opening of the faulty cycle operator (one per job attempt at parallelism 1)."""
+        attempts = Path(self.marker_dir) / "attempts"
+        attempts.mkdir(exist_ok=True)
+        (attempts / uuid.uuid4().hex).touch()
+
+    def attempts(self) -> int:
+        """How often the faulty cycle operator was opened so far."""
+        return sum(1 for _ in (Path(self.marker_dir) / "attempts").glob("*"))
+
     def claim(self, point: str, count: int) -> bool:
         """True exactly once per (point, count): creates its marker file atomically."""
         try:
@@ -141,6 +152,7 @@ class FaultyOperatorFactory:
     def __call__(self, config: Any, source: str, **options: Any) -> Any:
         from udfs.cycle_function import default_operator
 
+        self.plan.note_attempt()
         operator = default_operator(config, source, **options)
         operator.engine = FaultyEngine(operator.engine, self.plan)
         return operator
