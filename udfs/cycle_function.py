@@ -54,15 +54,16 @@ from udfs.rows import (
 REFERENCE_STATE = MapStateDescriptor("reference", Types.STRING(), Types.STRING())
 KEY_STATE = ValueStateDescriptor("truck", Types.PICKLED_BYTE_ARRAY())
 
-_UNREAD = object()  # not in the cache yet (None in the cache: known to be absent)
-
-
 class BroadcastReferences:
-    """References (state_machine.operator) read from broadcast state, cached per instance."""
+    """References (state_machine.operator) read from broadcast state, cached per instance: what was
+    found, and what was found absent until the next broadcast update (an unknown truck is looked up
+    for every point, and broadcast state is a JNI call away)."""
 
     def __init__(self) -> None:
-        self.sites: dict[str, Any] = {}
-        self.asset_types: dict[str, Any] = {}
+        self.sites: dict[str, SiteReference] = {}
+        self.asset_types: dict[str, str] = {}
+        self.absent_sites: set[str] = set()
+        self.absent_assets: set[str] = set()
         self.context: Any = None  # the current call's context: broadcast state is read from it on a cache miss only
 
     def update(self, state: Any, kind: str, key: str, payload: str) -> None:
@@ -72,27 +73,34 @@ class BroadcastReferences:
             self.sites[key] = site_reference_from_mapping(json.loads(payload))
         elif kind == REF_SITE_DELETED:
             state.remove("s:" + key)
-            self.sites[key] = None
+            self.sites.pop(key, None)
         elif kind == REF_ASSET:
             state.put("a:" + key, payload)
             self.asset_types[key] = payload
         elif kind == REF_ASSET_DELETED:
             state.remove("a:" + key)
-            self.asset_types[key] = None
-        self.sites = {k: v for k, v in self.sites.items() if v is not None}
-        self.asset_types = {k: v for k, v in self.asset_types.items() if v is not None}
+            self.asset_types.pop(key, None)
+        self.absent_sites.clear()
+        self.absent_assets.clear()
 
     def site(self, site_guid: str) -> SiteReference | None:
-        site = self.sites.get(site_guid, _UNREAD)
-        if site is _UNREAD:
+        site = self.sites.get(site_guid)
+        if site is None and site_guid not in self.absent_sites:
             payload = self.context.get_broadcast_state(REFERENCE_STATE).get("s:" + site_guid)
-            site = self.sites[site_guid] = site_reference_from_mapping(json.loads(payload)) if payload else None
+            if payload:
+                site = self.sites[site_guid] = site_reference_from_mapping(json.loads(payload))
+            else:
+                self.absent_sites.add(site_guid)
         return site
 
     def asset_type(self, asset_guid: str) -> str | None:
-        kind = self.asset_types.get(asset_guid, _UNREAD)
-        if kind is _UNREAD:
-            kind = self.asset_types[asset_guid] = self.context.get_broadcast_state(REFERENCE_STATE).get("a:" + asset_guid)
+        kind = self.asset_types.get(asset_guid)
+        if kind is None and asset_guid not in self.absent_assets:
+            kind = self.context.get_broadcast_state(REFERENCE_STATE).get("a:" + asset_guid)
+            if kind is not None:
+                self.asset_types[asset_guid] = kind
+            else:
+                self.absent_assets.add(asset_guid)
         return kind
 
 
