@@ -28,6 +28,7 @@ import pytest
 
 from job.db import TableNames
 from job.local_services import redis_server_binary
+from job.main import latest_checkpoint
 from state_machine.identity import dead_letter_id
 from tests.job.flink_harness import SOURCE_LABEL, pg_params, read_tables
 from tests.job.reliability_support import (
@@ -441,6 +442,11 @@ def test_ctrl_c_while_postgres_is_down_stops_within_a_bounded_time(tmp_path, own
         drop_file(watched, "part-0.jsonl", lines[:half])
         run.wait_for(lambda: last_events(server.dsn, names) == expected_last_events(bundle, lines[:half]), 400,
                      "the first half")  # fmt: skip
+        # a checkpoint after the first half: once PostgreSQL is down none can complete (the sinks flush
+        # in it), and a fast run can get here before the first one has
+        written = latest_checkpoint(tmp_path / "cp")
+        run.wait_for(lambda: latest_checkpoint(tmp_path / "cp") not in (None, written), 120,
+                     "a checkpoint after the first half")  # fmt: skip
         server.stop()
         drop_file(watched, "part-1.jsonl", lines[half:])
         run.wait_for_line("PostgreSQL is not accepting writes", 120)
