@@ -11,7 +11,8 @@ failed task throws the failed write again, which Flink treats as fatal for the w
 (a local run then has no slot left; MSF replaces the TaskManager and restarts the job). Our sink
 retries an outage with backoff inside the running task instead (metrics ``sinkRetries``,
 ``sinkTimeSinceLastWriteMs``), never throws on close, writes one transaction per batch (reduced by
-primary key), and flushes on every checkpoint: at least once, and exactly-once in effect because
+primary key: the last row of a key wins, the first for the insert-only kinds, as DO NOTHING does
+across batches), and flushes on every checkpoint: at least once, and exactly-once in effect because
 every write is an idempotent upsert. See docs/reliability.md.
 """
 
@@ -21,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from job.db import KEY_COLUMNS, TableNames, column_list, jdbc_upsert_sql
+from job.db import INSERT_ONLY_KINDS, KEY_COLUMNS, TableNames, column_list, jdbc_upsert_sql
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class SinkSpec:
     password: str
     upsert_sql: str
     key_fields: tuple[int, ...]
+    first_row_wins: bool
     null_types: tuple[int, ...]
     batch_size: int
     flush_interval_ms: int
@@ -108,12 +110,13 @@ class SinkSpec:
 
 
 def sink_spec(kind: str, names: TableNames, target: JdbcTarget) -> SinkSpec:
-    """The upsert statement, key positions and NULL types of a kind's table."""
+    """The upsert statement, key positions, buffer rule and NULL types of a kind's table."""
     columns = column_list(kind)
     sink_columns(kind)  # validates the kind and the column types
     positions = {name: i for i, (name, _) in enumerate(columns)}
     return SinkSpec(kind=kind, url=target.url, username=target.username, password=target.password or "",
                     upsert_sql=jdbc_upsert_sql(names, kind), key_fields=tuple(positions[k] for k in KEY_COLUMNS[kind]),
+                    first_row_wins=kind in INSERT_ONLY_KINDS,
                     null_types=tuple(_SQL_TO_JDBC_TYPE[t] for _, t in columns), batch_size=target.batch_size,
                     flush_interval_ms=target.batch_interval_ms, max_retries=target.max_retries)  # fmt: skip
 
@@ -132,8 +135,8 @@ def java_sink(spec: SinkSpec) -> Any:
 
     sink_class = gateway.jvm.assetcycle.sink.JdbcUpsertSink
     return sink_class(spec.kind, spec.url, spec.username, spec.password, spec.upsert_sql, int_array(spec.key_fields),
-                      int_array(spec.null_types), spec.batch_size, spec.flush_interval_ms, spec.max_retries,
-                      MAX_BACKOFF_MS)  # fmt: skip
+                      spec.first_row_wins, int_array(spec.null_types), spec.batch_size, spec.flush_interval_ms,
+                      spec.max_retries, MAX_BACKOFF_MS)  # fmt: skip
 
 
 def check_row_type(kind: str, row_type: Any) -> None:

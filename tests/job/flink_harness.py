@@ -157,6 +157,21 @@ def _select(conn: Any, names: TableNames, kind: str, columns: list[tuple[str, st
         return cur.fetchall()
 
 
+def truncate_tables(pg_dsn: str, names: TableNames) -> None:
+    """Empty the job's output tables (between two runs into one schema)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(names.table(k) for k in ("cycle_tmp", "cycle", "process_info", "dead_letter"))))
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def read_tables(pg_dsn: str, names: TableNames) -> Tables:
     """All rows of the job's four tables as CycleRecords / TruckStatus / dicts."""
     import psycopg2

@@ -6,26 +6,13 @@ from __future__ import annotations
 import pytest
 
 from tests.job.faults import FAULTS_DIR_ENV, FAULTS_ENV, FaultPlan, FaultSpecError, FaultyEngine
+from tests.job.flink_harness import truncate_tables
 from tests.job.reliability_support import run_job, snapshot
 from workbench.simulator import SimulationSpec, write_simulation
 
 FAULTS = "cycle:700,1100,1500;sink:150,300"
 """Sink counts are envelope rows of one attempt: with batching a truck's tmp/status rows are one per
 batch, so a 10-truck run writes only a few hundred rows per attempt."""
-
-
-def truncate(pg_dsn: str, names) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    conn = psycopg2.connect(pg_dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("TRUNCATE {}").format(
-                sql.SQL(", ").join(names.table(k) for k in ("cycle_tmp", "cycle", "process_info", "dead_letter"))))
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def test_fault_spec_parsing_and_once_only_markers(tmp_path):
@@ -68,7 +55,7 @@ def test_injected_failures_leave_tables_identical_to_a_clean_run(tmp_path, pg_ds
     assert clean_run.status == "FINISHED" and not clean_run.failures
     assert len(clean["cycle"]) > 50
 
-    truncate(pg_dsn, table_names)
+    truncate_tables(pg_dsn, table_names)
     monkeypatch.setenv(FAULTS_ENV, FAULTS)
     monkeypatch.setenv(FAULTS_DIR_ENV, str(tmp_path / "markers"))
     faulty_run = run_job(bundle, table_names, pg_dsn, migrate=False, checkpoint_dir=tmp_path / "cp1",

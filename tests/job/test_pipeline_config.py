@@ -133,6 +133,10 @@ def test_sink_spec_has_the_upsert_key_and_batching():
     assert spec.upsert_sql.startswith('INSERT INTO "mine"."cycles"')
     assert 'ON CONFLICT ("asset_guid", "load_start_utc") DO UPDATE' in spec.upsert_sql
     assert (spec.batch_size, spec.flush_interval_ms, spec.max_retries) == (3000, 150, 4)
+    # the buffer keeps what the statement keeps: the last row of an upsert, the first of DO NOTHING
+    assert not spec.first_row_wins
+    dead = sink_spec("dead_letter", names, JdbcTarget("jdbc:postgresql://h:5432/d"))
+    assert dead.first_row_wins and dead.upsert_sql.endswith("DO NOTHING")
     assert "p'w" not in repr(spec) and "p'w" not in repr(JdbcTarget("u", password="p'w"))
 
 

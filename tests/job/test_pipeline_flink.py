@@ -12,7 +12,7 @@ from state_machine.identity import dead_letter_id
 from state_machine.model import HAUL_TRUCK, LOADER
 from state_machine.reference import Loader, ReferenceData, Region, SiteReference
 from state_machine.telemetry import format_record
-from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle, table_snapshot
+from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle, table_snapshot, truncate_tables
 from workbench.replay import replay
 from workbench.simulator import SimulationSpec, simulate
 
@@ -76,6 +76,31 @@ def test_bundle_fills_tables_like_the_replay_and_reruns_change_nothing(tmp_path,
     before = table_snapshot(pg_dsn, table_names, exclude=("updated_at", "received_utc"))
     run_bundle(bundle, table_names, pg_dsn, migrate=False)
     assert table_snapshot(pg_dsn, table_names, exclude=("updated_at", "received_utc")) == before
+
+
+def test_a_record_dead_lettered_twice_keeps_its_first_position_whatever_the_batches(tmp_path, small_sim, pg_dsn,
+                                                                                   table_names):  # fmt: skip
+    """Dead letters are insert-only (DO NOTHING: the first row written stays), so the sink's buffer
+    keeps a key's first row too; otherwise a duplicated record's position would depend on whether
+    both copies fell into one batch (a restart or a slow flush moves batch ends; CI failed so)."""
+    lines = small_sim.telemetry_lines
+    first_line: dict[str, int] = {}
+    copies: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        first_line.setdefault(line, number)
+        copies[line] = copies.get(line, 0) + 1
+    bundle = write_bundle(tmp_path / "b", lines, small_sim.reference, small_sim.assets)
+    telemetry = (bundle / "telemetry.jsonl").resolve()
+    positions = {}
+    for batch_size in (5000, 1):  # one batch for everything; one row per batch
+        run_bundle(bundle, table_names, pg_dsn, batch_size=batch_size)
+        rows = read_tables(pg_dsn, table_names).dead_letters
+        twice = [d for d in rows if copies.get(d["raw"], 0) > 1 and d["reason"] == "UNKNOWN_ASSET"]
+        assert len(twice) >= 3, "the degraded bundle has duplicated points of its unknown truck"
+        assert all(d["source"] == f"file:{telemetry}:{first_line[d['raw']]}" for d in twice)
+        positions[batch_size] = sorted((d["dead_letter_id"], d["source"]) for d in rows)
+        truncate_tables(pg_dsn, table_names)
+    assert positions[5000] == positions[1]
 
 
 def test_timestamps_land_in_timestamptz_exactly(tmp_path, pg_dsn, table_names):

@@ -11,7 +11,9 @@ import java.util.Arrays;
 /**
  * Writes rows into one PostgreSQL table with an idempotent upsert statement, at least once.
  *
- * <p>Rows are buffered (reduced by primary key: the last row of a key wins) and written in one
+ * <p>Rows are buffered (reduced by primary key: the last row of a key wins, or the first one with
+ * {@code firstRowWins}, the rule of an {@code ON CONFLICT DO NOTHING} statement, so that which row
+ * of a key ends in the table does not depend on where batches happen to end) and written in one
  * transaction per batch: when {@code batchSize} rows wait, {@code flushIntervalMs} after the first
  * waiting row, at every checkpoint (so a completed checkpoint implies its rows are in the table)
  * and at the end of input. While PostgreSQL is unreachable (connection, authentication, resource or
@@ -38,6 +40,7 @@ public final class JdbcUpsertSink implements Sink<Row> {
     final String password;
     final String upsertSql;
     final int[] keyFields;
+    final boolean firstRowWins;
     final int[] sqlTypes;
     final int batchSize;
     final long flushIntervalMs;
@@ -49,18 +52,21 @@ public final class JdbcUpsertSink implements Sink<Row> {
      * @param url {@code jdbc:postgresql://...}
      * @param upsertSql {@code INSERT ... ON CONFLICT ...} with one {@code ?} per row field
      * @param keyFields row positions of the primary key (buffered rows are reduced by it)
+     * @param firstRowWins keep a key's first buffered row instead of its last (for an insert-only,
+     *     {@code DO NOTHING} statement, where the first row written is the one that stays)
      * @param maxRetries attempts for errors that are not a database outage
      * @param maxBackoffMs longest wait between two attempts during an outage
      */
     public JdbcUpsertSink(String name, String url, String username, String password, String upsertSql,
-                          int[] keyFields, int[] sqlTypes, int batchSize, long flushIntervalMs, int maxRetries,
-                          long maxBackoffMs) {
+                          int[] keyFields, boolean firstRowWins, int[] sqlTypes, int batchSize,
+                          long flushIntervalMs, int maxRetries, long maxBackoffMs) {
         this.name = name;
         this.url = url;
         this.username = username;
         this.password = password;
         this.upsertSql = upsertSql;
         this.keyFields = keyFields.clone();
+        this.firstRowWins = firstRowWins;
         this.sqlTypes = sqlTypes.clone();
         this.batchSize = Math.max(1, batchSize);
         this.flushIntervalMs = flushIntervalMs;
@@ -76,6 +82,7 @@ public final class JdbcUpsertSink implements Sink<Row> {
     @Override
     public String toString() {
         return "JdbcUpsertSink{" + name + " -> " + url + " as " + username + ", keys " + Arrays.toString(keyFields)
+                + (firstRowWins ? " (first row wins)" : "")
                 + ", batch " + batchSize + "/" + flushIntervalMs + " ms}";
     }
 }

@@ -63,8 +63,12 @@ final class JdbcUpsertWriter implements SinkWriter<Row> {
     @Override
     public void write(Row row, Context context) throws IOException, InterruptedException {
         Object key = key(row);
-        buffer.remove(key); // the newest row of a key goes last
-        buffer.put(key, row);
+        if (spec.firstRowWins) {
+            buffer.putIfAbsent(key, row);
+        } else {
+            buffer.remove(key); // the newest row of a key goes last
+            buffer.put(key, row);
+        }
         if (oldestUnwrittenMs == 0) {
             oldestUnwrittenMs = System.currentTimeMillis();
         }
