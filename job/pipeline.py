@@ -6,7 +6,7 @@
         ──parse+validate (uid parse, Python: state_machine.stream)──> one row per truck and batch
         │   └── invalid ──> dead letters
         ──BatchEndWatermarks (uid watermarks, Java: watermarks only at batch ends)──> key by truck ─┐
-    reference updates ──MAX timestamps (uid reference-watermarks)──> broadcast ─────────────────────┤
+    reference updates ──MIN/MAX timestamps (uid reference-watermarks)──> broadcast ─────────────────┤
                                                                                                     v
                         cycle operator, KeyedBroadcastProcessFunction (uid cycle-engine): TruckOperator
                                                   │ envelope rows (tag, cycle, status, dead letter, alert)
@@ -17,9 +17,11 @@ BATCH_MAX_DELAY_MS, flushed before every checkpoint barrier and watermark), and 
 operator one truck's points of a batch at a time. Batching changes no output: the operator applies
 each point with its own watermark hint, and a watermark only ever follows the whole batch it covers.
 
-Watermarks: bounded out-of-orderness = the engine's max_disorder (plus optional idleness). The
-reference stream gets Long.MAX_VALUE timestamps, so its watermark never holds back the keyed
-operator (a two-input operator takes the minimum of both inputs); the operator treats a watermark
+Watermarks: bounded out-of-orderness = the engine's max_disorder (plus optional idleness). A
+two-input operator takes the minimum of both inputs' watermarks: the reference stream's stays at
+Long.MIN_VALUE until the marker after its first complete load, then is Long.MAX_VALUE - 1
+(udfs.reference_poller.ReferenceTimestamps), so the keyed operator's event time waits for the
+reference data once and is never held back by it afterwards; the operator treats a watermark
 beyond year 10000 as end of input. Do not enable source idleness with an unbounded source unless the
 fleet is never silent as a whole: an all-idle main input lets the combined watermark jump to the
 reference stream's.
@@ -44,7 +46,7 @@ from udfs.parse import (
     KEYED_VALUE_FIELD,
     ParseFunction,
 )
-from udfs.reference_poller import MaxTimestampAssigner, ReferencePoller
+from udfs.reference_poller import ReferencePoller, ReferenceTimestamps
 from udfs.rows import (
     ENVELOPE_FIELDS,
     ENVELOPE_TYPE,
@@ -183,7 +185,7 @@ def build_pipeline(
 
     reference = (
         reference_stream.assign_timestamps_and_watermarks(
-            WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(MaxTimestampAssigner())
+            WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(ReferenceTimestamps())
         )
         .name("reference-watermarks")
         .uid("reference-watermarks")

@@ -43,6 +43,7 @@ from udfs.rows import (
     OUT_TMP,
     REF_ASSET,
     REF_ASSET_DELETED,
+    REF_LOADED,
     REF_SITE,
     REF_SITE_DELETED,
     alert_row,
@@ -68,6 +69,8 @@ class BroadcastReferences:
 
     def update(self, state: Any, kind: str, key: str, payload: str) -> None:
         """Apply one broadcast update (and forget cached absences, which may be stale now)."""
+        if kind == REF_LOADED:
+            return  # only moves the reference stream's watermark (udfs.reference_poller)
         if kind == REF_SITE:
             state.put("s:" + key, payload)
             self.sites[key] = site_reference_from_mapping(json.loads(payload))

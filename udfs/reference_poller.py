@@ -3,8 +3,11 @@
 * ``reference_updates(previous, data)``: what changed between two snapshots (pure, tested).
 * ``ReferencePoller``: a FlatMapFunction driven by a 1-per-second ticker; every
   ``interval_s`` it loads the reference data (PostgreSQL asset types and loader positions, Redis
-  dump regions) through the reader the job gives it and emits only changed sites / asset types. A
-  failing poll keeps the last known data, logs a warning and is counted (``referencePollFailures``).
+  dump regions) through the reader the job gives it and emits only changed sites / asset types,
+  and LOADED_MARKER after the first load that succeeded (even an empty one). A failing poll keeps
+  the last known data, logs a warning and is counted (``referencePollFailures``).
+* ``ReferenceTimestamps``: the stream's event time, so that the keyed operator's watermark cannot
+  pass beyond Long.MIN_VALUE before the first complete load has reached it.
   On every tick it also sets ``referenceAgeSeconds{site}``: seconds since the site's reference
   data was last loaded by a successful poll (changed or confirmed unchanged); it keeps growing
   while polls fail or after the site disappeared.
@@ -25,7 +28,7 @@ from pyflink.datastream import FlatMapFunction
 
 from state_machine.reference import ReferenceData, site_reference_to_mapping
 from udfs.metrics import OperatorMetrics
-from udfs.rows import REF_ASSET, REF_ASSET_DELETED, REF_SITE, REF_SITE_DELETED
+from udfs.rows import LOADED_MARKER, REF_ASSET, REF_ASSET_DELETED, REF_LOADED, REF_SITE, REF_SITE_DELETED
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,8 @@ def reference_updates(previous: Snapshot, data: ReferenceData) -> tuple[list[tup
 
 
 def snapshot_records(data: ReferenceData) -> list[tuple[str, str, str]]:
-    """All records of one full snapshot (the bounded, load-once mode)."""
-    return reference_updates(Snapshot(), data)[0]
+    """All records of one full snapshot, then LOADED_MARKER (the bounded, load-once mode)."""
+    return [*reference_updates(Snapshot(), data)[0], LOADED_MARKER]
 
 
 class ReferenceReader(Protocol):
@@ -91,6 +94,7 @@ class ReferencePoller(FlatMapFunction):
 
     def open(self, runtime_context) -> None:
         self.snapshot = Snapshot()
+        self.loaded = False  # LOADED_MARKER sent (once per attempt: the keyed operator's watermark waits for it)
         self.next_poll = 0.0
         self.reader: ReferenceReader | None = None
         self.polls = 0
@@ -112,7 +116,8 @@ class ReferencePoller(FlatMapFunction):
         self.reader = None
 
     def poll(self) -> list[tuple[str, str, str]]:
-        """Load once and return the updates since the last successful poll ([] on failure)."""
+        """Load once and return the updates since the last successful poll ([] on failure), the
+        first successful one followed by LOADED_MARKER."""
         self.polls += 1
         try:
             if self.reader is None:
@@ -133,6 +138,10 @@ class ReferencePoller(FlatMapFunction):
         if updates:
             log.info("reference data changed: %d update(s)", len(updates))
             self._c_updates.inc(len(updates))
+        if not self.loaded:
+            self.loaded = True
+            log.info("reference data loaded: %d site(s), %d asset(s)", len(data.sites), len(data.asset_types))
+            updates.append(LOADED_MARKER)
         return updates
 
     def update_ages(self) -> None:
@@ -151,9 +160,16 @@ class ReferencePoller(FlatMapFunction):
         self.update_ages()
 
 
-class MaxTimestampAssigner(TimestampAssigner):
-    """Reference stream timestamps: Long.MAX_VALUE, so its watermark (MAX - 1) never holds back the
-    keyed operator's event-time watermark (see udfs.cycle_function.END_THRESHOLD)."""
+class ReferenceTimestamps(TimestampAssigner):
+    """Reference stream timestamps for monotonous watermarks: Long.MAX_VALUE for LOADED_MARKER,
+    Long.MIN_VALUE for every update.
+
+    The keyed operator's watermark is the minimum of its two inputs'. Until the marker, this
+    stream's watermark stays at Long.MIN_VALUE, so no event-time decision (a held point timed out
+    as UNKNOWN_ASSET, an idle timeout) is taken before the first complete load has arrived, even
+    when a catch-up delivers hours of telemetry first; the watermark is emitted after the marker,
+    i.e. after every update of that load. From then on it is MAX - 1 and never holds the telemetry
+    back (see state_machine.operator.END_THRESHOLD)."""
 
     def extract_timestamp(self, value, record_timestamp):
-        return 2**63 - 1
+        return 2**63 - 1 if value[0] == REF_LOADED else -(2**63)

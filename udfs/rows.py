@@ -27,6 +27,10 @@ REF_SITE = "site"
 REF_SITE_DELETED = "site_del"
 REF_ASSET = "asset"
 REF_ASSET_DELETED = "asset_del"
+REF_LOADED = "loaded"
+"""Marker that follows the updates of the first complete load: the keyed operator's event time waits
+for it (udfs.reference_poller.ReferenceTimestamps)."""
+LOADED_MARKER = (REF_LOADED, "", "")
 REFERENCE_TYPE: TypeInformation = Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()])
 
 # --------------------------------------------------------------------------- sink rows

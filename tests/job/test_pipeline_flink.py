@@ -212,6 +212,39 @@ def test_reference_changes_reach_a_running_job(tmp_path, pg_dsn, migrated_tables
         client.cancel().result()
 
 
+def test_an_empty_reference_store_still_lets_event_time_advance(tmp_path, pg_dsn, migrated_tables, redis_client,
+                                                                  redis_prefix):  # fmt: skip
+    """Continuous mode, nothing in PostgreSQL or Redis: the first (empty) load's marker releases the
+    reference stream's watermark, so a truck's held points are dead-lettered UNKNOWN_ASSET after
+    wait_max_s of event time instead of waiting forever (before the marker, an empty load sent no
+    record at all and the keyed operator's watermark stayed at Long.MIN_VALUE)."""
+    from job.settings import AppSettings, FlinkSettings, ReferenceSettings
+    from state_machine.model import TelemetryPoint
+    from tests.job.flink_harness import start_live_job
+
+    names = migrated_tables
+    settings = AppSettings(reference=ReferenceSettings(poll_interval_s=1.0, redis_key_prefix=redis_prefix,
+                                                       wait_max_s=30.0),
+                           flink=FlinkSettings(parallelism=1, source_idleness_ms=None))  # fmt: skip
+    job = start_live_job(tmp_path, pg_dsn, redis_client, names, settings, batch_size=10,
+                         job_name="empty-reference-test")  # fmt: skip
+    t0 = 1_705_298_400_000
+    points = [TelemetryPoint("T1", "S1", t0 + i * 10_000, -22.80, 118.80, 2) for i in range(30)]  # 290 s
+    try:
+        (job.inbox / ".a.tmp").write_text("".join(format_record(p) + "\n" for p in points))
+        (job.inbox / ".a.tmp").rename(job.inbox / "a.jsonl")
+
+        def unknown_asset_letters():
+            rows = read_tables(pg_dsn, names).dead_letters
+            return [d for d in rows if d["reason"] == "UNKNOWN_ASSET"]
+
+        letters = _wait_for(unknown_asset_letters, 90, "UNKNOWN_ASSET dead letters")
+        assert {d["asset_guid"] for d in letters} == {"T1"}
+        assert {d["raw"] for d in letters} <= {format_record(p) for p in points}
+    finally:
+        job.client.cancel().result()
+
+
 def test_dead_letters_keep_the_original_record(tmp_path, pg_dsn, table_names):
     reference = ReferenceData({"T1": HAUL_TRUCK}, {"S1": SiteReference("S1")})
     raw = json.dumps({"asset_guid": "T1", "site_guid": "S1", "timestamp": "2024-01-15T06:00:00Z",

@@ -20,7 +20,7 @@ from udfs.cycle_function import CycleFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
 from udfs.parse import ParseFunction, group_row
 from udfs.reference_poller import site_payload, snapshot_records
-from udfs.rows import OUT_CYCLE, OUT_DEAD_LETTER, OUT_STATUS, OUT_TMP, REF_ASSET, REF_SITE
+from udfs.rows import LOADED_MARKER, OUT_CYCLE, OUT_DEAD_LETTER, OUT_STATUS, OUT_TMP, REF_ASSET, REF_SITE
 
 END_OF_INPUT = 2**63 - 1
 
@@ -88,6 +88,8 @@ def test_broadcast_lookups_cache_absences_until_the_next_update():
     refs.update(state, REF_ASSET, "T9", HAUL_TRUCK)  # an update forgets the cached absences
     assert refs.asset_type("T9") == HAUL_TRUCK and refs.site("S9") is None
     assert reads == ["a:T9", "s:S9", "s:S9"]
+    refs.update(state, *LOADED_MARKER)  # the marker is no reference data: nothing stored, nothing forgotten
+    assert refs.site("S9") is None and reads == ["a:T9", "s:S9", "s:S9"] and set(state) == {"a:T9"}
 
 
 def test_a_truck_state_is_cleared_when_the_operator_says_so():

@@ -7,8 +7,14 @@ from types import SimpleNamespace
 from state_machine.model import HAUL_TRUCK, LOADER
 from state_machine.reference import Loader, ReferenceData, Region, SiteReference
 from udfs import reference_poller
-from udfs.reference_poller import ReferencePoller, Snapshot, reference_updates, snapshot_records
-from udfs.rows import REF_ASSET, REF_ASSET_DELETED, REF_SITE, REF_SITE_DELETED
+from udfs.reference_poller import (
+    ReferencePoller,
+    ReferenceTimestamps,
+    Snapshot,
+    reference_updates,
+    snapshot_records,
+)
+from udfs.rows import LOADED_MARKER, REF_ASSET, REF_ASSET_DELETED, REF_SITE, REF_SITE_DELETED
 
 SQUARE = ((118.70, -22.70), (118.71, -22.70), (118.71, -22.71), (118.70, -22.71))
 
@@ -22,9 +28,16 @@ def data(loader_lat: float = -22.7, regions: int = 1, assets: dict | None = None
     return ReferenceData(assets if assets is not None else {"T1": HAUL_TRUCK, "L1": LOADER}, {"S1": site})
 
 
-def test_first_snapshot_emits_everything_assets_first():
+def test_first_snapshot_emits_everything_assets_first_then_the_loaded_marker():
     updates = snapshot_records(data())
-    assert [u[:2] for u in updates] == [(REF_ASSET, "L1"), (REF_ASSET, "T1"), (REF_SITE, "S1")]
+    assert [u[:2] for u in updates] == [(REF_ASSET, "L1"), (REF_ASSET, "T1"), (REF_SITE, "S1"), LOADED_MARKER[:2]]
+    assert snapshot_records(ReferenceData({}, {})) == [LOADED_MARKER]
+
+
+def test_the_reference_watermark_waits_for_the_loaded_marker():
+    stamps = ReferenceTimestamps()
+    assert {stamps.extract_timestamp(u, 0) for u in snapshot_records(data())[:-1]} == {-(2**63)}
+    assert stamps.extract_timestamp(LOADED_MARKER, 0) == 2**63 - 1
 
 
 def test_only_changes_are_emitted():
@@ -61,12 +74,24 @@ def test_poller_keeps_last_data_when_a_poll_fails():
     flaky = _Flaky()
     poller = ReferencePoller(flaky.connect, interval_s=0.0)
     poller.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
-    assert len(list(poller.flat_map(0))) == 3
+    assert list(poller.flat_map(0))[-1] == LOADED_MARKER
     flaky.fail = True
     assert list(poller.flat_map(1)) == []
     assert poller.failures == 1
     flaky.fail, flaky.loader_lat = False, -22.72
-    assert [u[:2] for u in poller.flat_map(2)] == [(REF_SITE, "S1")]
+    assert [u[:2] for u in poller.flat_map(2)] == [(REF_SITE, "S1")]  # the marker only once
+
+
+def test_poller_marks_the_first_successful_load_even_when_it_fails_first_or_is_empty():
+    flaky = _Flaky()
+    flaky.fail = True
+    poller = ReferencePoller(flaky.connect, interval_s=0.0)
+    poller.open(SimpleNamespace(get_metrics_group=lambda: (_ for _ in ()).throw(RuntimeError())))
+    assert list(poller.flat_map(0)) == []  # no marker before a load succeeded
+    flaky.fail = False
+    flaky.load = lambda: ReferenceData({}, {})
+    assert list(poller.flat_map(1)) == [LOADED_MARKER]
+    assert list(poller.flat_map(2)) == []
 
 
 def test_poller_respects_its_interval(monkeypatch):
