@@ -6,11 +6,11 @@
   dump regions) through the reader the job gives it and emits only changed sites / asset types,
   and LOADED_MARKER after the first load that succeeded (even an empty one). A failing poll keeps
   the last known data, logs a warning and is counted (``referencePollFailures``).
-* ``ReferenceTimestamps``: the stream's event time, so that the keyed operator's watermark cannot
-  pass beyond Long.MIN_VALUE before the first complete load has reached it.
   On every tick it also sets ``referenceAgeSeconds{site}``: seconds since the site's reference
   data was last loaded by a successful poll (changed or confirmed unchanged); it keeps growing
   while polls fail or after the site disappeared.
+* ``ReferenceTimestamps``: the stream's event time, so that the keyed operator's watermark cannot
+  pass beyond Long.MIN_VALUE before the first complete load has reached it.
 """
 
 from __future__ import annotations
