@@ -18,8 +18,9 @@ Policy (docs/cycle-rules.md for the engine's own rules):
   HAUL_TRUCK is dropped (counted). A point whose asset type or own site is not known yet is held, in
   arrival order; held points are released as soon as the data is there (on the truck's next point,
   on a retry, on a timer) and dead-lettered (UNKNOWN_ASSET / NO_REFERENCE_DATA, with a
-  NO_REFERENCE_DATA alert once per site) when more than ``wait_max_points`` pile up, when the
-  watermark passes the first held point by ``wait_max_ms``, or at the end of input. Only a point
+  NO_REFERENCE_DATA alert once per site) when more than ``wait_max_points`` pile up (once the
+  first complete load is in: before it, a catch-up must not turn a backlog into dead letters), when
+  the watermark passes the first held point by ``wait_max_ms``, or at the end of input. Only a point
   whose own site lacks reference data waits: a truck's points for known sites go on.
 * Before a point is applied, the truck's due timers run with the point's watermark hint (the stream's
   watermark before it), so each truck sees timers at the same positions of its own points whatever
@@ -69,6 +70,10 @@ ENGINE_SOURCE = "engine"
 
 class References(Protocol):
     """Reference data as the operator reads it."""
+
+    loaded: bool
+    """False only before the first complete load has arrived (a job's start): no verdict on a held
+    point can be reached yet, so none is dead-lettered for their number."""
 
     def asset_type(self, asset_guid: str) -> str | None:
         """The asset's type (HAUL_TRUCK, LOADER, ...), None when unknown."""
@@ -253,7 +258,7 @@ class TruckOperator:
             ks.held.append(HeldPoint(p.site_guid, p.ts_ms, p.latitude, p.longitude, p.work_state_id, pp.hint,
                                      pp.raw, pp.position))  # fmt: skip
             out.counts["heldPoints"] += 1
-            if len(ks.held) > self.wait_max_points:
+            if len(ks.held) > self.wait_max_points and refs.loaded:
                 self._reject_held(asset, ks, refs, out)
         elif status == "ok":
             self._apply(ks, p, pp.hint, site, refs, out, emit=False)  # on_points emits once at the end

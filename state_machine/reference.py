@@ -132,6 +132,11 @@ class ReferenceData:
     asset_types: dict[str, str] = field(default_factory=dict)
     sites: dict[str, SiteReference] = field(default_factory=dict)
 
+    @property
+    def loaded(self) -> bool:
+        """Always complete (state_machine.operator.References)."""
+        return True
+
     def asset_type(self, asset_guid: str) -> str | None:
         """The asset's type, None when unknown (state_machine.operator.References)."""
         return self.asset_types.get(asset_guid)

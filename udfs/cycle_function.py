@@ -65,12 +65,14 @@ class BroadcastReferences:
         self.asset_types: dict[str, str] = {}
         self.absent_sites: set[str] = set()
         self.absent_assets: set[str] = set()
+        self.loaded = False  # the first complete load's marker arrived (udfs.rows REF_LOADED)
         self.context: Any = None  # the current call's context: broadcast state is read from it on a cache miss only
 
     def update(self, state: Any, kind: str, key: str, payload: str) -> None:
         """Apply one broadcast update (and forget cached absences, which may be stale now)."""
-        if kind == REF_LOADED:
-            return  # only moves the reference stream's watermark (udfs.reference_poller)
+        if kind == REF_LOADED:  # no data: the updates before it were a complete load
+            self.loaded = True
+            return
         if kind == REF_SITE:
             state.put("s:" + key, payload)
             self.sites[key] = site_reference_from_mapping(json.loads(payload))

@@ -110,6 +110,29 @@ def test_too_many_held_points_are_dead_lettered():
     assert len(step.output.dead_letters) == 4 and len(KeyState.from_bytes(step.state).held) == 1
 
 
+class NotLoadedYet(ReferenceData):
+    """Reference data before the job's first complete load has arrived."""
+
+    loaded = False
+
+
+def test_before_the_first_load_held_points_are_not_dead_lettered_for_their_number():
+    """A catch-up that delivers a backlog before the first reference load must not turn it into
+    UNKNOWN_ASSET dead letters: the count limit applies once the load is in."""
+    op = TruckOperator(wait_max_points=3)
+    points = Track().stand(50).approach().stand(120).points
+    early = op.on_points(TRUCK, None, parsed(points[:-1]), NotLoadedYet())
+    assert early.output.dead_letters == [] and len(KeyState.from_bytes(early.state).held) == len(points) - 1
+    # the load is in: the truck's held points are applied, in order, before its next point
+    later = op.on_points(TRUCK, early.state, parsed(points[-1:]), refs())
+    assert later.output.dead_letters == [] and not KeyState.from_bytes(later.state).held
+    assert later.output.counts["pointsApplied"] == len(points)
+    # an asset that is still unknown once the load is in is dead-lettered by the count limit as before
+    unknown = op.on_points("UNREGISTERED-1", None, parsed(points[:5]), NotLoadedYet())
+    after = op.on_points("UNREGISTERED-1", unknown.state, parsed(points[5:6]), refs())
+    assert {d.reason for d in after.output.dead_letters} == {"UNKNOWN_ASSET"} and len(after.output.dead_letters) == 6
+
+
 def test_the_hint_fires_due_timers_before_the_next_point():
     """A truck quiet for longer than the re-order window: its buffer is flushed by the hint of its
     next point, exactly where the replay's watermark would have flushed it."""

@@ -33,6 +33,7 @@ def with_reference(h: Harness) -> None:
     for guid, kind in ((TRUCK, HAUL_TRUCK), ("L1", LOADER)):
         h.broadcast_element((REF_ASSET, guid, kind))
     h.broadcast_element((REF_SITE, SITE, site_payload(site_reference())))
+    h.broadcast_element(LOADED_MARKER)
 
 
 def group(points, end: bool = True):
@@ -88,8 +89,9 @@ def test_broadcast_lookups_cache_absences_until_the_next_update():
     refs.update(state, REF_ASSET, "T9", HAUL_TRUCK)  # an update forgets the cached absences
     assert refs.asset_type("T9") == HAUL_TRUCK and refs.site("S9") is None
     assert reads == ["a:T9", "s:S9", "s:S9"]
-    refs.update(state, *LOADED_MARKER)  # the marker is no reference data: nothing stored, nothing forgotten
-    assert refs.site("S9") is None and reads == ["a:T9", "s:S9", "s:S9"] and set(state) == {"a:T9"}
+    assert not refs.loaded
+    refs.update(state, *LOADED_MARKER)  # no reference data: nothing stored, nothing forgotten
+    assert refs.loaded and refs.site("S9") is None and reads == ["a:T9", "s:S9", "s:S9"] and set(state) == {"a:T9"}
 
 
 def test_a_truck_state_is_cleared_when_the_operator_says_so():
