@@ -127,12 +127,14 @@ def run_job(
     metric_names: tuple[str, ...] = (),
     timeout_s: float = 420.0,
     extra_conf: dict[str, str] | None = None,
+    wait_max_points: int | None = None,
 ) -> JobWatch:
     """Run the pipeline on a bundle into ``names`` and watch it (see module docstring).
 
     ``during(watch, job_id)`` is called about every 0.25 s while the job runs; returning True
     cancels the job (for unbounded runs). ``raw_stream(env, t_env)`` / ``reference_stream(env,
     t_env)`` replace the bounded file source / the load-once reference snapshot.
+    ``wait_max_points``: reference.wait.max.points (the setting's default when None).
     """
     import psycopg2
 
@@ -155,7 +157,7 @@ def run_job(
     port = free_port()
     settings = AppSettings(
         sink=SinkSettings(jdbc_url=jdbc_url(pg_dsn), batch_size=batch_size, max_retries=max_retries),
-        reference=ReferenceSettings(),
+        reference=ReferenceSettings() if wait_max_points is None else ReferenceSettings(wait_max_points=wait_max_points),
         flink=FlinkSettings(parallelism=1, checkpoint_interval_ms=checkpoint_interval_ms,
                             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
                             restart_attempts=restart_attempts, restart_delay_ms=restart_delay_ms,

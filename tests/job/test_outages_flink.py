@@ -9,7 +9,8 @@
   the replay (nothing lost, nothing twice). The figures go to docs/reliability.md.
 * Redis: the reference poller points at a throwaway redis-server that is stopped during the run:
   polls fail (counted in ``referencePollFailures``, warning logged), the last known reference data
-  stays in force (no point waits or is dead-lettered for want of reference data).
+  stays in force (no point waits or is dead-lettered for want of reference data). Stopped before
+  the job starts: the points read before the first load wait, none is dead-lettered.
 """
 
 from __future__ import annotations
@@ -241,6 +242,65 @@ def test_job_keeps_reference_data_in_force_while_redis_is_down(tmp_path, pg_dsn,
     with capsys.disabled():
         print(f"\nredis outage: {events['up'] - events['down']:.0f} s down, {events['failures']:.0f} failed polls "
               f"counted, job {watch.seconds:.0f} s, metrics {watch.metrics}")
+
+
+def test_a_backlog_read_before_the_first_reference_load_is_held_not_dead_lettered(tmp_path, pg_dsn, migrated_tables,
+                                                                                 redis_server, capsys):  # fmt: skip
+    """Redis is down when the job starts and the whole file is read before the first reference load
+    succeeds: every point waits (far more per truck than reference.wait.max.points), none is
+    dead-lettered UNKNOWN_ASSET for want of the asset table, and once Redis is back the tables equal
+    the replay."""
+    from job.pipeline import polling_reference_stream
+    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
+    from job.settings import AppSettings, ReferenceSettings
+    from udfs.reference_poller import ReferencePoller
+
+    wait_max_points = 50
+    bundle = tmp_path / "bundle"
+    stats = write_simulation(SimulationSpec(trucks=3, hours=3, seed=8), bundle)
+    _seed(pg_dsn, migrated_tables, redis_server, bundle, "p:")
+    expected = _expected(bundle)
+    assert not expected.dead_letters
+    redis_server.stop()
+    p = pg_params(pg_dsn)
+    connector = ReferenceConnector(
+        AppSettings(reference=ReferenceSettings(redis_key_prefix="p:")),
+        PostgresSettings(host=p.get("host", "127.0.0.1"), port=int(p.get("port", 5432)), dbname=p["dbname"],
+                         user=p.get("user", "postgres")),
+        RedisSettings(host="127.0.0.1", port=redis_server.port), migrated_tables)  # fmt: skip
+    events: dict[str, float] = {}
+
+    def during(watch, job_id) -> bool:
+        now = time.monotonic()
+        if "up" not in events:
+            # everything read and held (the counters are passed on about once a second)
+            if watch.metrics.get("referencePollFailures", 0) >= 2 and watch.metrics.get("heldPoints", 0) >= stats.lines:
+                events.update(held=watch.metrics["heldPoints"], unknown=watch.metrics.get("unknownAsset", 0))
+                redis_server.start()
+                _seed(pg_dsn, migrated_tables, redis_server, bundle, "p:")
+                events["up"] = now
+            return False
+        if now - events.get("checked", 0) > 2:
+            events["checked"] = now
+            try:
+                _assert_tables_equal_replay(pg_dsn, migrated_tables, expected)
+            except AssertionError:
+                return now - events["up"] > 120  # give up (the final assert reports the difference)
+            return True
+        return False
+
+    watch = run_job(
+        bundle, migrated_tables, pg_dsn, migrate=False, checkpoint_interval_ms=2000, wait_max_points=wait_max_points,
+        reference_stream=lambda env, t_env: polling_reference_stream(
+            env, t_env, ReferencePoller(connector, interval_s=1.0)),
+        during=during, metric_names=("referencePollFailures", "unknownAsset", "heldPoints"), timeout_s=300,
+    )  # fmt: skip
+    assert watch.status == "CANCELED" and "up" in events, (watch, events)
+    assert events["held"] >= stats.lines > 3 * wait_max_points * 5 and events["unknown"] == 0, events  # 3 trucks
+    _assert_tables_equal_replay(pg_dsn, migrated_tables, expected)
+    with capsys.disabled():
+        print(f"\nreference store down at start: {events['held']:.0f} points held (limit {wait_max_points} per "
+              f"truck), 0 dead-lettered; tables == replay after the first load; job {watch.seconds:.0f} s")
 
 
 # --------------------------------------------------------------------------- PostgreSQL
