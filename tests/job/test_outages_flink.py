@@ -136,25 +136,54 @@ def _seed(pg_dsn: str, names: TableNames, server: RedisServer, bundle: Path, pre
         conn.close()
 
 
+def _connector(pg_dsn: str, names: TableNames, server: RedisServer):
+    """The reference stores of these tests: the test PostgreSQL and the throwaway Redis (prefix p:)."""
+    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
+    from job.settings import AppSettings, ReferenceSettings
+
+    p = pg_params(pg_dsn)
+    return ReferenceConnector(
+        AppSettings(reference=ReferenceSettings(redis_key_prefix="p:")),
+        PostgresSettings(host=p.get("host", "127.0.0.1"), port=int(p.get("port", 5432)), dbname=p["dbname"],
+                         user=p.get("user", "postgres")),
+        RedisSettings(host="127.0.0.1", port=server.port), names)  # fmt: skip
+
+
+def _polled_reference(pg_dsn: str, names: TableNames, server: RedisServer):
+    """run_job's ``reference_stream``: the stores of ``_connector`` polled every second."""
+    from job.pipeline import polling_reference_stream
+    from udfs.reference_poller import ReferencePoller
+
+    poller = ReferencePoller(_connector(pg_dsn, names, server), interval_s=1.0)
+    return lambda env, t_env: polling_reference_stream(env, t_env, poller)
+
+
+def _caught_up_with_replay(pg_dsn: str, names: TableNames, expected, events: dict[str, float],
+                           now: float) -> bool | None:  # fmt: skip
+    """Every 2 s once Redis is back (``events["up"]``): True when the tables equal the replay, False
+    when they still differ 120 s later (give up: the final assert reports the difference), None
+    otherwise."""
+    if now - events.get("checked", 0) <= 2:
+        return None
+    events["checked"] = now
+    try:
+        _assert_tables_equal_replay(pg_dsn, names, expected)
+    except AssertionError:
+        return False if now - events["up"] > 120 else None
+    return True
+
+
 # --------------------------------------------------------------------------- Redis
 
 
 def test_poller_keeps_last_reference_data_while_redis_is_down(tmp_path, pg_dsn, migrated_tables, redis_server,
                                                                 caplog):  # fmt: skip
-    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
-    from job.settings import AppSettings, ReferenceSettings
     from udfs.reference_poller import ReferencePoller
 
     bundle = tmp_path / "bundle"
     write_simulation(SimulationSpec(trucks=2, hours=0.2, seed=3), bundle)
     _seed(pg_dsn, migrated_tables, redis_server, bundle, "p:")
-    p = pg_params(pg_dsn)
-    connector = ReferenceConnector(
-        AppSettings(reference=ReferenceSettings(redis_key_prefix="p:")),
-        PostgresSettings(host=p.get("host", "127.0.0.1"), port=int(p.get("port", 5432)), dbname=p["dbname"],
-                         user=p.get("user", "postgres")),
-        RedisSettings(host="127.0.0.1", port=redis_server.port), migrated_tables)  # fmt: skip
-    poller = ReferencePoller(connector, interval_s=0.0)
+    poller = ReferencePoller(_connector(pg_dsn, migrated_tables, redis_server), interval_s=0.0)
     poller.open(SimpleNamespace(get_metrics_group=lambda: None))  # metrics: local counts only
     try:
         first = poller.poll()
@@ -183,21 +212,10 @@ def test_poller_keeps_last_reference_data_while_redis_is_down(tmp_path, pg_dsn, 
 @pytest.mark.slow
 def test_job_keeps_reference_data_in_force_while_redis_is_down(tmp_path, pg_dsn, migrated_tables, redis_server,
                                                                  capsys):  # fmt: skip
-    from job.pipeline import polling_reference_stream
-    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
-    from job.settings import AppSettings, ReferenceSettings
-    from udfs.reference_poller import ReferencePoller
-
     bundle = tmp_path / "bundle"
     write_simulation(SimulationSpec(trucks=6, hours=3, seed=8).degraded(), bundle)
     _seed(pg_dsn, migrated_tables, redis_server, bundle, "p:")
     expected = _expected(bundle)
-    p = pg_params(pg_dsn)
-    connector = ReferenceConnector(
-        AppSettings(reference=ReferenceSettings(redis_key_prefix="p:")),
-        PostgresSettings(host=p.get("host", "127.0.0.1"), port=int(p.get("port", 5432)), dbname=p["dbname"],
-                         user=p.get("user", "postgres")),
-        RedisSettings(host="127.0.0.1", port=redis_server.port), migrated_tables)  # fmt: skip
     events: dict[str, float] = {}
 
     def during(watch, job_id) -> bool:
@@ -215,19 +233,14 @@ def test_job_keeps_reference_data_in_force_while_redis_is_down(tmp_path, pg_dsn,
                 events["up"] = now
                 events["failures"] = failures
             return False
-        if now - events.get("checked", 0) > 2:
-            events["checked"] = now
-            try:
-                _assert_tables_equal_replay(pg_dsn, migrated_tables, expected)
-            except AssertionError:
-                return now - events["up"] > 120  # give up (the final assert reports the difference)
-            return redis_server.hits() > 0  # polled the restarted server too
-        return False
+        caught_up = _caught_up_with_replay(pg_dsn, migrated_tables, expected, events, now)
+        if caught_up is None:
+            return False
+        return not caught_up or redis_server.hits() > 0  # gave up, or polled the restarted server too
 
     watch = run_job(
         bundle, migrated_tables, pg_dsn, migrate=False, checkpoint_interval_ms=2000,
-        reference_stream=lambda env, t_env: polling_reference_stream(
-            env, t_env, ReferencePoller(connector, interval_s=1.0)),
+        reference_stream=_polled_reference(pg_dsn, migrated_tables, redis_server),
         during=during, metric_names=("referencePollFailures", "referenceUpdates", "noReferenceData",
                                      "unknownAsset", "heldPoints"),
         timeout_s=300,
@@ -250,11 +263,6 @@ def test_a_backlog_read_before_the_first_reference_load_is_held_not_dead_lettere
     succeeds: every point waits (far more per truck than reference.wait.max.points), none is
     dead-lettered UNKNOWN_ASSET for want of the asset table, and once Redis is back the tables equal
     the replay."""
-    from job.pipeline import polling_reference_stream
-    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
-    from job.settings import AppSettings, ReferenceSettings
-    from udfs.reference_poller import ReferencePoller
-
     wait_max_points = 50
     bundle = tmp_path / "bundle"
     stats = write_simulation(SimulationSpec(trucks=3, hours=3, seed=8), bundle)
@@ -262,12 +270,6 @@ def test_a_backlog_read_before_the_first_reference_load_is_held_not_dead_lettere
     expected = _expected(bundle)
     assert not expected.dead_letters
     redis_server.stop()
-    p = pg_params(pg_dsn)
-    connector = ReferenceConnector(
-        AppSettings(reference=ReferenceSettings(redis_key_prefix="p:")),
-        PostgresSettings(host=p.get("host", "127.0.0.1"), port=int(p.get("port", 5432)), dbname=p["dbname"],
-                         user=p.get("user", "postgres")),
-        RedisSettings(host="127.0.0.1", port=redis_server.port), migrated_tables)  # fmt: skip
     events: dict[str, float] = {}
 
     def during(watch, job_id) -> bool:
@@ -280,19 +282,11 @@ def test_a_backlog_read_before_the_first_reference_load_is_held_not_dead_lettere
                 _seed(pg_dsn, migrated_tables, redis_server, bundle, "p:")
                 events["up"] = now
             return False
-        if now - events.get("checked", 0) > 2:
-            events["checked"] = now
-            try:
-                _assert_tables_equal_replay(pg_dsn, migrated_tables, expected)
-            except AssertionError:
-                return now - events["up"] > 120  # give up (the final assert reports the difference)
-            return True
-        return False
+        return _caught_up_with_replay(pg_dsn, migrated_tables, expected, events, now) is not None
 
     watch = run_job(
         bundle, migrated_tables, pg_dsn, migrate=False, checkpoint_interval_ms=2000, wait_max_points=wait_max_points,
-        reference_stream=lambda env, t_env: polling_reference_stream(
-            env, t_env, ReferencePoller(connector, interval_s=1.0)),
+        reference_stream=_polled_reference(pg_dsn, migrated_tables, redis_server),
         during=during, metric_names=("referencePollFailures", "unknownAsset", "heldPoints"), timeout_s=300,
     )  # fmt: skip
     assert watch.status == "CANCELED" and "up" in events, (watch, events)
