@@ -27,11 +27,11 @@ from workbench.bundle import iso_to_ms, read_cycles_csv, read_reference
 from workbench.simulator import (
     DEFAULT_START_MS,
     SimulationSpec,
-    _Runner,
     build_layout,
     iter_deliveries,
     simulate,
 )
+from workbench.simulator.telemetry import Runner
 
 SMALL = SimulationSpec(trucks=3, hours=2.0, seed=7)
 ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -225,7 +225,7 @@ def test_truth_matches_motion_positions() -> None:
 
 
 def test_layout_queue_spots_and_dump_sizes() -> None:
-    runner = _Runner(SimulationSpec(trucks=12, loaders=6, dumps=4, seed=2), None)
+    runner = Runner(SimulationSpec(trucks=12, loaders=6, dumps=4, seed=2), None)
     site = runner.sites[0]
     inside = outside = 0
     for ld in site.loaders:

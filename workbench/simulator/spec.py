@@ -1,0 +1,173 @@
+"""What a simulation is asked for: :class:`SimulationSpec`, the degradation preset and the named
+scenario families."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+DEFAULT_START_MS = int(datetime(2024, 1, 15, 6, 0, 0, tzinfo=UTC).timestamp() * 1000)
+
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    """All simulator options. Counts of trucks/loaders/dumps/non-trucks/unknown assets are per site."""
+
+    trucks: int = 5
+    loaders: int | None = None
+    """None: one loader per 5 trucks."""
+    dumps: int | None = None
+    """None: one dump region per ~15 trucks (at least 2)."""
+    hours: float | None = 2.0
+    """Length of the run; None for an unbounded stream (iter_deliveries only)."""
+    seed: int = 0
+    sites: int = 1
+    start_ms: int = DEFAULT_START_MS
+    center_lat: float = -22.7
+    center_lon: float = 118.7
+    site_spacing_km: float = 60.0
+    """Distance between consecutive site centres (eastwards)."""
+    restricted_region: bool = True
+    ping_interval_s: tuple[float, float] = (10.0, 30.0)
+    """Range of the per-truck base ping interval (each interval jitters by +-ping_jitter)."""
+    ping_jitter: float = 0.2
+    device: str = "interval"
+    """"interval": a ping every ping interval whatever the truck does (stops last long enough for two
+    idle pings spanning the idle threshold, as the spec's reading assumes); "on_change": a row about
+    every second while moving and every 1-3 min while standing (the first one either right at the stop
+    or only 1-3 min later), the work state derived from speed."""
+    layout: str = "radial"
+    """"radial": pit and dump clusters around a hub, faces 250 m to several km apart; "pit": one open
+    pit whose ramp (see ``ramp``) climbs from a floor with faces ``face_spacing_m`` apart along a
+    bench road that passes within ``bench_offset_m`` of every loader, dumps on the surface."""
+    ramp: str = "switchback"
+    """Pit layout: "switchback" (legs 150-300 m long, 25-40 m apart, joined by hairpins) or "spiral"."""
+    ramp_faces: int = 1
+    """Pit layout with a switchback ramp: faces beside hairpins (at most loaders - 1)."""
+    face_spacing_m: tuple[float, float] = (150.0, 300.0)
+    bench_offset_m: tuple[float, float] = (20.0, 40.0)
+    loaded_ramp_mps: tuple[float, float] = (2.5, 5.0)
+    empty_ramp_mps: tuple[float, float] = (6.0, 12.0)
+    queue_inside_p: float = 0.5
+    """Probability that a loader's queue spot is inside its 50 m circle (the truck waits in the bay);
+    otherwise trucks wait at a staging point outside it."""
+    area_idle_outlier_s: float = 0.0
+    """Truth: a load or dump longer than this is an OUTLIER (0 = off, the spec's statuses)."""
+    gps_sigma_m: float = 3.0
+    gps_outlier_p: float = 0.005
+    """Fraction of pings with a 10-20 m position outlier."""
+    sparse_idle: bool = False
+    """While standing, devices ping only every 60-120 s (none during a short stop)."""
+    reassign_p: float = 0.05
+    """Probability per cycle that a truck is sent to another loader (dumps: twice that)."""
+    # degradations
+    duplicates: float = 0.0
+    disorder_s: float = 0.0
+    drop: float = 0.0
+    outages_per_day: float = 0.0
+    outage_loss: bool = False
+    long_idles: float = 0.0
+    bad_dumps: float = 0.0
+    non_trucks: int = 0
+    """Water trucks/dozers per site; when > 0 the loaders send telemetry too."""
+    malformed: float = 0.0
+    unknown_assets: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("trucks", "sites", "non_trucks", "unknown_assets", "ramp_faces"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.sites < 1:
+            raise ValueError("sites must be >= 1")
+        if self.loaders is not None and self.loaders < 1:
+            raise ValueError("loaders must be >= 1")
+        if self.dumps is not None and self.dumps < 1:
+            raise ValueError("dumps must be >= 1")
+        if self.hours is not None and not self.hours > 0:
+            raise ValueError("hours must be > 0 (or None for an unbounded stream)")
+        if self.device not in ("interval", "on_change"):
+            raise ValueError("device must be 'interval' or 'on_change'")
+        if self.layout not in ("radial", "pit") or self.ramp not in ("switchback", "spiral"):
+            raise ValueError("layout must be 'radial' or 'pit', ramp 'switchback' or 'spiral'")
+        for name in ("face_spacing_m", "bench_offset_m", "loaded_ramp_mps", "empty_ramp_mps"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be (min, max) with 0 < min <= max")
+        for name in ("duplicates", "drop", "long_idles", "bad_dumps", "malformed", "gps_outlier_p", "reassign_p",
+                     "ping_jitter", "queue_inside_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a fraction in [0, 1]")
+        if self.disorder_s < 0 or self.outages_per_day < 0 or self.gps_sigma_m < 0:
+            raise ValueError("disorder_s, outages_per_day and gps_sigma_m must be >= 0")
+        lo, hi = self.ping_interval_s
+        if not 0 < lo <= hi:
+            raise ValueError("ping_interval_s must be (min, max) with 0 < min <= max")
+
+    @property
+    def n_loaders(self) -> int:
+        """Loaders per site (resolved)."""
+        return self.loaders if self.loaders is not None else max(1, math.ceil(self.trucks / 5))
+
+    @property
+    def n_dumps(self) -> int:
+        """Dump regions per site (resolved)."""
+        return self.dumps if self.dumps is not None else max(2, math.ceil(self.trucks / 15))
+
+    @property
+    def end_ms(self) -> int | None:
+        """End of the run (epoch ms) or None when unbounded."""
+        return None if self.hours is None else self.start_ms + int(round(self.hours * 3_600_000))
+
+    def degraded(self) -> SimulationSpec:
+        """This spec with the realistic degradation mix of DEGRADED_PRESET applied."""
+        return replace(self, **DEGRADED_PRESET)
+
+
+DEGRADED_PRESET: dict[str, Any] = {
+    "duplicates": 0.02,
+    "disorder_s": 30.0,
+    "drop": 0.01,
+    "outages_per_day": 2.0,
+    "long_idles": 0.03,
+    "bad_dumps": 0.02,
+    "non_trucks": 2,
+    "malformed": 0.002,
+    "unknown_assets": 1,
+}
+
+_PIT = {"layout": "pit", "gps_sigma_m": 3.5}
+SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
+    "clean": {},
+    "degraded": DEGRADED_PRESET,
+    "sparse-idle": {"sparse_idle": True},
+    "sparse-pings": {"ping_interval_s": (25.0, 45.0)},
+    "noisy-gps": {"gps_sigma_m": 6.0, "gps_outlier_p": 0.03, **DEGRADED_PRESET},
+    "multi-site": {"sites": 3, **DEGRADED_PRESET},
+    "switchback-pit": {**_PIT, "ramp": "switchback"},
+    "hairpin-faces": {**_PIT, "ramp": "switchback", "ramp_faces": 2, "loaders": 4, "ping_interval_s": (15.0, 20.0),
+                      "loaded_ramp_mps": (2.5, 4.0)},
+    "spiral-pit": {**_PIT, "ramp": "spiral", "gps_sigma_m": 4.0, "loaded_ramp_mps": (4.5, 5.0)},
+    "close-faces": {**_PIT, "face_spacing_m": (150.0, 190.0), "bench_offset_m": (15.0, 35.0), "loaders": 5},
+    "in-bay-queue": {**_PIT, "queue_inside_p": 1.0, "loaders": 2},
+    "staging-queue": {**_PIT, "queue_inside_p": 0.0, "loaders": 2},
+    "degraded-pit": {**_PIT, **DEGRADED_PRESET},
+    "sparse-device": {**_PIT, "device": "on_change"},
+    "sparse-device-radial": {"device": "on_change", **DEGRADED_PRESET},
+}
+"""Named scenario families (overrides of SimulationSpec): the engine's accuracy bar is checked on each
+(tests/state_machine/test_scenarios.py, bench/scenario_table.py); `asset-cycle simulate --scenario`."""
+
+
+def scenario_spec(name: str, **overrides: Any) -> SimulationSpec:
+    """The SimulationSpec of a named family (``overrides`` on top, e.g. trucks, hours, seed)."""
+    if name not in SCENARIO_FAMILIES:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIO_FAMILIES)}")
+    family = dict(SCENARIO_FAMILIES[name])
+    if "sites" in family and "trucks" not in overrides:
+        family.setdefault("trucks", 6)
+    return SimulationSpec(**{**family, **overrides})
+
+
