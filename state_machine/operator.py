@@ -51,6 +51,7 @@ from state_machine.model import (
     Alert,
     CycleRecord,
     DeadLetter,
+    LoadVisit,
     StepOutput,
     TelemetryPoint,
     TruckStatus,
@@ -128,6 +129,7 @@ class OperatorOutput:
     status: TruckStatus | None = None
     dead_letters: list[DeadLetter] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    visits: list[LoadVisit] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     dead_by_reason: Counter = field(default_factory=Counter)
     closed_by_status: Counter = field(default_factory=Counter)
@@ -331,6 +333,7 @@ class TruckOperator:
             out.dead_letters.append(DeadLetter(ENGINE_SOURCE, rej.reason, rej.detail, format_record(p), p.asset_guid,
                                                p.ts_ms))  # fmt: skip
         out.alerts.extend(step.alerts)
+        out.visits.extend(step.visits)
         if step.duplicates:
             out.counts["duplicatesDropped"] += step.duplicates
         if step.reordered:

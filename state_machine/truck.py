@@ -36,7 +36,7 @@ from typing import NamedTuple
 import orjson
 
 from state_machine.config import CycleThresholds, EngineConfig
-from state_machine.cycle import IDLE_TIMEOUT, CycleState, apply_point, close_cycle
+from state_machine.cycle import IDLE_TIMEOUT, CycleState, apply_point, close_cycle, open_visit
 from state_machine.model import (
     ALERT_CLOCK_JUMP,
     SEG_NONE,
@@ -297,6 +297,10 @@ class TruckEngine:
             horizon = END_OF_INPUT if watermark_ms >= END_OF_INPUT else max(newest, watermark_ms - rt.hold_ms)
             self._commit(state, out, horizon)
         last = state.committed.prev_ts
+        if watermark_ms >= END_OF_INPUT and not state.pending:
+            visit = open_visit(state.committed)  # the input ended while the truck was at a loader
+            if visit is not None:
+                out.visits.append(visit)
         if (
             watermark_ms < END_OF_INPUT
             and not state.pending
@@ -304,6 +308,9 @@ class TruckEngine:
             and state.committed.phase != SEG_NONE
             and watermark_ms >= last + int(th.idle_close_s * 1000)
         ):
+            visit = open_visit(state.committed)  # it went silent at a loader: the visit ends at its last point
+            if visit is not None:
+                out.visits.append(visit)
             rec = close_cycle(state.committed, last, IDLE_TIMEOUT)
             if rec is not None:
                 out.closed.append(rec)
@@ -312,10 +319,13 @@ class TruckEngine:
         return out, state
 
     # -- internals -------------------------------------------------------------------------------
-    def _apply(self, cycle: CycleState, e: _Entry, alerts: list[Alert] | None = None) -> list[CycleRecord]:
-        """Apply one buffered point with its site's thresholds and current spatial index."""
+    def _apply(self, cycle: CycleState, e: _Entry, out: StepOutput | None = None) -> list[CycleRecord]:
+        """Apply one buffered point with its site's thresholds and current spatial index; alerts and
+        load visits go to ``out`` (None: a speculative run, whose outputs are not final)."""
         rt = self._site_runtime(e.point.site_guid)
-        return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index, alerts)
+        if out is None:
+            return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index)
+        return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index, out.alerts, out.visits)
 
     def _admit(self, state: TruckState, entry: _Entry, rt: _SiteRuntime, out: StepOutput) -> bool | str | None:
         """Dedup / late / lead checks and buffering. None: dropped or rejected; HELD: in the lead;
@@ -423,7 +433,7 @@ class TruckEngine:
         committed = state.committed
         while n < len(pending) and pending[n].ts_ms <= horizon_ms:
             e = pending[n]
-            out.closed.extend(self._apply(committed, e, out.alerts))
+            out.closed.extend(self._apply(committed, e, out))
             state.recent.append([e.ts_ms, _fingerprint(e.point)])
             n += 1
         if n:

@@ -18,12 +18,16 @@ from state_machine.model import (
     OUTLIER,
     WORKING,
     CycleRecord,
+    LoadVisit,
+    ServedVisit,
 )
-from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, XY, Polyline, SiteGeo, polar
-from workbench.simulator.motion import STAND, Leg, drive, kmh
+from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, XY, LoaderGeo, Polyline, SiteGeo, polar
+from workbench.simulator.motion import STAND, Leg, drive, first_time_within, kmh
 from workbench.simulator.spec import SimulationSpec
 
 TRAVEL_IDLE_OUTLIER_S = 600.0
+LOADER_RADIUS_M = 50.0
+"""The loader's bay: a truck within this distance of a loader is at it (the engine's loader_distance_m)."""
 CLOSE_GUARD_MS = 240_000  # data kept after a closing load_start near the end of the run (sparse devices: 1-3 min)
 
 
@@ -77,11 +81,13 @@ class Proc:
 
 class Truck(Proc):
     def __init__(self, spec: SimulationSpec, site: SiteGeo, guid: str, order: int, loader: int,
-                 ghost: bool, truth: Callable[[CycleRecord], None] | None) -> None:
+                 ghost: bool, truth: Callable[[CycleRecord], None] | None,
+                 visit_truth: Callable[[ServedVisit], None] | None = None) -> None:
         super().__init__(spec, site, guid, order)
         self.spec = spec
         self.ghost = ghost
         self.truth = truth
+        self.visit_truth = visit_truth
         self.loader = loader
         self.dump = self.rng.randrange(len(site.dumps))
         self.factor = self.rng.uniform(0.9, 1.1)
@@ -164,6 +170,7 @@ class Truck(Proc):
         load_end = t_s + self._stop_ms(60, 240)
         legs.append((t_s, load_end, STAND, ld.spot, IDLING))
         if not self.ghost:
+            self._visit_truth(ld, legs, load_start, load_end)
             ld.free_at = load_end
         # close the previous cycle at this load_start
         if self.cycle is not None and not self.ghost:
@@ -219,6 +226,26 @@ class Truck(Proc):
         else:
             cyc.empty_dist += back.length
         return legs, t_next
+
+    def _visit_truth(self, ld: LoaderGeo, legs: list[Leg], load_start: int, departure: int) -> None:
+        """Report this visit's truth: its first stop (at the queue spot or the loading spot), its entry
+        into the bay, and its service start (the previous truck's departure if it stopped while that
+        one was still served, else its arrival or that departure, whichever came later)."""
+        if self.visit_truth is None or (self.end_ms is not None and load_start > self.end_ms):
+            return
+        first_stop = next(t0 for t0, _t1, kind, _payload, _ws in legs if kind == STAND)
+        arrival = first_time_within(legs, ld.pos, LOADER_RADIUS_M)
+        assert arrival is not None, "every visit ends at the loading spot, inside the bay"
+        previous_departure = ld.free_at
+        if first_stop < previous_departure:
+            service_start = previous_departure
+            queue_s = (previous_departure - first_stop) / 1000.0
+        else:
+            service_start, queue_s = max(arrival, previous_departure), 0.0
+        open_at_end = self.end_ms is not None and departure > self.end_ms
+        visit = LoadVisit(self.guid, self.site.guid, ld.guid, load_start, arrival, first_stop,
+                          min(departure, self.end_ms) if open_at_end else departure, open_at_end)
+        self.visit_truth(ServedVisit(visit, service_start, queue_s))
 
     def _dispatch(self, t: int, to_hub_m: float) -> int:
         """Keep the assigned loader unless its expected queue exceeds 3 min; then take the soonest free."""

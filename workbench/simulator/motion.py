@@ -3,11 +3,12 @@ speed, or standing at a point), from which pings are sampled."""
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 from state_machine.model import WORKING
-from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, Polyline
+from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, XY, Polyline
 
 MOVE = 0
 STAND = 1
@@ -56,3 +57,33 @@ def kmh(rng: random.Random, lo: float, hi: float, factor: float) -> float:
     return rng.uniform(lo, hi) * factor / 3.6
 
 
+
+
+def first_time_within(legs: list[Leg], centre: XY, radius_m: float) -> int | None:
+    """The first instant (ms) at which a leg puts its process within ``radius_m`` of ``centre``
+    (exact to a millisecond: a 1 m scan along each driving leg, then bisection), None if never."""
+
+    def inside(path: Polyline, d: float) -> bool:
+        x, y = path.at(d)
+        return math.hypot(x - centre[0], y - centre[1]) <= radius_m
+
+    for t0, t1, kind, payload, _ws in legs:
+        if kind == STAND:
+            if math.hypot(payload[0] - centre[0], payload[1] - centre[1]) <= radius_m:
+                return t0
+            continue
+        path, d0, d1 = payload
+        if inside(path, d0):
+            return t0
+        steps = max(1, int(math.ceil(d1 - d0)))
+        prev = d0
+        for k in range(1, steps + 1):
+            d = d0 + (d1 - d0) * k / steps
+            if inside(path, d):
+                lo, hi = prev, d
+                while (hi - lo) * (t1 - t0) / (d1 - d0) > 1.0:
+                    mid = (lo + hi) / 2
+                    lo, hi = (lo, mid) if inside(path, mid) else (mid, hi)
+                return t0 + int(round((hi - d0) / (d1 - d0) * (t1 - t0)))
+            prev = d
+    return None

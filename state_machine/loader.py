@@ -1,0 +1,275 @@
+"""The per-loader stage: a loader's visits in their order of service, queue and hang time, its hourly
+figures and the live state of its bay. Every per-loader policy is here, written once; Flink's keyed
+operator (udfs.loader_function) and the offline replay (workbench.replay) call the same steps:
+
+    on_visit(loader, state, visit) -> LoaderStep       a load visit that ended (state_machine.cycle)
+    on_cycle(loader, state, cycle) -> LoaderStep       a closed cycle that began with a load here
+    on_presence(loader, state, presence) -> LoaderStep a truck arrived, waits, or left (live)
+
+``state`` is the loader's state as versioned bytes (None for a new loader); a ``LoaderStep`` carries
+what to emit and the new state.
+
+Order of service (docs/cycle-rules.md, Loaders). A loader serves one truck at a time, so its visits are
+taken in the order the trucks left. A visit whose first stop came before the previous truck left waited
+for it: its service began at that departure and its queue is the time in between. Any other visit's
+service began on its arrival in the bay (or at the previous departure, when that came later), with no
+queue. Hang is the time between one departure and the next service start. Every figure is a function
+of the set of visits received, whatever their order of arrival: a visit that arrives late (its truck's
+data came late) updates the figures it changes, and the rows already written are upserted again. So
+the tables end the same in Flink and in the replay.
+
+Hours (UTC): loads are the services started in the hour; busy and hang are the parts of services and
+of the gaps between them that fall in the hour (the sum over hours is the whole window's figure); queue
+is the waits of the visits whose service started in the hour.
+
+Retention: visits and cycles are kept for RETENTION_MS of event time behind the loader's newest
+departure. A visit older than that no longer changes anything (counted: ``loaderVisitsTooLate``).
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections import Counter
+from dataclasses import dataclass, field, fields, replace
+
+import orjson
+
+from state_machine.model import (
+    AT_LOADER,
+    LEFT,
+    CycleRecord,
+    LoaderHour,
+    LoaderPresence,
+    LoaderStatus,
+    LoadVisit,
+    ServedVisit,
+)
+
+LOADER_STATE_VERSION = 1
+HOUR_MS = 3_600_000
+RETENTION_MS = 3 * HOUR_MS
+"""How long, behind a loader's newest departure, its visits and cycles can still be updated."""
+
+_CYCLE_FIELD_NAMES = tuple(f.name for f in fields(CycleRecord))
+
+
+def _visit_key(v: LoadVisit) -> tuple[int, str, int]:
+    return (v.departure_ms, v.asset_guid, v.load_start_ms)
+
+
+def serve(visits: list[LoadVisit], previous_departure_ms: int | None = None) -> list[ServedVisit]:
+    """The visits (in order of departure) with their service start and queue; ``previous_departure_ms``
+    is the departure of the visit served before the first one, when known."""
+    served = []
+    previous = previous_departure_ms
+    for v in visits:
+        if previous is not None and v.first_stop_ms < previous:
+            start, queue = previous, (previous - v.first_stop_ms) / 1000.0  # it stood waiting for that truck
+        else:
+            start, queue = (v.arrival_ms if previous is None else max(v.arrival_ms, previous)), 0.0
+        served.append(ServedVisit(v, min(start, v.departure_ms), round(queue, 3)))
+        previous = v.departure_ms
+    return served
+
+
+def _overlap_s(start: int, end: int, hour: int) -> float:
+    return max(0, min(end, hour + HOUR_MS) - max(start, hour)) / 1000.0
+
+
+def _hours(start: int, end: int) -> range:
+    return range(start - start % HOUR_MS, end + 1, HOUR_MS)
+
+
+def hour_figures(loader: str, site: str, served: list[ServedVisit], hour: int,
+                 previous_departure_ms: int | None = None) -> LoaderHour:
+    """One hour's figures of a loader from its served visits (in order of departure)."""
+    loads = busy = hang = queue = 0.0
+    trucks = set()
+    previous = previous_departure_ms
+    for sv in served:
+        v = sv.visit
+        if hour <= sv.service_start_ms < hour + HOUR_MS:
+            loads += 1
+            queue += sv.queue_seconds
+            trucks.add(v.asset_guid)
+        busy += _overlap_s(sv.service_start_ms, v.departure_ms, hour)
+        if previous is not None and sv.service_start_ms > previous:
+            hang += _overlap_s(previous, sv.service_start_ms, hour)
+        previous = v.departure_ms
+    return LoaderHour(loader, site, hour, int(loads), round(busy, 3), round(hang, 3), round(queue, 3), len(trucks))
+
+
+@dataclass(slots=True)
+class LoaderState:
+    """One loader's state: its recent visits (by departure), the closed cycles they began, the trucks
+    at or near it now, and what was last emitted of its status."""
+
+    site: str = ""
+    visits: list[LoadVisit] = field(default_factory=list)
+    previous_departure_ms: int | None = None
+    """Departure of the last visit no longer kept (the one before visits[0])."""
+    cycles: dict[tuple[str, int], CycleRecord] = field(default_factory=dict)
+    presence: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Trucks at or waiting for the loader: asset -> (AT_LOADER | WAITING, since_ms)."""
+    idle_since_ms: int | None = None
+    event_ms: int | None = None
+    status: LoaderStatus | None = None
+
+    def to_bytes(self) -> bytes:
+        """Versioned compact JSON; from_bytes(to_bytes(s)) == s."""
+        return orjson.dumps([
+            LOADER_STATE_VERSION, self.site, [list(v) for v in self.visits], self.previous_departure_ms,
+            [[getattr(c, name) for name in _CYCLE_FIELD_NAMES] for c in self.cycles.values()],
+            [[asset, where, since] for asset, (where, since) in self.presence.items()],
+            self.idle_since_ms, self.event_ms, None if self.status is None else list(self.status),
+        ])  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LoaderState:
+        """Decode to_bytes output; raises ValueError on an unknown version."""
+        values = orjson.loads(data)
+        if not values or values[0] != LOADER_STATE_VERSION:
+            raise ValueError(f"unsupported loader state version {values[0] if values else None!r}")
+        _, site, visits, previous, cycles, presence, idle_since, event_ms, status = values
+        records = [CycleRecord(*c) for c in cycles]
+        return cls(site, [LoadVisit(*v) for v in visits], previous,
+                   {(c.asset_guid, c.load_start_ms): c for c in records},
+                   {asset: (where, since) for asset, where, since in presence}, idle_since, event_ms,
+                   None if status is None else LoaderStatus(*status))  # fmt: skip
+
+
+@dataclass(slots=True)
+class LoaderOutput:
+    """What a step emits: visits whose service changed, closed cycles (with their queue), hour rows and
+    the loader's status (each an upsert: the latest wins); ``counts`` are metric increments."""
+
+    served: list[ServedVisit] = field(default_factory=list)
+    cycles: list[CycleRecord] = field(default_factory=list)
+    hours: list[LoaderHour] = field(default_factory=list)
+    status: LoaderStatus | None = None
+    counts: Counter = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class LoaderStep:
+    """The result of one call: what to emit and the loader's new state."""
+
+    output: LoaderOutput
+    state: bytes
+
+
+class LoaderOperator:
+    """Runs the per-loader policy for any loader given its state (pure; see the module docstring)."""
+
+    def __init__(self, retention_ms: int = RETENTION_MS) -> None:
+        self.retention_ms = retention_ms
+
+    # -- public steps ----------------------------------------------------------------------------
+    def on_visit(self, loader: str, state: bytes | None, visit: LoadVisit) -> LoaderStep:
+        """A load visit ended (or an open one was reported): re-serve the loader's visits and emit
+        what changed."""
+        ls = self._load(state, visit.site_guid)
+        out = LoaderOutput()
+        kept = ls.visits
+        newest = max(kept[-1].departure_ms if kept else visit.departure_ms, visit.departure_ms)
+        if visit.departure_ms < newest - self.retention_ms:
+            out.counts["loaderVisitsTooLate"] += 1
+            return LoaderStep(out, ls.to_bytes())
+        before = {(sv.visit.asset_guid, sv.visit.load_start_ms): sv
+                  for sv in serve(kept, ls.previous_departure_ms)}  # fmt: skip
+        ls.visits = [v for v in kept if (v.asset_guid, v.load_start_ms) != (visit.asset_guid, visit.load_start_ms)]
+        insort(ls.visits, visit, key=_visit_key)
+        served = serve(ls.visits, ls.previous_departure_ms)
+        changed = [sv for sv in served if before.get((sv.visit.asset_guid, sv.visit.load_start_ms)) != sv]
+        out.served.extend(changed)
+        out.counts["loaderVisits"] += 1
+        hours: set[int] = set()
+        previous = ls.previous_departure_ms
+        for sv in served:
+            if sv in changed:
+                hours.update(_hours(min(sv.service_start_ms, previous or sv.service_start_ms), sv.visit.departure_ms))
+            previous = sv.visit.departure_ms
+        floor = None if ls.previous_departure_ms is None else ls.previous_departure_ms - ls.previous_departure_ms % HOUR_MS
+        for hour in sorted(hours):
+            if floor is None or hour > floor:  # an hour that began before the visits kept is final
+                out.hours.append(hour_figures(loader, ls.site, served, hour, ls.previous_departure_ms))
+        by_key = {(sv.visit.asset_guid, sv.visit.load_start_ms): sv for sv in changed}
+        for key, cycle in ls.cycles.items():
+            sv = by_key.get(key)
+            if sv is not None and cycle.queue_seconds != sv.queue_seconds:
+                ls.cycles[key] = cycle = replace(cycle, queue_seconds=sv.queue_seconds)
+                out.cycles.append(cycle)
+        if not visit.open and (ls.idle_since_ms is None or visit.departure_ms > ls.idle_since_ms):
+            ls.idle_since_ms = visit.departure_ms
+        self._evict(ls)
+        self._status(loader, ls, out)
+        return LoaderStep(out, ls.to_bytes())
+
+    def on_cycle(self, loader: str, state: bytes | None, cycle: CycleRecord) -> LoaderStep:
+        """A closed cycle that began with a load at this loader: emitted with its visit's queue (None
+        while no visit is known for it), kept so that a later change of the queue updates it."""
+        ls = self._load(state, cycle.site_guid)
+        out = LoaderOutput()
+        key = (cycle.asset_guid, cycle.load_start_ms)
+        queue = next((sv.queue_seconds for sv in serve(ls.visits, ls.previous_departure_ms)
+                      if (sv.visit.asset_guid, sv.visit.load_start_ms) == key), None)  # fmt: skip
+        cycle = replace(cycle, queue_seconds=queue)
+        horizon = self._horizon(ls)
+        if horizon is None or (cycle.load_start_ms or 0) >= horizon:
+            ls.cycles[key] = cycle
+        out.cycles.append(cycle)
+        return LoaderStep(out, ls.to_bytes())
+
+    def on_presence(self, loader: str, state: bytes | None, presence: LoaderPresence) -> LoaderStep:
+        """A truck's place relative to this loader changed: update the loader's live status."""
+        ls = self._load(state, presence.site_guid)
+        out = LoaderOutput()
+        if presence.state == LEFT:
+            if ls.presence.pop(presence.asset_guid, None) is not None and not ls.presence:
+                ls.idle_since_ms = max(ls.idle_since_ms or presence.event_ms, presence.event_ms)
+        else:
+            ls.presence[presence.asset_guid] = (presence.state, presence.since_ms)
+        ls.event_ms = max(ls.event_ms or presence.event_ms, presence.event_ms)
+        self._status(loader, ls, out)
+        return LoaderStep(out, ls.to_bytes())
+
+    # -- internals -------------------------------------------------------------------------------
+    @staticmethod
+    def _load(state: bytes | None, site: str) -> LoaderState:
+        ls = LoaderState(site) if state is None else LoaderState.from_bytes(state)
+        ls.site = ls.site or site
+        return ls
+
+    def _horizon(self, ls: LoaderState) -> int | None:
+        return ls.visits[-1].departure_ms - self.retention_ms if ls.visits else None
+
+    def _evict(self, ls: LoaderState) -> None:
+        horizon = self._horizon(ls)
+        if horizon is None:
+            return
+        n = 0
+        while n < len(ls.visits) and ls.visits[n].departure_ms < horizon:
+            n += 1
+        if n:
+            ls.previous_departure_ms = ls.visits[n - 1].departure_ms
+            del ls.visits[:n]
+        for key in [k for k, c in ls.cycles.items() if (c.load_start_ms or 0) < horizon]:
+            del ls.cycles[key]
+
+    @staticmethod
+    def _status(loader: str, ls: LoaderState, out: LoaderOutput) -> None:
+        """The loader's live status, emitted when it changed: the first truck to have arrived of those
+        in its bay is in service, every other truck at or near it waits."""
+        present = sorted(ls.presence.items(), key=lambda item: (item[1][1], item[0]))
+        at_loader = [(asset, since) for asset, (where, since) in present if where == AT_LOADER]
+        in_service = at_loader[0] if at_loader else None
+        waiting = [(asset, since) for asset, (_, since) in present if in_service is None or asset != in_service[0]]
+        status = LoaderStatus(
+            loader, ls.site, in_service[0] if in_service else None, in_service[1] if in_service else None,
+            len(waiting), ",".join(f"{asset}@{since}" for asset, since in waiting),
+            waiting[0][1] if waiting else None, None if present else ls.idle_since_ms,
+            ls.event_ms if ls.event_ms is not None else (ls.idle_since_ms or 0),
+        )  # fmt: skip
+        if status != ls.status:
+            ls.status = status
+            out.status = status
