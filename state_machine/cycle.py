@@ -313,8 +313,8 @@ def _load_visit(s: CycleState, departure_ms: int, open_: bool) -> LoadVisit:
 
 
 def open_visit(s: CycleState) -> LoadVisit | None:
-    """The load visit under way (LOAD_TIME, still at the loader), ending at the truck's last point: what
-    a bounded input's end, or a silent truck's timeout, leaves of it."""
+    """The load visit under way (LOAD_TIME, still at the loader) when a bounded input ends, up to the
+    truck's last point."""
     if s.phase != LOAD_TIME or s.sp_kind != AREA_LOADER or not s.sp_confirmed or s.prev_ts is None:
         return None
     return _load_visit(s, s.prev_ts, True)

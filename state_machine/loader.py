@@ -53,16 +53,23 @@ RETENTION_MS = 3 * HOUR_MS
 _CYCLE_FIELD_NAMES = tuple(f.name for f in fields(CycleRecord))
 
 
-def _visit_key(v: LoadVisit) -> tuple[int, str, int]:
-    return (v.departure_ms, v.asset_guid, v.load_start_ms)
+def _visit_key(v: LoadVisit) -> tuple[int, int, str, int]:
+    """Visits that ended in order of departure, then those still open in order of their first stop."""
+    return (1, v.first_stop_ms, v.asset_guid, v.load_start_ms) if v.open else (0, v.departure_ms, v.asset_guid,
+                                                                                v.load_start_ms)  # fmt: skip
 
 
 def serve(visits: list[LoadVisit], previous_departure_ms: int | None = None) -> list[ServedVisit]:
-    """The visits (in order of departure) with their service start and queue; ``previous_departure_ms``
-    is the departure of the visit served before the first one, when known."""
-    served = []
+    """The visits (in _visit_key order) with their service start and queue; ``previous_departure_ms``
+    is the departure of the visit served before the first one, when known. Of the visits still open at
+    the end of the input, the first to arrive is in service (until its last point); the others were
+    still waiting: no service start, their wait so far as queue."""
+    served: list[ServedVisit] = []
     previous = previous_departure_ms
     for v in visits:
+        if v.open and served and served[-1].visit.open:  # waiting behind the truck in service at the end
+            served.append(ServedVisit(v, None, round((v.departure_ms - v.first_stop_ms) / 1000.0, 3)))
+            continue
         if previous is not None and v.first_stop_ms < previous:
             start, queue = previous, (previous - v.first_stop_ms) / 1000.0  # it stood waiting for that truck
         else:
@@ -88,6 +95,8 @@ def hour_figures(loader: str, site: str, served: list[ServedVisit], hour: int,
     previous = previous_departure_ms
     for sv in served:
         v = sv.visit
+        if sv.service_start_ms is None:
+            continue
         if hour <= sv.service_start_ms < hour + HOUR_MS:
             loads += 1
             queue += sv.queue_seconds
@@ -171,8 +180,8 @@ class LoaderOperator:
         ls = self._load(state, visit.site_guid)
         out = LoaderOutput()
         kept = ls.visits
-        newest = max(kept[-1].departure_ms if kept else visit.departure_ms, visit.departure_ms)
-        if visit.departure_ms < newest - self.retention_ms:
+        horizon = self._horizon(ls)
+        if horizon is not None and visit.departure_ms < horizon:
             out.counts["loaderVisitsTooLate"] += 1
             return LoaderStep(out, ls.to_bytes())
         before = {(sv.visit.asset_guid, sv.visit.load_start_ms): sv
@@ -186,7 +195,7 @@ class LoaderOperator:
         hours: set[int] = set()
         previous = ls.previous_departure_ms
         for sv in served:
-            if sv in changed:
+            if sv in changed and sv.service_start_ms is not None:
                 hours.update(_hours(min(sv.service_start_ms, previous or sv.service_start_ms), sv.visit.departure_ms))
             previous = sv.visit.departure_ms
         floor = None if ls.previous_departure_ms is None else ls.previous_departure_ms - ls.previous_departure_ms % HOUR_MS
@@ -241,14 +250,16 @@ class LoaderOperator:
         return ls
 
     def _horizon(self, ls: LoaderState) -> int | None:
-        return ls.visits[-1].departure_ms - self.retention_ms if ls.visits else None
+        """Visits that left before this no longer change (RETENTION_MS behind the newest departure)."""
+        newest = max((v.departure_ms for v in ls.visits if not v.open), default=None)
+        return None if newest is None else newest - self.retention_ms
 
     def _evict(self, ls: LoaderState) -> None:
         horizon = self._horizon(ls)
         if horizon is None:
             return
         n = 0
-        while n < len(ls.visits) and ls.visits[n].departure_ms < horizon:
+        while n < len(ls.visits) and not ls.visits[n].open and ls.visits[n].departure_ms < horizon:
             n += 1
         if n:
             ls.previous_departure_ms = ls.visits[n - 1].departure_ms

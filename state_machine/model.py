@@ -277,9 +277,10 @@ class ServedVisit(NamedTuple):
     """A load visit with its place in its loader's order of service (state_machine.loader)."""
 
     visit: LoadVisit
-    service_start_ms: int
+    service_start_ms: int | None
     """When the loader began to serve it: the previous truck's departure if it was waiting for it,
-    else its arrival (or the previous departure, when that came later)."""
+    else its arrival (or the previous departure, when that came later); None for a truck still waiting
+    when the input ended (its queue is then the wait so far)."""
     queue_seconds: float
     """From its first stop while the loader served another truck to its service start (0: no wait)."""
 

@@ -308,9 +308,6 @@ class TruckEngine:
             and state.committed.phase != SEG_NONE
             and watermark_ms >= last + int(th.idle_close_s * 1000)
         ):
-            visit = open_visit(state.committed)  # it went silent at a loader: the visit ends at its last point
-            if visit is not None:
-                out.visits.append(visit)
             rec = close_cycle(state.committed, last, IDLE_TIMEOUT)
             if rec is not None:
                 out.closed.append(rec)
