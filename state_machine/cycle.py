@@ -53,6 +53,7 @@ from state_machine.model import (
     ALERT_DUMP_OUTSIDE_REGION,
     ALERT_LONG_IDLE,
     ALERT_RESTRICTED_REGION,
+    AT_LOADER,
     COMPLETE,
     DUMP_TIME,
     EMPTY_TRAVEL,
@@ -63,6 +64,7 @@ from state_machine.model import (
     LOAD_TRAVEL,
     OUTLIER,
     SEG_NONE,
+    WAITING,
     Alert,
     CycleRecord,
     LoadVisit,
@@ -318,6 +320,16 @@ def open_visit(s: CycleState) -> LoadVisit | None:
     if s.phase != LOAD_TIME or s.sp_kind != AREA_LOADER or not s.sp_confirmed or s.prev_ts is None:
         return None
     return _load_visit(s, s.prev_ts, True)
+
+
+def loader_presence(s: CycleState) -> tuple[str, str, int] | None:
+    """(loader, AT_LOADER or WAITING, since) of a truck's state: standing in a loader's bay (before or
+    during its load), or on its approach to loaders (the nearest); None when at no loader."""
+    if s.sp_kind == AREA_LOADER and (s.phase == LOAD_TIME or not s.sp_confirmed):
+        return s.sp_guid, AT_LOADER, s.sp_kpi
+    if s.ap_guids and s.ap_start is not None and s.sp_kind == "":
+        return s.ap_guids[0], WAITING, s.ap_start
+    return None
 
 
 def _end_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord],

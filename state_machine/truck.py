@@ -271,6 +271,10 @@ class TruckEngine:
             self._current(state)  # keeps the speculative state incremental (one point applied on top)
         return out, state
 
+    def current(self, state: TruckState) -> CycleState:
+        """The truck's live state: what the temporary-table row shows (speculative or committed)."""
+        return self._current(state)
+
     def emit_current(self, state: TruckState, closed: bool) -> StepOutput:
         """The truck's status row and, when its open cycle changed (or ``closed``: a cycle closed
         since the last one), its in-progress row: what on_point emits, for points applied with

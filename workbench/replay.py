@@ -114,6 +114,9 @@ class Replayer:
             res.visits.append(visit)
             self._loader_step(visit.loader_guid, self.loaders.on_visit(
                 visit.loader_guid, self.loader_states.get(visit.loader_guid), visit))
+        for presence in out.presence:
+            loader = presence.loader_guid
+            self._loader_step(loader, self.loaders.on_presence(loader, self.loader_states.get(loader), presence))
         for cycle in out.closed:
             loader = cycle.loader_asset_guid
             if loader is None:
