@@ -257,6 +257,19 @@ class LoaderHour(NamedTuple):
     trucks_served: int
 
 
+class TruckHour(NamedTuple):
+    """One truck's figures for one hour (UTC), from its committed points (state_machine.truck_hours)."""
+
+    asset_guid: str
+    site_guid: str
+    hour_start_ms: int
+    working_seconds: float
+    idle_seconds: float
+    loaded_distance_m: float
+    empty_distance_m: float
+    cycles_closed: int
+
+
 class LoaderStatus(NamedTuple):
     """A loader's live state: the truck in service (the first to arrive of those standing in its bay),
     the trucks waiting (``waiting``: "truck@since_ms" joined by commas, longest wait first), and since
@@ -295,6 +308,7 @@ class StepOutput:
     rejected: points not applied, each with a reason (late, conflicting duplicate, clock jump).
     alerts: operator alerts raised by committed points (final, emitted once per occurrence).
     visits: load visits that ended at committed points (final).
+    hours: the truck's hourly figures that changed (upserts).
     """
 
     in_progress: CycleRecord | None = None
@@ -303,5 +317,6 @@ class StepOutput:
     rejected: list[Rejection] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     visits: list[LoadVisit] = field(default_factory=list)
+    hours: list[TruckHour] = field(default_factory=list)
     duplicates: int = 0
     reordered: int = 0

@@ -57,6 +57,7 @@ from state_machine.model import (
     LoadVisit,
     StepOutput,
     TelemetryPoint,
+    TruckHour,
     TruckStatus,
 )
 from state_machine.reference import SiteReference
@@ -139,6 +140,7 @@ class OperatorOutput:
     alerts: list[Alert] = field(default_factory=list)
     visits: list[LoadVisit] = field(default_factory=list)
     presence: list[LoaderPresence] = field(default_factory=list)
+    hours: list[TruckHour] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     dead_by_reason: Counter = field(default_factory=Counter)
     closed_by_status: Counter = field(default_factory=Counter)
@@ -344,6 +346,7 @@ class TruckOperator:
                                                p.ts_ms))  # fmt: skip
         out.alerts.extend(step.alerts)
         out.visits.extend(step.visits)
+        out.hours.extend(step.hours)
         if step.duplicates:
             out.counts["duplicatesDropped"] += step.duplicates
         if step.reordered:

@@ -29,6 +29,7 @@ from state_machine.model import (
     LoaderStatus,
     LoadVisit,
     ServedVisit,
+    TruckHour,
     TruckStatus,
 )
 from state_machine.operator import OperatorOutput, Step, TruckOperator
@@ -52,6 +53,7 @@ class ReplayResult:
     served: dict[tuple[str, int], ServedVisit] = field(default_factory=dict)
     loader_hours: dict[tuple[str, int], LoaderHour] = field(default_factory=dict)
     loader_status: dict[str, LoaderStatus] = field(default_factory=dict)
+    truck_hours: dict[tuple[str, int], TruckHour] = field(default_factory=dict)
     records: int = 0
     applied_points: int = 0
     duplicates: int = 0
@@ -114,6 +116,8 @@ class Replayer:
             res.visits.append(visit)
             self._loader_step(visit.loader_guid, self.loaders.on_visit(
                 visit.loader_guid, self.loader_states.get(visit.loader_guid), visit))
+        for hour in out.hours:
+            res.truck_hours[(hour.asset_guid, hour.hour_start_ms)] = hour
         for presence in out.presence:
             loader = presence.loader_guid
             self._loader_step(loader, self.loaders.on_presence(loader, self.loader_states.get(loader), presence))
