@@ -153,20 +153,18 @@ class Truck(Proc):
         legs: list[Leg] = []
         v_app = self.v_empty
         _, t_direct = drive(ld.to_spot, t, v_app, slow_start=False)
-        queue_stand: tuple[int, int] | None = None
+        queue_stands: list[tuple[int, int]] = []
         if self.ghost or ld.free_at <= t_direct:
             _, t_s = drive(ld.to_spot, t, v_app, slow_start=False, legs=legs)
             load_start = t_s
         else:
-            _, t_q = drive(Polyline([ld.approach, ld.queue]), t, v_app, slow_start=False, legs=legs)
-            t_leave = max(t_q, ld.free_at) + int(rng.uniform(3000, 10000))
-            legs.append((t_q, t_leave, STAND, ld.queue, IDLING))
+            t_leave = self._queue(ld, t, v_app, legs)
             _, t_s = drive(Polyline([ld.queue, ld.spot]), t_leave, 2.0, False, False, legs)
-            if ld.queue_inside:
-                load_start = t_q
-            else:
-                load_start = t_s
-                queue_stand = (t_q, t_leave - t_q)
+            # the load starts at its first rest in the bay; standing before that, outside it, is travel
+            stands = [(t0, t1, payload) for t0, t1, kind, payload, _ws in legs if kind == STAND]
+            inside = [t0 for t0, _t1, xy in stands if math.dist(xy, ld.pos) <= LOADER_RADIUS_M]
+            load_start = inside[0] if inside else t_s
+            queue_stands = [(t0, t1 - t0) for t0, t1, _xy in stands if t0 < load_start]
         load_end = t_s + self._stop_ms(60, 240)
         legs.append((t_s, load_end, STAND, ld.spot, IDLING))
         if not self.ghost:
@@ -174,8 +172,7 @@ class Truck(Proc):
             ld.free_at = load_end
         # close the previous cycle at this load_start
         if self.cycle is not None and not self.ghost:
-            if queue_stand is not None:
-                self.cycle.travel_stands.append(queue_stand)
+            self.cycle.travel_stands.extend(queue_stands)
             self.cycle.empty_dist += ld.to_spot.length
             self._close(load_start)
         self.cycle = OpenCycle(ld.guid, load_start, load_end)
@@ -226,6 +223,14 @@ class Truck(Proc):
         else:
             cyc.empty_dist += back.length
         return legs, t_next
+
+    def _queue(self, ld: LoaderGeo, t: int, v: dict[str, float], legs: list[Leg]) -> int:
+        """Drive from the approach point to the loader's queue spot and stand there until the loader is
+        free; return when this truck leaves it for the loading spot."""
+        _, t_q = drive(Polyline([ld.approach, ld.queue]), t, v, slow_start=False, legs=legs)
+        t_leave = max(t_q, ld.free_at) + int(self.rng.uniform(3000, 10000))
+        legs.append((t_q, t_leave, STAND, ld.queue, IDLING))
+        return t_leave
 
     def _visit_truth(self, ld: LoaderGeo, legs: list[Leg], load_start: int, departure: int) -> None:
         """Report this visit's truth: its first stop (at the queue spot or the loading spot), its entry
