@@ -583,8 +583,9 @@ def _follow_approach(s: CycleState, p: TelemetryPoint, area: str, guid: str | No
                 s.ap_guids = keep
             else:
                 s.ap_start, s.ap_guids = None, []
+    settled = s.sp_kind == AREA_LOADER and s.sp_guid == s.arr_guid  # it stands at the loader it entered
     if area == AREA_LOADER:
-        if s.arr_guid != guid and not (s.prev_area == AREA_LOADER and s.prev_guid == guid):
+        if not settled and s.arr_guid != guid and not (s.prev_area == AREA_LOADER and s.prev_guid == guid):
             ta, tb = s.prev_ts, p.ts_ms
             if gap:
                 to_edge = index.distance_to_loader_m(guid, s.prev_lat, s.prev_lon) - index.loader_distance_m
@@ -592,8 +593,7 @@ def _follow_approach(s: CycleState, p: TelemetryPoint, area: str, guid: str | No
             else:
                 s.arr_ms = (ta + tb) // 2
             s.arr_guid = guid
-    elif (s.arr_guid is not None and s.arr_guid not in s.ap_guids
-          and not (s.sp_kind == AREA_LOADER and s.sp_guid == s.arr_guid)):
+    elif s.arr_guid is not None and not settled and s.arr_guid not in s.ap_guids:
         s.arr_ms = s.arr_guid = None  # it drove through the bay without stopping there
 
 

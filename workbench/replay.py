@@ -113,7 +113,6 @@ class Replayer:
         out: OperatorOutput = step.output
         res = self._result
         for visit in out.visits:
-            res.visits.append(visit)
             self._loader_step(visit.loader_guid, self.loaders.on_visit(
                 visit.loader_guid, self.loader_states.get(visit.loader_guid), visit))
         for hour in out.hours:

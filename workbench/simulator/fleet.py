@@ -22,7 +22,7 @@ from state_machine.model import (
     ServedVisit,
 )
 from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, XY, LoaderGeo, Polyline, SiteGeo, polar
-from workbench.simulator.motion import STAND, Leg, drive, first_time_within, kmh
+from workbench.simulator.motion import STAND, Leg, drive, entry_time, kmh
 from workbench.simulator.spec import SimulationSpec
 
 TRAVEL_IDLE_OUTLIER_S = 600.0
@@ -234,12 +234,12 @@ class Truck(Proc):
 
     def _visit_truth(self, ld: LoaderGeo, legs: list[Leg], load_start: int, departure: int) -> None:
         """Report this visit's truth: its first stop (at the queue spot or the loading spot), its entry
-        into the bay, and its service start (the previous truck's departure if it stopped while that
+        into the bay (for good: the last one before it stands in the bay), and its service start (the previous truck's departure if it stopped while that
         one was still served, else its arrival or that departure, whichever came later)."""
         if self.visit_truth is None or (self.end_ms is not None and load_start > self.end_ms):
             return
         first_stop = next(t0 for t0, _t1, kind, _payload, _ws in legs if kind == STAND)
-        arrival = first_time_within(legs, ld.pos, LOADER_RADIUS_M)
+        arrival = entry_time(legs, ld.pos, LOADER_RADIUS_M)
         assert arrival is not None, "every visit ends at the loading spot, inside the bay"
         previous_departure = ld.free_at
         if first_stop < previous_departure:
