@@ -288,14 +288,24 @@ def _loader_totals(visits: Iterable[Any]) -> dict[str, tuple[int, float, float]]
     return totals
 
 
+END_MARGIN_MS = 120_000
+"""Services started this close to the end of a run are left out of the score (both sides): an arrival in
+the last ping interval can be estimated after the end."""
+
+
 def score_visits(truth: Iterable[Any], found: Iterable[Any], end_ms: int | None = None,
                  tolerance_s: float = 120.0) -> VisitScoreReport:
     """Score found served visits (state_machine.model.ServedVisit) against the simulator's.
 
     Visits are matched one-to-one per truck and loader by departure (within ``tolerance_s``, nearest
-    first). Only services started by ``end_ms`` count (both sides)."""
-    truth_list = [sv for sv in truth if sv.service_start_ms is not None and (end_ms is None or sv.service_start_ms <= end_ms)]
-    found_list = [sv for sv in found if sv.service_start_ms is not None and (end_ms is None or sv.service_start_ms <= end_ms)]
+    first). Only services started up to END_MARGIN_MS before ``end_ms`` count (both sides)."""
+    last = None if end_ms is None else end_ms - END_MARGIN_MS
+
+    def counted(sv: Any) -> bool:
+        return sv.service_start_ms is not None and (last is None or sv.service_start_ms <= last)
+
+    truth_list = [sv for sv in truth if counted(sv)]
+    found_list = [sv for sv in found if counted(sv)]
     by_key: dict[tuple[str, str], list[Any]] = {}
     for sv in truth_list:
         by_key.setdefault((sv.visit.asset_guid, sv.visit.loader_guid), []).append(sv)
