@@ -72,9 +72,9 @@ final class PollingShardReader implements SplitReader<KinesisRecord, KinesisShar
     private final Object wakeUpLock = new Object();
     private boolean wokenUp;
 
-    PollingShardReader(KinesisSourceOptions options, Map<String, Long> millisBehindLatest) {
+    PollingShardReader(KinesisSourceOptions options, KinesisClient client, Map<String, Long> millisBehindLatest) {
         this.options = options;
-        this.client = KinesisClients.create(options);
+        this.client = client;
         this.millisBehindLatest = millisBehindLatest;
     }
 
