@@ -108,6 +108,11 @@ final class FakeKinesis implements KinesisClient {
         }
     }
 
+    /** The next calls of {@code operation} on one shard (getShardIterator, getRecords) throw these. */
+    synchronized void failNext(String operation, String shardId, RuntimeException... errors) {
+        failNext(operation + ":" + shardId, errors);
+    }
+
     /** The next {@code pages} GetRecords calls on the shard return no records, behind by {@link #BEHIND_MS}. */
     synchronized void emptyPages(String shardId, int pages) {
         emptyPages.merge(shardId, pages, Integer::sum);
@@ -183,6 +188,7 @@ final class FakeKinesis implements KinesisClient {
     public synchronized GetShardIteratorResponse getShardIterator(GetShardIteratorRequest request) {
         iteratorRequests.add(request);
         throwScripted("getShardIterator");
+        throwScripted("getShardIterator:" + request.shardId());
         FakeShard shard = shards.get(request.shardId());
         if (shard == null || !STREAM_ARN.equals(request.streamARN())) {
             throw ResourceNotFoundException.builder().message("no shard " + request.shardId()).build();
@@ -213,6 +219,7 @@ final class FakeKinesis implements KinesisClient {
         getRecordsCalls++;
         throwScripted("getRecords");
         String[] parts = request.shardIterator().split("\\|");
+        throwScripted("getRecords:" + parts[0]);
         FakeShard shard = shards.get(parts[0]);
         int index = Integer.parseInt(parts[1]);
         if (Integer.parseInt(parts[2]) < expiredBeforeGeneration) {
