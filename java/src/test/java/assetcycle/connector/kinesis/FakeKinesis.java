@@ -41,6 +41,7 @@ final class FakeKinesis implements KinesisClient {
     private final TreeMap<String, FakeShard> shards = new TreeMap<>();
     private final Map<String, Deque<RuntimeException>> failures = new HashMap<>();
     private final Map<String, Integer> emptyPages = new HashMap<>();
+    private final Map<String, Long> reportedLag = new HashMap<>();
     private final List<ListShardsRequest> listShardsRequests = new ArrayList<>();
     private final List<GetShardIteratorRequest> iteratorRequests = new ArrayList<>();
     private final Map<String, List<String>> pendingPages = new HashMap<>();
@@ -79,6 +80,21 @@ final class FakeKinesis implements KinesisClient {
                 .partitionKey("k")
                 .build());
         return seq;
+    }
+
+    /** Closes a shard: its readers reach its end after its last record. */
+    synchronized void close(String shardId) {
+        shards.get(shardId).closed = true;
+    }
+
+    /** How many records of the shard come up to and including {@code sequenceNumber}. */
+    synchronized int recordsUpTo(String shardId, String sequenceNumber) {
+        return shards.get(shardId).indexOf(sequenceNumber) + 1;
+    }
+
+    /** Every page of the shard reports this lag (instead of 0 at its newest record). */
+    synchronized void reportBehind(String shardId, long millis) {
+        reportedLag.put(shardId, millis);
     }
 
     /** Splits {@code parent} into two new shards. */
@@ -239,7 +255,7 @@ final class FakeKinesis implements KinesisClient {
         return GetRecordsResponse.builder()
                 .records(new ArrayList<>(shard.records.subList(index, end)))
                 .nextShardIterator(atEnd && shard.closed ? null : iterator(shard.id, end))
-                .millisBehindLatest(atEnd ? 0L : BEHIND_MS)
+                .millisBehindLatest(reportedLag.getOrDefault(shard.id, atEnd ? 0L : BEHIND_MS))
                 .build();
     }
 
