@@ -59,12 +59,16 @@ class KinesisShardEnumeratorTest {
 
     /** A started enumerator (from {@code state}) with {@code readers} registered readers. */
     private void start(String initialPosition, KinesisEnumeratorState state, int readers) {
+        start(options(initialPosition), state, readers);
+    }
+
+    private void start(KinesisSourceOptions options, KinesisEnumeratorState state, int readers) {
         context = new MockSplitEnumeratorContext<>(Math.max(readers, 1));
         contexts.add(context);
         for (int r = 0; r < readers; r++) {
             context.registerReader(new ReaderInfo(r, "localhost"));
         }
-        enumerator = new KinesisShardEnumerator(context, options(initialPosition), state, opts -> kinesis);
+        enumerator = new KinesisShardEnumerator(context, options, state, opts -> kinesis);
         enumerators.add(enumerator);
         enumerator.start();
     }
@@ -180,6 +184,38 @@ class KinesisShardEnumeratorTest {
         assertEquals(shardId(3), newShard.shardId());
         assertEquals(StartingPosition.trimHorizon(), newShard.startingPosition(),
                 "a shard created after the start is read from its beginning");
+    }
+
+    /**
+     * LATEST is the moment the source was created: a job that fails before its first checkpoint gets
+     * a fresh enumerator from the same source (Flink restores none), which must not skip what arrived
+     * meanwhile.
+     */
+    @Test
+    void latestIsWhenTheSourceWasCreatedAlsoForAnEnumeratorAfterAFailover() throws Throwable {
+        openShards(1);
+        long before = System.currentTimeMillis();
+        KinesisSourceOptions latest = KinesisSourceOptions.of(FakeKinesis.STREAM_ARN, Map.of());
+        long after = System.currentTimeMillis();
+        while (System.currentTimeMillis() <= after) {
+            Thread.onSpinWait(); // the job starts a moment after it was built
+        }
+        List<Long> starts = new ArrayList<>();
+        for (int attempt = 0; attempt < 2; attempt++) {
+            start(latest, KinesisEnumeratorState.initial(), 1);
+            discover();
+            List<ListShardsRequest> requests = kinesis.listShardsRequests();
+            ListShardsRequest first = requests.get(requests.size() - 1);
+            assertEquals(ShardFilterType.FROM_TIMESTAMP, first.shardFilter().type());
+            starts.add(first.shardFilter().timestamp().toEpochMilli());
+            assertEquals(StartingPosition.atTimestamp(starts.get(attempt)), assignedSplits().get(0).startingPosition());
+            while (System.currentTimeMillis() <= starts.get(attempt)) {
+                Thread.onSpinWait(); // the failover takes a moment
+            }
+        }
+        assertEquals(starts.get(0), starts.get(1), "the enumerator after the failover starts where the first did");
+        assertTrue(before <= starts.get(0) && starts.get(0) <= after, starts + " not within [" + before + ", " + after
+                + "]");
     }
 
     @Test
