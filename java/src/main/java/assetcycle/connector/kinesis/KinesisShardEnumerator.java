@@ -93,7 +93,7 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
         ShardFilter filter;
         StartingPosition start;
         if (lastSeenShardId == null) {
-            start = options.initialStartingPosition(System.currentTimeMillis());
+            start = options.initialStartingPosition();
             filter = start.kind() == StartingPosition.Kind.TRIM_HORIZON
                     ? ShardFilter.builder().type(ShardFilterType.FROM_TRIM_HORIZON).build()
                     : ShardFilter.builder().type(ShardFilterType.FROM_TIMESTAMP)

@@ -36,11 +36,15 @@ class KinesisSourceOptionsTest {
 
     @Test
     void defaultsFollowTheOfficialConnector() {
+        long before = System.currentTimeMillis();
         KinesisSourceOptions options = of();
+        long after = System.currentTimeMillis();
         assertEquals("trucks", options.streamName);
         assertEquals("us-east-1", options.region);
         assertEquals(null, options.endpoint);
-        assertEquals(StartingPosition.atTimestamp(1_234L), options.initialStartingPosition(1_234L), "LATEST: now");
+        StartingPosition latest = options.initialStartingPosition();
+        assertEquals(StartingPosition.Kind.AT_TIMESTAMP, latest.kind(), "LATEST: when the options were made");
+        assertTrue(before <= latest.timestampMs() && latest.timestampMs() <= after, latest.toString());
         assertEquals(Duration.ofSeconds(10), options.discoveryInterval);
         assertEquals(10_000, options.maxRecordsPerFetch);
         assertEquals(Duration.ofMillis(250), options.emptyFetchInterval);
@@ -53,7 +57,7 @@ class KinesisSourceOptionsTest {
     @Test
     void startPositionsAndTimestampFormats() {
         assertEquals(StartingPosition.trimHorizon(),
-                of("source.init.position", "trim_horizon").initialStartingPosition(5L));
+                of("source.init.position", "trim_horizon").initialStartingPosition());
         long expected = 1_714_536_000_000L;
         for (String[] timestamp : new String[][] {
                 {"1714536000"}, {"1714536000.0"}, {"2024-05-01T04:00:00Z"}, {"2024-05-01T06:00:00+02:00"},
@@ -62,7 +66,7 @@ class KinesisSourceOptionsTest {
                     ? of("source.init.position", "AT_TIMESTAMP", "source.init.timestamp", timestamp[0])
                     : of("source.init.position", "AT_TIMESTAMP", "source.init.timestamp", timestamp[0],
                             "source.init.timestamp.format", timestamp[1]);
-            assertEquals(StartingPosition.atTimestamp(expected), options.initialStartingPosition(5L), timestamp[0]);
+            assertEquals(StartingPosition.atTimestamp(expected), options.initialStartingPosition(), timestamp[0]);
         }
     }
 
