@@ -11,9 +11,14 @@ import argparse
 import importlib
 import sys
 
-from job.errors import CliError
+from stores.errors import UserError
 
 __all__ = ["CliError", "build_parser", "main"]
+
+
+class CliError(UserError):
+    """A problem to report to the user as one clear line (no traceback): what is wrong, what to do."""
+
 
 COMMAND_MODULES = (
     "job.commands.simulate",
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except CliError as exc:
+    except UserError as exc:
         print(f"asset-cycle {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from job.cli import CliError
 from job.console import DEFAULT_PROGRESS_S, DEFAULT_STOP_TIMEOUT_S
-from job.errors import CliError, SettingsError
 from job.settings import (
     MSF_PROPERTIES_PATH,
     AppSettings,
@@ -40,6 +40,7 @@ from job.settings import (
     mask_url,
     properties_path,
 )
+from stores.errors import SettingsError, UserError
 
 log = logging.getLogger("asset-cycle")
 
@@ -358,7 +359,7 @@ def _bring_up_local_services(pg: Any, rs: Any, environ: Any = None) -> None:
 
 
 def _connect_pg(pg: Any) -> Any:
-    from job.db import DatabaseUnavailable
+    from stores.postgres import DatabaseUnavailable
 
     try:
         return pg.connect()
@@ -367,15 +368,12 @@ def _connect_pg(pg: Any) -> Any:
 
 
 def _connect_redis(rs: Any) -> Any:
-    import redis
+    from stores.connections import RedisUnavailable, connect_redis
 
-    client = rs.client()
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise JobError(f"cannot connect to Redis at {rs.address}: {exc} (start Redis, or set "
-                       "ASSET_CYCLE_REDIS_HOST/PORT/PASSWORD)") from exc  # fmt: skip
-    return client
+        return connect_redis(rs)
+    except RedisUnavailable as exc:
+        raise JobError(f"{exc} (start Redis, or set ASSET_CYCLE_REDIS_HOST/PORT/PASSWORD)") from exc
 
 
 def _simulation_spec(settings: AppSettings, args: argparse.Namespace) -> Any:
@@ -486,7 +484,7 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
     settings = plan.settings
 
-    from job.db import TableNames
+    from stores.postgres import TableNames
 
     try:
         names = TableNames(schema=settings.sink.schema or "dx", **settings.sink.table_overrides())
@@ -496,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
     pg_settings, redis_settings = _services(settings)
     if plan.mode == "demo":
         _bring_up_local_services(pg_settings, redis_settings)
-    from job.settings import jdbc_url_with_tls
+    from stores.connections import jdbc_url_with_tls
 
     jdbc_url = jdbc_url_with_tls(settings.sink.jdbc_url, pg_settings) if settings.sink.jdbc_url else pg_settings.jdbc_url()
     if not plan.on_msf:
@@ -510,12 +508,12 @@ def run(args: argparse.Namespace) -> int:
         redis_client = _connect_redis(redis_settings)
         try:
             if plan.init_db:
-                from job.db import apply_migrations
+                from stores.postgres import apply_migrations
 
                 applied = apply_migrations(pg_conn, names)
                 log.info("database schema %s ready (%d migration(s) applied)", names.schema, len(applied))
             if plan.seed_from:
-                from job.reference_store import seed_reference
+                from stores.reference import seed_reference
 
                 if plan.seed_from == "simulator":
                     from workbench.simulator import build_layout
@@ -535,7 +533,7 @@ def run(args: argparse.Namespace) -> int:
                                          redis_key_prefix=settings.reference.redis_key_prefix)  # fmt: skip
                 log.info("seeded reference data: %s", summary)
             if settings.reference.poll_interval_s == 0:
-                from job.reference_store import load_reference_data
+                from stores.reference import load_reference_data
                 from udfs.reference_poller import snapshot_records
 
                 data = load_reference_data(pg_conn, redis_client, names,
@@ -554,7 +552,7 @@ def run(args: argparse.Namespace) -> int:
 
     from job.flink_env import FlinkEnvError
     from job.pipeline import assemble, bounded_reference_stream, polling_reference_stream
-    from job.reference_store import ReferenceConnector
+    from job.reference import ReferenceConnector
     from job.sinks import JdbcTarget, SinkSet
     from job.sources import SourceError, file_source, kinesis_source, simulator_source
     from udfs.reference_poller import ReferencePoller
@@ -685,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except CliError as exc:
+    except UserError as exc:
         print(f"asset-cycle: error: {exc}", file=sys.stderr)
         return 2
 

@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job.db import TableNames
 from state_machine.model import COMPLETE, HAUL_TRUCK, INVALID, OUTLIER
+from stores.postgres import TableNames
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -234,8 +234,8 @@ def fetch_asset_names(conn: Any, names: TableNames, guids: Iterable[str]) -> dic
 def fetch_regions(redis_client: Any, sites: Iterable[str], redis_prefix: str = "",
                   warnings: list[str] | None = None) -> dict[str, list[Region]]:
     """Regions per site from the Redis hashes ``{prefix}site:{site}:regions`` (malformed ones skipped)."""
-    from job.reference_store import regions_key
     from state_machine.reference import Region
+    from stores.reference import regions_key
 
     warnings = [] if warnings is None else warnings
     out: dict[str, list[Region]] = {}

@@ -28,7 +28,8 @@ Groups and keys (all values are strings, as MSF delivers them):
   On MSF the keys of MSF_MANAGED_FLINK_KEYS are rejected: the service manages those options.
 
 Errors name the group and key. Secrets are never part of these objects; ``PostgresSettings`` and
-``RedisSettings`` (job.reference_store) carry them and mask them in their repr.
+``RedisSettings`` (stores.connections, built by ``postgres_settings`` / ``redis_settings``) carry
+them and mask them in their repr.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from job.errors import SettingsError
 from state_machine.config import THRESHOLD_NAMES, ConfigError, EngineConfig
+from stores.connections import PostgresSettings, RedisSettings, mask_url, parse_jdbc_url
+from stores.errors import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,6 @@ MSF_MANAGED_FLINK_KEYS: dict[str, str] = {
 start-up from MSF 2.2 on) -> where they are set on MSF. Rejected on MSF."""
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_PASSWORD_IN_URL = re.compile(r"(?i)(password=)[^&;]*")
 
 
 
@@ -258,7 +259,7 @@ class SourceSettings:
 
 @dataclass(frozen=True, slots=True)
 class SinkSettings:
-    """JDBC sink target and batching. Table names None = job.db defaults."""
+    """JDBC sink target and batching. Table names None = stores.postgres defaults."""
 
     jdbc_url: str = "jdbc:postgresql://127.0.0.1:5432/postgres"
     schema: str | None = None
@@ -349,10 +350,6 @@ class AppSettings:
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     engine: EngineConfig = field(default_factory=EngineConfig)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
-
-    def with_(self, **parts: Any) -> AppSettings:
-        """A copy with whole sections replaced."""
-        return replace(self, **parts)
 
     def describe(self) -> dict[str, Any]:
         """A log-safe summary (no secrets)."""
@@ -541,69 +538,29 @@ def load_settings(local_properties: str | None = None, environ: Mapping[str, str
     return settings_from_groups(read_property_groups(path), on_msf=path == MSF_PROPERTIES_PATH)
 
 
-# --------------------------------------------------------------------------- credentials
+# --------------------------------------------------------------------------- connections
 
 
-def mask_url(url: str) -> str:
-    """A URL with any password=... parameter masked."""
-    return _PASSWORD_IN_URL.sub(r"\1***", url)
-
-
-def parse_jdbc_url(url: str) -> dict[str, Any]:
-    """host, port, dbname (and query parameters) of a ``jdbc:postgresql://host:port/db?..`` URL."""
-    from urllib.parse import parse_qsl, unquote, urlsplit
-
-    if not url.startswith("jdbc:postgresql://"):
-        raise SettingsError(f"SinkConfig.jdbc.url: not a jdbc:postgresql:// URL: {mask_url(url)!r}")
-    parts = urlsplit(url[len("jdbc:"):])
-    out: dict[str, Any] = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 5432,
-                           "dbname": unquote(parts.path.lstrip("/")) or "postgres"}  # fmt: skip
-    out.update({k: v for k, v in parse_qsl(parts.query) if k in ("sslmode", "sslrootcert")})
-    return out
-
-
-def jdbc_url_with_tls(url: str, pg: Any) -> str:
-    """``url`` (``jdbc:postgresql://...``) with the PostgreSQL settings' ``sslmode`` and
-    ``sslrootcert`` added where the URL has none, so the JDBC sinks use the same TLS as psycopg2
-    (e.g. ``sslmode=require`` from a Secrets Manager secret with a plain SinkConfig.jdbc.url)."""
-    from urllib.parse import parse_qsl, urlencode
-
-    base, _, query = url.partition("?")
-    params = dict(parse_qsl(query, keep_blank_values=True))
-    added = {k: v for k in ("sslmode", "sslrootcert") if (v := getattr(pg, k, None)) and k not in params}
-    if not added:
-        return url
-    return f"{base}?{urlencode({**params, **added})}"
-
-
-def postgres_settings(settings: AppSettings, environ: Mapping[str, str] | None = None):
-    """PostgreSQL settings (job.reference_store.PostgresSettings): the Secrets Manager secret when
-    one is named; otherwise host/port/db from SinkConfig.jdbc.url (when set) and user/password
-    from ASSET_CYCLE_PG_* variables."""
-    from job import reference_store
-
+def postgres_settings(settings: AppSettings, environ: Mapping[str, str] | None = None) -> PostgresSettings:
+    """PostgreSQL settings: the Secrets Manager secret when one is named; otherwise host/port/db from
+    SinkConfig.jdbc.url (when set) and user/password from ASSET_CYCLE_PG_* variables."""
     if settings.secrets.postgres_secret_name:
-        return reference_store.PostgresSettings.from_secret(
-            settings.secrets.postgres_secret_name, settings.secrets.region
-        )
-    base = reference_store.PostgresSettings.from_env(environ)
+        return PostgresSettings.from_secret(settings.secrets.postgres_secret_name, settings.secrets.region)
+    base = PostgresSettings.from_env(environ)
     if settings.sink.jdbc_url:
         return replace(base, **parse_jdbc_url(settings.sink.jdbc_url))
     return base
 
 
-def redis_settings(settings: AppSettings, environ: Mapping[str, str] | None = None):
-    """Redis settings (job.reference_store.RedisSettings): the secret when one is named (host from
-    the secret), otherwise ASSET_CYCLE_REDIS_* variables with the ReferenceConfig host/port/db/tls
-    that differ from the defaults on top. ReferenceConfig's TLS flag applies in both cases."""
-    from job import reference_store
-
+def redis_settings(settings: AppSettings, environ: Mapping[str, str] | None = None) -> RedisSettings:
+    """Redis settings: the secret when one is named (host from the secret), otherwise
+    ASSET_CYCLE_REDIS_* variables with the ReferenceConfig host/port/db/tls that differ from the
+    defaults on top. ReferenceConfig's TLS flag applies in both cases."""
     ref = settings.reference
     if settings.secrets.redis_secret_name:
-        return reference_store.RedisSettings.from_secret(
-            settings.secrets.redis_secret_name, settings.secrets.region, tls=ref.redis_tls or None
-        )
-    base = reference_store.RedisSettings.from_env(environ)
+        return RedisSettings.from_secret(settings.secrets.redis_secret_name, settings.secrets.region,
+                                         tls=ref.redis_tls or None)  # fmt: skip
+    base = RedisSettings.from_env(environ)
     default = ReferenceSettings()
     overrides: dict[str, Any] = {}
     if ref.redis_host != default.redis_host:

@@ -1,8 +1,8 @@
 """PostgreSQL sinks: the job's tables written by our own JDBC upsert sink (java/: assetcycle.sink).
 
 Each DataStream of rows (udfs.rows layouts, explicit types, fields in the order of the columns of
-``job.db``) is written by ``assetcycle.sink.JdbcUpsertSink`` with the statement of
-``job.db.jdbc_upsert_sql``: ``INSERT .. ON CONFLICT (pk) DO UPDATE`` (``updated_at = now()`` on the
+``stores.postgres``) is written by ``assetcycle.sink.JdbcUpsertSink`` with the statement of
+``stores.postgres.jdbc_upsert_sql``: ``INSERT .. ON CONFLICT (pk) DO UPDATE`` (``updated_at = now()`` on the
 tables that have it) or ``DO NOTHING`` for dead letters and alerts. Epoch milliseconds (an ``x_ms``
 field) are bound as a UTC ``timestamptz`` (column ``x_utc``): no time zone in between.
 
@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from job.db import INSERT_ONLY_KINDS, KEY_COLUMNS, TableNames, column_list, jdbc_upsert_sql
+from stores.postgres import INSERT_ONLY_KINDS, KEY_COLUMNS, TableNames, column_list, jdbc_upsert_sql
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def source_field(column: str) -> str:
 
 def sink_columns(kind: str) -> list[tuple[str, str]]:
     """(column, Flink type of the row field that feeds it: STRING, LONG, DOUBLE, INT) of a sink kind,
-    in job.db order."""
+    in stores.postgres order."""
     if kind not in SINK_KINDS:
         raise SinkError(f"unknown sink kind {kind!r}; known: {SINK_KINDS}")
     out = []

@@ -11,7 +11,7 @@ Fixtures:
 * ``pg_schema``: a new uniquely named schema, dropped (CASCADE) afterwards;
 * ``pg_conn``: a fresh psycopg2 connection, search_path = ``pg_schema`` (rolled back and closed
   before the schema is dropped);
-* ``table_names``: ``job.db.TableNames`` pointing at ``pg_schema``;
+* ``table_names``: ``stores.postgres.TableNames`` pointing at ``pg_schema``;
 * ``migrated_tables``: ``table_names`` with the migrations applied;
 * ``redis_url`` / ``redis_client`` (session): checked connection (``decode_responses=False``);
 * ``redis_prefix``: a unique key prefix ``test:<hex>:``; every key under it is deleted afterwards.
@@ -119,7 +119,7 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
 @pytest.fixture
 def table_names(pg_schema: str) -> Any:
     """Default table names inside the throwaway schema."""
-    from job.db import TableNames
+    from stores.postgres import TableNames
 
     return TableNames(schema=pg_schema)
 
@@ -129,7 +129,7 @@ def migrated_tables(pg_dsn: str, table_names: Any) -> Any:
     """``table_names`` after ``asset-cycle db init`` (all migrations applied)."""
     import psycopg2
 
-    from job.db import apply_migrations
+    from stores.postgres import apply_migrations
 
     conn = psycopg2.connect(pg_dsn, connect_timeout=3)
     try:

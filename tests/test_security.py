@@ -114,8 +114,8 @@ def test_static_migrations_have_no_string_interpolation():
 
 
 def test_sink_statements_are_composed_from_validated_identifiers():
-    from job.db import TableNames
     from job.sinks import JdbcTarget, sink_spec
+    from stores.postgres import TableNames
 
     spec = sink_spec("cycle", TableNames(schema="dx"), JdbcTarget("jdbc:postgresql://h/db", "u", "x', 'a' = 'b"))
     assert "x'" not in spec.upsert_sql and spec.upsert_sql.count("?") == len(spec.null_types)
@@ -127,8 +127,8 @@ def test_sink_statements_are_composed_from_validated_identifiers():
 
 
 def test_postgres_tls_options_reach_psycopg2_and_the_jdbc_url():
-    from job.reference_store import PostgresSettings
-    from job.settings import AppSettings, SinkSettings, jdbc_url_with_tls, postgres_settings
+    from job.settings import AppSettings, SinkSettings, postgres_settings
+    from stores.connections import PostgresSettings, jdbc_url_with_tls
 
     env = {"ASSET_CYCLE_PG_HOST": "db.example", "ASSET_CYCLE_PG_SSLMODE": "verify-full",
            "ASSET_CYCLE_PG_SSLROOTCERT": "/etc/ssl/rds-ca.pem", "ASSET_CYCLE_PG_PASSWORD": TEST_PG_PASSWORD}
@@ -154,8 +154,8 @@ def test_postgres_tls_options_reach_psycopg2_and_the_jdbc_url():
 def test_redis_tls_options_reach_the_client():
     import redis
 
-    from job.reference_store import RedisSettings
     from job.settings import AppSettings, ReferenceSettings, redis_settings
+    from stores.connections import RedisSettings
 
     rs = RedisSettings.from_env({"ASSET_CYCLE_REDIS_TLS": "true", "ASSET_CYCLE_REDIS_TLS_CA": "/ca.pem",
                                  "ASSET_CYCLE_REDIS_PASSWORD": TEST_REDIS_PASSWORD})
@@ -172,9 +172,8 @@ def test_redis_tls_options_reach_the_client():
 
 
 def test_secrets_are_masked_in_errors_and_reprs():
-    from job.reference_store import PostgresSettings, RedisSettings
-    from job.settings import mask_url
     from job.sinks import JdbcTarget
+    from stores.connections import PostgresSettings, RedisSettings, mask_url
 
     assert TEST_PG_PASSWORD not in repr(JdbcTarget("jdbc:postgresql://h/d", "u", TEST_PG_PASSWORD))
     assert TEST_PG_PASSWORD not in mask_url(f"jdbc:postgresql://h/d?user=u&password={TEST_PG_PASSWORD}")

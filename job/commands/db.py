@@ -10,8 +10,8 @@ import argparse
 import os
 from typing import Any
 
-from job.db import TABLE_KINDS, TableNames
 from job.main import DEMO_REDIS_PREFIX, DEMO_SCHEMA
+from stores.postgres import TABLE_KINDS, TableNames
 
 
 def add_pg_args(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def add_table_args(parser: argparse.ArgumentParser) -> None:
 def table_names_from_args(args: argparse.Namespace) -> TableNames:
     """TableNames from --schema/--table; invalid names become a CliError."""
     from job.cli import CliError
-    from job.db import IdentifierError
+    from stores.postgres import IdentifierError
 
     try:
         return TableNames.from_mapping({"schema": args.schema, **dict(getattr(args, "table", []) or [])})
@@ -56,8 +56,9 @@ def table_names_from_args(args: argparse.Namespace) -> TableNames:
 def pg_connect_from_args(args: argparse.Namespace) -> Any:
     """A psycopg2 connection from --pg-dsn or the environment; failures become a CliError."""
     from job.cli import CliError
-    from job.db import DatabaseUnavailable, connect
-    from job.reference_store import SettingsError, postgres_settings_from_env
+    from stores.connections import postgres_settings_from_env
+    from stores.errors import SettingsError
+    from stores.postgres import DatabaseUnavailable, connect
 
     try:
         if args.pg_dsn:
@@ -101,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     """Apply pending migrations and print what was applied."""
-    from job.db import apply_migrations
+    from stores.postgres import apply_migrations
 
     names = table_names_from_args(args)
     conn = pg_connect_from_args(args)
@@ -119,7 +120,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """Print each migration as applied or pending; exit 1 when some are pending."""
-    from job.db import applied_migrations, migration_files
+    from stores.postgres import applied_migrations, migration_files
 
     names = table_names_from_args(args)
     conn = pg_connect_from_args(args)
@@ -139,8 +140,8 @@ def run_reset(args: argparse.Namespace) -> int:
     """Drop a schema's tables and delete the matching Redis keys (``--yes``), or say what that would do."""
     from job.cli import CliError
     from job.commands.seed import _redis_client
-    from job.db import reset_schema, table_exists
-    from job.reference_store import delete_region_keys, region_keys
+    from stores.postgres import reset_schema, table_exists
+    from stores.reference import delete_region_keys, region_keys
 
     names = table_names_from_args(args)
     prefix = args.redis_prefix if args.redis_prefix is not None else (

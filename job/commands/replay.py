@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from job.cli import CliError
-from job.errors import SettingsError
 from job.settings import load_engine_config
 from state_machine.config import EngineConfig
 from state_machine.truck import closed_sort_key
+from stores.errors import SettingsError
 from workbench.bundle import BundleError, iter_telemetry_lines, read_reference, write_cycles_csv
 from workbench.replay import Replayer
 

@@ -10,9 +10,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+
+import redis
 
 from job.commands.db import add_pg_args, add_table_args, pg_connect_from_args, table_names_from_args
+from stores.connections import RedisSettings, connect_redis, redis_settings_from_env
+from stores.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,28 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _redis_or_none(args: argparse.Namespace) -> tuple[Any, str | None]:
+def _redis_or_none(args: argparse.Namespace) -> tuple[redis.Redis | None, str | None]:
     """A pinged redis.Redis, or (None, reason) when it cannot be reached (the map is optional)."""
-    from urllib.parse import urlsplit
-
-    import redis
-
-    from job.reference_store import SettingsError, redis_settings_from_env
-
-    secret = None
     try:
-        if args.redis_url:
-            secret = urlsplit(args.redis_url).password
-            client = redis.Redis.from_url(args.redis_url, socket_connect_timeout=5, socket_timeout=30)
-        else:
-            settings = redis_settings_from_env()
-            secret = settings.password
-            client = settings.client(socket_connect_timeout=5)
-        client.ping()
-    except (SettingsError, redis.RedisError, ValueError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        return None, reason.replace(secret, "***") if secret else reason
-    return client, None
+        settings = RedisSettings.from_url(args.redis_url) if args.redis_url else redis_settings_from_env()
+        return connect_redis(settings), None
+    except UserError as exc:
+        return None, str(exc)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import psycopg2
     import psycopg2.errors
 
-    from job.errors import CliError
+    from job.cli import CliError
     from job.report import ReportError, ReportRequest, build_report, parse_time
 
     names = table_names_from_args(args)

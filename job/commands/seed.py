@@ -10,7 +10,12 @@ import argparse
 import os
 from pathlib import Path
 
+import redis
+
+from job.cli import CliError
 from job.commands.db import add_pg_args, add_table_args, pg_connect_from_args, table_names_from_args
+from stores.connections import RedisSettings, connect_redis, redis_settings_from_env
+from stores.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,39 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _redis_client(args: argparse.Namespace):  # noqa: ANN202 - redis.Redis
+def _redis_client(args: argparse.Namespace) -> redis.Redis:
     """A connected redis.Redis from --redis-url or the environment; failures become a CliError."""
-    from urllib.parse import urlsplit
-
-    import redis
-
-    from job.cli import CliError
-    from job.reference_store import SettingsError, redis_settings_from_env
-
-    where, secret = "?", None
     try:
-        if args.redis_url:
-            parts = urlsplit(args.redis_url)
-            where, secret = f"{parts.hostname}:{parts.port or 6379}", parts.password
-            client = redis.Redis.from_url(args.redis_url, socket_connect_timeout=10, socket_timeout=30)
-        else:
-            settings = redis_settings_from_env()
-            where, secret = settings.address, settings.password
-            client = settings.client()
-        client.ping()
-    except SettingsError as exc:
+        settings = RedisSettings.from_url(args.redis_url) if args.redis_url else redis_settings_from_env()
+        return connect_redis(settings)
+    except UserError as exc:
         raise CliError(str(exc)) from None
-    except (redis.RedisError, ValueError) as exc:
-        message = f"cannot connect to Redis at {where}: {type(exc).__name__}: {exc}"
-        raise CliError(message.replace(secret, "***") if secret else message) from None
-    return client
 
 
 def run(args: argparse.Namespace) -> int:
     """Read the bundle, run db init when needed, write assets/loaders and regions."""
-    from job.cli import CliError
-    from job.db import apply_migrations
-    from job.reference_store import seed_reference
+    from stores.postgres import apply_migrations
+    from stores.reference import seed_reference
     from workbench.bundle import BundleError, read_reference
 
     names = table_names_from_args(args)

@@ -17,9 +17,9 @@ from typing import Any
 
 from pyflink.datastream import FlatMapFunction
 
-from job.db import TableNames, apply_migrations
 from job.settings import AppSettings, FlinkSettings, ReferenceSettings, SinkSettings, SourceSettings
 from state_machine.reference import ReferenceData
+from stores.postgres import TableNames, apply_migrations
 from tests.job.flink_harness import jdbc_url, pg_params
 from tests.job.kinesis_emulator import REGION, jvm_credentials
 from tests.job.reliability_support import free_port, rest_get

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job.db import TableNames, apply_migrations
 from job.settings import AppSettings, FlinkSettings, ReferenceSettings, SinkSettings
 from state_machine.reference import ReferenceData
+from stores.postgres import TableNames, apply_migrations
 from tests.job.flink_harness import SOURCE_LABEL, count_lines, jdbc_url, pg_params, table_snapshot
 
 VOLATILE = ("updated_at", "received_utc")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from job.db import TableNames
-from job.reference_store import seed_reference
+from stores.postgres import TableNames
+from stores.reference import seed_reference
 from tests.job.flink_harness import jdbc_url, pg_params, read_tables
 from tests.job.kinesis_emulator import ACCESS_KEY, REGION, SECRET_KEY, KinesisEmulator
 from tests.job.kinesis_support import (

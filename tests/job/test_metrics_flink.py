@@ -111,8 +111,8 @@ def test_prometheus_metrics_match_the_replay(tmp_path: Path, pg_dsn: str, migrat
                                              redis_prefix: str) -> None:  # fmt: skip
     import psycopg2
 
-    from job.reference_store import seed_reference
     from job.settings import AppSettings, FlinkSettings, ReferenceSettings
+    from stores.reference import seed_reference
     from tests.job.flink_harness import start_live_job
 
     names = migrated_tables

@@ -27,10 +27,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from job.db import TableNames
 from job.local_services import redis_server_binary
 from job.main import latest_checkpoint
 from state_machine.identity import dead_letter_id
+from stores.postgres import TableNames
 from tests.job.flink_harness import SOURCE_LABEL, pg_params, read_tables
 from tests.job.reliability_support import (
     CliRun,
@@ -125,7 +125,7 @@ def redis_server(tmp_path):
 
 
 def _seed(pg_dsn: str, names: TableNames, server: RedisServer, bundle: Path, prefix: str) -> None:
-    from job.reference_store import seed_reference
+    from stores.reference import seed_reference
 
     reference, assets = read_reference(bundle)
     conn = _admin(pg_dsn)
@@ -138,8 +138,9 @@ def _seed(pg_dsn: str, names: TableNames, server: RedisServer, bundle: Path, pre
 
 def _connector(pg_dsn: str, names: TableNames, server: RedisServer):
     """The reference stores of these tests: the test PostgreSQL and the throwaway Redis (prefix p:)."""
-    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
+    from job.reference import ReferenceConnector
     from job.settings import AppSettings, ReferenceSettings
+    from stores.connections import PostgresSettings, RedisSettings
 
     p = pg_params(pg_dsn)
     return ReferenceConnector(
@@ -407,8 +408,8 @@ def test_the_job_rides_out_30_and_120_s_postgres_outages_without_a_restart(tmp_p
                                                                           redis_client, redis_prefix, setup, capsys):
     import signal
 
-    from job.db import apply_migrations
-    from job.reference_store import seed_reference
+    from stores.postgres import apply_migrations
+    from stores.reference import seed_reference
 
     server = own_postgres
     bundle = tmp_path / "bundle"

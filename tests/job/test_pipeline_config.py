@@ -10,11 +10,11 @@ from pyflink.common import Types
 
 from deploy import jars
 from job import flink_env
-from job.db import KEY_COLUMNS, TableNames, column_names
 from job.flink_env import FlinkEnvError, build_configuration
 from job.settings import MSF_MANAGED_FLINK_KEYS, FlinkSettings, SourceSettings
 from job.sinks import JdbcTarget, SinkError, check_row_type, sink_columns, sink_spec, source_field
 from job.sources import SourceError, kinesis_configuration, kinesis_label, resolve_file_path
+from stores.postgres import KEY_COLUMNS, TableNames, column_names
 
 # --------------------------------------------------------------------------- flink_env
 

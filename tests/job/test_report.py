@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from job.cli import main
-from job.db import column_names
 from state_machine.model import COMPLETE, INVALID, OUTLIER, CycleRecord, TruckStatus
 from state_machine.reference import ReferenceData
+from stores.postgres import column_names
 from tests.job.table_rows import cycle_record_to_row, truck_status_to_row, upsert_query
 
 SIM_START = datetime(2024, 1, 15, 4, 0, tzinfo=UTC)  # 4 h of data across the 06:00 shift change
@@ -60,7 +60,7 @@ def filled(pg_conn: Any, migrated_tables: Any, redis_client: Any, redis_prefix: 
     from psycopg2.extras import execute_values
     from psycopg2.sql import SQL, Identifier
 
-    from job.reference_store import seed_reference
+    from stores.reference import seed_reference
 
     names = migrated_tables
     seed_reference(pg_conn, redis_client, names, sim_data.reference, sim_data.assets, redis_key_prefix=redis_prefix)

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from job.db import TableNames
 from state_machine.identity import dead_letter_id
 from state_machine.watermark import WatermarkTracker
+from stores.postgres import TableNames
 from tests.job.flink_harness import read_tables, run_bundle, table_snapshot
 from tests.job.reliability_support import (
     PROJECT_ROOT,

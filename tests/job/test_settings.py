@@ -148,7 +148,7 @@ def test_secrets_are_masked_and_credentials_resolved(monkeypatch):
 
 
 def test_secrets_manager_is_used_when_a_secret_is_named(monkeypatch):
-    from job import reference_store
+    from stores import connections
 
     seen = {}
 
@@ -156,7 +156,7 @@ def test_secrets_manager_is_used_when_a_secret_is_named(monkeypatch):
         seen[name] = region
         return {"host": f"{name}.host", "port": 5432, "dbname": "mine", "username": "u", "password": "p"}
 
-    monkeypatch.setattr(reference_store, "read_secret", fake_read)
+    monkeypatch.setattr(connections, "read_secret", fake_read)
     st = settings_from_groups(groups(SecretsConfig={"postgres.secret.name": "pg-secret", "redis.secret.name": "rd"}))
     pg = s.postgres_settings(st)
     assert pg.host == "pg-secret.host" and pg.password == "p" and "'p'" not in repr(pg)

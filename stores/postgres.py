@@ -1,4 +1,5 @@
-"""PostgreSQL schema, column layout and row conversion of the asset-cycle tables.
+"""PostgreSQL: the asset-cycle tables (names, columns, the sinks' upsert statement), connections,
+migrations and resets.
 
 The tables are a drop-in replacement of the legacy service's (schema ``dx`` by default). The
 schema and table names are configurable (``TableNames``) and validated as plain lower-case
@@ -21,6 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import connection, parse_dsn
 
 from state_machine.model import CycleRecord
 
@@ -91,20 +96,16 @@ class TableNames:
             raise KeyError(f"unknown table kind {kind!r}; known: {TABLE_KINDS}")
         return getattr(self, kind)
 
-    def table(self, kind: str) -> Any:
+    def table(self, kind: str) -> sql.Identifier:
         """``schema.table`` of a kind as a psycopg2 ``sql.Identifier``."""
-        from psycopg2 import sql
-
         return sql.Identifier(self.schema, self.table_name(kind))
 
     def qualified(self, kind: str) -> str:
         """``"schema"."table"`` as text (for JDBC); safe because names are validated."""
         return f'"{self.schema}"."{self.table_name(kind)}"'
 
-    def template_args(self) -> dict[str, Any]:
+    def template_args(self) -> dict[str, sql.Identifier]:
         """Identifiers substituted into the ``sql/*.sql`` templates."""
-        from psycopg2 import sql
-
         names = {"schema": self.schema, **{kind: getattr(self, kind) for kind in TABLE_KINDS}}
         names.update(
             ix_asset_type_site=_index_name(self.asset, "type_site_idx"),
@@ -264,8 +265,6 @@ def _mask(text: str, secret: str | None) -> str:
 
 def describe_target(target: str | Mapping[str, Any] | None = None, **params: Any) -> tuple[str, str | None]:
     """``host:port`` of a DSN/params (for messages) and the password to mask, if any."""
-    from psycopg2.extensions import parse_dsn
-
     values: dict[str, Any] = {}
     if isinstance(target, str):
         try:
@@ -280,14 +279,12 @@ def describe_target(target: str | Mapping[str, Any] | None = None, **params: Any
     return f"{host}:{port}", values.get("password")
 
 
-def connect(target: str | Mapping[str, Any] | None = None, **params: Any) -> Any:
+def connect(target: str | Mapping[str, Any] | None = None, **params: Any) -> connection:
     """Open a psycopg2 connection from a DSN/URI string or a mapping of libpq parameters.
 
     Extra keyword parameters override the target's. Raises DatabaseUnavailable with
     "cannot connect to PostgreSQL at host:port: ..." (password masked) when it fails.
     """
-    import psycopg2
-
     kwargs = dict(target) if isinstance(target, Mapping) else {}
     kwargs.update(params)
     kwargs.setdefault("connect_timeout", 10)
@@ -319,10 +316,8 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def applied_migrations(conn: Any, names: TableNames) -> list[str]:
+def applied_migrations(conn: connection, names: TableNames) -> list[str]:
     """Versions recorded in ``schema.schema_migrations`` ([] when the table does not exist)."""
-    from psycopg2 import sql
-
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (f'"{names.schema}"."{MIGRATIONS_TABLE}"',))
         if cur.fetchone()[0] is None:
@@ -332,14 +327,12 @@ def applied_migrations(conn: Any, names: TableNames) -> list[str]:
         return [row[0] for row in cur.fetchall()]
 
 
-def apply_migrations(conn: Any, names: TableNames, sql_dir: str | Path | None = None) -> list[str]:
+def apply_migrations(conn: connection, names: TableNames, sql_dir: str | Path | None = None) -> list[str]:
     """Apply the ``sql/*.sql`` files not yet recorded in schema_migrations; return their versions.
 
     Runs in one transaction under an advisory lock (concurrent callers wait for each other),
     commits on success and rolls back on error. Version = file name without ``.sql``.
     """
-    from psycopg2 import sql
-
     files = migration_files(sql_dir)
     args = names.template_args()
     schema = sql.Identifier(names.schema)
@@ -370,19 +363,17 @@ def apply_migrations(conn: Any, names: TableNames, sql_dir: str | Path | None = 
     return applied
 
 
-def table_exists(conn: Any, names: TableNames, kind: str) -> bool:
+def table_exists(conn: connection, names: TableNames, kind: str) -> bool:
     """Whether the table of a kind exists."""
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (names.qualified(kind),))
         return cur.fetchone()[0] is not None
 
 
-def reset_schema(conn: Any, names: TableNames) -> list[str]:
+def reset_schema(conn: connection, names: TableNames) -> list[str]:
     """Drop the asset-cycle tables of ``names`` (and the migrations record, the updated_at trigger
     function and the schema itself when nothing else is left in it); returns what was dropped.
     Commits."""
-    from psycopg2 import sql
-
     dropped: list[str] = []
     try:
         with conn.cursor() as cur:

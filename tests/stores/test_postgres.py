@@ -1,4 +1,4 @@
-"""Tests of job.db: identifiers, migrations (real PostgreSQL), column constants, row conversion."""
+"""Tests of stores.postgres: identifiers, migrations (real PostgreSQL), column constants, row conversion."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from job import db
-from job.db import TableNames
 from state_machine import identity
 from state_machine.model import CYCLE_FIELDS, CycleRecord, TruckStatus
+from stores import postgres
+from stores.postgres import TableNames
 from tests.job import table_rows
 
 HOSTILE_NAMES = [
@@ -27,17 +27,17 @@ HOSTILE_NAMES = [
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_identifier_validation_rejects(name: object) -> None:
-    with pytest.raises(db.IdentifierError):
-        db.validate_identifier(name)  # type: ignore[arg-type]
-    with pytest.raises(db.IdentifierError):
+    with pytest.raises(postgres.IdentifierError):
+        postgres.validate_identifier(name)  # type: ignore[arg-type]
+    with pytest.raises(postgres.IdentifierError):
         TableNames(schema=name)  # type: ignore[arg-type]
-    with pytest.raises(db.IdentifierError):
+    with pytest.raises(postgres.IdentifierError):
         TableNames(cycle=name)  # type: ignore[arg-type]
 
 
 def test_identifier_validation_accepts() -> None:
     for name in ("dx", "_x", "a" * 63, "asset_cycle_vlx_2", "select"):
-        assert db.validate_identifier(name) == name
+        assert postgres.validate_identifier(name) == name
 
 
 def test_table_names_defaults_and_rules() -> None:
@@ -46,11 +46,11 @@ def test_table_names_defaults_and_rules() -> None:
             names.dead_letter, names.alerts) == (
         "dx", "asset", "asset_info", "asset_cycle_tmp_vlx", "asset_cycle_vlx", "tx_process_info",
         "asset_cycle_dead_letter", "alerts")
-    with pytest.raises(db.IdentifierError, match="distinct"):
+    with pytest.raises(postgres.IdentifierError, match="distinct"):
         TableNames(cycle="asset_cycle_tmp_vlx")
-    with pytest.raises(db.IdentifierError, match="reserved"):
+    with pytest.raises(postgres.IdentifierError, match="reserved"):
         TableNames(alerts="schema_migrations")
-    with pytest.raises(db.IdentifierError, match="unknown"):
+    with pytest.raises(postgres.IdentifierError, match="unknown"):
         TableNames.from_mapping({"nope": "x"})
     assert TableNames.from_mapping({"schema": "s1", "cycle": "c"}).cycle == "c"
     assert names.qualified("cycle") == '"dx"."asset_cycle_vlx"'
@@ -59,33 +59,33 @@ def test_table_names_defaults_and_rules() -> None:
 
 
 def test_cycle_columns_cover_every_field() -> None:
-    cols = [name for name, _ in db.CYCLE_COLUMNS]
+    cols = [name for name, _ in postgres.CYCLE_COLUMNS]
     assert len(cols) == len(CYCLE_FIELDS)
-    for field_name, (col, sql_type) in zip(CYCLE_FIELDS, db.CYCLE_COLUMNS, strict=True):
+    for field_name, (col, sql_type) in zip(CYCLE_FIELDS, postgres.CYCLE_COLUMNS, strict=True):
         if field_name.endswith("_ms"):
             assert col == field_name[:-3] + "_utc" and sql_type == "timestamptz"
         else:
             assert col == field_name
     assert {"load_start_utc", "load_end_utc", "dump_start_utc", "dump_end_utc", "cycle_end_utc",
             "last_event_utc"} <= set(cols)
-    assert dict(db.CYCLE_COLUMNS)["point_count"] == "integer"
-    assert dict(db.CYCLE_COLUMNS)["load_seconds"] == "double precision"
-    assert dict(db.CYCLE_COLUMNS)["invalid_reason"] == "text"
+    assert dict(postgres.CYCLE_COLUMNS)["point_count"] == "integer"
+    assert dict(postgres.CYCLE_COLUMNS)["load_seconds"] == "double precision"
+    assert dict(postgres.CYCLE_COLUMNS)["invalid_reason"] == "text"
 
 
 def test_column_list_kinds() -> None:
-    for kind in db.TABLE_KINDS:
-        cols = db.column_list(kind)
+    for kind in postgres.TABLE_KINDS:
+        cols = postgres.column_list(kind)
         assert cols and all(isinstance(c, tuple) and len(c) == 2 for c in cols)
         cols.append(("x", "y"))  # a copy: the constants stay intact
-        assert ("x", "y") not in db.column_list(kind)
-        assert set(db.KEY_COLUMNS[kind]) <= set(db.column_names(kind))
-    assert db.column_list("cycle") == db.column_list("cycle_tmp") == db.CYCLE_COLUMNS
-    assert [c for c, _ in db.PROCESS_INFO_COLUMNS] == [
+        assert ("x", "y") not in postgres.column_list(kind)
+        assert set(postgres.KEY_COLUMNS[kind]) <= set(postgres.column_names(kind))
+    assert postgres.column_list("cycle") == postgres.column_list("cycle_tmp") == postgres.CYCLE_COLUMNS
+    assert [c for c, _ in postgres.PROCESS_INFO_COLUMNS] == [
         "asset_guid", "site_guid", "last_event_utc", "latitude", "longitude", "work_state_id",
         "current_segment", "area", "area_guid"]
     with pytest.raises(KeyError):
-        db.column_list("nope")
+        postgres.column_list("nope")
 
 
 def _sample_record() -> CycleRecord:
@@ -103,7 +103,7 @@ def _sample_record() -> CycleRecord:
 def test_cycle_record_row_round_trip() -> None:
     record = _sample_record()
     row = table_rows.cycle_record_to_row(record)
-    assert len(row) == len(db.CYCLE_COLUMNS)
+    assert len(row) == len(postgres.CYCLE_COLUMNS)
     assert row[6] == datetime(2024, 1, 15, 14, 30, 25, 123000, tzinfo=UTC)
     assert table_rows.cycle_record_from_row(row) == record
     empty = CycleRecord("T", "S", "INPROGRESS", "NONE")
@@ -129,7 +129,7 @@ def test_dead_letter_id_deterministic() -> None:
 def test_dead_letter_row_sanitises() -> None:
     raw = b"\x00\xff" + b"x" * 100_000
     row = table_rows.dead_letter_row("kinesis:shardId-1:42", "TOO_LARGE", "big\x00", raw, received_ms=0)
-    names = [c for c, _ in db.DEAD_LETTER_COLUMNS]
+    names = [c for c, _ in postgres.DEAD_LETTER_COLUMNS]
     values = dict(zip(names, row, strict=True))
     assert values["raw_size"] == len(raw)
     assert len(values["raw"]) == identity.MAX_RAW_CHARS and "\x00" not in values["raw"]
@@ -140,30 +140,30 @@ def test_dead_letter_row_sanitises() -> None:
 
 def test_alert_row() -> None:
     row = table_rows.alert_row("UNKNOWN_SITE", "T1", "S1", 1000, 1.5, 2.5, "x")
-    assert len(row) == len(db.ALERT_COLUMNS)
+    assert len(row) == len(postgres.ALERT_COLUMNS)
     assert row[0] == identity.alert_id("UNKNOWN_SITE", "T1", 1000)
     assert row[0] != identity.alert_id("UNKNOWN_SITE", "T1", 1001)
 
 
 def test_jdbc_sql_shapes() -> None:
     names = TableNames(schema="s")
-    text = db.jdbc_upsert_sql(names, "cycle")
+    text = postgres.jdbc_upsert_sql(names, "cycle")
     assert text.startswith('INSERT INTO "s"."asset_cycle_vlx" ("asset_guid", ')
-    assert text.count("?") == len(db.CYCLE_COLUMNS)
+    assert text.count("?") == len(postgres.CYCLE_COLUMNS)
     assert 'ON CONFLICT ("asset_guid", "load_start_utc") DO UPDATE SET' in text
-    assert db.jdbc_upsert_sql(names, "dead_letter").endswith("DO NOTHING")
-    assert "WHERE" in db.jdbc_upsert_sql(names, "process_info", newer_only=True)
-    assert "WHERE" not in db.jdbc_upsert_sql(names, "dead_letter", newer_only=True)
+    assert postgres.jdbc_upsert_sql(names, "dead_letter").endswith("DO NOTHING")
+    assert "WHERE" in postgres.jdbc_upsert_sql(names, "process_info", newer_only=True)
+    assert "WHERE" not in postgres.jdbc_upsert_sql(names, "dead_letter", newer_only=True)
 
 
 def test_connect_error_is_clear_and_masks_password() -> None:
-    with pytest.raises(db.DatabaseUnavailable) as info:
-        db.connect("postgresql://bob:Sup3rS3cret@127.0.0.1:1/nodb", connect_timeout=2)
+    with pytest.raises(postgres.DatabaseUnavailable) as info:
+        postgres.connect("postgresql://bob:Sup3rS3cret@127.0.0.1:1/nodb", connect_timeout=2)
     message = str(info.value)
     assert message.startswith("cannot connect to PostgreSQL at 127.0.0.1:1: ")
     assert "Sup3rS3cret" not in message
-    with pytest.raises(db.DatabaseUnavailable, match="127.0.0.1:1") as info:
-        db.connect({"host": "127.0.0.1", "port": 1, "password": "Sup3rS3cret"}, connect_timeout=2)
+    with pytest.raises(postgres.DatabaseUnavailable, match="127.0.0.1:1") as info:
+        postgres.connect({"host": "127.0.0.1", "port": 1, "password": "Sup3rS3cret"}, connect_timeout=2)
     assert "Sup3rS3cret" not in str(info.value)
 
 
@@ -187,8 +187,8 @@ _PG_TYPE = {"timestamptz": "timestamp with time zone"}
 
 @pg
 def test_migrations_idempotent(pg_conn, table_names: TableNames) -> None:
-    applied = db.apply_migrations(pg_conn, table_names)
-    files = [p.stem for p in db.migration_files()]
+    applied = postgres.apply_migrations(pg_conn, table_names)
+    files = [p.stem for p in postgres.migration_files()]
     assert applied == files and files == sorted(files)
     with pg_conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT version, applied_at FROM {} ORDER BY version").format(
@@ -196,33 +196,33 @@ def test_migrations_idempotent(pg_conn, table_names: TableNames) -> None:
         first = cur.fetchall()
     assert [v for v, _ in first] == files
     snapshot = {kind: _columns(pg_conn, table_names.schema, table_names.table_name(kind))
-                for kind in db.TABLE_KINDS}
-    assert db.apply_migrations(pg_conn, table_names) == []
-    assert db.applied_migrations(pg_conn, table_names) == files
+                for kind in postgres.TABLE_KINDS}
+    assert postgres.apply_migrations(pg_conn, table_names) == []
+    assert postgres.applied_migrations(pg_conn, table_names) == files
     with pg_conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT version, applied_at FROM {} ORDER BY version").format(
             sql.Identifier(table_names.schema, "schema_migrations")))
         assert cur.fetchall() == first
-    for kind in db.TABLE_KINDS:
+    for kind in postgres.TABLE_KINDS:
         assert _columns(pg_conn, table_names.schema, table_names.table_name(kind)) == snapshot[kind]
-        assert db.table_exists(pg_conn, table_names, kind)
+        assert postgres.table_exists(pg_conn, table_names, kind)
 
 
 @pg
 def test_migration_files_are_idempotent_sql(pg_conn, table_names: TableNames) -> None:
-    db.apply_migrations(pg_conn, table_names)
+    postgres.apply_migrations(pg_conn, table_names)
     with pg_conn.cursor() as cur:  # forget what was applied: every file must run again cleanly
         cur.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table_names.schema, "schema_migrations")))
     pg_conn.commit()
-    assert db.apply_migrations(pg_conn, table_names) == [p.stem for p in db.migration_files()]
+    assert postgres.apply_migrations(pg_conn, table_names) == [p.stem for p in postgres.migration_files()]
 
 
 @pg
 def test_table_columns_match_constants(pg_conn, migrated_tables: TableNames) -> None:
     names = migrated_tables
-    for kind in db.TABLE_KINDS:
+    for kind in postgres.TABLE_KINDS:
         actual = _columns(pg_conn, names.schema, names.table_name(kind))
-        expected = [(c, _PG_TYPE.get(t, t)) for c, t in db.column_list(kind)]
+        expected = [(c, _PG_TYPE.get(t, t)) for c, t in postgres.column_list(kind)]
         extra = {"asset": ["updated_at"], "asset_info": ["updated_at"], "cycle": ["updated_at"],
                  "cycle_tmp": ["updated_at"], "process_info": ["updated_at"], "alerts": ["created_at"],
                  "dead_letter": []}[kind]
@@ -233,17 +233,17 @@ def test_table_columns_match_constants(pg_conn, migrated_tables: TableNames) -> 
 @pg
 def test_custom_table_names(pg_conn, pg_schema: str) -> None:
     names = TableNames(schema=pg_schema, cycle="cycles_final", cycle_tmp="cycles_open", alerts="alerts_v2")
-    db.apply_migrations(pg_conn, names)
-    assert db.table_exists(pg_conn, names, "cycle") and db.table_exists(pg_conn, names, "alerts")
-    assert not db.table_exists(pg_conn, TableNames(schema=pg_schema), "cycle")
+    postgres.apply_migrations(pg_conn, names)
+    assert postgres.table_exists(pg_conn, names, "cycle") and postgres.table_exists(pg_conn, names, "alerts")
+    assert not postgres.table_exists(pg_conn, TableNames(schema=pg_schema), "cycle")
 
 
 @pg
 def test_migrations_create_missing_schema(pg_conn, pg_dsn: str) -> None:
     names = TableNames(schema="t_created_by_migration_" + __import__("uuid").uuid4().hex[:8])
     try:
-        assert db.apply_migrations(pg_conn, names)
-        assert db.table_exists(pg_conn, names, "asset")
+        assert postgres.apply_migrations(pg_conn, names)
+        assert postgres.table_exists(pg_conn, names, "asset")
     finally:
         pg_conn.rollback()
         with pg_conn.cursor() as cur:
@@ -256,9 +256,9 @@ def test_failed_migration_rolls_back(pg_conn, table_names: TableNames, tmp_path)
     (tmp_path / "001_ok.sql").write_text("CREATE TABLE IF NOT EXISTS {schema}.{asset} (asset_guid text);")
     (tmp_path / "002_bad.sql").write_text("THIS IS NOT SQL;")
     with pytest.raises(psycopg2.Error):
-        db.apply_migrations(pg_conn, table_names, sql_dir=tmp_path)
-    assert db.applied_migrations(pg_conn, table_names) == []
-    assert not db.table_exists(pg_conn, table_names, "asset")
+        postgres.apply_migrations(pg_conn, table_names, sql_dir=tmp_path)
+    assert postgres.applied_migrations(pg_conn, table_names) == []
+    assert not postgres.table_exists(pg_conn, table_names, "asset")
 
 
 @pg
@@ -276,7 +276,7 @@ def test_upserts_are_idempotent(pg_conn, migrated_tables: TableNames) -> None:
             cur.execute(table_rows.upsert_query(names, "dead_letter"), dl)
             cur.execute(table_rows.upsert_query(names, "alerts"), table_rows.alert_row("X", "T1", "S1", 5, 1.0, 2.0))
         cur.execute(table_rows.upsert_query(names, "process_info", newer_only=True), table_rows.truck_status_to_row(older))
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in db.column_names("cycle"))
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in postgres.column_names("cycle"))
         cur.execute(sql.SQL("SELECT {} FROM {}").format(cols, names.table("cycle")))
         rows = cur.fetchall()
         assert [table_rows.cycle_record_from_row(r) for r in rows] == [record]
@@ -294,7 +294,7 @@ def test_upserts_are_idempotent(pg_conn, migrated_tables: TableNames) -> None:
 
 def test_cycle_record_fields_known() -> None:
     # a new CycleRecord field must get a column (and a migration): keep the mapping complete
-    assert set(db.CYCLE_FIELD_FOR_COLUMN.values()) == {f.name for f in fields(CycleRecord)}
+    assert set(postgres.CYCLE_FIELD_FOR_COLUMN.values()) == {f.name for f in fields(CycleRecord)}
 
 
 @pg
@@ -314,7 +314,7 @@ def test_updated_at_moves_on_every_write(pg_conn, migrated_tables: TableNames) -
 
     def jdbc_upsert(kind: str, row: tuple) -> None:  # the sink's statement, '?' as psycopg2 '%s'
         with pg_conn.cursor() as cur:
-            cur.execute(db.jdbc_upsert_sql(names, kind).replace("?", "%s"), row)
+            cur.execute(postgres.jdbc_upsert_sql(names, kind).replace("?", "%s"), row)
 
     rows = {"cycle": table_rows.cycle_record_to_row(record), "cycle_tmp": table_rows.cycle_record_to_row(record),
             "process_info": table_rows.truck_status_to_row(status)}

@@ -1,20 +1,16 @@
-"""Tests of job.reference_store (real PostgreSQL/Redis), settings masking and the seed/db CLI."""
+"""Tests of stores.reference against a real PostgreSQL and Redis: seed, load, malformed data."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-from contextlib import redirect_stderr, redirect_stdout
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 from psycopg2 import sql
 
-from job import reference_store as rs
-from job.db import TableNames, applied_migrations
 from state_machine.reference import Loader, ReferenceData, Region, SiteReference, group_sites
+from stores import reference as rs
+from stores.postgres import TableNames
 
 SECRET = "pa55-w0rd-XYZ-9876"
 
@@ -129,7 +125,7 @@ def test_malformed_region_skipped_with_warning(pg_conn, redis_client, migrated_t
     redis_client.set(rs.regions_key("SITE-WRONGTYPE", redis_prefix), "not a hash")
     redis_client.hset(f"{redis_prefix}other:key", "x", "y")  # not matched by the pattern
     stats = rs.ReferenceLoadStats()
-    with caplog.at_level(logging.WARNING, logger="job.reference_store"):
+    with caplog.at_level(logging.WARNING, logger="stores.reference"):
         loaded = rs.load_reference_data(pg_conn, redis_client, migrated_tables, redis_prefix, stats=stats)
     assert loaded.sites == {"SITE-X": SiteReference("SITE-X", (), (good,))}
     assert stats.skipped_regions == 7 and stats.regions == 1
@@ -180,169 +176,6 @@ def test_loader_without_position_skipped(pg_conn, redis_client, migrated_tables:
     assert loaded.sites == {} and loaded.asset_types == {"L1": "LOADER", "L2": "LOADER"}
     assert stats.skipped_loaders == 2
 
-
-# ------------------------------------------------------------------------------ CLI
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    from job.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
-
-
-@services
-def test_cli_db_init(pg_dsn: str, pg_conn, pg_schema: str) -> None:
-    code, out, _ = _cli("db", "init", "--schema", pg_schema, "--pg-dsn", pg_dsn)
-    assert code == 0 and "applied 001_reference" in out
-    code, out, _ = _cli("db", "init", "--schema", pg_schema, "--pg-dsn", pg_dsn)
-    assert code == 0 and "up to date" in out
-    assert applied_migrations(pg_conn, TableNames(schema=pg_schema))
-    code, out, _ = _cli("db", "status", "--schema", pg_schema, "--pg-dsn", pg_dsn)
-    assert code == 0 and "pending" not in out
-
-
-def test_cli_db_init_errors() -> None:
-    code, _, err = _cli("db", "init", "--pg-dsn", f"postgresql://bob:{SECRET}@127.0.0.1:1/x")
-    assert code == 2
-    assert "cannot connect to PostgreSQL at 127.0.0.1:1:" in err and SECRET not in err
-    code, _, err = _cli("db", "init", "--schema", "dx; DROP SCHEMA public", "--pg-dsn", "host=127.0.0.1")
-    assert code == 2 and "invalid schema name" in err
-    code, _, err = _cli("db", "init", "--table", "cycle=Bad-Name", "--pg-dsn", "host=127.0.0.1")
-    assert code == 2 and "invalid table name" in err
-
-
-@services
-def test_cli_seed(tmp_path, pg_dsn: str, pg_conn, pg_schema: str, redis_client, redis_url: str,
-                  redis_prefix: str) -> None:
-    from workbench.bundle import write_bundle
-
-    reference, assets = _reference()
-    write_bundle(tmp_path, [], reference, assets)
-    code, out, err = _cli("seed", str(tmp_path), "--schema", pg_schema, "--pg-dsn", pg_dsn,
-                          "--redis-url", redis_url, "--redis-prefix", redis_prefix)
-    assert code == 0, err
-    assert "applied 001_reference" in out and "seeded 7 assets" in out
-    names = TableNames(schema=pg_schema)
-    loaded = rs.load_reference_data(pg_conn, redis_client, names, redis_prefix)
-    assert _normalised(loaded) == _normalised(reference)
-    code, _, err = _cli("seed", str(tmp_path / "missing"), "--schema", pg_schema, "--pg-dsn", pg_dsn)
-    assert code == 2 and "not a directory" in err
-
-
-@services
-def test_cli_seed_redis_down(tmp_path, pg_dsn: str, pg_schema: str) -> None:
-    from workbench.bundle import write_bundle
-
-    reference, assets = _reference()
-    write_bundle(tmp_path, [], reference, assets)
-    code, _, err = _cli("seed", str(tmp_path), "--schema", pg_schema, "--pg-dsn", pg_dsn,
-                        "--redis-url", f"redis://u:{SECRET}@127.0.0.1:1/0")
-    assert code == 2 and "cannot connect to Redis at 127.0.0.1:1" in err and SECRET not in err
-
-
-# ------------------------------------------------------------------------------ settings
-
-
-def test_settings_defaults_and_env() -> None:
-    assert rs.PostgresSettings.from_env({}) == rs.PostgresSettings("127.0.0.1", 5432, "postgres", "postgres")
-    assert rs.RedisSettings.from_env({}) == rs.RedisSettings("127.0.0.1", 6379, 0)
-    pg = rs.PostgresSettings.from_env({
-        "ASSET_CYCLE_PG_HOST": "db.internal", "ASSET_CYCLE_PG_PORT": "6432", "ASSET_CYCLE_PG_DB": "mine",
-        "ASSET_CYCLE_PG_USER": "svc", "ASSET_CYCLE_PG_PASSWORD": SECRET, "ASSET_CYCLE_PG_SSLMODE": "verify-full"})
-    assert (pg.host, pg.port, pg.dbname, pg.user, pg.password, pg.sslmode) == (
-        "db.internal", 6432, "mine", "svc", SECRET, "verify-full")
-    assert pg.jdbc_url() == "jdbc:postgresql://db.internal:6432/mine?sslmode=verify-full"
-    assert rs.PostgresSettings().jdbc_url() == "jdbc:postgresql://127.0.0.1:5432/postgres"
-    rd = rs.RedisSettings.from_env({"ASSET_CYCLE_REDIS_HOST": "cache", "ASSET_CYCLE_REDIS_PORT": "6380",
-                                    "ASSET_CYCLE_REDIS_DB": "2", "ASSET_CYCLE_REDIS_USERNAME": "u",
-                                    "ASSET_CYCLE_REDIS_PASSWORD": SECRET, "ASSET_CYCLE_REDIS_TLS": "true"})
-    assert (rd.host, rd.port, rd.db, rd.username, rd.password, rd.tls) == ("cache", 6380, 2, "u", SECRET, True)
-    with pytest.raises(rs.SettingsError, match="ASSET_CYCLE_PG_PORT"):
-        rs.PostgresSettings.from_env({"ASSET_CYCLE_PG_PORT": "x"})
-    with pytest.raises(rs.SettingsError, match="ASSET_CYCLE_REDIS_TLS"):
-        rs.RedisSettings.from_env({"ASSET_CYCLE_REDIS_TLS": "maybe"})
-    with pytest.raises(rs.SettingsError, match="sslmode"):
-        rs.PostgresSettings(sslmode="bogus")
-
-
-def test_settings_mask_passwords(caplog: pytest.LogCaptureFixture) -> None:
-    pg = rs.PostgresSettings(password=SECRET)
-    rd = rs.RedisSettings(password=SECRET, username="u")
-    for obj in (pg, rd):
-        assert SECRET not in repr(obj) and SECRET not in str(obj) and SECRET not in f"{obj}"
-    assert "***" in repr(pg) and "***" in repr(rd)
-    assert SECRET not in pg.jdbc_url()
-    log = logging.getLogger("test.settings")
-    with caplog.at_level(logging.DEBUG):
-        log.info("settings %s %r", pg, rd)
-        rs.log.info("settings %s %s", pg, rd)
-    assert caplog.records
-    assert SECRET not in caplog.text
-    assert all(SECRET not in r.getMessage() for r in caplog.records)
-
-
-def _stubbed(secret_string: str | None = None, error: str | None = None):
-    client = boto3.client("secretsmanager", region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="y")
-    stubber = Stubber(client)
-    if error:
-        stubber.add_client_error("get_secret_value", service_error_code=error,
-                                 expected_params={"SecretId": "prod/pg"})
-    else:
-        stubber.add_response("get_secret_value",
-                             {"Name": "prod/pg", "SecretString": secret_string},
-                             expected_params={"SecretId": "prod/pg"})
-    stubber.activate()
-    return client, stubber
-
-
-def test_postgres_from_secret(caplog: pytest.LogCaptureFixture) -> None:
-    secret = json.dumps({"host": "mine.rds.amazonaws.com", "port": "5432", "dbname": "mining",
-                         "username": "svc", "password": SECRET})
-    client, stubber = _stubbed(secret)
-    with caplog.at_level(logging.DEBUG):
-        pg = rs.PostgresSettings.from_secret("prod/pg", "us-east-1", client=client)
-    stubber.assert_no_pending_responses()
-    assert (pg.host, pg.port, pg.dbname, pg.user, pg.password, pg.sslmode) == (
-        "mine.rds.amazonaws.com", 5432, "mining", "svc", SECRET, "require")
-    assert pg.jdbc_url() == "jdbc:postgresql://mine.rds.amazonaws.com:5432/mining?sslmode=require"
-    assert SECRET not in repr(pg) and SECRET not in caplog.text
-
-
-def test_redis_from_secret() -> None:
-    secret = json.dumps({"host": "cache.aws", "port": "6379", "username": "svc", "password": SECRET})
-    client, stubber = _stubbed(secret)
-    rd = rs.RedisSettings.from_secret("prod/pg", "us-east-1", client=client, tls=True)
-    assert (rd.host, rd.port, rd.username, rd.password, rd.tls) == ("cache.aws", 6379, "svc", SECRET, True)
-    assert SECRET not in repr(rd)
-
-
-def test_secret_errors_do_not_leak() -> None:
-    client, _ = _stubbed(error="ResourceNotFoundException")
-    with pytest.raises(rs.SettingsError, match="ResourceNotFoundException"):
-        rs.PostgresSettings.from_secret("prod/pg", "us-east-1", client=client)
-    client, _ = _stubbed(secret_string=f"not json {SECRET}")
-    with pytest.raises(rs.SettingsError) as info:
-        rs.PostgresSettings.from_secret("prod/pg", "us-east-1", client=client)
-    assert SECRET not in str(info.value)
-    client, _ = _stubbed(secret_string=json.dumps({"password": SECRET}))
-    with pytest.raises(rs.SettingsError, match="lacks host") as info:
-        rs.PostgresSettings.from_secret("prod/pg", "us-east-1", client=client)
-    assert SECRET not in str(info.value)
-
-
-def test_service_settings_from_env_uses_legacy_secret() -> None:
-    secret = json.dumps({"host": "h", "port": 5433, "dbname": "d", "username": "u", "password": SECRET})
-    client, stubber = _stubbed(secret)
-    settings = rs.postgres_settings_from_env(
-        {"PGSQL_CREDENTIALS_SECRET_NAME": "prod/pg", "AWS_REGION": "us-east-1"}, client=client)
-    assert settings.port == 5433 and settings.password == SECRET
-    stubber.assert_no_pending_responses()
-    env = {"ASSET_CYCLE_PG_HOST": "x", "ASSET_CYCLE_REDIS_HOST": "y"}
-    assert rs.postgres_settings_from_env(env).host == "x" and rs.redis_settings_from_env(env).host == "y"
 
 
 def test_regions_key_format() -> None:
