@@ -234,7 +234,7 @@ def state_size(trucks_per_site: int, sites: int, hours: float, checkpoint_ms: in
     """Checkpoint size/duration and savepoint bytes per truck with trucks_per_site x sites trucks."""
     import psycopg2
 
-    from job.main import stop_with_savepoint
+    from cli.console import stop_with_savepoint
     from job.sources import file_source
 
     bundle = ensure_bundle(trucks_per_site, hours, sites, seed=5)

@@ -231,10 +231,17 @@ class SourceSettings:
     """file source: a bundle directory, a .jsonl file, or a directory to monitor."""
     monitor_interval_s: float | None = None
     """file source: continuously monitor ``file_path`` (a directory) at this interval; None = bounded."""
-    simulator_speed: float = 60.0
-    """simulator source: simulated seconds per wall-clock second (1.0 = real time)."""
+    simulator_speed: float = 30.0
+    """simulator source: simulated seconds per wall-clock second (1.0 = real time; 0 = as fast as possible)."""
     simulator_trucks: int = 12
+    """simulator source: haul trucks per site."""
+    simulator_sites: int = 1
     simulator_seed: int = 7
+    simulator_degraded: bool = False
+    """simulator source: realistic degradations (duplicates, disorder, gaps, malformed lines)."""
+    simulator_backfill_s: float = 1800.0
+    """simulator source: the fleet has been running this long when the job starts; that past is
+    delivered at once, so the first cycles close within seconds."""
 
     def kinesis_config(self) -> dict[str, str]:
         """The Kinesis source ``Configuration`` as a plain dict of key -> string value."""

@@ -28,6 +28,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection, parse_dsn
 
 from state_machine.model import CycleRecord
+from stores.errors import UserError
 
 IDENTIFIER_PATTERN = r"[a-z_][a-z0-9_]{0,62}"
 _IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
@@ -43,7 +44,7 @@ class IdentifierError(ValueError):
     """A schema or table name is not a plain lower-case SQL identifier."""
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(UserError, RuntimeError):
     """PostgreSQL could not be reached; the message names host:port and never the password."""
 
 

@@ -19,7 +19,7 @@ Fixtures:
 Tests using them should carry ``pytestmark = pytest.mark.services``.
 
 When neither variable is set and nothing answers at the default address, the project's own local
-servers are started (``job.local_services``, the same ones ``asset-cycle run`` and CI use).
+servers are started (``cli.local_services``, the same ones ``asset-cycle run`` and CI use).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 def _start_local(which: str) -> None:
     """Bring up the project's local server for the default test address (no-op when one answers)."""
-    from job.local_services import ServiceError, ensure_postgres, ensure_redis
+    from cli.local_services import ServiceError, ensure_postgres, ensure_redis
 
     try:
         if which == "postgres":

@@ -190,7 +190,7 @@ def test_job_run_never_shows_the_passwords(tmp_path, pg_dsn, pg_schema, redis_pr
     import psycopg2
     from psycopg2 import sql
 
-    from job.local_services import redis_server_binary
+    from cli.local_services import redis_server_binary
     from tests.job.flink_harness import pg_params
     from tests.job.reliability_support import free_port
     from workbench.simulator import SimulationSpec, write_simulation
@@ -213,7 +213,7 @@ def test_job_run_never_shows_the_passwords(tmp_path, pg_dsn, pg_schema, redis_pr
                "ASSET_CYCLE_REDIS_HOST": "127.0.0.1", "ASSET_CYCLE_REDIS_PORT": str(port),
                "ASSET_CYCLE_REDIS_PASSWORD": TEST_REDIS_PASSWORD}  # fmt: skip
         env.pop("ASSET_CYCLE_LOCAL", None)
-        cmd = [sys.executable, "-m", "job.main", "--source", f"file:{bundle}", "--schema", pg_schema,
+        cmd = [sys.executable, "-m", "cli", "run", "--source", f"file:{bundle}", "--schema", pg_schema,
                "--redis-prefix", redis_prefix, "--rest-port", str(free_port()), "--verbose"]  # fmt: skip
         run = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
         output = run.stdout + run.stderr

@@ -15,7 +15,7 @@ services = pytest.mark.services
 
 
 def _cli(*argv: str) -> tuple[int, str, str]:
-    from job.cli import main
+    from cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

@@ -13,19 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from job.cli import build_parser
+from cli.main import build_parser
 from tests.job.reliability_support import PROJECT_ROOT, cli_env
 
 
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: job.main.free_local_port)."""
-    from job.main import free_local_port
+    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: cli.local_services.free_local_port)."""
+    from cli.local_services import free_local_port
 
     return free_local_port()
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "job.cli", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout_s, check=False)  # fmt: skip
 
 

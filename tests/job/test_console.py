@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from job.console import (
+from cli.checkpoints import latest_checkpoint, prune_checkpoints
+from cli.console import (
     JobConsole,
     JobCounts,
     StopPlan,
@@ -14,7 +15,6 @@ from job.console import (
     root_cause,
     summary_line,
 )
-from job.main import latest_checkpoint, prune_checkpoints
 
 NOW_MS = 1_800_000_000_000
 
@@ -139,7 +139,7 @@ class _StopRecorder(JobConsole):
 
 
 def test_a_second_ctrl_c_while_waiting_for_tasks_skips_the_savepoint(monkeypatch) -> None:
-    monkeypatch.setattr("job.console.reporter_snapshot", lambda job_id: JobCounts())
+    monkeypatch.setattr("cli.console.reporter_snapshot", lambda job_id: JobCounts())
     lines: list[str] = []
     console = _StopRecorder(lines)
     assert console._stop(result=None) != 0

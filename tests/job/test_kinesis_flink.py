@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from job.commands.produce import partition_key
+from cli.commands.produce import partition_key
 from state_machine.identity import dead_letter_id
 from stores.postgres import TableNames
 from tests.job.flink_harness import read_tables

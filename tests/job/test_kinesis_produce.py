@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from job.commands.produce import MAX_BATCH_RECORDS, KinesisProducer, partition_key
+from cli.commands.produce import MAX_BATCH_RECORDS, KinesisProducer, partition_key
 from tests.job.kinesis_emulator import ACCESS_KEY, REGION, SECRET_KEY, KinesisEmulator
 from tests.job.kinesis_support import stream_records
 from workbench.simulator import SimulationSpec, write_simulation
@@ -102,7 +102,7 @@ def aws_env(monkeypatch):
 @pytest.mark.kinesis
 @pytest.mark.slow
 def test_cli_sends_a_bundle_and_a_simulated_fleet(tmp_path, aws_env, capsys):
-    from job.cli import main
+    from cli.main import main
 
     bundle = tmp_path / "site"
     write_simulation(SimulationSpec(trucks=6, hours=1, seed=3).degraded(), bundle)
@@ -139,7 +139,7 @@ def test_cli_sends_a_bundle_and_a_simulated_fleet(tmp_path, aws_env, capsys):
 
 
 def test_cli_needs_exactly_one_input(aws_env, capsys):
-    from job.cli import main
+    from cli.main import main
 
     assert main(["produce", "--stream-arn", ARN]) == 2
     assert "either a BUNDLE_DIR" in capsys.readouterr().err

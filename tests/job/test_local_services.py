@@ -1,4 +1,4 @@
-"""job.local_services against a real throwaway redis-server (no Flink)."""
+"""cli.local_services against a real throwaway redis-server (no Flink)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from job.local_services import ServiceError, ensure_redis, redis_server_binary, refused_write
+from cli.local_services import ServiceError, ensure_redis, redis_server_binary, refused_write
 from tests.job.reliability_support import free_port
 
 

@@ -38,8 +38,8 @@ LABEL_KEYS = ("reason", "status", "alertType", "site")
 
 
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: job.main.free_local_port)."""
-    from job.main import free_local_port
+    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: cli.local_services.free_local_port)."""
+    from cli.local_services import free_local_port
 
     return free_local_port()
 

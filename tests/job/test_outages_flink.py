@@ -27,8 +27,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from job.local_services import redis_server_binary
-from job.main import latest_checkpoint
+from cli.checkpoints import latest_checkpoint
+from cli.local_services import redis_server_binary
 from state_machine.identity import dead_letter_id
 from stores.postgres import TableNames
 from tests.job.flink_harness import SOURCE_LABEL, pg_params, read_tables
@@ -306,7 +306,7 @@ def test_a_backlog_read_before_the_first_reference_load_is_held_not_dead_lettere
 
 @dataclass
 class PostgresServer:
-    """A PostgreSQL server of the test's own (job.local_services, data under ``root``), to shut down
+    """A PostgreSQL server of the test's own (cli.local_services, data under ``root``), to shut down
     and start again at will."""
 
     root: Path
@@ -317,13 +317,13 @@ class PostgresServer:
         return f"host=127.0.0.1 port={self.port} dbname=test user=postgres"
 
     def start(self) -> None:
-        from job.local_services import SERVICES_DIR_ENV, ensure_postgres
+        from cli.local_services import SERVICES_DIR_ENV, ensure_postgres
 
         with _services_dir(self.root, SERVICES_DIR_ENV):
             ensure_postgres("127.0.0.1", self.port, databases=("test",))
 
     def stop(self) -> None:
-        from job.local_services import SERVICES_DIR_ENV, stop_services
+        from cli.local_services import SERVICES_DIR_ENV, stop_services
 
         with _services_dir(self.root, SERVICES_DIR_ENV):
             stop_services(pg_port=self.port, redis_port=0)

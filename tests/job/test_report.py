@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from job.cli import main
+from cli.main import main
 from state_machine.model import COMPLETE, INVALID, OUTLIER, CycleRecord, TruckStatus
 from state_machine.reference import ReferenceData
 from stores.postgres import column_names

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from job.main import latest_checkpoint
+from cli.checkpoints import latest_checkpoint
 from stores.postgres import TableNames
 from tests.job.reliability_support import CliRun, assert_tables_equal_replay, cli_env, free_port, last_events
 from workbench.bundle import iter_telemetry_lines

@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from job.cli import CliError
+from tqdm import tqdm
+
+from cli.errors import CliError
 from job.settings import load_engine_config
 from state_machine.config import EngineConfig
 from state_machine.truck import closed_sort_key
@@ -50,8 +52,6 @@ def run_replay(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     bar = None
     if not args.no_progress and telemetry.stat().st_size > 5_000_000 and sys.stderr.isatty():
-        from tqdm import tqdm
-
         bar = tqdm(total=telemetry.stat().st_size, unit="B", unit_scale=True, desc="replay", file=sys.stderr)
     label = f"file:{telemetry}"  # one source label: records are applied in batches, as the job does
     for line_no, line in iter_telemetry_lines(args.bundle):

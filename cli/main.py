@@ -1,42 +1,25 @@
-"""`asset-cycle` command line: one sub-command per module in job.commands.
+"""`asset-cycle` command line: one sub-command per module of cli.commands.
 
-Each command module exposes ``register(subparsers)`` which adds its parser and sets
-``func(args) -> int`` as the handler. Modules are imported lazily by name so a command whose
-optional dependencies are missing does not break the others.
+Each command module exposes ``register(subparsers)``, which adds its parser and sets
+``func(args) -> int`` as the handler. A UserError (cli.errors.CliError, stores.errors.SettingsError,
+job.main.JobError, ...) is reported as one line, exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
+from cli.commands import db, msf, package, produce, replay, report, run, score, seed, services, simulate
 from stores.errors import UserError
 
-__all__ = ["CliError", "build_parser", "main"]
-
-
-class CliError(UserError):
-    """A problem to report to the user as one clear line (no traceback): what is wrong, what to do."""
-
-
-COMMAND_MODULES = (
-    "job.commands.simulate",
-    "job.commands.replay",
-    "job.commands.score",
-    "job.commands.db",
-    "job.commands.seed",
-    "job.commands.run",
-    "job.commands.report",
-    "job.commands.produce",
-    "job.commands.package",
-    "job.commands.msf",
-    "job.commands.services",
-)
+COMMANDS = (simulate, replay, score, db, seed, run, report, produce, package, msf, services)
+"""In the order ``asset-cycle --help`` lists them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every available sub-command."""
+    """The top-level parser with every sub-command."""
     parser = argparse.ArgumentParser(
         prog="asset-cycle",
         description="Haul-truck cycle tracking on Apache Flink: run the job locally (a simulated fleet by default), "
@@ -45,14 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # the command itself is not there; skip it
-                continue
-            raise
-        module.register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     _describe_commands(parser)
     return parser
 
@@ -70,8 +47,6 @@ def _describe_commands(parser: argparse.ArgumentParser) -> None:
 
 def package_version() -> str:
     """The installed asset-cycle version (pyproject.toml's)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("asset-cycle")
     except PackageNotFoundError:

@@ -10,12 +10,17 @@ import argparse
 import os
 from pathlib import Path
 
-import redis
-
-from job.cli import CliError
-from job.commands.db import add_pg_args, add_table_args, pg_connect_from_args, table_names_from_args
-from stores.connections import RedisSettings, connect_redis, redis_settings_from_env
-from stores.errors import UserError
+from cli.errors import CliError
+from cli.options import (
+    add_pg_args,
+    add_table_args,
+    pg_connect_from_args,
+    redis_connect_from_args,
+    table_names_from_args,
+)
+from stores.postgres import apply_migrations
+from stores.reference import seed_reference
+from workbench.bundle import BundleError, read_reference
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,21 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _redis_client(args: argparse.Namespace) -> redis.Redis:
-    """A connected redis.Redis from --redis-url or the environment; failures become a CliError."""
-    try:
-        settings = RedisSettings.from_url(args.redis_url) if args.redis_url else redis_settings_from_env()
-        return connect_redis(settings)
-    except UserError as exc:
-        raise CliError(str(exc)) from None
-
-
 def run(args: argparse.Namespace) -> int:
     """Read the bundle, run db init when needed, write assets/loaders and regions."""
-    from stores.postgres import apply_migrations
-    from stores.reference import seed_reference
-    from workbench.bundle import BundleError, read_reference
-
     names = table_names_from_args(args)
     if not args.bundle_dir.is_dir():
         raise CliError(f"{args.bundle_dir}: not a directory")
@@ -56,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     except BundleError as exc:
         raise CliError(str(exc)) from None
     conn = pg_connect_from_args(args)
-    client = _redis_client(args)
+    client = redis_connect_from_args(args)
     try:
         for version in apply_migrations(conn, names):
             print(f"applied {version}")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cli.errors import CliError
+from deploy.package import RUN_OPTIONS, RUN_OPTIONS_GROUP, PackageError, build_package
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `package` sub-command."""
@@ -27,8 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the zip; report one clear error line on failure."""
-    from deploy.package import RUN_OPTIONS, RUN_OPTIONS_GROUP, PackageError, build_package
-    from job.cli import CliError
 
     try:
         result = build_package(

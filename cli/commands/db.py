@@ -1,71 +1,29 @@
-"""`asset-cycle db`: create/upgrade the PostgreSQL tables (``db init``) and show their state.
-
-Also the shared PostgreSQL/table-name options for other commands: ``add_pg_args``,
-``add_table_args``, ``table_names_from_args`` and ``pg_connect_from_args``.
-"""
+"""`asset-cycle db`: create/upgrade the PostgreSQL tables (``db init``), show their state, reset them."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
-from job.main import DEMO_REDIS_PREFIX, DEMO_SCHEMA
-from stores.postgres import TABLE_KINDS, TableNames
-
-
-def add_pg_args(parser: argparse.ArgumentParser) -> None:
-    """``--pg-dsn`` (default $ASSET_CYCLE_PG_DSN, else the ASSET_CYCLE_PG_* variables or the
-    legacy PGSQL_CREDENTIALS_SECRET_NAME secret)."""
-    parser.add_argument(
-        "--pg-dsn",
-        default=os.environ.get("ASSET_CYCLE_PG_DSN"),
-        help="libpq DSN or postgresql:// URI (default $ASSET_CYCLE_PG_DSN, else ASSET_CYCLE_PG_HOST/PORT/DB/"
-             "USER/PASSWORD/SSLMODE or the secret named by PGSQL_CREDENTIALS_SECRET_NAME; local default "
-             "127.0.0.1:5432 db postgres user postgres)",
-    )
-
-
-def _table_override(text: str) -> tuple[str, str]:
-    kind, sep, name = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KIND=NAME, got {text!r}")
-    return kind.strip(), name.strip()
-
-
-def add_table_args(parser: argparse.ArgumentParser) -> None:
-    """``--schema`` and repeatable ``--table KIND=NAME`` overrides."""
-    parser.add_argument("--schema", default=os.environ.get("ASSET_CYCLE_PG_SCHEMA", "dx"),
-                        help="PostgreSQL schema of the tables (default $ASSET_CYCLE_PG_SCHEMA or dx)")
-    parser.add_argument("--table", action="append", type=_table_override, default=[], metavar="KIND=NAME",
-                        help="override a table name, e.g. cycle=asset_cycle_vlx (kinds: asset, asset_info, "
-                             "cycle_tmp, cycle, process_info, dead_letter, alerts)")
-
-
-def table_names_from_args(args: argparse.Namespace) -> TableNames:
-    """TableNames from --schema/--table; invalid names become a CliError."""
-    from job.cli import CliError
-    from stores.postgres import IdentifierError
-
-    try:
-        return TableNames.from_mapping({"schema": args.schema, **dict(getattr(args, "table", []) or [])})
-    except IdentifierError as exc:
-        raise CliError(str(exc)) from None
-
-
-def pg_connect_from_args(args: argparse.Namespace) -> Any:
-    """A psycopg2 connection from --pg-dsn or the environment; failures become a CliError."""
-    from job.cli import CliError
-    from stores.connections import postgres_settings_from_env
-    from stores.errors import SettingsError
-    from stores.postgres import DatabaseUnavailable, connect
-
-    try:
-        if args.pg_dsn:
-            return connect(args.pg_dsn)
-        return postgres_settings_from_env().connect()
-    except (DatabaseUnavailable, SettingsError) as exc:
-        raise CliError(str(exc)) from None
+from cli.errors import CliError
+from cli.options import (
+    add_pg_args,
+    add_table_args,
+    pg_connect_from_args,
+    redis_connect_from_args,
+    table_names_from_args,
+    table_override,
+)
+from cli.run_plan import DEMO_REDIS_PREFIX, DEMO_SCHEMA
+from stores.postgres import (
+    TABLE_KINDS,
+    applied_migrations,
+    apply_migrations,
+    migration_files,
+    reset_schema,
+    table_exists,
+)
+from stores.reference import delete_region_keys, region_keys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "says what it would remove.")  # fmt: skip
     add_pg_args(reset)
     reset.add_argument("--schema", default=DEMO_SCHEMA, help=f"schema to empty (default {DEMO_SCHEMA}, the demo's)")
-    reset.add_argument("--table", action="append", type=_table_override, default=[], metavar="KIND=NAME",
+    reset.add_argument("--table", action="append", type=table_override, default=[], metavar="KIND=NAME",
                        help="a table name that differs from the default (repeatable, as for db init)")
     reset.add_argument("--redis-prefix", default=None,
                        help=f"Redis key prefix of the region hashes to delete (default {DEMO_REDIS_PREFIX!r} for "
@@ -102,8 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     """Apply pending migrations and print what was applied."""
-    from stores.postgres import apply_migrations
-
     names = table_names_from_args(args)
     conn = pg_connect_from_args(args)
     try:
@@ -120,8 +76,6 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """Print each migration as applied or pending; exit 1 when some are pending."""
-    from stores.postgres import applied_migrations, migration_files
-
     names = table_names_from_args(args)
     conn = pg_connect_from_args(args)
     try:
@@ -138,16 +92,11 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_reset(args: argparse.Namespace) -> int:
     """Drop a schema's tables and delete the matching Redis keys (``--yes``), or say what that would do."""
-    from job.cli import CliError
-    from job.commands.seed import _redis_client
-    from stores.postgres import reset_schema, table_exists
-    from stores.reference import delete_region_keys, region_keys
-
     names = table_names_from_args(args)
     prefix = args.redis_prefix if args.redis_prefix is not None else (
         DEMO_REDIS_PREFIX if names.schema == DEMO_SCHEMA else "")  # fmt: skip
     conn = pg_connect_from_args(args)
-    client = _redis_client(args)
+    client = redis_connect_from_args(args)
     try:
         if not args.yes:
             tables = [f"{names.schema}.{names.table_name(k)}" for k in TABLE_KINDS if table_exists(conn, names, k)]

@@ -7,10 +7,20 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from deploy.msf import Msf
+from botocore.exceptions import BotoCoreError, NoCredentialsError, NoRegionError, PartialCredentialsError
+
+import deploy.msf
+from cli.errors import CliError
+from deploy.msf import (
+    RESTORE_CUSTOM,
+    RESTORE_LATEST,
+    RESTORE_SKIP,
+    Msf,
+    MsfError,
+    format_timestamp,
+    parse_timestamp,
+)
 
 DEFAULT_APPLICATION = "asset-cycle"
 DEFAULT_KEY = "asset-cycle/asset-cycle-msf.zip"
@@ -114,9 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _msf(args: argparse.Namespace, with_s3: bool = False) -> Msf:
-    from deploy.msf import make_msf
-
-    return make_msf(args.application, region=args.region, profile=args.profile, with_s3=with_s3)
+    return deploy.msf.make_msf(args.application, region=args.region, profile=args.profile, with_s3=with_s3)
 
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -124,16 +132,6 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 
     @functools.wraps(fn)
     def wrapper(args: argparse.Namespace) -> int:
-        from botocore.exceptions import (
-            BotoCoreError,
-            NoCredentialsError,
-            NoRegionError,
-            PartialCredentialsError,
-        )
-
-        from deploy.msf import MsfError
-        from job.cli import CliError
-
         no_credentials = ("no AWS credentials: pass --profile or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
                           "AWS_SECRET_ACCESS_KEY, or run where an IAM role provides them")  # fmt: skip
         try:
@@ -156,8 +154,6 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 @_guard
 def _deploy(args: argparse.Namespace) -> int:
     """Upload + update_application."""
-    from job.cli import CliError
-
     if not args.bucket:
         raise CliError(
             "--bucket is required (or set ASSET_CYCLE_CODE_BUCKET; the stack output CodeBucketName)"
@@ -170,8 +166,6 @@ def _deploy(args: argparse.Namespace) -> int:
 
 @_guard
 def _start(args: argparse.Namespace) -> int:
-    from deploy.msf import RESTORE_CUSTOM, RESTORE_LATEST, RESTORE_SKIP
-
     if args.from_snapshot:
         restore_type = RESTORE_CUSTOM
     elif args.skip_restore:
@@ -218,8 +212,6 @@ def _restore(args: argparse.Namespace) -> int:
 
 @_guard
 def _reprocess(args: argparse.Namespace) -> int:
-    from deploy.msf import MsfError, format_timestamp, parse_timestamp
-
     ts = parse_timestamp(args.from_ts) if args.from_ts else None
     if args.restore_snapshot and not args.allow_non_restored_state:
         raise MsfError(

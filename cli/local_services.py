@@ -15,6 +15,8 @@ When nothing answers and the address is a loopback one, a real server is started
 Both run as daemons: started once, reused by every later command until ``stop_services`` (or
 ``asset-cycle services stop``). The services directory is ``ASSET_CYCLE_SERVICES_DIR``, else
 ``.services/`` in a source checkout, else ``~/.local/state/asset-cycle/services``.
+
+Also the free local ports of a run's own servers (Web UI, metrics): ``free_local_port``.
 """
 
 from __future__ import annotations
@@ -22,14 +24,23 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
+import pwd
+import random
 import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import redis
+from psycopg2 import sql
+
+from stores.connections import RedisSettings
+from stores.postgres import connect
 
 SERVICES_DIR_ENV = "ASSET_CYCLE_SERVICES_DIR"
 SERVICE_USER = "assetcycle"
@@ -90,6 +101,32 @@ def is_answering(host: str, port: int, timeout_s: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_local_port() -> int:
+    """A TCP port free right now on 127.0.0.1, below the kernel's ephemeral range when possible: a
+    port handed out by bind(0) comes from that range, and an outgoing connection (JDBC, Redis) may
+    take it as its source port before the server that was meant to listen on it binds it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    if low > 11000:
+        for port in random.sample(range(10000, low - 1000), 50):
+            if port_free(port):
+                return port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _is_loopback(host: str) -> bool:
@@ -164,7 +201,6 @@ def _service_account() -> tuple[int, int] | None:
     """(uid, gid) to run PostgreSQL as when we are root (it refuses root), else None."""
     if os.geteuid() != 0:
         return None
-    import pwd
 
     try:
         entry = pwd.getpwnam(SERVICE_USER)
@@ -218,10 +254,7 @@ def _wait_until(check, timeout_s: float, what: str, log_path: Path) -> None:
 
 
 def _create_databases(port: int, databases: Sequence[str]) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user=PG_SUPERUSER, dbname="postgres", connect_timeout=5)
+    conn = connect({"host": "127.0.0.1", "port": port, "user": PG_SUPERUSER, "dbname": "postgres"}, connect_timeout=5)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
@@ -285,9 +318,7 @@ def ensure_postgres(host: str = "127.0.0.1", port: int = 5432, databases: Sequen
 
 
 def _redis_ping(port: int) -> bool:
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=2)
+    client = RedisSettings(port=port).client(connect_timeout_s=1, timeout_s=2)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -299,11 +330,8 @@ def _redis_ping(port: int) -> bool:
 def refused_write(host: str, port: int) -> str | None:
     """Why the Redis at host:port refuses a write (e.g. ``MISCONF``: it cannot save its snapshot,
     ``READONLY``: a replica), or None when a SET/DEL of a throwaway key works."""
-    import uuid
 
-    import redis
-
-    client = redis.Redis(host=host, port=port, socket_connect_timeout=1, socket_timeout=2)
+    client = RedisSettings(host, port).client(connect_timeout_s=1, timeout_s=2)
     key = f"asset-cycle:write-probe:{uuid.uuid4().hex}"
     try:
         client.set(key, b"1", px=5000)
@@ -366,9 +394,7 @@ def stop_services(pg_port: int = 5432, redis_port: int = 6379) -> list[str]:
             stopped.append(f"PostgreSQL on 127.0.0.1:{pg_port}")
     pid_file = root / f"redis-{redis_port}" / "redis.pid"
     if pid_file.is_file() and _redis_ping(redis_port):
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=redis_port, socket_connect_timeout=1, socket_timeout=5)
+        client = RedisSettings(port=redis_port).client(connect_timeout_s=1, timeout_s=5)
         try:
             client.shutdown(nosave=False)
         except redis.RedisError:

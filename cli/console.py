@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -32,7 +33,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
+from urllib.parse import unquote, urlparse
+
+from pyflink.common import JobClient
+from pyflink.common.completable_future import CompletableFuture
+from pyflink.java_gateway import get_gateway
 
 POLL_S = 0.5
 CANCEL_TIMEOUT_S = 30.0
@@ -102,8 +109,6 @@ class JobCounts:
 
 def reporter_snapshot(job_id: str) -> JobCounts:
     """The job's metrics from the in-JVM reporter (empty when the job jar's reporter is not there)."""
-    from pyflink.java_gateway import get_gateway
-
     try:
         snapshot = get_gateway().jvm.assetcycle.metrics.LocalMetricsReporter.snapshot(job_id)
         return JobCounts({str(k): float(snapshot.get(k)) for k in snapshot.keySet()})
@@ -113,8 +118,6 @@ def reporter_snapshot(job_id: str) -> JobCounts:
 
 def release_snapshot(job_id: str) -> None:
     """Let the reporter forget a finished job."""
-    from pyflink.java_gateway import get_gateway
-
     with contextlib.suppress(Exception):  # the JVM may be gone already
         get_gateway().jvm.assetcycle.metrics.LocalMetricsReporter.release(job_id)
 
@@ -221,7 +224,7 @@ class StopPlan:
 class JobConsole:
     """Follows one submitted job (see module docstring). ``print_line`` receives every line."""
 
-    def __init__(self, client: Any, rest_port: int | None, stop: StopPlan, *, bounded: bool, source: str,
+    def __init__(self, client: JobClient, rest_port: int | None, stop: StopPlan, *, bounded: bool, source: str,
                  dead_letter_table: str, progress_s: float = DEFAULT_PROGRESS_S,
                  resume_hint: Callable[[], str | None] | None = None, flink_log: str | None = None,
                  print_line: Callable[[str], None] | None = None) -> None:  # fmt: skip
@@ -257,13 +260,11 @@ class JobConsole:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.interrupts += 1
         if self.stop_reason is None:
             self.stop_reason = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         if self.interrupts >= 3:
-            import os
-
             print("asset-cycle: exiting now (the job was not stopped cleanly)", flush=True)
             os._exit(EXIT_INTERRUPTED)
 
@@ -294,8 +295,6 @@ class JobConsole:
 
     def _status_now(self) -> str:
         try:
-            from pyflink.java_gateway import get_gateway
-
             unit = get_gateway().jvm.java.util.concurrent.TimeUnit.SECONDS
             return str(self.client._j_job_client.getJobStatus().get(5, unit))
         except Exception:  # noqa: BLE001 - the cluster is busy or shutting down; try again
@@ -372,7 +371,7 @@ class JobConsole:
         self._last_retries = retries
 
     # -- endings ---------------------------------------------------------------------------------
-    def _ended(self, result: Any) -> int:
+    def _ended(self, result: CompletableFuture) -> int:
         seconds = time.monotonic() - self.started
         try:
             result.result()
@@ -389,7 +388,7 @@ class JobConsole:
         self.print(summary_line(reporter_snapshot(self.job_id), seconds, self.source, self.dead_letter_table))
         return EXIT_OK
 
-    def _stop(self, result: Any) -> int:
+    def _stop(self, result: CompletableFuture) -> int:
         plan = self.stop_plan
         self._track_outage(reporter_snapshot(self.job_id), time.monotonic(), final=True)
         self.print(f"stopping the job ({self.stop_reason})")
@@ -431,8 +430,6 @@ class JobConsole:
             time.sleep(POLL_S)
 
     def _savepoint(self, plan: StopPlan) -> tuple[str | None, str]:
-        from pyflink.java_gateway import get_gateway
-
         jvm = get_gateway().jvm
         fmt = jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
         target = Path(plan.savepoint_dir or ".").resolve().as_uri()
@@ -456,7 +453,7 @@ class JobConsole:
         except Exception as exc:  # noqa: BLE001
             return None, java_root_cause(exc)
 
-    def _cancel(self, result: Any) -> None:
+    def _cancel(self, result: CompletableFuture) -> None:
         self.print("cancelling the job")
         with contextlib.suppress(Exception):  # it may have ended meanwhile
             self.client._j_job_client.cancel()
@@ -467,7 +464,7 @@ class JobConsole:
                        "with this process)")  # fmt: skip
 
     @staticmethod
-    def _wait(result: Any, timeout_s: float) -> bool:
+    def _wait(result: CompletableFuture, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while not result.done():
             if time.monotonic() >= deadline:
@@ -478,7 +475,15 @@ class JobConsole:
 
 def local_path(uri: str) -> str:
     """``file:/x/y`` (what Flink reports) -> ``/x/y``, usable as ``--from-savepoint``; others unchanged."""
-    from urllib.parse import unquote, urlparse
-
     parsed = urlparse(uri)
     return unquote(parsed.path) if parsed.scheme == "file" else uri
+
+
+def stop_with_savepoint(client: JobClient, directory: str | Path, drain: bool = False) -> str:
+    """Stop the job with a canonical savepoint (Java client directly; PyFlink's wrapper is broken).
+
+    ``drain``: advance to the end of event time first (MAX_WATERMARK fires every timer, as at the
+    end of a bounded file); without it the job pauses and a restore continues where it stopped."""
+    fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    target = Path(directory).resolve().as_uri()
+    return str(client._j_job_client.stopWithSavepoint(drain, target, fmt).get())

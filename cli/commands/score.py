@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from cli.errors import CliError
+from workbench.bundle import BundleError, read_cycles_csv
+from workbench.scoring import score
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `score` sub-command."""
@@ -23,10 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `asset-cycle score`."""
-    from job.cli import CliError
-    from workbench.bundle import BundleError, read_cycles_csv
-    from workbench.scoring import score
-
     try:
         truth = read_cycles_csv(args.truth)
         found = read_cycles_csv(args.cycles)

@@ -11,10 +11,19 @@ import os
 import sys
 from pathlib import Path
 
+import psycopg2
+import psycopg2.errors
 import redis
 
-from job.commands.db import add_pg_args, add_table_args, pg_connect_from_args, table_names_from_args
-from stores.connections import RedisSettings, connect_redis, redis_settings_from_env
+from cli.errors import CliError
+from cli.options import (
+    add_pg_args,
+    add_table_args,
+    pg_connect_from_args,
+    redis_settings_from_args,
+    table_names_from_args,
+)
+from stores.connections import connect_redis
 from stores.errors import UserError
 
 
@@ -48,18 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _redis_or_none(args: argparse.Namespace) -> tuple[redis.Redis | None, str | None]:
     """A pinged redis.Redis, or (None, reason) when it cannot be reached (the map is optional)."""
     try:
-        settings = RedisSettings.from_url(args.redis_url) if args.redis_url else redis_settings_from_env()
-        return connect_redis(settings), None
+        return connect_redis(redis_settings_from_args(args)), None
     except UserError as exc:
         return None, str(exc)
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `asset-cycle report`."""
-    import psycopg2
-    import psycopg2.errors
-
-    from job.cli import CliError
+    # deferred: pandas and matplotlib take about a second to import, and only this command needs them
     from job.report import ReportError, ReportRequest, build_report, parse_time
 
     names = table_names_from_args(args)

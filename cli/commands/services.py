@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from cli.errors import CliError
+from cli.local_services import ServiceError, ensure_postgres, ensure_redis, is_answering, stop_services
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `services` sub-command."""
@@ -23,9 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _services(args: argparse.Namespace) -> int:
-    from job.cli import CliError
-    from job.local_services import ServiceError, ensure_postgres, ensure_redis, is_answering, stop_services
-
     try:
         if args.action == "up":
             databases = args.database if args.database is not None else ["test"]

@@ -7,6 +7,10 @@ import sys
 import time
 from dataclasses import replace
 
+from tqdm import tqdm
+
+from cli.errors import CliError
+from workbench.bundle import iso_to_ms
 from workbench.simulator import DEGRADED_PRESET, SCENARIO_FAMILIES, SimulationSpec, write_simulation
 
 
@@ -88,8 +92,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> SimulationSpec:
     """The SimulationSpec described by parsed `simulate` arguments."""
-    from job.cli import CliError
-
     kwargs: dict = dict(SCENARIO_FAMILIES[args.scenario]) if args.scenario else {}
     kwargs |= {
         "trucks": args.trucks, "loaders": args.loaders if args.loaders is not None else kwargs.get("loaders"),
@@ -99,8 +101,6 @@ def spec_from_args(args: argparse.Namespace) -> SimulationSpec:
         "sparse_idle": bool(args.sparse_idle or kwargs.get("sparse_idle")),
     }
     if args.start:
-        from workbench.bundle import iso_to_ms
-
         try:
             kwargs["start_ms"] = iso_to_ms(args.start)
         except ValueError:
@@ -150,8 +150,6 @@ def run(args: argparse.Namespace) -> int:
     bar = None
     callback = None
     if show:
-        from tqdm import tqdm
-
         total = int(spec.hours * 3600)
         bar = tqdm(total=total, unit="sim-s", file=sys.stderr, desc="simulate", mininterval=0.5)
         last = [0]
@@ -166,8 +164,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = write_simulation(spec, args.out, progress=callback)
     except OSError as exc:
-        from job.cli import CliError
-
         raise CliError(f"cannot write bundle {args.out}: {exc}") from None
     finally:
         if bar is not None:
