@@ -29,8 +29,9 @@ from cli.run_plan import Plan, make_plan, with_local_resources
 from job.logging_setup import FORMAT_ENV, LEVEL_ENV, quiet_third_party_loggers, setup_logging
 from job.main import JOB_NAME, build_job, run_job, sink_jdbc_url, table_names
 from job.pipeline import AssembledJob
+from job.properties import MSF_PROPERTIES_PATH
 from job.reference import open_stores
-from job.settings import MSF_PROPERTIES_PATH, postgres_settings, redis_settings
+from job.settings import postgres_settings, redis_settings
 from job.sources import SourceError, resolve_file_path, simulation_spec
 from state_machine.reference import ReferenceData
 from stores.connections import PostgresSettings, RedisSettings, mask_url

@@ -23,16 +23,14 @@ from pathlib import Path
 from cli.checkpoints import default_checkpoint_dir, latest_checkpoint
 from cli.errors import CliError
 from cli.local_services import free_local_port, port_free
+from job.properties import MSF_PROPERTIES_PATH, load_settings, properties_path
 from job.settings import (
-    MSF_PROPERTIES_PATH,
     AppSettings,
     FlinkSettings,
     ReferenceSettings,
     SinkSettings,
     SourceSettings,
     load_engine_config,
-    load_settings,
-    properties_path,
 )
 from state_machine.config import EngineConfig
 

@@ -25,16 +25,9 @@ from pyflink.table import StreamTableEnvironment
 from job.flink_env import FlinkEnvError
 from job.logging_setup import FORMAT_ENV, LEVEL_ENV, quiet_third_party_loggers, setup_logging
 from job.pipeline import AssembledJob, assemble, bounded_reference_stream, polling_reference_stream
+from job.properties import MSF_PROPERTIES_PATH, load_settings, properties_path
 from job.reference import ReferenceConnector, load_reference_snapshot
-from job.settings import (
-    MSF_PROPERTIES_PATH,
-    AppSettings,
-    SinkSettings,
-    load_settings,
-    postgres_settings,
-    properties_path,
-    redis_settings,
-)
+from job.settings import AppSettings, SinkSettings, postgres_settings, redis_settings
 from job.sinks import JdbcTarget, SinkSet
 from job.sources import SourceError, raw_source
 from stores.connections import PostgresSettings, jdbc_url_with_tls

@@ -22,6 +22,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyflink.common import Types
+from pyflink.common.typeinfo import RowTypeInfo
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
+
 from stores.postgres import INSERT_ONLY_KINDS, KEY_COLUMNS, TableNames, column_list, jdbc_upsert_sql
 
 log = logging.getLogger(__name__)
@@ -123,8 +128,6 @@ def sink_spec(kind: str, names: TableNames, target: JdbcTarget) -> SinkSpec:
 
 def java_sink(spec: SinkSpec) -> Any:
     """The ``assetcycle.sink.JdbcUpsertSink`` of a spec (the job's jar must be on the class path)."""
-    from pyflink.java_gateway import get_gateway
-
     gateway = get_gateway()
 
     def int_array(values: tuple[int, ...]) -> Any:
@@ -139,11 +142,9 @@ def java_sink(spec: SinkSpec) -> Any:
                       spec.max_retries, MAX_BACKOFF_MS)  # fmt: skip
 
 
-def check_row_type(kind: str, row_type: Any) -> None:
+def check_row_type(kind: str, row_type: RowTypeInfo) -> None:
     """Raise SinkError unless a row type's fields are, in order and with their types, the sources of
     the kind's columns."""
-    from pyflink.common import Types
-
     columns = sink_columns(kind)
     expected = [(source_field(name), getattr(Types, ftype)()) for name, ftype in columns]
     actual = list(zip(row_type.get_field_names(), row_type.get_field_types(), strict=True))
@@ -160,12 +161,12 @@ class SinkSet:
     add, before ``env.execute()``.
     """
 
-    env: Any
+    env: StreamExecutionEnvironment
     names: TableNames
     target: JdbcTarget
-    _streams: dict[str, list[Any]] = field(default_factory=dict)
+    _streams: dict[str, list[DataStream]] = field(default_factory=dict)
 
-    def add(self, kind: str, stream: Any) -> None:
+    def add(self, kind: str, stream: DataStream) -> None:
         """Insert a DataStream of rows into the sink of ``kind``: a ROW_NAMED type whose fields are the
         table's columns in order (udfs.rows layouts: an ``x_ms`` field feeds column ``x_utc``)."""
         check_row_type(kind, stream.get_type())

@@ -384,7 +384,7 @@ def test_reprocess_from_timestamp_with_empty_state(kda: Any) -> None:
     assert plan.uid_suffix == "4"
     assert plan.restore_type == RESTORE_SKIP
     # the rewritten SourceConfig is valid for the job
-    settings = pytest.importorskip("job.settings")
+    settings = pytest.importorskip("job.properties")
     app = settings.settings_from_groups(
         {"SourceConfig": plan.source_config, "SinkConfig": SINK, "ReferenceConfig": {"redis.host": "redis"}}
     )

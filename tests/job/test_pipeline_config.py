@@ -10,7 +10,8 @@ from pyflink.common import Types
 from deploy import jars
 from job import flink_env
 from job.flink_env import FlinkEnvError, build_configuration
-from job.settings import MSF_MANAGED_FLINK_KEYS, FlinkSettings, SourceSettings
+from job.properties import MSF_MANAGED_FLINK_KEYS
+from job.settings import FlinkSettings, SourceSettings
 from job.sinks import JdbcTarget, SinkError, check_row_type, sink_columns, sink_spec, source_field
 from job.sources import SourceError, kinesis_configuration, kinesis_label, resolve_file_path
 from stores.postgres import KEY_COLUMNS, TableNames, column_names
@@ -217,7 +218,7 @@ def _groups(flink: dict[str, str]) -> dict[str, dict[str, str]]:
 
 @pytest.mark.parametrize("key", sorted(MSF_MANAGED_FLINK_KEYS))
 def test_flink_keys_msf_manages_are_rejected_on_msf(key):
-    from job.settings import SettingsError, settings_from_groups
+    from job.properties import SettingsError, settings_from_groups
 
     with pytest.raises(SettingsError, match=rf"^FlinkConfig\.{key}: is managed by MSF on MSF: set it in "):
         settings_from_groups(_groups({key: "1"}), on_msf=True)
@@ -225,7 +226,7 @@ def test_flink_keys_msf_manages_are_rejected_on_msf(key):
 
 
 def test_the_keys_the_job_decides_are_accepted_on_msf():
-    from job.settings import settings_from_groups
+    from job.properties import settings_from_groups
 
     settings = settings_from_groups(_groups({"python.execution.mode": "process", "auto.watermark.interval.ms": "500",
                                              "source.idleness.ms": "60000"}), on_msf=True)  # fmt: skip
