@@ -7,7 +7,7 @@ Zip layout (all paths relative to the zip root)::
     lib/asset-cycle-flink.jar   the job's uber-jar (deploy.jars): Kinesis source, file format,
                                 JDBC core + postgres, PostgreSQL driver
     lib/python/                 ONE directory on the PYTHONPATH of the client and of the UDF workers
-        job/ cli/ stores/ udfs/              the project's packages
+        job/ cli/ stores/ report/ udfs/      the project's packages
         state_machine/ workbench/ deploy/
         sql/*.sql                            the project's SQL files
         shapely/ pyproj/ psycopg2/ ...       vendored manylinux x86_64 / cp312 wheels, unpacked
@@ -64,7 +64,7 @@ RUN_OPTIONS: dict[str, str] = {
     "pyFiles": f"{ZIP_PYTHON_DIR}/",
 }
 
-PROJECT_PACKAGES = ("job", "cli", "stores", "udfs", "state_machine", "workbench", "deploy")
+PROJECT_PACKAGES = ("job", "cli", "stores", "report", "udfs", "state_machine", "workbench", "deploy")
 PACKAGE_DATA_SUFFIXES = frozenset({".py", ".sql", ".json", ".yaml", ".yml"})
 """Files copied from the project's packages (mirrors pyproject's package-data)."""
 

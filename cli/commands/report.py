@@ -1,6 +1,6 @@
 """`asset-cycle report`: KPIs (kpis.csv) and an HTML page with plots of the closed cycles of a window.
 
-The work is done by ``job.report.build_report``; this module parses options, connects to
+The work is done by ``report.build_report``; this module parses options, connects to
 PostgreSQL (required) and Redis (optional: without it the map has no regions) and prints a summary.
 """
 
@@ -65,7 +65,7 @@ def _redis_or_none(args: argparse.Namespace) -> tuple[redis.Redis | None, str | 
 def run(args: argparse.Namespace) -> int:
     """Handler of `asset-cycle report`."""
     # deferred: pandas and matplotlib take about a second to import, and only this command needs them
-    from job.report import ReportError, ReportRequest, build_report, parse_time
+    from report import ReportError, ReportRequest, build_report, parse_time
 
     names = table_names_from_args(args)
     try:

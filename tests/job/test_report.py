@@ -197,7 +197,7 @@ def test_empty_window(filled: Any, pg_dsn: str, redis_url: str, redis_prefix: st
 
 @pytest.mark.services
 def test_bundle_tracks_on_the_map(filled: Any, pg_conn: Any, sim_data: SimData, tmp_path: Path) -> None:
-    from job.report import ReportRequest, build_report, parse_time
+    from report import ReportRequest, build_report, parse_time
     from workbench.bundle import write_bundle
 
     bundle = tmp_path / "bundle"
@@ -252,7 +252,7 @@ def _frame(rows: list[tuple[str, str, str, float | None, str | None]]) -> Any:
 
 
 def test_kpis_shifts_and_complete_only_statistics() -> None:
-    from job.report import compute_kpis, prepare
+    from report.kpis import compute_kpis, prepare
 
     df = prepare(_frame([
         ("2024-01-15T05:59:59Z", COMPLETE, "T1", 10.0, "L1"),   # night shift of the 14th
@@ -277,7 +277,7 @@ def test_kpis_shifts_and_complete_only_statistics() -> None:
 
 
 def test_shifts_follow_the_time_zone() -> None:
-    from job.report import prepare
+    from report.kpis import prepare
 
     df = prepare(_frame([("2024-01-14T22:30:00Z", COMPLETE, "T1", 10.0, "L1")]), tz="Australia/Perth")
     assert df["shift"].tolist() == ["2024-01-15 day"]  # 06:30 in Perth
@@ -288,7 +288,8 @@ def test_shifts_follow_the_time_zone() -> None:
 def test_segment_plot_caps_bars_and_renders(tmp_path: Path) -> None:
     import matplotlib.image
 
-    from job.report import compute_kpis, plot_segments, prepare
+    from report.kpis import compute_kpis, prepare
+    from report.plots import plot_segments
 
     rows = [(f"2024-01-15T0{i % 9}:00:00Z", COMPLETE, f"T{i:03d}", 10.0 + i % 7, "L1") for i in range(120)]
     kpis = compute_kpis(prepare(_frame(rows)))
