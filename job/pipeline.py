@@ -43,18 +43,16 @@ from job.settings import AppSettings
 from job.sources import RawSource, ticker_stream
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
-from udfs.parse import (
+from udfs.parse import ParseFunction
+from udfs.reference_poller import ReferencePoller, ReferenceTimestamps
+from udfs.rows import (
+    ENVELOPE_FIELDS,
+    ENVELOPE_TYPE,
     GROUP_END_FIELD,
     GROUP_TYPE,
     GROUP_WM_FIELD,
     KEYED_GROUP_TYPE,
     KEYED_VALUE_FIELD,
-    ParseFunction,
-)
-from udfs.reference_poller import ReferencePoller, ReferenceTimestamps
-from udfs.rows import (
-    ENVELOPE_FIELDS,
-    ENVELOPE_TYPE,
     OUT_ALERT,
     OUT_CYCLE,
     OUT_DEAD_LETTER,

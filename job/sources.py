@@ -41,7 +41,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from job.settings import SourceSettings
-from udfs.parse import RAW_RECORD_TYPE
+from udfs.rows import RAW_RECORD_TYPE
 from workbench.simulator import SimulationSpec, iter_deliveries
 
 log = logging.getLogger(__name__)
