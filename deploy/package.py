@@ -45,6 +45,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy import jars
+
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +136,7 @@ def _requirement_names(dist: str) -> list[str]:
         requires = metadata.requires(dist) or []
     except metadata.PackageNotFoundError:
         return []
-    try:
+    try:  # deferred: optional (pip's packaging is nearly always installed)
         from packaging.requirements import InvalidRequirement, Requirement
     except ImportError:  # pragma: no cover - packaging is nearly always there
         Requirement = None  # type: ignore[assignment,misc]  # noqa: N806
@@ -293,8 +295,6 @@ def build_package(
     ``jar_path`` is the job's uber-jar (default: the one ``make setup`` built into ``jar_dir``,
     ``.jars/``); it must hold every class of ``deploy.jars.REQUIRED_CLASSES``.
     """
-    from deploy import jars
-
     try:
         jar = Path(jar_path) if jar_path is not None else jars.require_jar(jar_dir)
         jars.verify_jar(jar)

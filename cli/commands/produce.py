@@ -23,7 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
 from cli.errors import CliError
+from workbench.simulator import SimulationSpec, iter_deliveries
 
 MAX_BATCH_RECORDS = 500
 MAX_BATCH_BYTES = 5 * 1024 * 1024
@@ -56,8 +60,6 @@ class ProduceStats:
 
 def partition_key(line: str) -> str:
     """The record's partition key: its ``asset_guid``, or a hash of the line when it has none."""
-    import orjson
-
     try:
         guid = orjson.loads(line).get("asset_guid")
     except (orjson.JSONDecodeError, AttributeError):
@@ -154,8 +156,6 @@ def simulated_lines(trucks: int, sites: int, seed: int, degraded: bool, speed: f
                     clock: Callable[[], float] = time.monotonic,
                     sleep: Callable[[float], None] = time.sleep) -> Iterator[str]:  # fmt: skip
     """A live fleet starting now: each line when the simulated clock (``speed`` x wall clock) is due."""
-    from workbench.simulator import SimulationSpec, iter_deliveries
-
     spec = SimulationSpec(trucks=trucks, sites=sites, hours=None, seed=seed, start_ms=int(time.time() * 1000))
     start = clock()
     first_ms: int | None = None
@@ -210,6 +210,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    # deferred: boto3 takes a quarter of a second to import; only this command's run needs it
     import boto3
     from botocore.config import Config
 
@@ -225,8 +226,6 @@ def _client(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `asset-cycle produce`."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     if bool(args.bundle) == bool(args.simulate):
         raise CliError("give either a BUNDLE_DIR (or .jsonl file) or --simulate")
     if args.speed <= 0 or (args.rate is not None and args.rate <= 0):
