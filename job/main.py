@@ -1,8 +1,8 @@
-"""The Flink job's entry point: MSF's ``main.py``, the FlinkDeployment's ``-pym job.main``,
-``flink run -py job/main.py`` and ``python -m job.main --local-properties FILE``.
+"""The Flink job's entry point: MSF's ``main.py``, the FlinkDeployment's ``-pym job.main`` and
+``python -m job.main --local-properties FILE``.
 
 ``main()`` reads the application properties (on MSF ``/etc/flink/application_properties.json``;
-elsewhere ``--local-properties FILE`` or ``ASSET_CYCLE_LOCAL=1``, see job.settings) and runs the job
+elsewhere ``--local-properties FILE`` or ``ASSET_CYCLE_LOCAL=1``, see job.properties) and runs the job
 they describe until it ends: ``run_job(settings)``, which is ``build_job(settings)`` then submit and
 wait. ``asset-cycle run`` (cli.local_run) resolves its options into the same AppSettings and runs
 the job ``build_job`` returns on the local minicluster, with a console that reports and stops it.
