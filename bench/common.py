@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job.db import TableNames, apply_migrations
+from stores.postgres import TableNames, apply_migrations
 from workbench.simulator import SimulationSpec, write_simulation
 
 PG_DSN = os.environ.get("ASSET_CYCLE_BENCH_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import count_lines, ensure_bundle  # noqa: E402
 
-CLI = [sys.executable, "-m", "job.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 SCHEMA = "bench_e2e"
 
 

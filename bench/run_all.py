@@ -138,7 +138,7 @@ def latency(rate: int, warmup_s: float, measure_s: float, **options: Any) -> dic
         write_simulation(SimulationSpec(trucks=200, hours=0.01, seed=3, start_ms=start_ms).degraded(), ref_bundle)
 
     def raw_factory(env: Any, t_env: Any) -> Any:
-        from udfs.parse import RAW_RECORD_TYPE
+        from udfs.rows import RAW_RECORD_TYPE
 
         stream = ticker_stream(t_env, "bench_ticker", ticks)
         return (stream.flat_map(ArrivalLoggingPuller(spec, per_tick, str(log_path)), output_type=RAW_RECORD_TYPE)
@@ -234,7 +234,7 @@ def state_size(trucks_per_site: int, sites: int, hours: float, checkpoint_ms: in
     """Checkpoint size/duration and savepoint bytes per truck with trucks_per_site x sites trucks."""
     import psycopg2
 
-    from job.main import stop_with_savepoint
+    from cli.console import stop_with_savepoint
     from job.sources import file_source
 
     bundle = ensure_bundle(trucks_per_site, hours, sites, seed=5)

@@ -4,8 +4,8 @@ with another checkout of the project, e.g. an older commit, on the very same bun
 Usage: python bench/scenario_table.py [--trucks 12] [--hours 6] [--seeds 21 31] [--family NAME ...]
            [--compare PATH_TO_OTHER_CHECKOUT]
 Bundles are simulated once per family and seed into build/bench/scenarios/. The other checkout runs
-its own `asset-cycle replay` (python -m job.cli replay, with PYTHONPATH at that checkout) on them and
-is scored here with the same scorer. Prints recall / precision / COMPLETE recall / status agreement /
+its own `asset-cycle replay` (python -m cli.main replay, or job.cli in checkouts from before cli/, with
+PYTHONPATH at that checkout) on them and is scored here with the same scorer. Prints recall / precision / COMPLETE recall / status agreement /
 median total-cycle error per family (all seeds pooled).
 """
 
@@ -48,7 +48,8 @@ def replay_there(checkout: Path, path: Path) -> list[CycleRecord]:
     """Closed cycles of another checkout's `asset-cycle replay` on a bundle."""
     out = path / f"cycles_{checkout.name}.csv"
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    subprocess.run([sys.executable, "-m", "job.cli", "replay", str(path), "--out", str(out), "--quiet",
+    module = "cli.main" if (checkout / "cli" / "main.py").is_file() else "job.cli"
+    subprocess.run([sys.executable, "-m", module, "replay", str(path), "--out", str(out), "--quiet",
                     "--no-progress"], cwd=checkout, env=env, check=True, capture_output=True)
     return read_cycles_csv(out)
 

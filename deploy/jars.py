@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,8 +177,6 @@ def verify(artifacts: list[Artifact], pins: dict[str, str], lock_file: Path = LO
 
 def verify_jar(path: Path) -> None:
     """Raise JarError unless ``path`` is a jar with every class of REQUIRED_CLASSES."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as jar:
             names = set(jar.namelist())

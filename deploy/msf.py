@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 RESTORE_LATEST = "RESTORE_FROM_LATEST_SNAPSHOT"
 RESTORE_CUSTOM = "RESTORE_FROM_CUSTOM_SNAPSHOT"
 RESTORE_SKIP = "SKIP_RESTORE_FROM_SNAPSHOT"
@@ -120,8 +122,6 @@ class Msf:
     # ------------------------------------------------------------------ basics
 
     def _call(self, method: str, **params: Any) -> dict[str, Any]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             return getattr(self.client, method)(**params)
         except ClientError as exc:
@@ -167,8 +167,6 @@ class Msf:
 
     def upload(self, zip_path: Path, bucket: str, key: str) -> str | None:
         """Upload the application zip; return the S3 object version (versioned bucket) or None."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         if self.s3 is None:
             raise MsfError("no S3 client to upload with")
         if not zip_path.is_file():
@@ -400,7 +398,7 @@ def make_msf(
     application: str, region: str | None = None, profile: str | None = None, with_s3: bool = False
 ) -> Msf:
     """An Msf on real boto3 clients (credentials from the usual AWS chain; never printed)."""
-    import boto3
+    import boto3  # deferred: a quarter of a second to import, and `asset-cycle --help` loads this module
 
     session = boto3.Session(profile_name=profile, region_name=region)
     return Msf(

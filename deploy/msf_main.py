@@ -31,7 +31,7 @@ def setup_path(dirs: tuple[str, ...] = PYTHON_LIB_DIRS) -> list[str]:
 def run() -> int | None:
     """Set up ``sys.path`` and run the job's entry point."""
     setup_path()
-    from job.main import main as job_main
+    from job.main import main as job_main  # deferred: importable only once the path is set up
 
     return job_main()
 

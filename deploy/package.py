@@ -7,7 +7,8 @@ Zip layout (all paths relative to the zip root)::
     lib/asset-cycle-flink.jar   the job's uber-jar (deploy.jars): Kinesis source, file format,
                                 JDBC core + postgres, PostgreSQL driver
     lib/python/                 ONE directory on the PYTHONPATH of the client and of the UDF workers
-        job/ udfs/ state_machine/ workbench/ deploy/  the project's packages
+        job/ cli/ stores/ report/ udfs/      the project's packages
+        state_machine/ workbench/ deploy/
         sql/*.sql                            the project's SQL files
         shapely/ pyproj/ psycopg2/ ...       vendored manylinux x86_64 / cp312 wheels, unpacked
 
@@ -44,6 +45,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy import jars
+
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +66,7 @@ RUN_OPTIONS: dict[str, str] = {
     "pyFiles": f"{ZIP_PYTHON_DIR}/",
 }
 
-PROJECT_PACKAGES = ("job", "udfs", "state_machine", "workbench", "deploy")
+PROJECT_PACKAGES = ("job", "cli", "stores", "report", "udfs", "state_machine", "workbench", "deploy")
 PACKAGE_DATA_SUFFIXES = frozenset({".py", ".sql", ".json", ".yaml", ".yml"})
 """Files copied from the project's packages (mirrors pyproject's package-data)."""
 
@@ -133,7 +136,7 @@ def _requirement_names(dist: str) -> list[str]:
         requires = metadata.requires(dist) or []
     except metadata.PackageNotFoundError:
         return []
-    try:
+    try:  # deferred: optional (pip's packaging is nearly always installed)
         from packaging.requirements import InvalidRequirement, Requirement
     except ImportError:  # pragma: no cover - packaging is nearly always there
         Requirement = None  # type: ignore[assignment,misc]  # noqa: N806
@@ -292,8 +295,6 @@ def build_package(
     ``jar_path`` is the job's uber-jar (default: the one ``make setup`` built into ``jar_dir``,
     ``.jars/``); it must hold every class of ``deploy.jars.REQUIRED_CLASSES``.
     """
-    from deploy import jars
-
     try:
         jar = Path(jar_path) if jar_path is not None else jars.require_jar(jar_dir)
         jars.verify_jar(jar)

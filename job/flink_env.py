@@ -15,18 +15,27 @@ the jar (``jarfile`` run option), and from MSF 2.2 on any Flink option set in co
 its "Programmatic Flink configuration properties" list fails the application at start-up: only
 options of MSF_PROGRAMMATIC_OPTIONS are set (Python mode, operator chaining, watermark interval),
 ``enable_checkpointing``/``set_parallelism`` are not called, and the FlinkConfig keys MSF manages
-are rejected when the settings are read (job.settings.MSF_MANAGED_FLINK_KEYS).
+are rejected when the settings are read (job.properties.MSF_MANAGED_FLINK_KEYS).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
+import site
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyflink
+from pyflink import java_gateway
+from pyflink.common import Configuration
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
+from pyflink.util.java_utils import add_jars_to_context_class_loader
 
 from job.settings import FlinkSettings
 
@@ -128,8 +137,6 @@ def jar_urls(paths: list[Path]) -> list[str]:
 
 def local_python_path() -> list[str]:
     """site-packages of the running interpreter (venv included) and the project root."""
-    import site
-
     paths = [*site.getsitepackages(), str(PROJECT_ROOT)]
     return list(dict.fromkeys(p for p in paths if Path(p).is_dir()))
 
@@ -146,11 +153,6 @@ def share_jvm_classes(java: str, jar_paths: list[Path], cds_dir: Path | None = N
     JVM). A dump still being written (its JVM alive) is neither used nor started again. JVM_ARGS that
     set sharing themselves are left alone. Returns what was done (for the log) and the file a dump
     goes to (for note_archive_writer, once the gateway runs). Call before the gateway starts."""
-    import hashlib
-
-    import pyflink
-    from pyflink import java_gateway
-
     opts = os.environ.get("JVM_ARGS", "")
     if java_gateway._gateway is not None:
         return "class data sharing: the gateway JVM runs already", None
@@ -185,7 +187,6 @@ def note_archive_writer(archive_part: str | None) -> None:
     """Record the gateway JVM's pid next to the archive it dumps at exit (see share_jvm_classes)."""
     if not archive_part:
         return
-    from pyflink.java_gateway import get_gateway
 
     Path(archive_part + ".jvm").write_text(str(get_gateway().jvm.ProcessHandle.current().pid()))
 
@@ -216,7 +217,6 @@ def pin_jvm_utc() -> None:
     opts = os.environ.get("JVM_ARGS", "")
     if "-Duser.timezone=" not in opts:
         os.environ["JVM_ARGS"] = (opts + " -Duser.timezone=UTC").strip()
-    from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
     jvm.java.util.TimeZone.setDefault(jvm.java.util.TimeZone.getTimeZone("UTC"))
@@ -287,7 +287,7 @@ def build_configuration(
 
 def create_environment(
     flink: FlinkSettings, on_msf: bool = False, extra_conf: dict[str, str] | None = None
-) -> tuple[object, EnvInfo]:
+) -> tuple[StreamExecutionEnvironment, EnvInfo]:
     """(StreamExecutionEnvironment, EnvInfo). Raises FlinkEnvError with a clear message.
 
     ``extra_conf``: raw Flink options set on top (benchmarks, experiments)."""
@@ -306,10 +306,6 @@ def create_environment(
         log.info("%s", sharing)
         pin_jvm_utc()  # starts the gateway JVM
         note_archive_writer(archive_part)
-    from pyflink.common import Configuration
-    from pyflink.datastream import StreamExecutionEnvironment
-    from pyflink.util.java_utils import add_jars_to_context_class_loader
-
     conf = Configuration()
     for key, value in conf_dict.items():
         conf.set_string(key, value)

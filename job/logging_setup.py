@@ -35,6 +35,8 @@ FORMAT_ENV = "ASSET_CYCLE_LOG_FORMAT"
 FORMATS = ("json", "text")
 MASK = "***"
 SECRET_ENV_MARKERS = ("PASSWORD", "SECRET", "TOKEN")
+NOISY_LOGGERS = ("apache_beam", "py4j", "urllib3", "botocore", "boto3", "s3transfer", "kafka")
+"""Third-party loggers whose INFO chatter stays off (quiet_third_party_loggers)."""
 # Values of secret-looking variables that are flags, not secrets (masking them would garble logs).
 _NOT_SECRETS = frozenset({"true", "false", "yes", "no", "on", "off", "none", "null"})
 _MIN_SECRET_LEN = 3
@@ -298,3 +300,9 @@ def setup_logging(level: int | str | None = None, fmt: str | None = None,
     handler.setLevel(logging.NOTSET)
     root.setLevel(numeric)
     return handler
+
+
+def quiet_third_party_loggers() -> None:
+    """Third-party INFO chatter (Beam, py4j, botocore, ...) off: NOISY_LOGGERS log warnings and up."""
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

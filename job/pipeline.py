@@ -31,25 +31,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pyflink.common import Types, WatermarkStrategy
+from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
+from pyflink.table import StreamTableEnvironment
 
+from job.flink_env import EnvInfo, create_environment
 from job.settings import AppSettings
+from job.sources import RawSource, ticker_stream
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
-from udfs.parse import (
+from udfs.parse import ParseFunction
+from udfs.reference_poller import ReferencePoller, ReferenceTimestamps
+from udfs.rows import (
+    ENVELOPE_FIELDS,
+    ENVELOPE_TYPE,
     GROUP_END_FIELD,
     GROUP_TYPE,
     GROUP_WM_FIELD,
     KEYED_GROUP_TYPE,
     KEYED_VALUE_FIELD,
-    ParseFunction,
-)
-from udfs.reference_poller import ReferencePoller, ReferenceTimestamps
-from udfs.rows import (
-    ENVELOPE_FIELDS,
-    ENVELOPE_TYPE,
     OUT_ALERT,
     OUT_CYCLE,
     OUT_DEAD_LETTER,
@@ -61,11 +64,20 @@ from udfs.rows import (
 BATCH_MAX_RECORDS = 32768
 BATCH_MAX_DELAY_MS = 100
 
-def side_output(stream: Any, tag: Any) -> Any:
+
+class Sinks(Protocol):
+    """Where the job's rows go: job.sinks.SinkSet (the tests' MemorySinks too)."""
+
+    def add(self, kind: str, stream: DataStream) -> None:
+        """Rows for the table of ``kind`` (job.sinks.SINK_KINDS)."""
+
+    def attach(self) -> None:
+        """Attach the sinks, once, after every add."""
+
+
+def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
     """A side output as a DataStream of the tag's type, without PyFlink's extra identity map (the
     tag's type is a proper Row type, so the Java side output can be used as is)."""
-    from pyflink.datastream import DataStream
-
     return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
 
 
@@ -76,12 +88,9 @@ _PART_OF_TAG = {OUT_TMP: "cycle", OUT_CYCLE: "cycle", OUT_STATUS: "status", OUT_
                 OUT_ALERT: "alert"}  # fmt: skip
 
 
-def split_envelopes(envelopes: Any) -> dict[str, Any]:
+def split_envelopes(envelopes: DataStream) -> dict[str, DataStream]:
     """Envelope rows -> one DataStream per sink kind of the tagged part's rows (udfs.rows layouts), in
     one Java operator (assetcycle.pipeline.EnvelopeSplitter, side outputs; no Table API planner)."""
-    from pyflink.datastream import DataStream
-    from pyflink.java_gateway import get_gateway
-
     gateway = get_gateway()
     tags = sorted(SINK_OF_TAG)
     if tags != list(range(len(tags))):
@@ -96,11 +105,8 @@ def split_envelopes(envelopes: Any) -> dict[str, Any]:
     return {SINK_OF_TAG[tag]: DataStream(j_split.getSideOutput(splitter.outputTag(tag))) for tag in tags}
 
 
-def batched(raw_stream: Any) -> Any:
+def batched(raw_stream: DataStream) -> DataStream:
     """(position, raw) rows -> (positions[], raws[]) batches, at the source's parallelism (Java)."""
-    from pyflink.datastream import DataStream
-    from pyflink.java_gateway import get_gateway
-
     batcher_class = get_gateway().jvm.assetcycle.pipeline.RecordBatcher
     batcher = batcher_class(BATCH_MAX_RECORDS, BATCH_MAX_DELAY_MS)
     j_batched = raw_stream._j_data_stream.transform("batch", batcher_class.outputType(), batcher)
@@ -108,13 +114,10 @@ def batched(raw_stream: Any) -> Any:
     return DataStream(j_batched)
 
 
-def keyed_with_batch_end_watermarks(groups: Any, lag_ms: int, idleness_ms: int | None) -> Any:
+def keyed_with_batch_end_watermarks(groups: DataStream, lag_ms: int, idleness_ms: int | None) -> KeyedStream:
     """The parse step's ``(asset_guid, group)`` rows keyed by truck, event time from each group's
     ``wm_ts`` with watermarks only at batch ends (Java; PyFlink's ``key_by`` would add a Python
     operator that only prepends the key, which the parse step already did)."""
-    from pyflink.datastream import DataStream, KeyedStream
-    from pyflink.java_gateway import get_gateway
-
     jvm = get_gateway().jvm
     strategy = jvm.assetcycle.pipeline.BatchEndWatermarks(KEYED_VALUE_FIELD, GROUP_WM_FIELD, GROUP_END_FIELD, lag_ms)
     if idleness_ms:
@@ -125,20 +128,19 @@ def keyed_with_batch_end_watermarks(groups: Any, lag_ms: int, idleness_ms: int |
     return KeyedStream(j_keyed, GROUP_TYPE, DataStream(j_stamped))
 
 
-def bounded_reference_stream(env: Any, records: list[tuple[str, str, str]]) -> Any:
+def bounded_reference_stream(env: StreamExecutionEnvironment, records: list[tuple[str, str, str]]) -> DataStream:
     """Reference updates loaded once (finite collection; ends, so bounded jobs can finish)."""
     return env.from_collection(records, type_info=REFERENCE_TYPE).name("reference-snapshot").uid("reference-snapshot")
 
 
-def polling_reference_stream(env: Any, t_env: Any, poller: ReferencePoller) -> Any:
+def polling_reference_stream(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment,
+                             poller: ReferencePoller) -> DataStream:
     """Reference updates polled every N s: a 1-row-per-second datagen ticker drives the poller.
 
     (PyFlink has no Python source; the Table API ``datagen`` connector is an unbounded,
     rate-limited Java source, so the poller is called once a second and checkpoints are never
     delayed by it.)
     """
-    from job.sources import ticker_stream
-
     ticks = ticker_stream(t_env, "reference_ticker", 1)
     return (
         ticks.flat_map(poller, output_type=REFERENCE_TYPE)
@@ -149,16 +151,16 @@ def polling_reference_stream(env: Any, t_env: Any, poller: ReferencePoller) -> A
 
 
 def build_pipeline(
-    env: Any,
-    raw_stream: Any,
-    reference_stream: Any,
-    sinks: Any,
+    env: StreamExecutionEnvironment,
+    raw_stream: DataStream,
+    reference_stream: DataStream,
+    sinks: Sinks,
     settings: AppSettings,
     source_label: str,
     check_future: bool = True,
     live_rows: bool = True,
     operator_factory: Callable[..., Any] | None = None,
-    sink_path: Callable[[Any], Any] | None = None,
+    sink_path: Callable[[DataStream], DataStream] | None = None,
 ) -> None:
     """Wire batch -> parse -> watermarks -> keyed broadcast cycle operator -> split -> ``sinks`` (a
     SinkSet: ``add(kind, stream)``, ``attach()``). Does not attach/execute.
@@ -213,22 +215,22 @@ def build_pipeline(
 class AssembledJob:
     """A job graph ready to execute: its environment, what was configured, its source."""
 
-    env: Any
-    info: Any  # job.flink_env.EnvInfo
-    source: Any  # job.sources.RawSource
+    env: StreamExecutionEnvironment
+    info: EnvInfo
+    source: RawSource
 
 
 def assemble(
     settings: AppSettings,
-    sinks: Callable[[Any], Any],
-    source: Callable[[Any, Any], Any],
-    reference: Callable[[Any, Any], Any],
+    sinks: Callable[[StreamExecutionEnvironment], Sinks],
+    source: Callable[[StreamExecutionEnvironment, StreamTableEnvironment], RawSource],
+    reference: Callable[[StreamExecutionEnvironment, StreamTableEnvironment], DataStream],
     *,
     on_msf: bool = False,
     extra_conf: dict[str, str] | None = None,
     check_future: bool = True,
     operator_factory: Callable[..., Any] | None = None,
-    sink_path: Callable[[Any], Any] | None = None,
+    sink_path: Callable[[DataStream], DataStream] | None = None,
 ) -> AssembledJob:
     """The one place the job graph is put together (the job's entry point, the tests and the bench).
 
@@ -238,8 +240,6 @@ def assemble(
     datagen tickers of the simulator and the reference poller need one: its planner costs seconds
     of start-up).
     Raises job.flink_env.FlinkEnvError / job.sources.SourceError with a clear message."""
-    from job.flink_env import create_environment
-
     env, info = create_environment(settings.flink, on_msf=on_msf, extra_conf=extra_conf)
     sink_set = sinks(env)
     t_env = LazyTableEnvironment(env)
@@ -256,15 +256,13 @@ def assemble(
 class LazyTableEnvironment:
     """A StreamTableEnvironment of ``env``, created when first used (attribute access)."""
 
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: StreamExecutionEnvironment) -> None:
         self._env = env
-        self._t_env: Any = None
+        self._t_env: StreamTableEnvironment | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         if self._t_env is None:
-            from pyflink.table import StreamTableEnvironment
-
             self._t_env = StreamTableEnvironment.create(self._env)
         return getattr(self._t_env, name)

@@ -1,8 +1,8 @@
 """PostgreSQL sinks: the job's tables written by our own JDBC upsert sink (java/: assetcycle.sink).
 
 Each DataStream of rows (udfs.rows layouts, explicit types, fields in the order of the columns of
-``job.db``) is written by ``assetcycle.sink.JdbcUpsertSink`` with the statement of
-``job.db.jdbc_upsert_sql``: ``INSERT .. ON CONFLICT (pk) DO UPDATE`` (``updated_at = now()`` on the
+``stores.postgres``) is written by ``assetcycle.sink.JdbcUpsertSink`` with the statement of
+``stores.postgres.jdbc_upsert_sql``: ``INSERT .. ON CONFLICT (pk) DO UPDATE`` (``updated_at = now()`` on the
 tables that have it) or ``DO NOTHING`` for dead letters and alerts. Epoch milliseconds (an ``x_ms``
 field) are bound as a UTC ``timestamptz`` (column ``x_utc``): no time zone in between.
 
@@ -22,7 +22,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from job.db import INSERT_ONLY_KINDS, KEY_COLUMNS, TableNames, column_list, jdbc_upsert_sql
+from pyflink.common import Types
+from pyflink.common.typeinfo import RowTypeInfo
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
+
+from stores.postgres import INSERT_ONLY_KINDS, KEY_COLUMNS, TableNames, column_list, jdbc_upsert_sql
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,7 @@ def source_field(column: str) -> str:
 
 def sink_columns(kind: str) -> list[tuple[str, str]]:
     """(column, Flink type of the row field that feeds it: STRING, LONG, DOUBLE, INT) of a sink kind,
-    in job.db order."""
+    in stores.postgres order."""
     if kind not in SINK_KINDS:
         raise SinkError(f"unknown sink kind {kind!r}; known: {SINK_KINDS}")
     out = []
@@ -123,8 +128,6 @@ def sink_spec(kind: str, names: TableNames, target: JdbcTarget) -> SinkSpec:
 
 def java_sink(spec: SinkSpec) -> Any:
     """The ``assetcycle.sink.JdbcUpsertSink`` of a spec (the job's jar must be on the class path)."""
-    from pyflink.java_gateway import get_gateway
-
     gateway = get_gateway()
 
     def int_array(values: tuple[int, ...]) -> Any:
@@ -139,11 +142,9 @@ def java_sink(spec: SinkSpec) -> Any:
                       spec.max_retries, MAX_BACKOFF_MS)  # fmt: skip
 
 
-def check_row_type(kind: str, row_type: Any) -> None:
+def check_row_type(kind: str, row_type: RowTypeInfo) -> None:
     """Raise SinkError unless a row type's fields are, in order and with their types, the sources of
     the kind's columns."""
-    from pyflink.common import Types
-
     columns = sink_columns(kind)
     expected = [(source_field(name), getattr(Types, ftype)()) for name, ftype in columns]
     actual = list(zip(row_type.get_field_names(), row_type.get_field_types(), strict=True))
@@ -160,12 +161,12 @@ class SinkSet:
     add, before ``env.execute()``.
     """
 
-    env: Any
+    env: StreamExecutionEnvironment
     names: TableNames
     target: JdbcTarget
-    _streams: dict[str, list[Any]] = field(default_factory=dict)
+    _streams: dict[str, list[DataStream]] = field(default_factory=dict)
 
-    def add(self, kind: str, stream: Any) -> None:
+    def add(self, kind: str, stream: DataStream) -> None:
         """Insert a DataStream of rows into the sink of ``kind``: a ROW_NAMED type whose fields are the
         table's columns in order (udfs.rows layouts: an ``x_ms`` field feeds column ``x_utc``)."""
         check_row_type(kind, stream.get_type())

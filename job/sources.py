@@ -1,5 +1,5 @@
-"""Telemetry sources. Each yields a DataStream of ``Row(position, raw)`` records (udfs.parse's
-RAW_RECORD_TYPE) plus a source label.
+"""Telemetry sources. Each yields a DataStream of ``Row(position, raw)`` records (udfs.rows'
+RAW_RECORD_TYPE) plus a source label; ``raw_source`` picks the one SourceSettings.kind names.
 
 ``position`` is where the record came from, as the dead-letter table's ``source`` column stores
 it: ``file:<path>:<line>``, ``kinesis:<stream>:<shard id>:<sequence number>`` or
@@ -32,11 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyflink.common import Row
-from pyflink.datastream import FlatMapFunction
+from py4j.protocol import Py4JJavaError
+from pyflink.common import Duration, Row, WatermarkStrategy
+from pyflink.datastream import DataStream, FlatMapFunction, StreamExecutionEnvironment
+from pyflink.datastream.connectors.base import Source
+from pyflink.datastream.connectors.file_system import BulkFormat, FileSource
+from pyflink.java_gateway import get_gateway
+from pyflink.table import StreamTableEnvironment
 
 from job.settings import SourceSettings
-from udfs.parse import RAW_RECORD_TYPE
+from udfs.rows import RAW_RECORD_TYPE
+from workbench.simulator import SimulationSpec, iter_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +59,13 @@ class SourceError(RuntimeError):
 class RawSource:
     """A raw telemetry stream of RAW_RECORD_TYPE rows, its label, and whether it ends."""
 
-    stream: Any
+    stream: DataStream
     label: str
     bounded: bool
 
 
 def _java_class(name: str) -> Any:
     """A class of the job's uber-jar through py4j; SourceError when the jar is not loaded."""
-    from pyflink.java_gateway import get_gateway
-
     gateway = get_gateway()
     try:
         loader = gateway.jvm.Thread.currentThread().getContextClassLoader()
@@ -91,13 +95,8 @@ def kinesis_label(source: SourceSettings) -> str:
     return "kinesis:" + (arn.split("/", 1)[1] if "/" in arn else arn)
 
 
-def kinesis_source(env: Any, source: SourceSettings) -> RawSource:
+def kinesis_source(env: StreamExecutionEnvironment, source: SourceSettings) -> RawSource:
     """A Kinesis raw stream (asset-cycle's polling source from the job's uber-jar)."""
-    from py4j.protocol import Py4JJavaError
-    from pyflink.common import WatermarkStrategy
-    from pyflink.datastream.connectors.base import Source
-    from pyflink.java_gateway import get_gateway
-
     conf = kinesis_configuration(source)
     source_class = _java_class(KINESIS_SOURCE_CLASS)
     j_conf = get_gateway().jvm.org.apache.flink.configuration.Configuration()
@@ -127,13 +126,10 @@ def resolve_file_path(path: str | Path) -> Path:
     raise SourceError(f"telemetry source {p} does not exist (give a bundle directory or a .jsonl file)")
 
 
-def file_source(env: Any, path: str | Path, monitor_interval_s: float | None = None,
+def file_source(env: StreamExecutionEnvironment, path: str | Path, monitor_interval_s: float | None = None,
                 uid: str = "file-source", label: str | None = None) -> RawSource:  # fmt: skip
     """Lines of a bundle/.jsonl (bounded) or of a directory monitored every N s (unbounded), each
     with its ``file:<path>:<line>`` position."""
-    from pyflink.common import Duration, WatermarkStrategy
-    from pyflink.datastream.connectors.file_system import BulkFormat, FileSource
-
     p = Path(path) if monitor_interval_s else resolve_file_path(path)
     if monitor_interval_s and not p.is_dir():
         raise SourceError(f"continuous file source needs a directory, got {p}")
@@ -162,7 +158,7 @@ class SimulatorPuller(FlatMapFunction):
     after a restore the simulation starts again (fine for a demo, not for production).
     """
 
-    def __init__(self, spec: Any, speed: float | None, max_per_tick: int = 5000,
+    def __init__(self, spec: SimulationSpec, speed: float | None, max_per_tick: int = 5000,
                  max_lines: int | None = None) -> None:  # fmt: skip
         self.spec = spec
         self.speed = speed or None
@@ -170,8 +166,6 @@ class SimulatorPuller(FlatMapFunction):
         self.max_lines = max_lines
 
     def open(self, runtime_context) -> None:
-        from workbench.simulator import iter_deliveries
-
         self.lines = iter_deliveries(self.spec)
         self.pending: tuple[int, str] | None = None
         self.start_wall: float | None = None
@@ -207,7 +201,7 @@ class SimulatorPuller(FlatMapFunction):
                 return
 
 
-def ticker_stream(t_env: Any, name: str, rows_per_second: int) -> Any:
+def ticker_stream(t_env: StreamTableEnvironment, name: str, rows_per_second: int) -> DataStream:
     """An unbounded, rate-limited stream of BIGINT ticks (the Table API datagen connector: PyFlink
     has no Python source function, and datagen is a Java source that paces itself)."""
     t_env.execute_sql(
@@ -217,10 +211,9 @@ def ticker_stream(t_env: Any, name: str, rows_per_second: int) -> Any:
     return t_env.to_data_stream(t_env.from_path(name))
 
 
-def simulator_source(t_env: Any, spec: Any, speed: float | None = 60.0, ticks_per_second: int = 20,
+def simulator_source(t_env: StreamTableEnvironment, spec: SimulationSpec, speed: float | None = 60.0, ticks_per_second: int = 20,
                      max_lines: int | None = None) -> RawSource:  # fmt: skip
     """An unbounded raw stream from the fleet simulator (see SimulatorPuller)."""
-
     ticks = ticker_stream(t_env, "simulator_ticker", ticks_per_second)
     stream = (
         ticks.flat_map(SimulatorPuller(spec, speed, max_lines=max_lines), output_type=RAW_RECORD_TYPE)
@@ -229,3 +222,31 @@ def simulator_source(t_env: Any, spec: Any, speed: float | None = 60.0, ticks_pe
         .uid("simulator-source")
     )
     return RawSource(stream, "simulator", bounded=False)
+
+
+# --------------------------------------------------------------------------- by settings
+
+
+def simulation_spec(source: SourceSettings, now_ms: int) -> SimulationSpec:
+    """The simulated fleet of a simulator source: unbounded, started ``simulator_backfill_s`` before
+    ``now_ms`` (that past is delivered at once). Its layout (the reference data to seed) does not
+    depend on ``now_ms``."""
+    spec = SimulationSpec(trucks=source.simulator_trucks, sites=source.simulator_sites, hours=None,
+                          seed=source.simulator_seed, start_ms=now_ms - int(source.simulator_backfill_s * 1000))
+    return spec.degraded() if source.simulator_degraded else spec
+
+
+def raw_source(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, source: SourceSettings) -> RawSource:
+    """The source ``source.kind`` names: kinesis, file (a bundle, a .jsonl file or a watched directory) or
+    simulator (a live fleet, at ``simulator_speed``)."""
+    if source.kind == "kinesis":
+        return kinesis_source(env, source)
+    if source.kind == "file":
+        if not source.file_path:
+            raise SourceError("a file source needs a path (SourceConfig file.path)")
+        return file_source(env, source.file_path, monitor_interval_s=source.monitor_interval_s,
+                           label=f"file:{source.file_path}")  # fmt: skip
+    if source.kind == "simulator":
+        spec = simulation_spec(source, int(time.time() * 1000))
+        return simulator_source(t_env, spec, speed=source.simulator_speed or None)
+    raise SourceError(f"unknown source kind {source.kind!r} (kinesis, file or simulator)")

@@ -11,7 +11,7 @@ Fixtures:
 * ``pg_schema``: a new uniquely named schema, dropped (CASCADE) afterwards;
 * ``pg_conn``: a fresh psycopg2 connection, search_path = ``pg_schema`` (rolled back and closed
   before the schema is dropped);
-* ``table_names``: ``job.db.TableNames`` pointing at ``pg_schema``;
+* ``table_names``: ``stores.postgres.TableNames`` pointing at ``pg_schema``;
 * ``migrated_tables``: ``table_names`` with the migrations applied;
 * ``redis_url`` / ``redis_client`` (session): checked connection (``decode_responses=False``);
 * ``redis_prefix``: a unique key prefix ``test:<hex>:``; every key under it is deleted afterwards.
@@ -19,7 +19,7 @@ Fixtures:
 Tests using them should carry ``pytestmark = pytest.mark.services``.
 
 When neither variable is set and nothing answers at the default address, the project's own local
-servers are started (``job.local_services``, the same ones ``asset-cycle run`` and CI use).
+servers are started (``cli.local_services``, the same ones ``asset-cycle run`` and CI use).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 def _start_local(which: str) -> None:
     """Bring up the project's local server for the default test address (no-op when one answers)."""
-    from job.local_services import ServiceError, ensure_postgres, ensure_redis
+    from cli.local_services import ServiceError, ensure_postgres, ensure_redis
 
     try:
         if which == "postgres":
@@ -119,7 +119,7 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
 @pytest.fixture
 def table_names(pg_schema: str) -> Any:
     """Default table names inside the throwaway schema."""
-    from job.db import TableNames
+    from stores.postgres import TableNames
 
     return TableNames(schema=pg_schema)
 
@@ -129,7 +129,7 @@ def migrated_tables(pg_dsn: str, table_names: Any) -> Any:
     """``table_names`` after ``asset-cycle db init`` (all migrations applied)."""
     import psycopg2
 
-    from job.db import apply_migrations
+    from stores.postgres import apply_migrations
 
     conn = psycopg2.connect(pg_dsn, connect_timeout=3)
     try:

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("job", "udfs", "state_machine", "deploy")
+SHIPPED = ("job", "cli", "stores", "report", "udfs", "state_machine", "deploy")
 """The packages pyproject ships (bench/ and tests/ are developer tools, not shipped)."""
 EXECUTORS = {"execute", "executemany", "execute_values", "execute_batch", "mogrify", "copy_expert", "execute_sql"}
 ALLOWED = {
     # COPY cannot take parameters: the inner SELECT was bound by cursor.mogrify() with %s parameters
-    ("job/report.py", "copy_expert"): "COPY around a mogrify()-bound SELECT",
+    ("report/fetch.py", "copy_expert"): "COPY around a mogrify()-bound SELECT",
     # Flink SQL DDL, not PostgreSQL: identifiers are validated (TableNames, _IDENT), option values
     # escaped (sinks._escape; tested below); the DDL holds the password and is never logged
     ("job/sinks.py", "execute_sql"): "Flink DDL of the JDBC sinks",
@@ -114,8 +114,8 @@ def test_static_migrations_have_no_string_interpolation():
 
 
 def test_sink_statements_are_composed_from_validated_identifiers():
-    from job.db import TableNames
     from job.sinks import JdbcTarget, sink_spec
+    from stores.postgres import TableNames
 
     spec = sink_spec("cycle", TableNames(schema="dx"), JdbcTarget("jdbc:postgresql://h/db", "u", "x', 'a' = 'b"))
     assert "x'" not in spec.upsert_sql and spec.upsert_sql.count("?") == len(spec.null_types)
@@ -127,8 +127,8 @@ def test_sink_statements_are_composed_from_validated_identifiers():
 
 
 def test_postgres_tls_options_reach_psycopg2_and_the_jdbc_url():
-    from job.reference_store import PostgresSettings
-    from job.settings import AppSettings, SinkSettings, jdbc_url_with_tls, postgres_settings
+    from job.settings import AppSettings, SinkSettings, postgres_settings
+    from stores.connections import PostgresSettings, jdbc_url_with_tls
 
     env = {"ASSET_CYCLE_PG_HOST": "db.example", "ASSET_CYCLE_PG_SSLMODE": "verify-full",
            "ASSET_CYCLE_PG_SSLROOTCERT": "/etc/ssl/rds-ca.pem", "ASSET_CYCLE_PG_PASSWORD": TEST_PG_PASSWORD}
@@ -154,8 +154,8 @@ def test_postgres_tls_options_reach_psycopg2_and_the_jdbc_url():
 def test_redis_tls_options_reach_the_client():
     import redis
 
-    from job.reference_store import RedisSettings
     from job.settings import AppSettings, ReferenceSettings, redis_settings
+    from stores.connections import RedisSettings
 
     rs = RedisSettings.from_env({"ASSET_CYCLE_REDIS_TLS": "true", "ASSET_CYCLE_REDIS_TLS_CA": "/ca.pem",
                                  "ASSET_CYCLE_REDIS_PASSWORD": TEST_REDIS_PASSWORD})
@@ -172,9 +172,8 @@ def test_redis_tls_options_reach_the_client():
 
 
 def test_secrets_are_masked_in_errors_and_reprs():
-    from job.reference_store import PostgresSettings, RedisSettings
-    from job.settings import mask_url
     from job.sinks import JdbcTarget
+    from stores.connections import PostgresSettings, RedisSettings, mask_url
 
     assert TEST_PG_PASSWORD not in repr(JdbcTarget("jdbc:postgresql://h/d", "u", TEST_PG_PASSWORD))
     assert TEST_PG_PASSWORD not in mask_url(f"jdbc:postgresql://h/d?user=u&password={TEST_PG_PASSWORD}")
@@ -191,7 +190,7 @@ def test_job_run_never_shows_the_passwords(tmp_path, pg_dsn, pg_schema, redis_pr
     import psycopg2
     from psycopg2 import sql
 
-    from job.local_services import redis_server_binary
+    from cli.local_services import redis_server_binary
     from tests.job.flink_harness import pg_params
     from tests.job.reliability_support import free_port
     from workbench.simulator import SimulationSpec, write_simulation
@@ -214,7 +213,7 @@ def test_job_run_never_shows_the_passwords(tmp_path, pg_dsn, pg_schema, redis_pr
                "ASSET_CYCLE_REDIS_HOST": "127.0.0.1", "ASSET_CYCLE_REDIS_PORT": str(port),
                "ASSET_CYCLE_REDIS_PASSWORD": TEST_REDIS_PASSWORD}  # fmt: skip
         env.pop("ASSET_CYCLE_LOCAL", None)
-        cmd = [sys.executable, "-m", "job.main", "--source", f"file:{bundle}", "--schema", pg_schema,
+        cmd = [sys.executable, "-m", "cli", "run", "--source", f"file:{bundle}", "--schema", pg_schema,
                "--redis-prefix", redis_prefix, "--rest-port", str(free_port()), "--verbose"]  # fmt: skip
         run = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
         output = run.stdout + run.stderr

@@ -3,7 +3,7 @@
 All per-truck policy (reference holds, non-truck filtering, the engine, timers and their grid, end
 of input, retention, dead letters, alerts) is the operator's; this class only adapts it to Flink:
 
-* Input: udfs.parse GROUP_TYPE rows, one truck's points of one parse batch; each becomes one
+* Input: udfs.rows GROUP_TYPE rows (from udfs.parse), one truck's points of one parse batch; each becomes one
   ``on_points`` call, with one keyed-state read and write.
 * Keyed state: the operator's state bytes in one ValueState (cleared when the operator says so).
 * Timers: the event-time timer the operator asks for is registered (never deleted: the operator
@@ -13,8 +13,9 @@ of input, retention, dead letters, alerts) is the operator's; this class only ad
   REF_*), is kept in broadcast state (restored from checkpoints) and cached as SiteReference objects
   (filled lazily from broadcast state after a restore): ``BroadcastReferences``.
 * Output: one envelope row per output, ``(tag, cycle, status, dead_letter, alert)`` with only the
-  tagged part set (udfs.rows ENVELOPE_TYPE, tags OUT_*), split into the sinks by the Table API. The
-  in-progress row and the status row are upserts: one each per call (the truck's latest).
+  tagged part set (udfs.rows ENVELOPE_TYPE, tags OUT_*), split into the sinks by the Java
+  ``EnvelopeSplitter`` (job.pipeline.split_envelopes). The in-progress row and the status row are
+  upserts: one each per call (the truck's latest).
 * Metrics (udfs.metrics, group ``kinesisanalytics.assetCycle``) are counted from the operator's
   output and passed to Flink about once a second.
 """
@@ -34,7 +35,6 @@ from state_machine.config import EngineConfig
 from state_machine.operator import OperatorOutput, Step, TruckOperator
 from state_machine.reference import SiteReference, site_reference_from_mapping
 from udfs.metrics import FLUSH_INTERVAL_MS, OperatorMetrics
-from udfs.parse import group_points, group_timestamps
 from udfs.rows import (
     OUT_ALERT,
     OUT_CYCLE,
@@ -49,6 +49,8 @@ from udfs.rows import (
     alert_row,
     cycle_row,
     dead_letter,
+    group_points,
+    group_timestamps,
     status_row,
 )
 

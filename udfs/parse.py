@@ -1,8 +1,8 @@
 """Parse step of the job: batches of raw records in, one row per truck and batch out.
 
 Input: rows ``(positions[], raws[])`` (string arrays), built in Java by ``assetcycle.pipeline.
-RecordBatcher`` from the sources' ``RAW_RECORD_TYPE`` rows ``(position, raw)`` (job.sources), so a
-batch of records crosses into Python in one call. Each record goes through
+RecordBatcher`` from the sources' ``RAW_RECORD_TYPE`` rows ``(position, raw)`` (job.sources; the row
+layouts are in udfs.rows), so a batch of records crosses into Python in one call. Each record goes through
 ``state_machine.stream.StreamParser`` (parse, validate, the stream's watermark and the record's hint),
 exactly as the offline replay runs it. Invalid records leave on ``DEAD_LETTER_TAG`` (``source`` = the
 record's position when known; the id hashes the source label, as the replay's). The valid points of a
@@ -19,49 +19,15 @@ from __future__ import annotations
 
 import time
 
-from pyflink.common import Row, Types
+from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction
 
-from state_machine.model import DeadLetter, TelemetryPoint, new_record
+from state_machine.model import DeadLetter
 from state_machine.stream import ParsedPoint, StreamParser
 from udfs.metrics import OperatorMetrics
-from udfs.rows import DEAD_LETTER_ROW_TYPE, dead_letter
+from udfs.rows import DEAD_LETTER_ROW_TYPE, dead_letter, group_row
 
 DEAD_LETTER_TAG = OutputTag("parse-dead-letters", DEAD_LETTER_ROW_TYPE)
-RAW_RECORD_TYPE = Types.ROW_NAMED(["position", "raw"], [Types.STRING(), Types.STRING()])
-"""A source's record: (where it came from or None, the raw text)."""
-GROUP_FIELDS = ("asset", "wm_ts", "batch_end", "points")
-GROUP_TYPE = Types.ROW_NAMED(list(GROUP_FIELDS),
-                             [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.PICKLED_BYTE_ARRAY()])  # fmt: skip
-"""One truck's valid points of one batch, in arrival order (see the module docstring). ``points`` is
-the columns ``(sites, timestamps, lats, lons, work_states, hints, raws, positions)``, each a tuple,
-pickled by PyFlink as one byte string: one value to convert per crossing instead of one per point
-and field (columns pickle and unpickle faster than one tuple per point)."""
-GROUP_WM_FIELD = GROUP_FIELDS.index("wm_ts")
-GROUP_END_FIELD = GROUP_FIELDS.index("batch_end")
-KEYED_GROUP_TYPE = Types.ROW([Types.STRING(), GROUP_TYPE])
-"""What the parse step emits: ``(asset_guid, GROUP_TYPE row)``, the shape of a Flink keyed stream's
-records in PyFlink (key first), so no extra Python operator has to add the key."""
-KEYED_VALUE_FIELD = 1
-
-
-def group_row(asset: str, points: list[ParsedPoint], batch_end: bool) -> Row:
-    """A truck's points of a batch as a GROUP_TYPE row."""
-    telemetry, hints, raws, positions, contributions = zip(*points, strict=True)
-    _, sites, timestamps, lats, lons, work_states = zip(*telemetry, strict=True)
-    return Row(asset, max(contributions), batch_end, (sites, timestamps, lats, lons, work_states, hints, raws, positions))
-
-
-def group_timestamps(row) -> tuple[int, ...]:
-    """The event times of a GROUP_TYPE row's points."""
-    return row[3][1]
-
-
-def group_points(row) -> list[ParsedPoint]:
-    """Inverse of group_row (the watermark contributions are not carried: 0)."""
-    asset = row[0]
-    return [new_record(ParsedPoint, (new_record(TelemetryPoint, (asset, site, ts, lat, lon, ws)), hint, raw, position, 0))
-            for site, ts, lat, lon, ws, hint, raw, position in zip(*row[3], strict=True)]  # fmt: skip
 
 
 class ParseFunction(ProcessFunction):

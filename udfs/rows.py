@@ -1,13 +1,15 @@
 """Compact row layouts passed between the Flink operators (and into the JDBC sinks).
 
-Everything is a flat tuple of primitives with an explicit Flink type, so nothing is pickled per
-record. Times stay epoch milliseconds (BIGINT) until the sink converts them to timestamps; a field
+Rows are flat tuples of primitives with explicit Flink types (a truck group's points are one pickled
+value per truck and batch), so nothing is pickled per record. Times stay epoch milliseconds (BIGINT) until the sink converts them to timestamps; a field
 ``x_ms`` lands in column ``x_utc``.
 
-(Points travel from parse to the keyed operator as one row per truck and batch: udfs.parse.GROUP_TYPE.)
+* RAW_RECORD: a source's record ``(position, raw)`` (job.sources).
+* GROUP / KEYED_GROUP: one truck's points of one parse batch, as the parse step emits them keyed by
+  truck (udfs.parse) and the cycle operator reads them (udfs.cycle_function).
 * REFERENCE: one broadcast reference update ``(kind, key, payload)``.
 * CYCLE / STATUS / DEAD_LETTER / ALERT: sink rows (CycleRecord fields, TruckStatus fields, dead letters,
-  operator alerts).
+  operator alerts), and ENVELOPE, the cycle operator's output that carries one of them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,45 @@ from pyflink.common import Row, Types
 from pyflink.common.typeinfo import TypeInformation
 
 from state_machine.identity import MAX_RAW_CHARS, alert_id, as_bytes, clean_text, dead_letter_id
-from state_machine.model import Alert, CycleRecord, TruckStatus
+from state_machine.model import Alert, CycleRecord, TelemetryPoint, TruckStatus, new_record
+from state_machine.stream import ParsedPoint
+
+# --------------------------------------------------------------------------- raw records and truck groups
+
+RAW_RECORD_TYPE = Types.ROW_NAMED(["position", "raw"], [Types.STRING(), Types.STRING()])
+"""A source's record: (where it came from or None, the raw text)."""
+GROUP_FIELDS = ("asset", "wm_ts", "batch_end", "points")
+GROUP_TYPE = Types.ROW_NAMED(list(GROUP_FIELDS),
+                             [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.PICKLED_BYTE_ARRAY()])  # fmt: skip
+"""One truck's valid points of one parse batch, in arrival order (udfs.parse). ``points`` is
+the columns ``(sites, timestamps, lats, lons, work_states, hints, raws, positions)``, each a tuple,
+pickled by PyFlink as one byte string: one value to convert per crossing instead of one per point
+and field (columns pickle and unpickle faster than one tuple per point)."""
+GROUP_WM_FIELD = GROUP_FIELDS.index("wm_ts")
+GROUP_END_FIELD = GROUP_FIELDS.index("batch_end")
+KEYED_GROUP_TYPE = Types.ROW([Types.STRING(), GROUP_TYPE])
+"""What the parse step emits: ``(asset_guid, GROUP_TYPE row)``, the shape of a Flink keyed stream's
+records in PyFlink (key first), so no extra Python operator has to add the key."""
+KEYED_VALUE_FIELD = 1
+
+
+def group_row(asset: str, points: list[ParsedPoint], batch_end: bool) -> Row:
+    """A truck's points of a batch as a GROUP_TYPE row."""
+    telemetry, hints, raws, positions, contributions = zip(*points, strict=True)
+    _, sites, timestamps, lats, lons, work_states = zip(*telemetry, strict=True)
+    return Row(asset, max(contributions), batch_end, (sites, timestamps, lats, lons, work_states, hints, raws, positions))
+
+
+def group_timestamps(row: Row) -> tuple[int, ...]:
+    """The event times of a GROUP_TYPE row's points."""
+    return row[3][1]
+
+
+def group_points(row: Row) -> list[ParsedPoint]:
+    """Inverse of group_row (the watermark contributions are not carried: 0)."""
+    asset = row[0]
+    return [new_record(ParsedPoint, (new_record(TelemetryPoint, (asset, site, ts, lat, lon, ws)), hint, raw, position, 0))
+            for site, ts, lat, lon, ws, hint, raw, position in zip(*row[3], strict=True)]  # fmt: skip
 
 # --------------------------------------------------------------------------- reference broadcast
 

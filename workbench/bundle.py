@@ -176,44 +176,55 @@ def read_regions_geojson(path: str | Path) -> list[Region]:
     regions: list[Region] = []
     seen: set[str] = set()
     for i, feat in enumerate(data["features"]):
-        props = feat.get("properties") if isinstance(feat, dict) else None
-        guid = props.get("region_guid") if isinstance(props, dict) else None
-        where = f"{path}: feature {i}" + (f" ({guid})" if guid else "")
-        if not isinstance(props, dict):
-            raise BundleError(f"{where}: missing 'properties'")
-        for key in ("region_guid", "region_type", "site_guid"):
-            if not isinstance(props.get(key), str) or not props[key]:
-                raise BundleError(f"{where}: property {key!r} must be a non-empty string")
-        geom = feat.get("geometry")
-        if not isinstance(geom, dict) or geom.get("type") != "Polygon":
-            raise BundleError(f"{where}: geometry must be a GeoJSON Polygon")
-        coords = geom.get("coordinates")
-        if not isinstance(coords, list) or not coords or not isinstance(coords[0], list):
-            raise BundleError(f"{where}: Polygon needs a list of rings")
-        ring = []
-        for j, pos in enumerate(coords[0]):
-            if not isinstance(pos, list) or len(pos) < 2:
-                raise BundleError(f"{where}: position {j} must be [lon, lat]")
-            lon = _finite(pos[0], where, f"position {j} longitude")
-            lat = _finite(pos[1], where, f"position {j} latitude")
-            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-                raise BundleError(f"{where}: position {j} ({lon}, {lat}) out of range (lon/lat order?)")
-            ring.append((lon, lat))
-        if len(ring) > 1 and ring[0] == ring[-1]:
-            ring.pop()
-        if len(ring) < 3:
-            raise BundleError(f"{where}: a polygon ring needs at least 3 distinct positions")
-        if props["region_guid"] in seen:
-            raise BundleError(f"{where}: duplicate region_guid")
-        seen.add(props["region_guid"])
-        regions.append(Region(
-            region_guid=props["region_guid"],
-            region_name=str(props.get("region_name") or props["region_guid"]),
-            region_type=props["region_type"].lower(),
-            site_guid=props["site_guid"],
-            points=tuple(ring),
-        ))
+        region = _feature_region(feat, f"{path}: feature {i}")
+        if region.region_guid in seen:
+            raise BundleError(f"{path}: feature {i} ({region.region_guid}): duplicate region_guid")
+        seen.add(region.region_guid)
+        regions.append(region)
     return regions
+
+
+def _feature_region(feat: object, where: str) -> Region:
+    """A GeoJSON Polygon feature as a Region; BundleError naming the feature (``where``) otherwise."""
+    props = feat.get("properties") if isinstance(feat, dict) else None
+    guid = props.get("region_guid") if isinstance(props, dict) else None
+    where += f" ({guid})" if guid else ""
+    if not isinstance(props, dict):
+        raise BundleError(f"{where}: missing 'properties'")
+    for key in ("region_guid", "region_type", "site_guid"):
+        if not isinstance(props.get(key), str) or not props[key]:
+            raise BundleError(f"{where}: property {key!r} must be a non-empty string")
+    geom = feat.get("geometry")
+    if not isinstance(geom, dict) or geom.get("type") != "Polygon":
+        raise BundleError(f"{where}: geometry must be a GeoJSON Polygon")
+    coords = geom.get("coordinates")
+    if not isinstance(coords, list) or not coords or not isinstance(coords[0], list):
+        raise BundleError(f"{where}: Polygon needs a list of rings")
+    return Region(
+        region_guid=props["region_guid"],
+        region_name=str(props.get("region_name") or props["region_guid"]),
+        region_type=props["region_type"].lower(),
+        site_guid=props["site_guid"],
+        points=_outer_ring(coords[0], where),
+    )
+
+
+def _outer_ring(positions: list, where: str) -> tuple[tuple[float, float], ...]:
+    """A polygon's outer ring as (lon, lat) pairs, without the closing repeat of the first one."""
+    ring = []
+    for j, pos in enumerate(positions):
+        if not isinstance(pos, list) or len(pos) < 2:
+            raise BundleError(f"{where}: position {j} must be [lon, lat]")
+        lon = _finite(pos[0], where, f"position {j} longitude")
+        lat = _finite(pos[1], where, f"position {j} latitude")
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise BundleError(f"{where}: position {j} ({lon}, {lat}) out of range (lon/lat order?)")
+        ring.append((lon, lat))
+    if len(ring) > 1 and ring[0] == ring[-1]:
+        ring.pop()
+    if len(ring) < 3:
+        raise BundleError(f"{where}: a polygon ring needs at least 3 distinct positions")
+    return tuple(ring)
 
 
 def _opt_coord(text: str, where: str, what: str, limit: float) -> float | None:

@@ -179,6 +179,12 @@ def _abs_err(a: float | int | None, b: float | int | None, scale: float = 1.0) -
     return abs(a - b) / scale
 
 
+def _errors(pairs: list[tuple[CycleRecord, CycleRecord]], name: str, scale: float = 1.0) -> ErrorStats:
+    """Absolute errors of one field over matched pairs (pairs where either side lacks it left out)."""
+    errors = (_abs_err(getattr(t, name), getattr(f, name), scale) for t, f in pairs)
+    return ErrorStats.of([e for e in errors if e is not None])
+
+
 def score(truth: list[CycleRecord], found: list[CycleRecord], tolerance_s: float = 90.0) -> ScoreReport:
     """Match found cycles to truth cycles (per truck, by load_start) and compute the metrics."""
     pairs_idx = match_cycles(truth, found, tolerance_s)
@@ -189,12 +195,6 @@ def score(truth: list[CycleRecord], found: list[CycleRecord], tolerance_s: float
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     confusion = Counter((t.cycle_status, f.cycle_status) for t, f in pairs)
     agree = sum(n for (t, f), n in confusion.items() if t == f)
-    load_err = [e for t, f in pairs if (e := _abs_err(t.load_start_ms, f.load_start_ms, 1000.0)) is not None]
-    total_err = [e for t, f in pairs if (e := _abs_err(t.total_cycle_seconds, f.total_cycle_seconds)) is not None]
-    seg = {}
-    for name in SEGMENT_FIELDS:
-        errs = [e for t, f in pairs if (e := _abs_err(getattr(t, name), getattr(f, name))) is not None]
-        seg[name] = ErrorStats.of(errs)
     used_t = {i for i, _ in pairs_idx}
     used_f = {j for _, j in pairs_idx}
     both_complete = confusion.get(("COMPLETE", "COMPLETE"), 0)
@@ -210,9 +210,9 @@ def score(truth: list[CycleRecord], found: list[CycleRecord], tolerance_s: float
         complete_recall=_ratio(both_complete, sum(1 for t in truth if t.cycle_status == "COMPLETE")),
         complete_precision=_ratio(both_complete, sum(1 for f in found if f.cycle_status == "COMPLETE")),
         confusion=dict(confusion),
-        load_start_error=ErrorStats.of(load_err),
-        total_cycle_error=ErrorStats.of(total_err),
-        segment_errors=seg,
+        load_start_error=_errors(pairs, "load_start_ms", 1000.0),
+        total_cycle_error=_errors(pairs, "total_cycle_seconds"),
+        segment_errors={name: _errors(pairs, name) for name in SEGMENT_FIELDS},
         missing=[r for i, r in enumerate(truth) if i not in used_t],
         extra=[r for j, r in enumerate(found) if j not in used_f],
         pairs=pairs,

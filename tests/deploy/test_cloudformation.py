@@ -256,8 +256,8 @@ def _default(name: str) -> str:
 def test_property_groups_pass_the_jobs_settings_validation(
     template: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The keys the template sets are the ones job.settings reads (no unused or invalid key)."""
-    settings = pytest.importorskip("job.settings")
+    """The keys the template sets are the ones job.properties reads (no unused or invalid key)."""
+    settings = pytest.importorskip("job.properties")
     params = {p["ParameterKey"]: p["ParameterValue"] for p in json.loads(PARAMETERS.read_text())}
     conf = template["Resources"]["Application"]["Properties"]["ApplicationConfiguration"]
     groups = {

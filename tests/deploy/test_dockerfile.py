@@ -151,7 +151,7 @@ def test_properties_configmap_matches_msf_groups(k8s_docs: list[dict[str, Any]])
 def test_properties_configmap_passes_the_jobs_settings_validation(
     k8s_docs: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = pytest.importorskip("job.settings")
+    settings = pytest.importorskip("job.properties")
     (cm,) = [d for d in k8s_docs if d["kind"] == "ConfigMap"]
     items = json.loads(cm["data"]["application_properties.json"])
     with caplog.at_level("WARNING"):

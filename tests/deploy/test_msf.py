@@ -384,7 +384,7 @@ def test_reprocess_from_timestamp_with_empty_state(kda: Any) -> None:
     assert plan.uid_suffix == "4"
     assert plan.restore_type == RESTORE_SKIP
     # the rewritten SourceConfig is valid for the job
-    settings = pytest.importorskip("job.settings")
+    settings = pytest.importorskip("job.properties")
     app = settings.settings_from_groups(
         {"SourceConfig": plan.source_config, "SinkConfig": SINK, "ReferenceConfig": {"redis.host": "redis"}}
     )
@@ -491,7 +491,7 @@ def cli_msf(monkeypatch: pytest.MonkeyPatch, kda: Any, s3: Any) -> list[str]:
 
 
 def test_cli_stop_force(kda: Any, cli_msf: list[str]) -> None:
-    from job.cli import main
+    from cli.main import main
 
     with Stubber(kda) as k:
         k.add_response("stop_application", {}, {"ApplicationName": APP, "Force": True})
@@ -501,7 +501,7 @@ def test_cli_stop_force(kda: Any, cli_msf: list[str]) -> None:
 
 
 def test_cli_start_from_snapshot(kda: Any, cli_msf: list[str]) -> None:
-    from job.cli import main
+    from cli.main import main
 
     with Stubber(kda) as k:
         k.add_response(
@@ -514,7 +514,7 @@ def test_cli_start_from_snapshot(kda: Any, cli_msf: list[str]) -> None:
 
 
 def test_cli_reprocess_needs_yes(kda: Any, cli_msf: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    from job.cli import main
+    from cli.main import main
 
     with Stubber(kda) as k:
         assert main(["msf", "reprocess", "--from", "2024-05-01T06:00:00Z"]) == 2
@@ -528,7 +528,7 @@ def test_cli_reprocess_needs_yes(kda: Any, cli_msf: list[str], capsys: pytest.Ca
 def test_cli_reprocess_restore_snapshot_needs_allow_flag(
     cli_msf: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from job.cli import main
+    from cli.main import main
 
     assert main(["msf", "reprocess", "--from-trim-horizon", "--restore-snapshot", "s", "--yes"]) == 2
     assert "--allow-non-restored-state" in capsys.readouterr().err
@@ -537,7 +537,7 @@ def test_cli_reprocess_restore_snapshot_needs_allow_flag(
 def test_cli_deploy_needs_bucket(
     monkeypatch: pytest.MonkeyPatch, cli_msf: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from job.cli import main
+    from cli.main import main
 
     monkeypatch.delenv("ASSET_CYCLE_CODE_BUCKET", raising=False)
     assert main(["msf", "deploy", "--bucket", ""]) == 2
@@ -545,7 +545,7 @@ def test_cli_deploy_needs_bucket(
 
 
 def test_cli_snapshots_table(kda: Any, cli_msf: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    from job.cli import main
+    from cli.main import main
 
     with Stubber(kda) as k:
         k.add_response(

@@ -99,8 +99,8 @@ def test_zip_layout_and_contents(
     # the project's packages, below the pyFiles directory
     for pkg in package.PROJECT_PACKAGES:
         assert f"lib/python/{pkg}/__init__.py" in names
-    assert "lib/python/job/cli.py" in names
-    assert "lib/python/job/commands/package.py" in names
+    assert "lib/python/cli/main.py" in names
+    assert "lib/python/cli/commands/package.py" in names
     assert "lib/python/deploy/package.py" in names
     for sql in (ROOT / "sql").glob("*.sql"):
         assert f"lib/python/sql/{sql.name}" in names
@@ -262,7 +262,7 @@ def test_msf_main_puts_lib_python_first_and_runs_job_main(tmp_path: Path) -> Non
 
 
 def test_cli_package(tmp_path: Path, wheel_dir: Path, fake_jar: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from job.cli import main
+    from cli.main import main
 
     out = tmp_path / "app.zip"
     rc = main(["package", "-o", str(out), "--wheel-dir", str(wheel_dir), "--jar", str(fake_jar)])
@@ -276,7 +276,7 @@ def test_cli_package(tmp_path: Path, wheel_dir: Path, fake_jar: Path, capsys: py
 def test_cli_package_with_a_bad_jar_is_one_error_line(
     tmp_path: Path, wheel_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from job.cli import main
+    from cli.main import main
 
     jar = _zip(tmp_path / "x.jar", {"x.class": b"x"})
     rc = main(["package", "-o", str(tmp_path / "app.zip"), "--wheel-dir", str(wheel_dir), "--jar", str(jar)])

@@ -14,11 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job.db import CYCLE_COLUMNS, DEAD_LETTER_COLUMNS, PROCESS_INFO_COLUMNS, TableNames, apply_migrations
 from job.settings import AppSettings, FlinkSettings, SinkSettings
 from state_machine.config import EngineConfig
 from state_machine.model import CycleRecord, TruckStatus
 from state_machine.reference import ReferenceData
+from stores.postgres import (
+    CYCLE_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    PROCESS_INFO_COLUMNS,
+    TableNames,
+    apply_migrations,
+)
 
 SOURCE_LABEL = "file:telemetry.jsonl"
 
@@ -71,9 +77,10 @@ def start_live_job(tmp_path: Path, pg_dsn: str, redis_client: Any, names: TableN
     """Start the pipeline on a watched directory with reference data polled every second from the
     test's PostgreSQL and Redis (as ``settings.reference`` says), asynchronously."""
     from job.pipeline import assemble, polling_reference_stream
-    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
+    from job.reference import ReferenceConnector
     from job.sinks import JdbcTarget, SinkSet
     from job.sources import file_source
+    from stores.connections import PostgresSettings, RedisSettings
     from udfs.reference_poller import ReferencePoller
 
     params = pg_params(pg_dsn)

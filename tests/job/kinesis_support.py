@@ -17,9 +17,9 @@ from typing import Any
 
 from pyflink.datastream import FlatMapFunction
 
-from job.db import TableNames, apply_migrations
 from job.settings import AppSettings, FlinkSettings, ReferenceSettings, SinkSettings, SourceSettings
 from state_machine.reference import ReferenceData
+from stores.postgres import TableNames, apply_migrations
 from tests.job.flink_harness import jdbc_url, pg_params
 from tests.job.kinesis_emulator import REGION, jvm_credentials
 from tests.job.reliability_support import free_port, rest_get
@@ -42,7 +42,7 @@ class StreamRecord:
 
 def put_lines(client: Any, stream_arn: str, lines: list[str]) -> float:
     """Put ``lines`` in order with the producer of ``asset-cycle produce``; returns records/s."""
-    from job.commands.produce import KinesisProducer
+    from cli.commands.produce import KinesisProducer
 
     producer = KinesisProducer(client, stream_arn)
     for line in lines:
@@ -147,7 +147,7 @@ def run_kinesis_job(
     ``during(job_id, port)`` is called while the job runs (e.g. to reshard)."""
     from pyflink.java_gateway import get_gateway
 
-    from job.main import stop_with_savepoint
+    from cli.console import stop_with_savepoint
     from job.pipeline import assemble, bounded_reference_stream
     from job.sinks import JdbcTarget, SinkSet
     from job.sources import kinesis_source

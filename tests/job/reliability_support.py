@@ -5,7 +5,7 @@ with checkpointing + restarts, watch the job through the minicluster's REST API,
 checkpoint directory, REST port, JDBC user, a callback while the job runs, an unbounded reference
 stream) and a ``JobWatch`` of what the REST API showed (failures, restores, checkpoints).
 
-``CliRun`` runs the real CLI (``python -m job.main``, as ``asset-cycle run``) in the background in
+``CliRun`` runs the real CLI (``python -m cli run``, i.e. ``asset-cycle run``) in the background in
 its own session: wait for its output or a condition, send it Ctrl-C/SIGTERM, or ``kill_hard()``
 the client with its Flink JVM as a crash would; ``wait_for_checkpoint`` waits for the first
 completed checkpoint of a run, which ``asset-cycle run --resume`` then restores (crash-and-resume
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job.db import TableNames, apply_migrations
 from job.settings import AppSettings, FlinkSettings, ReferenceSettings, SinkSettings
 from state_machine.reference import ReferenceData
+from stores.postgres import TableNames, apply_migrations
 from tests.job.flink_harness import SOURCE_LABEL, count_lines, jdbc_url, pg_params, table_snapshot
 
 VOLATILE = ("updated_at", "received_utc")
@@ -32,8 +32,8 @@ VOLATILE = ("updated_at", "received_utc")
 
 
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: job.main.free_local_port)."""
-    from job.main import free_local_port
+    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: cli.local_services.free_local_port)."""
+    from cli.local_services import free_local_port
 
     return free_local_port()
 
@@ -234,7 +234,7 @@ def cli_env(pg_dsn: str, redis_url: str, **extra: str) -> dict[str, str]:
 
 
 class CliRun:
-    """``python -m job.main ARGS`` (what ``asset-cycle run`` runs) in the background, in its own session
+    """``python -m cli run ARGS`` (``asset-cycle run``) in the background, in its own session
     so that the client and its Flink JVM can be killed together like a crashed machine; output
     (stdout and stderr) goes to ``log``."""
 
@@ -247,7 +247,7 @@ class CliRun:
         self.flink_log_dir = log.with_name(log.stem + "-flink")  # Flink's own log, next to the output
         env = {"FLINK_LOG_DIR": str(self.flink_log_dir), **env}
         self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "job.main", *args], cwd=PROJECT_ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "run", *args], cwd=PROJECT_ROOT, env=env,
                                      stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
     def output(self) -> str:
@@ -307,7 +307,7 @@ class CliRun:
 
 def wait_for_checkpoint(run: CliRun, checkpoint_dir: Path, timeout_s: float = 240.0) -> Path:
     """The first completed checkpoint the run writes under ``checkpoint_dir``."""
-    from job.main import latest_checkpoint
+    from cli.checkpoints import latest_checkpoint
 
     run.wait_for(lambda: latest_checkpoint(checkpoint_dir) is not None, timeout_s, f"a checkpoint in {checkpoint_dir}")
     found = latest_checkpoint(checkpoint_dir)

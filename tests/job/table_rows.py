@@ -1,5 +1,5 @@
-"""Writing and reading the job's tables from tests with psycopg2: rows in ``job.db`` column order
-and the upsert the job's sink runs (``job.db.jdbc_upsert_sql`` with psycopg2 placeholders)."""
+"""Writing and reading the job's tables from tests with psycopg2: rows in ``stores.postgres`` column order
+and the upsert the job's sink runs (``stores.postgres.jdbc_upsert_sql`` with psycopg2 placeholders)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from job.db import TableNames, jdbc_upsert_sql
 from state_machine.identity import MAX_RAW_CHARS, alert_id, as_bytes, clean_text, dead_letter_id
 from state_machine.model import CycleRecord, TruckStatus
+from stores.postgres import TableNames, jdbc_upsert_sql
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)

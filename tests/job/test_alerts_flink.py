@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from job.db import ALERT_COLUMNS, TableNames
 from state_machine.identity import alert_id
 from state_machine.model import (
     ALERT_DUMP_OUTSIDE_REGION,
@@ -20,6 +19,7 @@ from state_machine.model import (
 )
 from state_machine.reference import ReferenceData, Region, SiteReference
 from state_machine.telemetry import Invalid, parse_record
+from stores.postgres import ALERT_COLUMNS, TableNames
 from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle
 from tests.job.table_rows import datetime_to_ms
 from workbench.bundle import write_bundle

@@ -20,9 +20,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from job.commands.produce import partition_key
-from job.db import TableNames
+from cli.commands.produce import partition_key
 from state_machine.identity import dead_letter_id
+from stores.postgres import TableNames
 from tests.job.flink_harness import read_tables
 from tests.job.kinesis_emulator import KinesisEmulator
 from tests.job.kinesis_support import (

@@ -1,7 +1,7 @@
 """Kill -9 the production graph mid-stream and restart it from its last checkpoint: the tables
 equal the replay, nothing lost or duplicated.
 
-The job runs as a user runs it (``python -m job.main --local-properties FILE``: Kinesis source from
+The job runs as a user runs it (``asset-cycle run --local-properties FILE``: Kinesis source from
 the emulator, reference data polled from PostgreSQL + Redis, JDBC sinks), in its own process group.
 Half the records are put before the job starts and the rest while it is down, so its one reader
 consumes a backlog in arrival order both times (see tests/job/kinesis_support.py); the restarted
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from job.db import TableNames
-from job.reference_store import seed_reference
+from stores.postgres import TableNames
+from stores.reference import seed_reference
 from tests.job.flink_harness import jdbc_url, pg_params, read_tables
 from tests.job.kinesis_emulator import ACCESS_KEY, REGION, SECRET_KEY, KinesisEmulator
 from tests.job.kinesis_support import (
@@ -81,7 +81,7 @@ def _latest_checkpoint(directory: Path) -> Path:
 def _start(props: Path, port: int, log: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION=REGION)
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "job.main", "--local-properties", str(props), *extra],
+        return subprocess.Popen([sys.executable, "-m", "cli", "run", "--local-properties", str(props), *extra],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
 
 

@@ -38,8 +38,8 @@ LABEL_KEYS = ("reason", "status", "alertType", "site")
 
 
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: job.main.free_local_port)."""
-    from job.main import free_local_port
+    """A TCP port free right now on 127.0.0.1 (outside the ephemeral range: cli.local_services.free_local_port)."""
+    from cli.local_services import free_local_port
 
     return free_local_port()
 
@@ -111,8 +111,8 @@ def test_prometheus_metrics_match_the_replay(tmp_path: Path, pg_dsn: str, migrat
                                              redis_prefix: str) -> None:  # fmt: skip
     import psycopg2
 
-    from job.reference_store import seed_reference
     from job.settings import AppSettings, FlinkSettings, ReferenceSettings
+    from stores.reference import seed_reference
     from tests.job.flink_harness import start_live_job
 
     names = migrated_tables

@@ -27,10 +27,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from job.db import TableNames
-from job.local_services import redis_server_binary
-from job.main import latest_checkpoint
+from cli.checkpoints import latest_checkpoint
+from cli.local_services import redis_server_binary
 from state_machine.identity import dead_letter_id
+from stores.postgres import TableNames
 from tests.job.flink_harness import SOURCE_LABEL, pg_params, read_tables
 from tests.job.reliability_support import (
     CliRun,
@@ -125,7 +125,7 @@ def redis_server(tmp_path):
 
 
 def _seed(pg_dsn: str, names: TableNames, server: RedisServer, bundle: Path, prefix: str) -> None:
-    from job.reference_store import seed_reference
+    from stores.reference import seed_reference
 
     reference, assets = read_reference(bundle)
     conn = _admin(pg_dsn)
@@ -138,8 +138,9 @@ def _seed(pg_dsn: str, names: TableNames, server: RedisServer, bundle: Path, pre
 
 def _connector(pg_dsn: str, names: TableNames, server: RedisServer):
     """The reference stores of these tests: the test PostgreSQL and the throwaway Redis (prefix p:)."""
-    from job.reference_store import PostgresSettings, RedisSettings, ReferenceConnector
+    from job.reference import ReferenceConnector
     from job.settings import AppSettings, ReferenceSettings
+    from stores.connections import PostgresSettings, RedisSettings
 
     p = pg_params(pg_dsn)
     return ReferenceConnector(
@@ -305,7 +306,7 @@ def test_a_backlog_read_before_the_first_reference_load_is_held_not_dead_lettere
 
 @dataclass
 class PostgresServer:
-    """A PostgreSQL server of the test's own (job.local_services, data under ``root``), to shut down
+    """A PostgreSQL server of the test's own (cli.local_services, data under ``root``), to shut down
     and start again at will."""
 
     root: Path
@@ -316,13 +317,13 @@ class PostgresServer:
         return f"host=127.0.0.1 port={self.port} dbname=test user=postgres"
 
     def start(self) -> None:
-        from job.local_services import SERVICES_DIR_ENV, ensure_postgres
+        from cli.local_services import SERVICES_DIR_ENV, ensure_postgres
 
         with _services_dir(self.root, SERVICES_DIR_ENV):
             ensure_postgres("127.0.0.1", self.port, databases=("test",))
 
     def stop(self) -> None:
-        from job.local_services import SERVICES_DIR_ENV, stop_services
+        from cli.local_services import SERVICES_DIR_ENV, stop_services
 
         with _services_dir(self.root, SERVICES_DIR_ENV):
             stop_services(pg_port=self.port, redis_port=0)
@@ -407,8 +408,8 @@ def test_the_job_rides_out_30_and_120_s_postgres_outages_without_a_restart(tmp_p
                                                                           redis_client, redis_prefix, setup, capsys):
     import signal
 
-    from job.db import apply_migrations
-    from job.reference_store import seed_reference
+    from stores.postgres import apply_migrations
+    from stores.reference import seed_reference
 
     server = own_postgres
     bundle = tmp_path / "bundle"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,12 @@ from pyflink.common import Types
 
 from deploy import jars
 from job import flink_env
-from job.db import KEY_COLUMNS, TableNames, column_names
 from job.flink_env import FlinkEnvError, build_configuration
-from job.settings import MSF_MANAGED_FLINK_KEYS, FlinkSettings, SourceSettings
+from job.properties import MSF_MANAGED_FLINK_KEYS
+from job.settings import FlinkSettings, SourceSettings
 from job.sinks import JdbcTarget, SinkError, check_row_type, sink_columns, sink_spec, source_field
 from job.sources import SourceError, kinesis_configuration, kinesis_label, resolve_file_path
+from stores.postgres import KEY_COLUMNS, TableNames, column_names
 
 # --------------------------------------------------------------------------- flink_env
 
@@ -204,65 +204,6 @@ def test_bad_kinesis_options_are_one_clear_error(flink_env_with_jar, settings, m
     assert str(err.value).startswith("SourceConfig: ") and "\n" not in str(err.value)
 
 
-# --------------------------------------------------------------------------- run plans
-
-
-def _args(argv: list[str]) -> argparse.Namespace:
-    from job.main import build_parser
-
-    return build_parser().parse_args(argv)
-
-
-def test_demo_plan_defaults(monkeypatch, tmp_path):
-    from job import main
-
-    monkeypatch.delenv("ASSET_CYCLE_LOCAL", raising=False)
-    monkeypatch.setattr(main, "MSF_PROPERTIES_PATH", tmp_path / "absent.json")
-    plan = main.make_plan(_args([]))
-    assert plan.mode == "demo" and plan.source_kind == "simulator" and plan.seed_from == "simulator"
-    assert plan.settings.reference.poll_interval_s == 10.0
-    assert plan.settings.flink.rest_port == main.DEFAULT_REST_PORT
-    assert plan.settings.flink.python_execution_mode == "thread"
-    assert plan.settings.flink.parallelism == 1  # thread mode: one interpreter for every subtask
-    assert main.make_plan(_args(["--process-mode"])).settings.flink.parallelism is None  # Flink's default
-    plan = main.make_plan(_args(["--source", f"file:{tmp_path}", "--process-mode", "--parallelism", "2",
-                                 "--checkpoint-interval", "3000", "--from-savepoint", "/sp"]))  # fmt: skip
-    assert plan.source_kind == "file" and plan.file_path == str(tmp_path) and plan.seed_from == "bundle"
-    assert plan.settings.reference.poll_interval_s == 0.0  # a bounded replay loads reference data once
-    fl = plan.settings.flink
-    assert (fl.python_execution_mode, fl.parallelism, fl.checkpoint_interval_ms, fl.from_savepoint) == (
-        "process", 2, 3000, "/sp")
-
-
-def test_plan_errors(monkeypatch, tmp_path):
-    from job import main
-
-    monkeypatch.delenv("ASSET_CYCLE_LOCAL", raising=False)
-    monkeypatch.setattr(main, "MSF_PROPERTIES_PATH", tmp_path / "absent.json")
-    with pytest.raises(main.JobError, match="stream ARN"):
-        main.make_plan(_args(["--source", "kinesis"]))
-    with pytest.raises(main.JobError, match="--source must be"):
-        main.make_plan(_args(["--source", "ftp:x"]))
-    with pytest.raises(main.JobError, match="needs a path"):
-        main.make_plan(_args(["--source", "file:"]))
-
-
-def test_properties_plan(tmp_path, monkeypatch):
-    import json
-
-    from job import main
-
-    props = tmp_path / "p.json"
-    props.write_text(json.dumps([
-        {"PropertyGroupId": "SourceConfig", "PropertyMap": {"stream.arn": "arn:aws:kinesis:eu-west-1:1:stream/s"}},
-        {"PropertyGroupId": "SinkConfig", "PropertyMap": {"jdbc.url": "jdbc:postgresql://h:5432/d"}},
-        {"PropertyGroupId": "ReferenceConfig", "PropertyMap": {"redis.host": "r"}},
-    ]))  # fmt: skip
-    plan = main.make_plan(_args(["--local-properties", str(props)]))
-    assert plan.mode == "properties" and plan.source_kind == "kinesis" and not plan.on_msf
-    assert plan.settings.source.stream_arn.endswith("stream/s") and plan.seed_from is None and not plan.init_db
-
-
 # --------------------------------------------------------------------------- MSF rules
 
 
@@ -277,7 +218,7 @@ def _groups(flink: dict[str, str]) -> dict[str, dict[str, str]]:
 
 @pytest.mark.parametrize("key", sorted(MSF_MANAGED_FLINK_KEYS))
 def test_flink_keys_msf_manages_are_rejected_on_msf(key):
-    from job.settings import SettingsError, settings_from_groups
+    from job.properties import SettingsError, settings_from_groups
 
     with pytest.raises(SettingsError, match=rf"^FlinkConfig\.{key}: is managed by MSF on MSF: set it in "):
         settings_from_groups(_groups({key: "1"}), on_msf=True)
@@ -285,7 +226,7 @@ def test_flink_keys_msf_manages_are_rejected_on_msf(key):
 
 
 def test_the_keys_the_job_decides_are_accepted_on_msf():
-    from job.settings import settings_from_groups
+    from job.properties import settings_from_groups
 
     settings = settings_from_groups(_groups({"python.execution.mode": "process", "auto.watermark.interval.ms": "500",
                                              "source.idleness.ms": "60000"}), on_msf=True)  # fmt: skip

@@ -132,7 +132,7 @@ def test_timestamps_land_in_timestamptz_exactly(tmp_path, pg_dsn, table_names):
 def _seed(pg_dsn, names, redis_client, prefix, reference, assets) -> None:
     import psycopg2
 
-    from job.reference_store import seed_reference
+    from stores.reference import seed_reference
 
     conn = psycopg2.connect(pg_dsn)
     try:

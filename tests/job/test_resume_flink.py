@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from job.db import TableNames
-from job.main import latest_checkpoint
+from cli.checkpoints import latest_checkpoint
+from stores.postgres import TableNames
 from tests.job.reliability_support import CliRun, assert_tables_equal_replay, cli_env, free_port, last_events
 from workbench.bundle import iter_telemetry_lines
 from workbench.simulator import SimulationSpec, write_simulation

@@ -1,6 +1,6 @@
 """Local reprocessing on the minicluster: stop with a savepoint, restore, re-run from scratch.
 
-The job runs through the real CLI (``python -m job.main``, as ``asset-cycle run``) on a watched
+The job runs through the real CLI (``python -m cli run``, i.e. ``asset-cycle run``) on a watched
 directory (``--source file:DIR --monitor-s``): the first half of a bundle's telemetry is in the
 directory, the job processes it and is stopped with Ctrl-C (SIGINT) into a savepoint; the second
 half is added and the job restarted from the savepoint (the FileSource state remembers that the
@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from job.db import TableNames
 from state_machine.identity import dead_letter_id
 from state_machine.watermark import WatermarkTracker
+from stores.postgres import TableNames
 from tests.job.flink_harness import read_tables, run_bundle, table_snapshot
 from tests.job.reliability_support import (
     PROJECT_ROOT,
@@ -199,7 +199,7 @@ def test_full_rerun_from_the_start_of_the_file_changes_no_row(
 
     # the documented command: `asset-cycle run --source file:SITE` with fresh state, same tables
     env = cli_env(pg_dsn, redis_url)
-    proc = subprocess.run([sys.executable, "-m", "job.main", "--source", label, "--schema", table_names.schema,
+    proc = subprocess.run([sys.executable, "-m", "cli", "run", "--source", label, "--schema", table_names.schema,
                            "--redis-prefix", redis_prefix, "--parallelism", "1", "--rest-port", str(free_port()),
                            "--checkpoint-dir", str(tmp_path / "checkpoints")],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip

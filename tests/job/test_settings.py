@@ -1,4 +1,4 @@
-"""job.settings: MSF property groups -> typed, validated settings; errors name group and key."""
+"""job.properties and job.settings: MSF property groups -> typed, validated settings; errors name group and key."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from job import properties
 from job import settings as s
-from job.settings import SettingsError, load_settings, read_property_groups, settings_from_groups
+from job.properties import SettingsError, load_settings, read_property_groups, settings_from_groups
 
 ARN = "arn:aws:kinesis:eu-west-1:123456789012:stream/telemetry"
 
@@ -81,6 +82,44 @@ def test_kinesis_configuration_mapping_is_a_plain_dict():
     }
 
 
+def test_file_and_simulator_sources_and_local_flink_keys():
+    """A local run plan in properties: a file or simulator source, savepoints and the jar directory."""
+    st = settings_from_groups(groups(
+        SourceConfig={"source.kind": "file", "file.path": "/data/incoming", "file.monitor.interval.s": "0.5"},
+        FlinkConfig={"savepoint.dir": "/sp", "from.savepoint": "/sp/savepoint-1", "jar.dir": "/jars"},
+    ))  # fmt: skip
+    assert (st.source.kind, st.source.file_path, st.source.monitor_interval_s) == ("file", "/data/incoming", 0.5)
+    assert st.source.stream_arn is None and not st.source.extra  # the Kinesis keys are not read for a file
+    assert (st.flink.savepoint_dir, st.flink.from_savepoint, st.flink.jar_dir) == ("/sp", "/sp/savepoint-1", "/jars")
+    st = settings_from_groups(groups(SourceConfig={"source.kind": "file", "file.path": "/data/site.jsonl"}))
+    assert st.source.monitor_interval_s is None  # read once
+    st = settings_from_groups({**groups(), "SourceConfig": {
+        "source.kind": "simulator", "simulator.trucks": "20", "simulator.sites": "2", "simulator.speed": "0",
+        "simulator.seed": "3", "simulator.degraded": "true", "simulator.backfill.s": "600"}})  # fmt: skip
+    src = st.source
+    assert (src.kind, src.simulator_trucks, src.simulator_sites, src.simulator_speed, src.simulator_seed,
+            src.simulator_degraded, src.simulator_backfill_s) == ("simulator", 20, 2, 0.0, 3, True, 600.0)  # fmt: skip
+    defaults = settings_from_groups({**groups(), "SourceConfig": {"source.kind": "simulator"}}).source
+    assert (defaults.simulator_trucks, defaults.simulator_sites, defaults.simulator_speed, defaults.simulator_seed,
+            defaults.simulator_degraded, defaults.simulator_backfill_s) == (12, 1, 30.0, 7, False, 1800.0)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"source.kind": "ftp"}, "SourceConfig.source.kind: must be one of kinesis, file, simulator"),
+        ({"source.kind": "file"}, "SourceConfig.file.path: is required"),
+        ({"source.kind": "file", "file.path": "/d", "file.monitor.interval.s": "0"},
+         "SourceConfig.file.monitor.interval.s: must be > 0"),
+        ({"source.kind": "simulator", "simulator.trucks": "0"}, "SourceConfig.simulator.trucks: must be >= 1"),
+        ({"source.kind": "simulator", "simulator.degraded": "sometimes"}, "SourceConfig.simulator.degraded"),
+    ],
+)  # fmt: skip
+def test_file_and_simulator_source_errors_name_the_key(source, message):
+    with pytest.raises(SettingsError, match=message.replace(".", r"\.")):
+        settings_from_groups({**groups(), "SourceConfig": source})
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -118,11 +157,11 @@ def test_properties_file_shape_and_local_switch(tmp_path, monkeypatch):
     assert load_settings(path).source.stream_arn == ARN
     monkeypatch.chdir(tmp_path)
     (tmp_path / "application_properties.json").write_text((tmp_path / "props.json").read_text())
-    assert s.properties_path(None, {"ASSET_CYCLE_LOCAL": "1"}).name == "application_properties.json"
-    assert s.properties_path(None, {"ASSET_CYCLE_LOCAL": "1", "ASSET_CYCLE_PROPERTIES": path}) == tmp_path / "props.json"
-    monkeypatch.setattr(s, "MSF_PROPERTIES_PATH", tmp_path / "missing.json")
+    assert properties.properties_path(None, {"ASSET_CYCLE_LOCAL": "1"}).name == "application_properties.json"
+    assert properties.properties_path(None, {"ASSET_CYCLE_LOCAL": "1", "ASSET_CYCLE_PROPERTIES": path}) == tmp_path / "props.json"
+    monkeypatch.setattr(properties, "MSF_PROPERTIES_PATH", tmp_path / "missing.json")
     with pytest.raises(SettingsError, match="not running on MSF"):
-        s.properties_path(None, {})
+        properties.properties_path(None, {})
 
 
 def test_bad_properties_files(tmp_path):
@@ -148,7 +187,7 @@ def test_secrets_are_masked_and_credentials_resolved(monkeypatch):
 
 
 def test_secrets_manager_is_used_when_a_secret_is_named(monkeypatch):
-    from job import reference_store
+    from stores import connections
 
     seen = {}
 
@@ -156,7 +195,7 @@ def test_secrets_manager_is_used_when_a_secret_is_named(monkeypatch):
         seen[name] = region
         return {"host": f"{name}.host", "port": 5432, "dbname": "mine", "username": "u", "password": "p"}
 
-    monkeypatch.setattr(reference_store, "read_secret", fake_read)
+    monkeypatch.setattr(connections, "read_secret", fake_read)
     st = settings_from_groups(groups(SecretsConfig={"postgres.secret.name": "pg-secret", "redis.secret.name": "rd"}))
     pg = s.postgres_settings(st)
     assert pg.host == "pg-secret.host" and pg.password == "p" and "'p'" not in repr(pg)

@@ -18,9 +18,18 @@ from tests.state_machine.track import SITE, TRUCK, Track, site_reference
 from tests.udfs.fakes import Harness
 from udfs.cycle_function import CycleFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
-from udfs.parse import ParseFunction, group_row
+from udfs.parse import ParseFunction
 from udfs.reference_poller import site_payload, snapshot_records
-from udfs.rows import LOADED_MARKER, OUT_CYCLE, OUT_DEAD_LETTER, OUT_STATUS, OUT_TMP, REF_ASSET, REF_SITE
+from udfs.rows import (
+    LOADED_MARKER,
+    OUT_CYCLE,
+    OUT_DEAD_LETTER,
+    OUT_STATUS,
+    OUT_TMP,
+    REF_ASSET,
+    REF_SITE,
+    group_row,
+)
 
 END_OF_INPUT = 2**63 - 1
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 from state_machine.identity import dead_letter_id
 from state_machine.stream import NO_HINT
-from udfs.parse import DEAD_LETTER_TAG, GROUP_FIELDS, ParseFunction, group_points
-from udfs.rows import DEAD_LETTER_FIELDS
+from udfs.parse import DEAD_LETTER_TAG, ParseFunction
+from udfs.rows import DEAD_LETTER_FIELDS, GROUP_FIELDS, group_points
 
 T0 = 1705298400000  # 2024-01-15T06:00:00Z
 

@@ -409,7 +409,7 @@ def test_simulate_requires_finite_hours() -> None:
 
 
 def test_cli_simulate_and_score(tmp_path, capsys) -> None:
-    from job.cli import main
+    from cli.main import main
 
     out = tmp_path / "bundle"
     rc = main(["simulate", "--trucks", "2", "--hours", "1", "--seed", "3", "--out", str(out), "--degraded",
@@ -432,7 +432,7 @@ def test_cli_simulate_and_score(tmp_path, capsys) -> None:
 
 
 def test_cli_rejects_bad_options(tmp_path, capsys) -> None:
-    from job.cli import main
+    from cli.main import main
 
     assert main(["simulate", "--trucks", "1", "--center", "x", "--out", str(tmp_path / "b")]) == 2
     assert "--center" in capsys.readouterr().err

@@ -30,6 +30,7 @@ import java.util.NavigableMap;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
+import java.util.function.Function;
 
 /**
  * Finds the stream's shards (ListShards every {@code source.shard.discovery.interval}) and hands
@@ -53,6 +54,7 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
 
     private final SplitEnumeratorContext<KinesisShardSplit> context;
     private final KinesisSourceOptions options;
+    private final Function<KinesisSourceOptions, KinesisClient> clientFactory;
     private final TreeMap<String, KinesisShardSplit> unassigned = new TreeMap<>();
     private final Set<String> assigned;
     private final Set<String> finished;
@@ -65,9 +67,11 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
     KinesisShardEnumerator(
             SplitEnumeratorContext<KinesisShardSplit> context,
             KinesisSourceOptions options,
-            KinesisEnumeratorState state) {
+            KinesisEnumeratorState state,
+            Function<KinesisSourceOptions, KinesisClient> clientFactory) {
         this.context = context;
         this.options = options;
+        this.clientFactory = clientFactory;
         this.lastSeenShardId = state.lastSeenShardId;
         for (KinesisShardSplit split : state.unassigned) {
             unassigned.put(split.shardId(), split);
@@ -78,7 +82,7 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
 
     @Override
     public void start() {
-        client = KinesisClients.create(options);
+        client = clientFactory.apply(options);
         long intervalMs = options.discoveryInterval.toMillis();
         LOG.info("Kinesis source on {}: discovering shards every {} ms ({})", options.streamArn, intervalMs, options);
         context.callAsync(this::discoverShards, this::onShardsDiscovered, 0L, intervalMs);
@@ -89,7 +93,7 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
         ShardFilter filter;
         StartingPosition start;
         if (lastSeenShardId == null) {
-            start = options.initialStartingPosition(System.currentTimeMillis());
+            start = options.initialStartingPosition();
             filter = start.kind() == StartingPosition.Kind.TRIM_HORIZON
                     ? ShardFilter.builder().type(ShardFilterType.FROM_TRIM_HORIZON).build()
                     : ShardFilter.builder().type(ShardFilterType.FROM_TIMESTAMP)

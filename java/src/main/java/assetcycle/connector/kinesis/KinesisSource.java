@@ -42,19 +42,19 @@ public final class KinesisSource
 
     @Override
     public SourceReader<Row, KinesisShardSplit> createReader(SourceReaderContext readerContext) {
-        return new KinesisSourceReader(readerContext, options);
+        return new KinesisSourceReader(readerContext, options, KinesisClients::create);
     }
 
     @Override
     public SplitEnumerator<KinesisShardSplit, KinesisEnumeratorState> createEnumerator(
             SplitEnumeratorContext<KinesisShardSplit> enumContext) {
-        return new KinesisShardEnumerator(enumContext, options, KinesisEnumeratorState.initial());
+        return new KinesisShardEnumerator(enumContext, options, KinesisEnumeratorState.initial(), KinesisClients::create);
     }
 
     @Override
     public SplitEnumerator<KinesisShardSplit, KinesisEnumeratorState> restoreEnumerator(
             SplitEnumeratorContext<KinesisShardSplit> enumContext, KinesisEnumeratorState checkpoint) {
-        return new KinesisShardEnumerator(enumContext, options, checkpoint);
+        return new KinesisShardEnumerator(enumContext, options, checkpoint, KinesisClients::create);
     }
 
     @Override

@@ -23,8 +23,9 @@ import java.util.TreeSet;
  * {@code KinesisStreamsSource} (6.x) where it has them, so that switching later is a small change:
  *
  * <ul>
- *   <li>{@code source.init.position}: LATEST (default; taken as AT_TIMESTAMP of the job's first
- *       start), TRIM_HORIZON or AT_TIMESTAMP with {@code source.init.timestamp} (ISO-8601, epoch
+ *   <li>{@code source.init.position}: LATEST (default; taken as AT_TIMESTAMP of the moment these
+ *       options are made, when the job is built, so that an enumerator created afresh after a
+ *       failure before the first checkpoint starts at the same time), TRIM_HORIZON or AT_TIMESTAMP with {@code source.init.timestamp} (ISO-8601, epoch
  *       seconds, or the pattern in {@code source.init.timestamp.format});
  *   <li>{@code source.reader.type}: POLLING (EFO is rejected: not implemented);
  *   <li>{@code source.shard.discovery.interval} (10 s), {@code
@@ -131,6 +132,8 @@ public final class KinesisSourceOptions implements Serializable {
                         + " is AT_TIMESTAMP");
             }
             this.initialTimestampMs = parseTimestamp(ts, emptyToNull(conf.get(INIT_TIMESTAMP_FORMAT)));
+        } else if (initialPosition == InitialPosition.LATEST) {
+            this.initialTimestampMs = System.currentTimeMillis();
         } else {
             this.initialTimestampMs = 0L;
         }
@@ -148,16 +151,10 @@ public final class KinesisSourceOptions implements Serializable {
         return new KinesisSourceOptions(streamArn, conf);
     }
 
-    /** The position of the shards found when the job first starts (LATEST: {@code nowMs}). */
-    StartingPosition initialStartingPosition(long nowMs) {
-        switch (initialPosition) {
-            case TRIM_HORIZON:
-                return StartingPosition.trimHorizon();
-            case AT_TIMESTAMP:
-                return StartingPosition.atTimestamp(initialTimestampMs);
-            default:
-                return StartingPosition.atTimestamp(nowMs);
-        }
+    /** The position of the shards found when the job first starts (LATEST: when these options were made). */
+    StartingPosition initialStartingPosition() {
+        return initialPosition == InitialPosition.TRIM_HORIZON
+                ? StartingPosition.trimHorizon() : StartingPosition.atTimestamp(initialTimestampMs);
     }
 
     private static long parseTimestamp(String value, @Nullable String format) {
@@ -230,7 +227,7 @@ public final class KinesisSourceOptions implements Serializable {
     public String toString() {
         return "KinesisSourceOptions{stream=" + streamArn + ", region=" + region + ", endpoint=" + endpoint
                 + ", initialPosition=" + initialPosition
-                + (initialPosition == InitialPosition.AT_TIMESTAMP ? "(" + Instant.ofEpochMilli(initialTimestampMs) + ")" : "")
+                + (initialPosition == InitialPosition.TRIM_HORIZON ? "" : "(" + Instant.ofEpochMilli(initialTimestampMs) + ")")
                 + ", discoveryInterval=" + discoveryInterval + ", maxRecordsPerFetch=" + maxRecordsPerFetch + "}";
     }
 }

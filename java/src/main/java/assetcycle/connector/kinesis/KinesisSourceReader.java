@@ -6,10 +6,13 @@ import org.apache.flink.connector.base.source.reader.SingleThreadMultiplexSource
 import org.apache.flink.metrics.Gauge;
 import org.apache.flink.types.Row;
 
+import software.amazon.awssdk.services.kinesis.KinesisClient;
+
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.function.Function;
 
 /**
  * The source reader: polls its shards in one fetcher thread (see {@link PollingShardReader}).
@@ -24,12 +27,15 @@ final class KinesisSourceReader
 
     private final TreeMap<String, KinesisShardSplit> finishedMarkers = new TreeMap<>();
 
-    KinesisSourceReader(SourceReaderContext context, KinesisSourceOptions options) {
-        this(context, options, PollingShardReader.newLagMap());
+    KinesisSourceReader(SourceReaderContext context, KinesisSourceOptions options,
+                        Function<KinesisSourceOptions, KinesisClient> clientFactory) {
+        this(context, options, clientFactory, PollingShardReader.newLagMap());
     }
 
-    private KinesisSourceReader(SourceReaderContext context, KinesisSourceOptions options, Map<String, Long> lag) {
-        super(() -> new PollingShardReader(options, lag), new KinesisRecordEmitter(options.streamName),
+    private KinesisSourceReader(SourceReaderContext context, KinesisSourceOptions options,
+                                Function<KinesisSourceOptions, KinesisClient> clientFactory, Map<String, Long> lag) {
+        super(() -> new PollingShardReader(options, clientFactory.apply(options), lag),
+                new KinesisRecordEmitter(options.streamName),
                 context.getConfiguration(), context);
         context.metricGroup().gauge("millisBehindLatest",
                 (Gauge<Long>) () -> lag.values().stream().mapToLong(Long::longValue).max().orElse(0L));

@@ -72,9 +72,9 @@ final class PollingShardReader implements SplitReader<KinesisRecord, KinesisShar
     private final Object wakeUpLock = new Object();
     private boolean wokenUp;
 
-    PollingShardReader(KinesisSourceOptions options, Map<String, Long> millisBehindLatest) {
+    PollingShardReader(KinesisSourceOptions options, KinesisClient client, Map<String, Long> millisBehindLatest) {
         this.options = options;
-        this.client = KinesisClients.create(options);
+        this.client = client;
         this.millisBehindLatest = millisBehindLatest;
     }
 
@@ -102,13 +102,26 @@ final class PollingShardReader implements SplitReader<KinesisRecord, KinesisShar
             }
             backOff(cursor, e);
         } catch (SdkClientException e) {
-            if (!e.retryable()) {
+            if (!e.retryable() && !isNetworkError(e)) {
                 throw new IOException("cannot read shard " + cursor.split.shardId() + " of " + options.streamArn, e);
             }
             backOff(cursor, e);
         }
         RecordsWithSplitIds<KinesisRecord> finished = finishedIfDrained(cursor);
         return finished != null ? finished : empty();
+    }
+
+    /**
+     * Whether a client-side error is a network failure: the SDK wraps an I/O error (connection refused
+     * or reset, a read timeout) in an SdkClientException whose {@code retryable()} is false.
+     */
+    private static boolean isNetworkError(SdkClientException e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof IOException) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /**

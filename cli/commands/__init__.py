@@ -1,0 +1,1 @@
+"""The `asset-cycle` sub-commands, one module each (``register(subparsers)``)."""
