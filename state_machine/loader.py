@@ -5,9 +5,10 @@ operator (udfs.loader_function) and the offline replay (workbench.replay) call t
     on_visit(loader, state, visit) -> LoaderStep       a load visit that ended (state_machine.cycle)
     on_cycle(loader, state, cycle) -> LoaderStep       a closed cycle that began with a load here
     on_presence(loader, state, presence) -> LoaderStep a truck arrived, waits, or left (live)
+    on_timer(loader, state, watermark) -> LoaderStep   the event-time timer it asked for: forget old visits
 
 ``state`` is the loader's state as versioned bytes (None for a new loader); a ``LoaderStep`` carries
-what to emit and the new state.
+what to emit, the new state and an event-time timer to register.
 
 Order of service (docs/cycle-rules.md, Loaders). A loader serves one truck at a time, so its visits are
 taken in the order the trucks left. A visit whose first stop came before the previous truck left waited
@@ -22,8 +23,11 @@ Hours (UTC): loads are the services started in the hour; busy and hang are the p
 of the gaps between them that fall in the hour (the sum over hours is the whole window's figure); queue
 is the waits of the visits whose service started in the hour.
 
-Retention: visits and cycles are kept for RETENTION_MS of event time behind the loader's newest
-departure. A visit older than that no longer changes anything (counted: ``loaderVisitsTooLate``).
+Retention: a visit and the cycle it began are kept until the stream's event time (the watermark) has
+passed its departure by RETENTION_MS (a timer, on a TIMER_GRID_MS grid). The watermark, not the newest
+departure, decides: a batch of history can bring one truck's visits hours after another's, and they
+must still meet. A visit that arrives after its place was forgotten changes nothing (counted:
+``loaderVisitsTooLate``).
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ from state_machine.model import (
 LOADER_STATE_VERSION = 1
 HOUR_MS = 3_600_000
 RETENTION_MS = 3 * HOUR_MS
-"""How long, behind a loader's newest departure, its visits and cycles can still be updated."""
+"""How long, behind the stream's event time, a loader's visits and cycles can still be updated."""
+TIMER_GRID_MS = 600_000
+"""Retention timers are rounded up to this grid (a loader asks for few timers)."""
 
 _CYCLE_FIELD_NAMES = tuple(f.name for f in fields(CycleRecord))
 
@@ -120,7 +126,13 @@ class LoaderState:
     cycles: dict[tuple[str, int], CycleRecord] = field(default_factory=dict)
     presence: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Trucks at or waiting for the loader: asset -> (AT_LOADER | WAITING, since_ms)."""
+    horizon_ms: int | None = None
+    """Visits that left before this were forgotten (the last retention timer's watermark - RETENTION_MS)."""
+    timer_ms: int = -1
+    """The retention timer registered last (timers are never deleted; an earlier one is asked for)."""
     idle_since_ms: int | None = None
+    """The latest departure (of a visit, or a truck leaving): since when the loader is idle when no truck
+    is at it (a maximum, so the order the events came in does not matter)."""
     event_ms: int | None = None
     status: LoaderStatus | None = None
 
@@ -130,7 +142,8 @@ class LoaderState:
             LOADER_STATE_VERSION, self.site, [list(v) for v in self.visits], self.previous_departure_ms,
             [[getattr(c, name) for name in _CYCLE_FIELD_NAMES] for c in self.cycles.values()],
             [[asset, where, since] for asset, (where, since) in self.presence.items()],
-            self.idle_since_ms, self.event_ms, None if self.status is None else list(self.status),
+            self.idle_since_ms, self.event_ms, None if self.status is None else list(self.status), self.horizon_ms,
+            self.timer_ms,
         ])  # fmt: skip
 
     @classmethod
@@ -139,11 +152,11 @@ class LoaderState:
         values = orjson.loads(data)
         if not values or values[0] != LOADER_STATE_VERSION:
             raise ValueError(f"unsupported loader state version {values[0] if values else None!r}")
-        _, site, visits, previous, cycles, presence, idle_since, event_ms, status = values
+        _, site, visits, previous, cycles, presence, idle_since, event_ms, status, horizon, timer = values
         records = [CycleRecord(*c) for c in cycles]
         return cls(site, [LoadVisit(*v) for v in visits], previous,
                    {(c.asset_guid, c.load_start_ms): c for c in records},
-                   {asset: (where, since) for asset, where, since in presence}, idle_since, event_ms,
+                   {asset: (where, since) for asset, where, since in presence}, horizon, timer, idle_since, event_ms,
                    None if status is None else LoaderStatus(*status))  # fmt: skip
 
 
@@ -161,17 +174,20 @@ class LoaderOutput:
 
 @dataclass(slots=True)
 class LoaderStep:
-    """The result of one call: what to emit and the loader's new state."""
+    """The result of one call: what to emit, the loader's new state and an event-time timer to register
+    (None: none new)."""
 
     output: LoaderOutput
     state: bytes
+    timer_ms: int | None = None
 
 
 class LoaderOperator:
     """Runs the per-loader policy for any loader given its state (pure; see the module docstring)."""
 
-    def __init__(self, retention_ms: int = RETENTION_MS) -> None:
+    def __init__(self, retention_ms: int = RETENTION_MS, timer_grid_ms: int = TIMER_GRID_MS) -> None:
         self.retention_ms = retention_ms
+        self.timer_grid_ms = timer_grid_ms
 
     # -- public steps ----------------------------------------------------------------------------
     def on_visit(self, loader: str, state: bytes | None, visit: LoadVisit) -> LoaderStep:
@@ -180,8 +196,7 @@ class LoaderOperator:
         ls = self._load(state, visit.site_guid)
         out = LoaderOutput()
         kept = ls.visits
-        horizon = self._horizon(ls)
-        if horizon is not None and visit.departure_ms < horizon:
+        if ls.horizon_ms is not None and visit.departure_ms < ls.horizon_ms:
             out.counts["loaderVisitsTooLate"] += 1
             return LoaderStep(out, ls.to_bytes())
         before = {(sv.visit.asset_guid, sv.visit.load_start_ms): sv
@@ -210,9 +225,8 @@ class LoaderOperator:
                 out.cycles.append(cycle)
         if not visit.open and (ls.idle_since_ms is None or visit.departure_ms > ls.idle_since_ms):
             ls.idle_since_ms = visit.departure_ms
-        self._evict(ls)
         self._status(loader, ls, out)
-        return LoaderStep(out, ls.to_bytes())
+        return self._finish(ls, out)
 
     def on_cycle(self, loader: str, state: bytes | None, cycle: CycleRecord) -> LoaderStep:
         """A closed cycle that began with a load at this loader: emitted with its visit's queue (None
@@ -223,49 +237,65 @@ class LoaderOperator:
         queue = next((sv.queue_seconds for sv in serve(ls.visits, ls.previous_departure_ms)
                       if (sv.visit.asset_guid, sv.visit.load_start_ms) == key), None)  # fmt: skip
         cycle = replace(cycle, queue_seconds=queue)
-        horizon = self._horizon(ls)
-        if horizon is None or (cycle.load_start_ms or 0) >= horizon:
+        if ls.horizon_ms is None or (cycle.load_start_ms or 0) >= ls.horizon_ms:
             ls.cycles[key] = cycle
         out.cycles.append(cycle)
-        return LoaderStep(out, ls.to_bytes())
+        return self._finish(ls, out)
 
     def on_presence(self, loader: str, state: bytes | None, presence: LoaderPresence) -> LoaderStep:
         """A truck's place relative to this loader changed: update the loader's live status."""
         ls = self._load(state, presence.site_guid)
         out = LoaderOutput()
         if presence.state == LEFT:
-            if ls.presence.pop(presence.asset_guid, None) is not None and not ls.presence:
-                ls.idle_since_ms = max(ls.idle_since_ms or presence.event_ms, presence.event_ms)
+            ls.presence.pop(presence.asset_guid, None)
+            ls.idle_since_ms = max(ls.idle_since_ms or presence.event_ms, presence.event_ms)
         else:
             ls.presence[presence.asset_guid] = (presence.state, presence.since_ms)
         ls.event_ms = max(ls.event_ms or presence.event_ms, presence.event_ms)
         self._status(loader, ls, out)
-        return LoaderStep(out, ls.to_bytes())
+        return self._finish(ls, out)
+
+    def on_timer(self, loader: str, state: bytes | None, watermark_ms: int) -> LoaderStep:
+        """The retention timer: forget the visits (and their cycles) that left RETENTION_MS before the
+        watermark; ask for the next timer."""
+        ls = self._load(state, "")
+        out = LoaderOutput()
+        if ls.timer_ms <= watermark_ms:
+            ls.timer_ms = -1
+        horizon = watermark_ms - self.retention_ms
+        if ls.horizon_ms is None or horizon > ls.horizon_ms:
+            ls.horizon_ms = horizon
+            n = 0
+            while n < len(ls.visits) and not ls.visits[n].open and ls.visits[n].departure_ms < horizon:
+                n += 1
+            if n:
+                ls.previous_departure_ms = ls.visits[n - 1].departure_ms
+                del ls.visits[:n]
+            for key in [k for k, c in ls.cycles.items() if (c.load_start_ms or 0) < horizon]:
+                del ls.cycles[key]
+        return self._finish(ls, out)
 
     # -- internals -------------------------------------------------------------------------------
+    def _finish(self, ls: LoaderState, out: LoaderOutput) -> LoaderStep:
+        """Encode the state and ask for the retention timer of the oldest visit kept (when it is earlier
+        than the one registered)."""
+        register = None
+        oldest = min((v.departure_ms for v in ls.visits if not v.open), default=None)
+        if ls.cycles:
+            first_cycle = min(c.load_start_ms or 0 for c in ls.cycles.values())
+            oldest = first_cycle if oldest is None else min(oldest, first_cycle)
+        if oldest is not None:
+            grid = self.timer_grid_ms
+            due = -(-(oldest + self.retention_ms + 1) // grid) * grid
+            if ls.timer_ms < 0 or due < ls.timer_ms:
+                ls.timer_ms = register = due
+        return LoaderStep(out, ls.to_bytes(), register)
+
     @staticmethod
     def _load(state: bytes | None, site: str) -> LoaderState:
         ls = LoaderState(site) if state is None else LoaderState.from_bytes(state)
         ls.site = ls.site or site
         return ls
-
-    def _horizon(self, ls: LoaderState) -> int | None:
-        """Visits that left before this no longer change (RETENTION_MS behind the newest departure)."""
-        newest = max((v.departure_ms for v in ls.visits if not v.open), default=None)
-        return None if newest is None else newest - self.retention_ms
-
-    def _evict(self, ls: LoaderState) -> None:
-        horizon = self._horizon(ls)
-        if horizon is None:
-            return
-        n = 0
-        while n < len(ls.visits) and not ls.visits[n].open and ls.visits[n].departure_ms < horizon:
-            n += 1
-        if n:
-            ls.previous_departure_ms = ls.visits[n - 1].departure_ms
-            del ls.visits[:n]
-        for key in [k for k, c in ls.cycles.items() if (c.load_start_ms or 0) < horizon]:
-            del ls.cycles[key]
 
     @staticmethod
     def _status(loader: str, ls: LoaderState, out: LoaderOutput) -> None:
