@@ -131,9 +131,10 @@ class LoaderState:
     timer_ms: int = -1
     """The retention timer registered last (timers are never deleted; an earlier one is asked for)."""
     idle_since_ms: int | None = None
-    """The latest departure (of a visit, or a truck leaving): since when the loader is idle when no truck
-    is at it (a maximum, so the order the events came in does not matter)."""
+    """The latest departure of a visit: since when the loader is idle when no truck is at it."""
     event_ms: int | None = None
+    """The newest instant the status reflects (a departure, or a truck's arrival or first stop). Both
+    are maxima over what arrived, so the order events came in does not change them."""
     status: LoaderStatus | None = None
 
     def to_bytes(self) -> bytes:
@@ -225,6 +226,7 @@ class LoaderOperator:
                 out.cycles.append(cycle)
         if not visit.open and (ls.idle_since_ms is None or visit.departure_ms > ls.idle_since_ms):
             ls.idle_since_ms = visit.departure_ms
+        ls.event_ms = max(ls.event_ms or visit.departure_ms, visit.departure_ms)
         self._status(loader, ls, out)
         return self._finish(ls, out)
 
@@ -248,10 +250,9 @@ class LoaderOperator:
         out = LoaderOutput()
         if presence.state == LEFT:
             ls.presence.pop(presence.asset_guid, None)
-            ls.idle_since_ms = max(ls.idle_since_ms or presence.event_ms, presence.event_ms)
         else:
             ls.presence[presence.asset_guid] = (presence.state, presence.since_ms)
-        ls.event_ms = max(ls.event_ms or presence.event_ms, presence.event_ms)
+            ls.event_ms = max(ls.event_ms or presence.since_ms, presence.since_ms)
         self._status(loader, ls, out)
         return self._finish(ls, out)
 

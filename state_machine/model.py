@@ -273,7 +273,8 @@ class TruckHour(NamedTuple):
 class LoaderStatus(NamedTuple):
     """A loader's live state: the truck in service (the first to arrive of those standing in its bay),
     the trucks waiting (``waiting``: "truck@since_ms" joined by commas, longest wait first), and since
-    when it has been idle (no truck at it; None while one is)."""
+    when it has been idle (no truck at it: its last visit's departure; None while one is); ``event_ms``
+    is the newest instant it reflects."""
 
     loader_guid: str
     site_guid: str

@@ -186,8 +186,10 @@ def test_the_status_shows_who_is_served_who_waits_since_when_and_since_when_the_
     rows = _run(operator, [
         ("presence", LoaderPresence("A", "SITE", "LDR", AT_LOADER, T0 + 100 * S, T0 + 220 * S)),
         ("presence", LoaderPresence("A", "SITE", "LDR", LEFT, T0 + 100 * S, T0 + 400 * S)),
+        ("visit", visit("A", 100, 90, 380)),
     ])  # fmt: skip
-    assert rows["status"].in_service_asset is None and rows["status"].idle_since_ms == T0 + 400 * S
+    assert rows["status"].in_service_asset is None and rows["status"].idle_since_ms == T0 + 380 * S
+    assert rows["status"].event_ms == T0 + 380 * S
 
 
 def test_state_round_trips():
