@@ -11,7 +11,7 @@ import bisect
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from state_machine.model import CycleRecord
@@ -257,6 +257,14 @@ class VisitScoreReport:
     loaders: list[LoaderScore]
     truth_queue_s: float
     found_queue_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures as plain data (JSON)."""
+        return {"truth_count": self.truth_count, "found_count": self.found_count, "matched": self.matched,
+                "queue_error": asdict(self.queue_error), "queue_within_30s": self.queue_within_30s,
+                "truth_queue_s": self.truth_queue_s, "found_queue_s": self.found_queue_s,
+                "loaders": [{**asdict(lo), "loads_error": lo.loads_error, "hang_error": lo.hang_error}
+                            for lo in self.loaders]}  # fmt: skip
 
     def summary(self) -> str:
         """Several lines, human readable."""

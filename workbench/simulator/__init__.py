@@ -41,6 +41,7 @@ from pathlib import Path
 
 from state_machine.model import CycleRecord, ServedVisit
 from state_machine.reference import ReferenceData
+from workbench.bundle import TRUTH_VISITS_FILE, write_bundle, write_cycles_csv, write_visits_csv
 from workbench.simulator.spec import (
     DEFAULT_START_MS,
     DEGRADED_PRESET,
@@ -119,16 +120,16 @@ class WriteStats:
 
 def write_simulation(spec: SimulationSpec, out_dir: str | Path,
                      progress: Callable[[int], None] | None = None) -> WriteStats:
-    """Simulate and stream a bundle to out_dir (telemetry.jsonl, regions, assets, truth_cycles.csv).
+    """Simulate and stream a bundle to out_dir (telemetry.jsonl, regions, assets, truth_cycles.csv,
+    truth_visits.csv).
 
     ``progress`` is called now and then with the latest delivery time in ms.
     """
-    from workbench.bundle import write_bundle, write_cycles_csv
-
     if spec.hours is None:
         raise ValueError("write_simulation() needs a finite spec.hours")
     truth: list[CycleRecord] = []
-    runner = Runner(spec, truth.append)
+    visits: list[ServedVisit] = []
+    runner = Runner(spec, truth.append, visits.append)
     count = 0
 
     def lines() -> Iterator[str]:
@@ -143,4 +144,5 @@ def write_simulation(spec: SimulationSpec, out_dir: str | Path,
     write_bundle(out, lines(), runner.reference, runner.assets, truth=None)
     truth = _sort_truth(truth)
     write_cycles_csv(out / "truth_cycles.csv", truth)
+    write_visits_csv(out / TRUTH_VISITS_FILE, _sort_visits(visits))
     return WriteStats(count, len(truth))

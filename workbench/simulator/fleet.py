@@ -43,6 +43,7 @@ class OpenCycle:
     travel_stands: list[tuple[int, int]] = field(default_factory=list)  # (start_ms, duration_ms)
     load_dist: float = 0.0
     empty_dist: float = 0.0
+    queue_s: float | None = None
 
 
 class Proc:
@@ -167,15 +168,16 @@ class Truck(Proc):
             queue_stands = [(t0, t1 - t0) for t0, t1, _xy in stands if t0 < load_start]
         load_end = t_s + self._stop_ms(60, 240)
         legs.append((t_s, load_end, STAND, ld.spot, IDLING))
+        queue_s = None
         if not self.ghost:
-            self._visit_truth(ld, legs, load_start, load_end)
+            queue_s = self._visit_truth(ld, legs, load_start, load_end)
             ld.free_at = load_end
         # close the previous cycle at this load_start
         if self.cycle is not None and not self.ghost:
             self.cycle.travel_stands.extend(queue_stands)
             self.cycle.empty_dist += ld.to_spot.length
             self._close(load_start)
-        self.cycle = OpenCycle(ld.guid, load_start, load_end)
+        self.cycle = OpenCycle(ld.guid, load_start, load_end, queue_s=queue_s)
         cyc = self.cycle
         # loaded haul
         if rng.random() < spec.reassign_p * 2 and len(site.dumps) > 1:
@@ -232,12 +234,11 @@ class Truck(Proc):
         legs.append((t_q, t_leave, STAND, ld.queue, IDLING))
         return t_leave
 
-    def _visit_truth(self, ld: LoaderGeo, legs: list[Leg], load_start: int, departure: int) -> None:
+    def _visit_truth(self, ld: LoaderGeo, legs: list[Leg], load_start: int, departure: int) -> float:
         """Report this visit's truth: its first stop (at the queue spot or the loading spot), its entry
-        into the bay (for good: the last one before it stands in the bay), and its service start (the previous truck's departure if it stopped while that
-        one was still served, else its arrival or that departure, whichever came later)."""
-        if self.visit_truth is None or (self.end_ms is not None and load_start > self.end_ms):
-            return
+        into the bay (for good: the last one before it stands in the bay), and its service start (the
+        previous truck's departure if it stopped while that one was still served, else its arrival or
+        that departure, whichever came later); return its queue."""
         first_stop = next(t0 for t0, _t1, kind, _payload, _ws in legs if kind == STAND)
         arrival = entry_time(legs, ld.pos, LOADER_RADIUS_M)
         assert arrival is not None, "every visit ends at the loading spot, inside the bay"
@@ -247,10 +248,12 @@ class Truck(Proc):
             queue_s = (previous_departure - first_stop) / 1000.0
         else:
             service_start, queue_s = max(arrival, previous_departure), 0.0
-        open_at_end = self.end_ms is not None and departure > self.end_ms
-        visit = LoadVisit(self.guid, self.site.guid, ld.guid, load_start, arrival, first_stop,
-                          min(departure, self.end_ms) if open_at_end else departure, open_at_end)
-        self.visit_truth(ServedVisit(visit, service_start, queue_s))
+        if self.visit_truth is not None and (self.end_ms is None or load_start <= self.end_ms):
+            open_at_end = self.end_ms is not None and departure > self.end_ms
+            visit = LoadVisit(self.guid, self.site.guid, ld.guid, load_start, arrival, first_stop,
+                              min(departure, self.end_ms) if open_at_end else departure, open_at_end)
+            self.visit_truth(ServedVisit(visit, service_start, queue_s))
+        return queue_s
 
     def _dispatch(self, t: int, to_hub_m: float) -> int:
         """Keep the assigned loader unless its expected queue exceeds 3 min; then take the soonest free."""
@@ -291,6 +294,7 @@ class Truck(Proc):
             load_seconds=(cyc.load_end - s) / 1000.0,
             total_cycle_seconds=(next_load_start - s) / 1000.0,
             travel_idle_seconds=sum(dur for _, dur in cyc.travel_stands) / 1000.0,
+            queue_seconds=cyc.queue_s,
         )
         if cyc.dump is None:
             rec.cycle_status = INVALID
