@@ -5,10 +5,9 @@ operator (udfs.loader_function) and the offline replay (workbench.replay) call t
     on_visit(loader, state, visit) -> LoaderStep       a load visit that ended (state_machine.cycle)
     on_cycle(loader, state, cycle) -> LoaderStep       a closed cycle that began with a load here
     on_presence(loader, state, presence) -> LoaderStep a truck arrived, waits, or left (live)
-    on_timer(loader, state, watermark) -> LoaderStep   the event-time timer it asked for: forget old visits
 
 ``state`` is the loader's state as versioned bytes (None for a new loader); a ``LoaderStep`` carries
-what to emit, the new state and an event-time timer to register.
+what to emit and the new state.
 
 Order of service (docs/cycle-rules.md, Loaders). A loader serves one truck at a time, so its visits are
 taken in the order the trucks left. A visit whose first stop came before the previous truck left waited
@@ -23,11 +22,11 @@ Hours (UTC): loads are the services started in the hour; busy and hang are the p
 of the gaps between them that fall in the hour (the sum over hours is the whole window's figure); queue
 is the waits of the visits whose service started in the hour.
 
-Retention: a visit and the cycle it began are kept until the stream's event time (the watermark) has
-passed its departure by RETENTION_MS (a timer, on a TIMER_GRID_MS grid). The watermark, not the newest
-departure, decides: a batch of history can bring one truck's visits hours after another's, and they
-must still meet. A visit that arrives after its place was forgotten changes nothing (counted:
-``loaderVisitsTooLate``).
+Retention: a loader keeps its MAX_VISITS latest visits (by departure) and the cycles they began. A count,
+not a span of event time: a batch of history brings one truck's visits hours after another's (a big
+batch of a small fleet spans a day), and they must still meet; and Flink's watermark can jump to the
+end of time when a source goes idle. A visit older than every one kept, once MAX_VISITS are kept,
+changes nothing (counted: ``loaderVisitsTooLate``).
 """
 
 from __future__ import annotations
@@ -51,10 +50,8 @@ from state_machine.model import (
 
 LOADER_STATE_VERSION = 1
 HOUR_MS = 3_600_000
-RETENTION_MS = 3 * HOUR_MS
-"""How long, behind the stream's event time, a loader's visits and cycles can still be updated."""
-TIMER_GRID_MS = 600_000
-"""Retention timers are rounded up to this grid (a loader asks for few timers)."""
+MAX_VISITS = 1000
+"""Visits kept per loader (about three days of a loader serving 12 trucks an hour)."""
 
 _CYCLE_FIELD_NAMES = tuple(f.name for f in fields(CycleRecord))
 
@@ -127,9 +124,7 @@ class LoaderState:
     presence: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Trucks at or waiting for the loader: asset -> (AT_LOADER | WAITING, since_ms)."""
     horizon_ms: int | None = None
-    """Visits that left before this were forgotten (the last retention timer's watermark - RETENTION_MS)."""
-    timer_ms: int = -1
-    """The retention timer registered last (timers are never deleted; an earlier one is asked for)."""
+    """Visits that left before this were forgotten (the departure of the last one let go)."""
     idle_since_ms: int | None = None
     """The latest departure of a visit: since when the loader is idle when no truck is at it."""
     event_ms: int | None = None
@@ -144,7 +139,6 @@ class LoaderState:
             [[getattr(c, name) for name in _CYCLE_FIELD_NAMES] for c in self.cycles.values()],
             [[asset, where, since] for asset, (where, since) in self.presence.items()],
             self.idle_since_ms, self.event_ms, None if self.status is None else list(self.status), self.horizon_ms,
-            self.timer_ms,
         ])  # fmt: skip
 
     @classmethod
@@ -153,11 +147,11 @@ class LoaderState:
         values = orjson.loads(data)
         if not values or values[0] != LOADER_STATE_VERSION:
             raise ValueError(f"unsupported loader state version {values[0] if values else None!r}")
-        _, site, visits, previous, cycles, presence, idle_since, event_ms, status, horizon, timer = values
+        _, site, visits, previous, cycles, presence, idle_since, event_ms, status, horizon = values
         records = [CycleRecord(*c) for c in cycles]
         return cls(site, [LoadVisit(*v) for v in visits], previous,
                    {(c.asset_guid, c.load_start_ms): c for c in records},
-                   {asset: (where, since) for asset, where, since in presence}, horizon, timer, idle_since, event_ms,
+                   {asset: (where, since) for asset, where, since in presence}, horizon, idle_since, event_ms,
                    None if status is None else LoaderStatus(*status))  # fmt: skip
 
 
@@ -175,20 +169,17 @@ class LoaderOutput:
 
 @dataclass(slots=True)
 class LoaderStep:
-    """The result of one call: what to emit, the loader's new state and an event-time timer to register
-    (None: none new)."""
+    """The result of one call: what to emit and the loader's new state."""
 
     output: LoaderOutput
     state: bytes
-    timer_ms: int | None = None
 
 
 class LoaderOperator:
     """Runs the per-loader policy for any loader given its state (pure; see the module docstring)."""
 
-    def __init__(self, retention_ms: int = RETENTION_MS, timer_grid_ms: int = TIMER_GRID_MS) -> None:
-        self.retention_ms = retention_ms
-        self.timer_grid_ms = timer_grid_ms
+    def __init__(self, max_visits: int = MAX_VISITS) -> None:
+        self.max_visits = max_visits
 
     # -- public steps ----------------------------------------------------------------------------
     def on_visit(self, loader: str, state: bytes | None, visit: LoadVisit) -> LoaderStep:
@@ -227,8 +218,9 @@ class LoaderOperator:
         if not visit.open and (ls.idle_since_ms is None or visit.departure_ms > ls.idle_since_ms):
             ls.idle_since_ms = visit.departure_ms
         ls.event_ms = max(ls.event_ms or visit.departure_ms, visit.departure_ms)
+        self._forget(ls)
         self._status(loader, ls, out)
-        return self._finish(ls, out)
+        return LoaderStep(out, ls.to_bytes())
 
     def on_cycle(self, loader: str, state: bytes | None, cycle: CycleRecord) -> LoaderStep:
         """A closed cycle that began with a load at this loader: emitted with its visit's queue (None
@@ -242,7 +234,7 @@ class LoaderOperator:
         if ls.horizon_ms is None or (cycle.load_start_ms or 0) >= ls.horizon_ms:
             ls.cycles[key] = cycle
         out.cycles.append(cycle)
-        return self._finish(ls, out)
+        return LoaderStep(out, ls.to_bytes())
 
     def on_presence(self, loader: str, state: bytes | None, presence: LoaderPresence) -> LoaderStep:
         """A truck's place relative to this loader changed: update the loader's live status."""
@@ -254,49 +246,28 @@ class LoaderOperator:
             ls.presence[presence.asset_guid] = (presence.state, presence.since_ms)
             ls.event_ms = max(ls.event_ms or presence.since_ms, presence.since_ms)
         self._status(loader, ls, out)
-        return self._finish(ls, out)
-
-    def on_timer(self, loader: str, state: bytes | None, watermark_ms: int) -> LoaderStep:
-        """The retention timer: forget the visits (and their cycles) that left RETENTION_MS before the
-        watermark; ask for the next timer."""
-        ls = self._load(state, "")
-        out = LoaderOutput()
-        if ls.timer_ms <= watermark_ms:
-            ls.timer_ms = -1
-        horizon = watermark_ms - self.retention_ms
-        if ls.horizon_ms is None or horizon > ls.horizon_ms:
-            ls.horizon_ms = horizon
-            n = 0
-            while n < len(ls.visits) and not ls.visits[n].open and ls.visits[n].departure_ms < horizon:
-                n += 1
-            if n:
-                ls.previous_departure_ms = ls.visits[n - 1].departure_ms
-                del ls.visits[:n]
-            for key in [k for k, c in ls.cycles.items() if (c.load_start_ms or 0) < horizon]:
-                del ls.cycles[key]
-        return self._finish(ls, out)
+        return LoaderStep(out, ls.to_bytes())
 
     # -- internals -------------------------------------------------------------------------------
-    def _finish(self, ls: LoaderState, out: LoaderOutput) -> LoaderStep:
-        """Encode the state and ask for the retention timer of the oldest visit kept (when it is earlier
-        than the one registered)."""
-        register = None
-        oldest = min((v.departure_ms for v in ls.visits if not v.open), default=None)
-        if ls.cycles:
-            first_cycle = min(c.load_start_ms or 0 for c in ls.cycles.values())
-            oldest = first_cycle if oldest is None else min(oldest, first_cycle)
-        if oldest is not None:
-            grid = self.timer_grid_ms
-            due = -(-(oldest + self.retention_ms + 1) // grid) * grid
-            if ls.timer_ms < 0 or due < ls.timer_ms:
-                ls.timer_ms = register = due
-        return LoaderStep(out, ls.to_bytes(), register)
-
     @staticmethod
     def _load(state: bytes | None, site: str) -> LoaderState:
         ls = LoaderState(site) if state is None else LoaderState.from_bytes(state)
         ls.site = ls.site or site
         return ls
+
+    def _forget(self, ls: LoaderState) -> None:
+        """Let the oldest visits (and the cycles they began) go beyond MAX_VISITS."""
+        n = len(ls.visits) - self.max_visits
+        if n <= 0:
+            return
+        let_go = [v for v in ls.visits[:n] if not v.open]
+        if not let_go:
+            return
+        last = let_go[-1]
+        ls.previous_departure_ms = ls.horizon_ms = last.departure_ms
+        del ls.visits[: len(let_go)]
+        for key in [k for k, c in ls.cycles.items() if (c.load_start_ms or 0) <= last.load_start_ms]:
+            del ls.cycles[key]
 
     @staticmethod
     def _status(loader: str, ls: LoaderState, out: LoaderOutput) -> None:

@@ -5,8 +5,7 @@ this class only adapts it to Flink:
 
 * Input: udfs.rows LOADER_EVENT rows from the cycle operator (a closed cycle, a load visit or a truck's
   presence), keyed by loader; each becomes one ``on_cycle`` / ``on_visit`` / ``on_presence`` call.
-* Keyed state: the operator's state bytes in one ValueState; the event-time timer it asks for (its
-  retention) is registered, and its firing calls ``on_timer`` with the watermark.
+* Keyed state: the operator's state bytes in one ValueState (no timers: its retention is a count).
 * Output: one LOADER_ENVELOPE row per output (tags L_*): closed cycles with their queue, served visits,
   hour rows and the loader's status, split into the sinks by the Java ``EnvelopeSplitter``.
 * Metrics (udfs.metrics): visits and visits too late to count; per site, the queue and hang of the
@@ -21,7 +20,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
-from state_machine.loader import LoaderOperator, LoaderOutput, LoaderStep
+from state_machine.loader import LoaderOperator, LoaderOutput
 from state_machine.model import LoaderHour
 from udfs.metrics import OperatorMetrics
 from udfs.rows import (
@@ -65,20 +64,7 @@ class LoaderFunction(KeyedProcessFunction):
             step = self.operator.on_presence(loader, state, event_presence(event[3]))
         else:
             step = self.operator.on_cycle(loader, state, event_cycle(event[1]))
-        return self._apply(step, ctx)
-
-    def on_timer(self, timestamp: int, ctx) -> Iterator[Row]:
-        value = self.state.value()
-        key = ctx.get_current_key()
-        loader = key[0] if isinstance(key, Row) else key
-        step = self.operator.on_timer(loader, None if value is None else bytes(value),
-                                      ctx.timer_service().current_watermark())  # fmt: skip
-        return self._apply(step, ctx)
-
-    def _apply(self, step: LoaderStep, ctx) -> Iterator[Row]:
         self.state.update(step.state)
-        if step.timer_ms is not None:
-            ctx.timer_service().register_event_time_timer(step.timer_ms)
         return self._rows(step.output)
 
     def _rows(self, out: LoaderOutput) -> Iterator[Row]:

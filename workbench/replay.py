@@ -94,7 +94,6 @@ class Replayer:
         self.operator = TruckOperator(self.config, source, speculative=speculative)
         self.loaders = LoaderOperator()
         self.loader_states: dict[str, bytes] = {}
-        self._loader_timers: list[tuple[int, int, str]] = []  # (timer, order, loader), as for the trucks
         self._closed_at: dict[tuple[str, int | None], int] = {}  # index of each closed cycle in result.closed
         self.now_ms = now_ms
         self.states: dict[str, bytes] = {}
@@ -155,11 +154,8 @@ class Replayer:
             res.closed[at] = cycle
 
     def _loader_step(self, loader: str, step: LoaderStep) -> None:
-        """Keep a loader's new state, its timer and its rows (upserts: the latest of a key wins)."""
+        """Keep a loader's new state and its rows (upserts: the latest of a key wins)."""
         self.loader_states[loader] = step.state
-        if step.timer_ms is not None:
-            self._order += 1
-            heapq.heappush(self._loader_timers, (step.timer_ms, self._order, loader))
         out, res = step.output, self._result
         for sv in out.served:
             res.served[(sv.visit.asset_guid, sv.visit.load_start_ms)] = sv
@@ -171,8 +167,6 @@ class Replayer:
             res.loader_status[loader] = out.status
 
     def _fire_timers(self, watermark: int) -> None:
-        """The trucks' due timers, then the loaders' (the loader stage sees the watermark after the
-        rows the trucks' timers emitted, as in Flink)."""
         heap = self._heap
         operator, reference = self.operator, self.reference
         while heap and heap[0][0] <= watermark:
@@ -180,10 +174,6 @@ class Replayer:
             state = self.states.get(asset)
             if state is not None:
                 self._collect(asset, operator.on_timer(asset, state, timer, watermark, reference))
-        loader_timers = self._loader_timers
-        while loader_timers and loader_timers[0][0] <= watermark:
-            _, _, loader = heapq.heappop(loader_timers)
-            self._loader_step(loader, self.loaders.on_timer(loader, self.loader_states.get(loader), watermark))
 
     def feed(self, source: str, raw: str | bytes, position: str | None = None) -> None:
         """Process one raw record in arrival order; ``source`` is its source label (dead letters)."""

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from state_machine.loader import HOUR_MS, RETENTION_MS, LoaderOperator, LoaderState, hour_figures, serve
+from state_machine.loader import HOUR_MS, LoaderOperator, LoaderState, hour_figures, serve
 from state_machine.model import (
     AT_LOADER,
     COMPLETE,
@@ -135,40 +135,32 @@ def test_a_late_visit_updates_the_next_trucks_queue_and_its_cycle_row():
     assert late[("served", "B", T0 + 200 * S)].service_start_ms == T0 + 300 * S
 
 
-def test_a_visit_older_than_the_retention_changes_nothing_and_is_counted():
-    operator = LoaderOperator()
-    step = operator.on_visit("LDR", None, visit("A", 5 * 3600, 5 * 3600, 5 * 3600 + 300))
-    assert step.timer_ms is not None and step.timer_ms >= T0 + (5 * 3600 + 300) * S + RETENTION_MS
-    state = operator.on_timer("LDR", step.state, step.timer_ms).state  # the watermark passed it
+def test_a_visit_older_than_every_one_kept_changes_nothing_and_is_counted():
+    operator = LoaderOperator(max_visits=5)
+    state = None
+    for k in range(8):
+        state = operator.on_visit("LDR", state, visit("A", 3600 + k * 600, 3600 + k * 600, 3600 + k * 600 + 300)).state
+    kept = LoaderState.from_bytes(state)
+    assert len(kept.visits) == 5 and kept.previous_departure_ms == T0 + (3600 + 2 * 600 + 300) * S
     step = operator.on_visit("LDR", state, visit("B", 100, 90, 300))
     assert step.output.counts["loaderVisitsTooLate"] == 1 and not step.output.served
-    assert LoaderState.from_bytes(step.state).visits == LoaderState.from_bytes(state).visits
+    assert LoaderState.from_bytes(step.state).visits == kept.visits
 
 
-def test_visits_leave_the_state_by_the_watermark_and_the_next_one_still_knows_when_the_last_one_left():
-    operator = LoaderOperator()
-    state, timers = None, []
-    for k in range(12):  # one visit an hour; the watermark follows the newest departure
-        step = operator.on_visit("LDR", state, visit("A", k * 3600, k * 3600, k * 3600 + 600))
-        state = step.state
-        timers += [step.timer_ms] if step.timer_ms is not None else []
-        watermark = T0 + (k * 3600 + 600) * S
-        for due in sorted(t for t in timers if t <= watermark):
-            timers.remove(due)
-            step = operator.on_timer("LDR", state, watermark)
-            state = step.state
-            timers += [step.timer_ms] if step.timer_ms is not None else []
+def test_the_next_visit_after_the_ones_let_go_still_knows_when_the_last_one_left():
+    operator = LoaderOperator(max_visits=3)
+    state = None
+    for k in range(6):  # one visit an hour
+        state = operator.on_visit("LDR", state, visit("A", k * 3600, k * 3600, k * 3600 + 600)).state
     kept = LoaderState.from_bytes(state)
-    assert len(kept.visits) <= RETENTION_MS // HOUR_MS + 1
-    assert kept.previous_departure_ms == kept.visits[0].departure_ms - HOUR_MS
-    step = operator.on_visit("LDR", state, visit("B", 11 * 3600 + 100, 11 * 3600 + 90, 11 * 3600 + 900))
+    assert len(kept.visits) == 3 and kept.previous_departure_ms == kept.visits[0].departure_ms - HOUR_MS
+    step = operator.on_visit("LDR", state, visit("B", 5 * 3600 + 100, 5 * 3600 + 90, 5 * 3600 + 900))
     assert step.output.served[-1].queue_seconds == 500.0
 
 
 def test_a_batch_of_history_brings_one_trucks_visits_hours_after_anothers_and_they_still_meet():
-    operator = LoaderOperator()
-    later = [visit("B", k * 1800, k * 1800, k * 1800 + 600) for k in range(1, 12)]  # 6 h of truck B first
-    rows = _run(operator, [("visit", v) for v in later] + [("visit", visit("A", 1700, 1690, 1850))])
+    later = [visit("B", k * 1800, k * 1800, k * 1800 + 600) for k in range(1, 48)]  # a day of truck B first
+    rows = _run(LoaderOperator(), [("visit", v) for v in later] + [("visit", visit("A", 1700, 1690, 1850))])
     assert rows[("served", "B", T0 + 1800 * S)].queue_seconds == 1850 - 1800  # B waited for A
 
 
