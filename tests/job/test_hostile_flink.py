@@ -10,10 +10,9 @@ trucks alone; 100k duplicates are dropped.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
