@@ -75,9 +75,20 @@ class SimulationSpec:
     """Water trucks/dozers per site; when > 0 the loaders send telemetry too."""
     malformed: float = 0.0
     unknown_assets: int = 0
+    late_p: float = 0.0
+    """Fraction of pings delivered late (a retrying gateway, a dead zone): each such ping arrives
+    ``late_s`` after it was sent instead of on time (or within ``disorder_s``)."""
+    late_s: tuple[float, float] = (0.0, 0.0)
+    """Range (min, max) of the delay of a late ping, seconds (uniform)."""
+    glitch_trucks: int = 0
+    """Haul trucks per site whose device clock glitches once: one stray point at a random moment of
+    the run, with the position and work state of the point before it and a timestamp
+    ``glitch_offset_s`` away from it (ahead when > 0, back when < 0), sent right after it. A stray is
+    not a real point: the truth is the motion."""
+    glitch_offset_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("trucks", "sites", "non_trucks", "unknown_assets", "ramp_faces"):
+        for name in ("trucks", "sites", "non_trucks", "unknown_assets", "ramp_faces", "glitch_trucks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.sites < 1:
@@ -97,7 +108,7 @@ class SimulationSpec:
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max")
         for name in ("duplicates", "drop", "long_idles", "bad_dumps", "malformed", "gps_outlier_p", "reassign_p",
-                     "ping_jitter", "queue_inside_p"):
+                     "ping_jitter", "queue_inside_p", "late_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a fraction in [0, 1]")
         if self.disorder_s < 0 or self.outages_per_day < 0 or self.gps_sigma_m < 0:
@@ -105,6 +116,11 @@ class SimulationSpec:
         lo, hi = self.ping_interval_s
         if not 0 < lo <= hi:
             raise ValueError("ping_interval_s must be (min, max) with 0 < min <= max")
+        lo, hi = self.late_s
+        if not 0 <= lo <= hi:
+            raise ValueError("late_s must be (min, max) with 0 <= min <= max")
+        if self.glitch_trucks > self.trucks:
+            raise ValueError("glitch_trucks must be <= trucks")
 
     @property
     def n_loaders(self) -> int:
