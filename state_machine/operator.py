@@ -60,7 +60,7 @@ from state_machine.stream import NO_HINT, ParsedPoint
 from state_machine.telemetry import format_record
 from state_machine.truck import END_OF_INPUT, LATE, TruckEngine, TruckState
 
-KEY_STATE_VERSION = 1
+KEY_STATE_VERSION = 2
 END_THRESHOLD = 2**62
 """Watermarks at or above this are end of input (no event time comes near it)."""
 UNKNOWN_ASSET = "UNKNOWN_ASSET"
@@ -93,6 +93,7 @@ class HeldPoint(NamedTuple):
     hint: int
     raw: str
     position: str | None
+    hold: int = 0
 
 
 @dataclass(slots=True)
@@ -110,9 +111,10 @@ class KeyState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyState:
-        """Decode to_bytes output; raises ValueError on an unknown version."""
+        """Decode to_bytes output (version 1, before held points kept their hold, is read too); raises
+        ValueError on an unknown version."""
         values = orjson.loads(data)
-        if not values or values[0] != KEY_STATE_VERSION:
+        if not values or values[0] not in (1, KEY_STATE_VERSION):
             raise ValueError(f"unsupported key state version {values[0] if values else None!r}")
         _, truck, held, timer = values
         return cls(None if truck is None else TruckState.from_list(truck), [HeldPoint(*h) for h in held], timer)
@@ -256,20 +258,21 @@ class TruckOperator:
             # only a point whose own site has no reference data waits; the truck's points for known
             # sites go on (a single corrupted site_guid must not hold a truck's cycles)
             ks.held.append(HeldPoint(p.site_guid, p.ts_ms, p.latitude, p.longitude, p.work_state_id, pp.hint,
-                                     pp.raw, pp.position))  # fmt: skip
+                                     pp.raw, pp.position, pp.hold))  # fmt: skip
             out.counts["heldPoints"] += 1
             if len(ks.held) > self.wait_max_points and refs.loaded:
                 self._reject_held(asset, ks, refs, out)
         elif status == "ok":
-            self._apply(ks, p, pp.hint, site, refs, out, emit=False)  # on_points emits once at the end
+            self._apply(ks, p, pp.hint, pp.hold, site, refs, out, emit=False)  # on_points emits once at the end
         else:
             out.counts["nonTruckFiltered"] += 1
 
-    def _apply(self, ks: KeyState, p: TelemetryPoint, hint: int, site: SiteReference, refs: References,
+    def _apply(self, ks: KeyState, p: TelemetryPoint, hint: int, hold: int, site: SiteReference, refs: References,
                out: OperatorOutput, emit: bool = True) -> None:  # fmt: skip
         if ks.truck is not None and hint != NO_HINT:
             self._run_timers(ks, hint, refs, out)
-        step, ks.truck = self.engine.on_point(ks.truck, p, site, emit=emit)
+        step, ks.truck = self.engine.on_point(ks.truck, p, site, emit=emit, hold_ms=hold,
+                                              arrival_ms=None if hint == NO_HINT else hint)
         out.counts["pointsApplied"] += 1
         if hint > self.max_hint:
             self.max_hint = hint
@@ -287,7 +290,7 @@ class TruckOperator:
                 waiting.append(h)
             elif status == "ok":
                 point = TelemetryPoint(asset, h.site_guid, h.ts_ms, h.latitude, h.longitude, h.work_state_id)
-                self._apply(ks, point, h.hint, site, refs, out)
+                self._apply(ks, point, h.hint, h.hold, site, refs, out)
             else:
                 out.counts["nonTruckFiltered"] += 1
         ks.held[:] = waiting

@@ -76,8 +76,8 @@ class SimulationSpec:
     malformed: float = 0.0
     unknown_assets: int = 0
     late_p: float = 0.0
-    """Fraction of pings delivered late (a retrying gateway, a dead zone): each such ping arrives
-    ``late_s`` after it was sent instead of on time (or within ``disorder_s``)."""
+    """Fraction of the pings sent live that are delivered late (a retrying gateway): each such ping
+    arrives ``late_s`` later than it would have (after the later pings of its truck)."""
     late_s: tuple[float, float] = (0.0, 0.0)
     """Range (min, max) of the delay of a late ping, seconds (uniform)."""
     glitch_trucks: int = 0

@@ -227,10 +227,11 @@ class Runner:
         if proc.glitch_at is not None and ts >= proc.glitch_at:
             proc.glitch_at = None  # the stray, sent right after this point with its position and state
             self._push(delivery + 1, line.replace(iso, _iso(ts + self._glitch_ms)))
-        if delivery == ts and self._disorder_ms:
-            delivery += int(drng.random() * self._disorder_ms)
-        if self._late and proc.lrng.random() < self._late:
-            delivery += int(proc.lrng.uniform(*self._late_ms))
+        if delivery == ts:  # sent live (a backlog is sent in order when the outage ends)
+            if self._disorder_ms:
+                delivery += int(drng.random() * self._disorder_ms)
+            if self._late and proc.lrng.random() < self._late:
+                delivery += int(proc.lrng.uniform(*self._late_ms))
         self._push(delivery, line)
         if self._dup and drng.random() < self._dup:
             self._push(delivery + int(drng.uniform(0, 40_000)), line)

@@ -1,0 +1,179 @@
+"""How late each site's points arrive, and how long its trucks hold points for late ones.
+
+Measured per site on the records in arrival order (``state_machine.stream`` feeds every valid record
+through ``StreamLateness.observe``), deterministically, so the Flink parse step and the offline replay
+get the same figures:
+
+* **Lateness**: how far behind its truck's newest point a point arrives (a point that comes after
+  later points of its own truck: a retrying gateway, a dead zone delivered live-first). Only this
+  needs a hold: a truck's backlog that arrives in order after an outage is behind the stream but not
+  behind its truck, and needs none.
+* **Arrival lag**: the stream's time minus the point's event time (backlogs included): how late data
+  arrives, for dashboards (``udfs.parse`` gauges, ``workbench.replay`` summary).
+
+Both are kept as log-bucket histograms (8 buckets per doubling, from 1 s) whose weights decay by the
+stream's event time (half-life ``DECAY_HALF_LIFE_MS``). The **hold** a site asks for is
+``HOLD_MARGIN`` x the largest lateness seen with a decayed weight of at least ``HOLD_SUPPORT`` points
+(the upper edge of its bucket): it rises as soon as a second point shows a larger lateness, falls
+slowly once the lateness is gone, and one stray point (a clock that jumped back) never moves it. Until
+a site's stream has run ``WARMUP_MS`` of event time nothing is known about its lateness and the hold
+asked for is ``HOLD_MAX`` (a job's start or restore, a new site: nothing is lost meanwhile, closed
+cycles only wait longer). The engine clamps the hold to its site's ``max_disorder_s`` ..
+``max_hold_s`` (``state_machine.truck``).
+"""
+
+from __future__ import annotations
+
+import math
+
+HOLD_MAX = 2**62
+"""The hold asked for while a site's lateness is not known yet: as long as the engine allows."""
+BUCKETS_PER_DOUBLING = 8
+N_BUCKETS = 17 * BUCKETS_PER_DOUBLING + 1  # 1 s .. 2^17 s (36 h); bucket 0 holds everything up to 1 s
+DECAY_HALF_LIFE_MS = 3_600_000
+HOLD_SUPPORT = 2.0
+"""Decayed weight (in points) a lateness needs before the hold covers it: one stray never counts."""
+HOLD_MARGIN = 1.5
+"""The hold covers this many times the lateness seen (the largest lateness yet to come is unknown)."""
+WARMUP_MS = 900_000
+"""Event time a site's stream must have run before its measured hold is used (HOLD_MAX until then)."""
+RECHECK_MS = 60_000
+"""Stream time between two re-evaluations of a hold for decay."""
+MAX_SITES = 1024
+"""Sites measured apart; the points of further sites (a flood of made-up site ids) share one estimate."""
+_RENORMALISE_AT = 64.0  # half-lives since the reference time: rescale the weights (float range)
+
+
+def bucket_of(ms: int) -> int:
+    """The histogram bucket of a duration (0: up to 1 s)."""
+    if ms <= 1000:
+        return 0
+    return min(N_BUCKETS - 1, math.ceil(BUCKETS_PER_DOUBLING * math.log2(ms / 1000.0)))
+
+
+def bucket_upper_ms(bucket: int) -> int:
+    """The largest duration in a bucket, in ms."""
+    return math.ceil(1000.0 * 2.0 ** (bucket / BUCKETS_PER_DOUBLING))
+
+
+class DecayingHistogram:
+    """Log-bucket histogram whose weights halve every DECAY_HALF_LIFE_MS of stream time. ``now_ms``
+    must never go back. Weights are stored scaled by 2^((t - ref) / half-life), so decay costs nothing
+    per sample."""
+
+    __slots__ = ("weights", "ref_ms", "top")
+
+    def __init__(self) -> None:
+        self.weights = [0.0] * N_BUCKETS
+        self.ref_ms: int | None = None
+        self.top = -1  # highest non-empty bucket
+
+    def _scale(self, now_ms: int) -> float:
+        ref = self.ref_ms
+        if ref is None:
+            self.ref_ms = ref = now_ms
+        age = (now_ms - ref) / DECAY_HALF_LIFE_MS
+        if age > _RENORMALISE_AT:
+            factor = 2.0**-age
+            self.weights = [w * factor for w in self.weights]
+            self.ref_ms = now_ms
+            return 1.0
+        return 2.0**age
+
+    def add(self, bucket: int, now_ms: int) -> None:
+        """Count one sample in ``bucket`` at stream time ``now_ms``."""
+        self.weights[bucket] += self._scale(now_ms)
+        if bucket > self.top:
+            self.top = bucket
+
+    def highest_supported(self, support: float, now_ms: int, above: int = -1) -> int:
+        """The highest bucket whose tail (it and every bucket above it) weighs at least ``support``
+        points at ``now_ms``; only buckets above ``above`` are looked at (-1: none of them)."""
+        threshold = support * self._scale(now_ms)
+        weights = self.weights
+        acc = 0.0
+        for b in range(self.top, above, -1):
+            acc += weights[b]
+            if acc >= threshold:
+                return b
+        return -1
+
+    def quantile_ms(self, q: float, now_ms: int) -> int | None:
+        """Upper edge (ms) of the bucket holding the q-quantile (0..1) of the decayed weight; None when
+        empty."""
+        self._scale(now_ms)
+        total = sum(self.weights)
+        if total <= 0.0:
+            return None
+        target = q * total
+        acc = 0.0
+        for b, w in enumerate(self.weights):
+            acc += w
+            if acc >= target and w > 0.0:
+                return bucket_upper_ms(b)
+        return bucket_upper_ms(self.top)
+
+
+class SiteLateness:
+    """One site's lateness and arrival-lag histograms and the hold they give."""
+
+    __slots__ = ("late", "lag", "start_ms", "warm", "hold_bucket", "recheck_ms", "hold_ms", "max_hold_ms")
+
+    def __init__(self, now_ms: int) -> None:
+        self.late = DecayingHistogram()
+        self.lag = DecayingHistogram()
+        self.start_ms = now_ms
+        self.warm = False
+        self.hold_bucket = -1
+        self.recheck_ms = now_ms + RECHECK_MS
+        self.hold_ms = HOLD_MAX
+        self.max_hold_ms = 0  # the largest measured hold (after the warm-up), for reports
+
+    def observe(self, behind_ms: int, lag_ms: int, now_ms: int) -> int:
+        """Account for one point ``behind_ms`` behind its truck's newest and ``lag_ms`` behind the
+        stream, at stream time ``now_ms``; returns the hold to ask for."""
+        self.lag.add(bucket_of(lag_ms) if lag_ms > 1000 else 0, now_ms)
+        changed = False
+        if behind_ms > 0:
+            bucket = bucket_of(behind_ms)
+            self.late.add(bucket, now_ms)
+            if bucket > self.hold_bucket:  # may rise at once
+                higher = self.late.highest_supported(HOLD_SUPPORT, now_ms, self.hold_bucket)
+                if higher > self.hold_bucket:
+                    self.hold_bucket, changed = higher, True
+        if now_ms >= self.recheck_ms:  # decay: may fall
+            self.recheck_ms = now_ms + RECHECK_MS
+            bucket = self.late.highest_supported(HOLD_SUPPORT, now_ms)
+            if bucket != self.hold_bucket:
+                self.hold_bucket, changed = bucket, True
+            if not self.warm and now_ms >= self.start_ms + WARMUP_MS:
+                self.warm = changed = True
+        if changed and self.warm:
+            hold = 0 if self.hold_bucket < 0 else math.ceil(HOLD_MARGIN * bucket_upper_ms(self.hold_bucket))
+            self.hold_ms = hold
+            if hold > self.max_hold_ms:
+                self.max_hold_ms = hold
+        return self.hold_ms
+
+
+class StreamLateness:
+    """Lateness and holds of every site of one stream (one parse subtask)."""
+
+    __slots__ = ("sites",)
+
+    def __init__(self) -> None:
+        self.sites: dict[str, SiteLateness] = {}
+
+    def observe(self, site_guid: str, behind_ms: int, ts_ms: int, now_ms: int | None) -> int:
+        """Account for one point of ``site_guid`` (``now_ms``: the stream's time, None before it has
+        one); returns the hold its truck should use."""
+        if now_ms is None:
+            return HOLD_MAX
+        site = self.sites.get(site_guid)
+        if site is None:
+            if len(self.sites) >= MAX_SITES:
+                site_guid = ""  # the shared estimate of the sites beyond MAX_SITES
+                site = self.sites.get(site_guid)
+            if site is None:
+                site = self.sites[site_guid] = SiteLateness(now_ms)
+        return site.observe(behind_ms, now_ms - ts_ms, now_ms)
