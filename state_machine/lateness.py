@@ -4,10 +4,15 @@ Measured per site on the records in arrival order (``state_machine.stream`` feed
 through ``StreamLateness.observe``), deterministically, so the Flink parse step and the offline replay
 get the same figures:
 
-* **Lateness**: how far behind its truck's newest point a point arrives (a point that comes after
-  later points of its own truck: a retrying gateway, a dead zone delivered live-first). Only this
-  needs a hold: a truck's backlog that arrives in order after an outage is behind the stream but not
-  behind its truck, and needs none.
+* **Lateness**: how far behind its truck's timeline a point arrives (a point that comes after later
+  points of its own truck: a retrying gateway, a dead zone). Only this needs a hold. The timeline is
+  the truck's newest time as the engine keeps it (state_machine.truck): a point far ahead of it (a
+  clock stray, a live point sent before a backlog) is set aside until the timeline reaches it, the
+  stream passes it by the lead hold, or the truck sends nothing else; a lone one that the timeline
+  passes is dropped (the engine rejects it as CLOCK_JUMP). A truck's backlog that arrives in order
+  after an outage is behind the stream but not behind its timeline, and a copy of a point that arrives
+  while the engine still keeps its burst apart (max_disorder_s of stream time after it arrived) is a
+  duplicate: neither needs a hold.
 * **Arrival lag**: the stream's time minus the point's event time (backlogs included): how late data
   arrives, for dashboards (``udfs.parse`` gauges, ``workbench.replay`` summary).
 
@@ -25,6 +30,10 @@ cycles only wait longer). The engine clamps the hold to its site's ``max_disorde
 from __future__ import annotations
 
 import math
+from collections import deque
+
+from state_machine.config import CycleThresholds
+from state_machine.truck import LEAD_MAX
 
 HOLD_MAX = 2**62
 """The hold asked for while a site's lateness is not known yet: as long as the engine allows."""
@@ -39,6 +48,11 @@ WARMUP_MS = 900_000
 """Event time a site's stream must have run before its measured hold is used (HOLD_MAX until then)."""
 RECHECK_MS = 60_000
 """Stream time between two re-evaluations of a hold for decay."""
+LEAD_HOLD_MS = int(CycleThresholds().lead_hold_s * 1000)
+"""The engine's lead_hold_s (its default: the parse step knows no per-site thresholds)."""
+FORGET_AFTER = 1 << 20
+"""Records after which a truck not heard from is forgotten (bounds the memory a flood of made-up
+asset ids could take)."""
 MAX_SITES = 1024
 """Sites measured apart; the points of further sites (a flood of made-up site ids) share one estimate."""
 _RENORMALISE_AT = 64.0  # half-lives since the reference time: rescale the weights (float range)
@@ -156,19 +170,43 @@ class SiteLateness:
         return self.hold_ms
 
 
+_TIMELINE, _LEAD, _RECENT, _SEEN = range(4)
+"""A truck's entry: its timeline, the points held ahead of it ([ts, timeline then, stream time then],
+in arrival order), (stream time, ts) of its points of the last disorder_ms of stream time, the number
+of its last record."""
+
+
 class StreamLateness:
-    """Lateness and holds of every site of one stream (one parse subtask)."""
+    """Lateness and holds of every site of one stream (one parse subtask). ``disorder_ms``: the
+    engine's max_disorder_s (how far ahead of its timeline a truck's point is set aside, how long a
+    burst is kept apart); ``lag_ms``: the watermark's lag behind the stream time."""
 
-    __slots__ = ("sites",)
+    __slots__ = ("disorder_ms", "lag_ms", "sites", "_trucks", "_records", "_forget_at")
 
-    def __init__(self) -> None:
+    def __init__(self, disorder_ms: int, lag_ms: int) -> None:
+        self.disorder_ms = disorder_ms
+        self.lag_ms = lag_ms
         self.sites: dict[str, SiteLateness] = {}
+        self._trucks: dict[str, list] = {}
+        self._records = 0
+        self._forget_at = 4096
 
-    def observe(self, site_guid: str, behind_ms: int, ts_ms: int, now_ms: int | None) -> int:
-        """Account for one point of ``site_guid`` (``now_ms``: the stream's time, None before it has
-        one); returns the hold its truck should use."""
+    def observe(self, asset: str, site_guid: str, ts_ms: int, now_ms: int | None) -> int:
+        """Account for one point of truck ``asset`` at ``site_guid`` (``now_ms``: the stream's time
+        before it, None while it has none); returns the hold its truck should use."""
+        n = self._records = self._records + 1
+        truck = self._trucks.get(asset)
+        if truck is None:
+            truck = self._trucks[asset] = [ts_ms, None, deque(), n]
+            if len(self._trucks) > self._forget_at:
+                self._forget()
+            behind = 0
+        else:
+            truck[_SEEN] = n
+            behind = self._behind(truck, ts_ms, now_ms)
         if now_ms is None:
             return HOLD_MAX
+        truck[_RECENT].append((now_ms, ts_ms))
         site = self.sites.get(site_guid)
         if site is None:
             if len(self.sites) >= MAX_SITES:
@@ -176,4 +214,47 @@ class StreamLateness:
                 site = self.sites.get(site_guid)
             if site is None:
                 site = self.sites[site_guid] = SiteLateness(now_ms)
-        return site.observe(behind_ms, now_ms - ts_ms, now_ms)
+        return site.observe(behind, now_ms - ts_ms, now_ms)
+
+    def _behind(self, truck: list, ts_ms: int, now_ms: int | None) -> int:
+        """How far behind its truck's timeline a point is, when the engine needs a hold for it (see the
+        module docstring); moves the timeline on as the engine moves its newest time."""
+        timeline = truck[_TIMELINE]
+        lead = truck[_LEAD]
+        recent = truck[_RECENT]
+        if now_ms is not None:
+            settled = now_ms - self.disorder_ms
+            while recent and recent[0][0] <= settled:
+                recent.popleft()
+            if lead and now_ms - self.lag_ms >= min(held[0] for held in lead) + LEAD_HOLD_MS:
+                timeline = truck[_TIMELINE] = max(timeline, *(held[0] for held in lead))  # the truck moved on
+                lead = truck[_LEAD] = None
+        if ts_ms <= timeline:
+            if recent and ts_ms >= min(t for _, t in recent):
+                return 0  # the engine still keeps the points that came with it apart: nothing is committed past it
+            return timeline - ts_ms
+        disorder = self.disorder_ms
+        if ts_ms <= timeline + disorder:
+            truck[_TIMELINE] = timeline = ts_ms
+            if lead:
+                lead = [held for held in lead if held[0] > timeline + disorder]  # reached: they join in order
+                lead = truck[_LEAD] = [held for held in lead if not (  # a lone stray the timeline went past
+                    timeline - held[1] >= LEAD_HOLD_MS and (now_ms is None or now_ms - held[2] >= LEAD_HOLD_MS)
+                    and all(abs(other[0] - held[0]) > disorder for other in lead if other is not held))] or None
+            return 0
+        if lead is None:
+            lead = truck[_LEAD] = []
+        lead.append([ts_ms, timeline, now_ms if now_ms is not None else 0])
+        if all(held[1] == timeline for held in lead) and (
+                len(lead) >= LEAD_MAX or max(h[0] for h in lead) - min(h[0] for h in lead) >= LEAD_HOLD_MS):
+            truck[_TIMELINE] = max(held[0] for held in lead)  # nothing else came: the truck's time moved on
+            truck[_LEAD] = None
+        elif len(lead) > 2 * LEAD_MAX:
+            del lead[0]
+        return 0
+
+    def _forget(self) -> None:
+        """Drop trucks not heard from for FORGET_AFTER records."""
+        since = self._records - FORGET_AFTER
+        self._trucks = {a: t for a, t in self._trucks.items() if t[_SEEN] > since}
+        self._forget_at = max(4096, 2 * len(self._trucks))

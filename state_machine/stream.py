@@ -45,7 +45,7 @@ class StreamParser:
         self.source = source
         self.max_future_s = max_future_s
         self.watermarks = WatermarkTracker(out_of_orderness_ms, max_jump_ms)
-        self.lateness = StreamLateness()
+        self.lateness = StreamLateness(max_jump_ms, out_of_orderness_ms)
 
     def parse(self, raw: str | bytes, position: str | None = None, now_ms: int | None = None) -> ParsedPoint | DeadLetter:
         """The record as a point (with its watermark hint and contribution, and its hold) or a dead letter.
@@ -56,7 +56,8 @@ class StreamParser:
         if isinstance(parsed, Invalid):
             return DeadLetter(self.source, parsed.reason, parsed.detail, text, parsed.asset_guid, parsed.ts_ms, position)
         watermark = tracker.watermark
-        contribution, behind = tracker.observe(parsed.asset_guid, parsed.ts_ms)
-        hold = self.lateness.observe(parsed.site_guid, behind, parsed.ts_ms, tracker.max_ts)
+        now = tracker.max_ts
+        contribution = tracker.observe(parsed.asset_guid, parsed.ts_ms)
+        hold = self.lateness.observe(parsed.asset_guid, parsed.site_guid, parsed.ts_ms, now)
         return new_record(ParsedPoint, (parsed, NO_HINT if watermark is None else watermark, text, position,
                                         contribution, hold))

@@ -476,11 +476,15 @@ class TruckEngine:
             del lead[:n]
             state._spec = None
         newest = state.newest_ms or 0
+        arrival = state.arrival_ms
         k = 0
         while k < len(lead):
             entry, anchor = lead[k]
             lone = all(abs(other.ts_ms - entry.ts_ms) > disorder for other, _ in lead if other is not entry)
-            if lone and newest - anchor >= rt.lead_hold_ms:
+            # the truck's timeline went on for lead_hold_s, and so did the stream since it arrived (a
+            # backlog delivered in a burst after it is still on its way to it)
+            if (lone and newest - anchor >= rt.lead_hold_ms
+                    and (arrival is None or entry.arrival_ms is None or arrival - entry.arrival_ms >= rt.lead_hold_ms)):
                 self._reject_lead(state, k, out, f"{(entry.ts_ms - anchor) / 1000:.0f} s ahead of the truck's "
                                   f"timeline, which went on for {(newest - anchor) / 1000:.0f} s without reaching it")
             else:

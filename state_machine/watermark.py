@@ -7,10 +7,12 @@ glitch, a year-9999 test message) must not move it: every truck's re-order buffe
 strays of several trucks, arriving hours apart. So the stream time is built from *trucks*, not
 records:
 
-* Each truck has a newest time. A record within ``max_jump_ms`` of it, or of the stream time, moves
-  it on as usual. A record further ahead of both is a *candidate*: it becomes the truck's time only
-  when the truck's next record ahead agrees with it (not more than max_jump_ms before it, not more
-  than ``AGREE_MS`` after it). A lone stray never does; a truck whose clock really moved on (a device
+* Each truck has a newest time. A record up to ``max_jump_ms`` ahead of it moves it on as usual (a
+  truck's first record: up to max_jump_ms ahead of the stream time). A record further ahead is a
+  *candidate*: it becomes the truck's time only when the truck's next record agrees with it (not more
+  than max_jump_ms before it, not more than ``AGREE_MS`` after it) and nothing in between moved the
+  truck's time (as the engine's lead buffer, state_machine.truck: a backlog arriving after a live
+  point fills the gap instead). A lone stray never does; a truck whose clock really moved on (a device
   reset, the next row after a silence) confirms it with its next record.
 * The stream time follows the trucks' times up to max_jump_ms at a time. A truck whose time is
   further ahead (it confirmed a jump) moves it only when, among the trucks seen in the last
@@ -20,7 +22,6 @@ records:
   At the start the stream has no time (no watermark) until such a majority of its trucks agree, so
   a first record that is a stray does not set it either.
 
-Each record also reports how far behind its truck's newest time it is (``state_machine.lateness``).
 The record keeps its own timestamp for the cycle engine; the time it *contributes* to the watermark
 (Flink's ``BatchEndWatermarks`` takes the max of the contributions) never exceeds the stream time, so
 Flink's watermark is this tracker's. The Flink parse step and the offline replay use this same class,
@@ -39,7 +40,9 @@ asset ids could take)."""
 NO_TIME = -(2**63)
 """The contribution of a record while the stream has no time yet (Long.MIN_VALUE: no watermark)."""
 
-_NEWEST, _CANDIDATE, _SEEN = 0, 1, 2  # a truck's entry: [newest time, candidate, last record number]
+_NEWEST, _CANDIDATE, _ANCHOR, _SEEN = range(4)
+"""A truck's entry: its newest confirmed time, the candidate and the newest time when it came, the
+number of its last record."""
 
 
 class WatermarkTracker:
@@ -58,13 +61,13 @@ class WatermarkTracker:
         self._records = 0
         self._forget_at = 4096  # trucks held before the next sweep of forgotten ones
 
-    def observe(self, asset: str, ts_ms: int) -> tuple[int, int]:
-        """Account for one record of truck ``asset``; returns (the time it may contribute to the
-        watermark, how far behind its truck's newest time it is, in ms)."""
+    def observe(self, asset: str, ts_ms: int) -> int:
+        """Account for one record of truck ``asset``; returns the time it may contribute to the
+        watermark."""
         n = self._records = self._records + 1
         truck = self._trucks.get(asset)
         if truck is None:
-            truck = self._trucks[asset] = [None, None, n]
+            truck = self._trucks[asset] = [None, None, None, n]
             if len(self._trucks) > self._forget_at:
                 self._forget()
         else:
@@ -72,27 +75,28 @@ class WatermarkTracker:
         newest = truck[_NEWEST]
         max_ts = self.max_ts
         jump = self.max_jump_ms
-        if (newest is not None and ts_ms <= newest + jump) or (max_ts is not None and ts_ms <= max_ts + jump):
+        if ts_ms <= newest + jump if newest is not None else max_ts is not None and ts_ms <= max_ts + jump:
             if newest is not None and ts_ms <= newest:
-                return (NO_TIME if max_ts is None else min(ts_ms, max_ts)), newest - ts_ms
+                return NO_TIME if max_ts is None else min(ts_ms, max_ts)
             truck[_NEWEST] = newest = ts_ms
             candidate = truck[_CANDIDATE]
             if candidate is not None and candidate <= ts_ms + jump:
                 truck[_CANDIDATE] = None  # the truck caught up with it
         else:
             candidate = truck[_CANDIDATE]
-            if candidate is not None and candidate - jump <= ts_ms <= candidate + AGREE_MS:
+            if (candidate is not None and truck[_ANCHOR] == newest
+                    and candidate - jump <= ts_ms <= candidate + AGREE_MS):
                 truck[_NEWEST] = newest = max(candidate, ts_ms)  # the truck's time moved on
                 truck[_CANDIDATE] = None
             else:
-                truck[_CANDIDATE] = ts_ms  # ahead of its truck and of the stream: a lone record never counts
-                return (NO_TIME if max_ts is None else max_ts), 0
+                truck[_CANDIDATE], truck[_ANCHOR] = ts_ms, newest  # ahead of its truck: a lone record never counts
+                return NO_TIME if max_ts is None else min(ts_ms, max_ts)
         if max_ts is not None and newest <= max_ts + jump:
             if newest > max_ts:
                 self.max_ts = newest
-            return newest, 0
+            return newest
         self._ahead.add(asset)
-        return self._majority_ahead(), 0
+        return self._majority_ahead()
 
     def _majority_ahead(self) -> int:
         """Move the stream time when most active trucks are ahead of it; returns the new stream time

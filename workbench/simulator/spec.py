@@ -172,6 +172,12 @@ SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
     "degraded-pit": {**_PIT, **DEGRADED_PRESET},
     "sparse-device": {**_PIT, "device": "on_change"},
     "sparse-device-radial": {"device": "on_change", **DEGRADED_PRESET},
+    "late-2min-10pct": {**DEGRADED_PRESET, "late_p": 0.10, "late_s": (5.0, 120.0)},
+    "late-5min-30pct": {**DEGRADED_PRESET, "late_p": 0.30, "late_s": (0.0, 300.0)},
+    "late-10min-5pct": {**DEGRADED_PRESET, "late_p": 0.05, "late_s": (0.0, 600.0)},
+    "late-sparse-device": {"device": "on_change", **DEGRADED_PRESET, "late_p": 0.10, "late_s": (0.0, 300.0)},
+    "clock-strays-ahead": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": 7200.0},
+    "clock-strays-back": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": -1800.0},
 }
 """Named scenario families (overrides of SimulationSpec): the engine's accuracy bar is checked on each
 (tests/state_machine/test_scenarios.py, bench/scenario_table.py); `asset-cycle simulate --scenario`."""
