@@ -39,17 +39,18 @@ def _hints(keyed) -> list[int]:
 
 
 def test_a_batch_becomes_one_keyed_row_per_truck_with_each_points_hint_and_the_batch_end_flag():
-    lines = [rec("A", "2024-01-15T06:00:00.000Z"), rec("B", "2024-01-15T06:00:50.000Z"),
-             rec("A", "2024-01-15T06:00:30.000Z")]  # fmt: skip
+    lines = [rec("A", "2024-01-15T06:00:00.000Z"), rec("A", "2024-01-15T06:00:10.000Z"),
+             rec("B", "2024-01-15T06:00:50.000Z"), rec("A", "2024-01-15T06:00:30.000Z")]  # fmt: skip
     (key_a, a), (key_b, b) = _parse([lines])
     assert (key_a, key_b) == ("A", "B")
     row_a = dict(zip(GROUP_FIELDS, a, strict=True))
     assert row_a["asset"] == "A" and row_a["wm_ts"] == T0 + 30_000
     assert row_a["batch_end"] is False and b[GROUP_FIELDS.index("batch_end")] is True
-    [p1, p2] = group_points(a)
-    assert [p1.point.ts_ms, p2.point.ts_ms] == [T0, T0 + 30_000]
-    assert [p1.hint, p2.hint] == [NO_HINT, T0 + 50_000 - 60_001]  # the watermark before each record
-    assert [p1.position, p2.position] == ["file:/data/x.jsonl:1", "file:/data/x.jsonl:3"]
+    [p1, p2, p3] = group_points(a)
+    assert [p1.point.ts_ms, p2.point.ts_ms, p3.point.ts_ms] == [T0, T0 + 10_000, T0 + 30_000]
+    # the watermark before each record: none until the stream has a time (A's second record confirms it)
+    assert [p1.hint, p2.hint, p3.hint] == [NO_HINT, NO_HINT, T0 + 50_000 - 60_001]
+    assert [p1.position, p3.position] == ["file:/data/x.jsonl:1", "file:/data/x.jsonl:4"]
     assert p1.point.latitude == -22.7 and p1.point.work_state_id == 3 and p1.raw == lines[0]
     assert p1.point.asset_guid == "A" and p1.point.site_guid == "S"
 
@@ -63,8 +64,9 @@ def test_the_points_cross_to_java_as_one_pickled_value_and_come_back_equal():
 
 
 def test_hints_carry_over_from_batch_to_batch():
-    first, second = _parse([[rec("A", "2024-01-15T06:00:00.000Z")], [rec("A", "2024-01-15T06:00:01.000Z")]])
-    assert _hints(first) == [NO_HINT] and _hints(second) == [T0 - 60_001]
+    first, second, third = _parse([[rec("A", "2024-01-15T06:00:00.000Z")], [rec("A", "2024-01-15T06:00:01.000Z")],
+                                   [rec("A", "2024-01-15T06:00:02.000Z")]])  # fmt: skip
+    assert _hints(first) == _hints(second) == [NO_HINT] and _hints(third) == [T0 + 1000 - 60_001]
 
 
 def test_invalid_records_go_to_the_dead_letter_side_output_with_reason_and_position():
@@ -79,9 +81,10 @@ def test_invalid_records_go_to_the_dead_letter_side_output_with_reason_and_posit
 
 
 def test_invalid_records_do_not_move_the_hint():
-    out = _parse([["not json", rec("A", "2024-01-15T06:00:00.000Z"), rec("A", "2024-01-15T06:00:01.000Z")]])
+    out = _parse([["not json", rec("A", "2024-01-15T06:00:00.000Z"), rec("A", "2024-01-15T06:00:01.000Z"),
+                   rec("A", "2024-01-15T06:00:02.000Z")]])  # fmt: skip
     assert out[0][0] is DEAD_LETTER_TAG
-    assert _hints(out[1]) == [NO_HINT, T0 - 60_001]
+    assert _hints(out[1]) == [NO_HINT, NO_HINT, T0 + 1000 - 60_001]
 
 
 def test_future_timestamps_are_rejected_when_checked():
