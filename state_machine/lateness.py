@@ -245,12 +245,10 @@ class StreamLateness:
         if lead is None:
             lead = truck[_LEAD] = []
         lead.append([ts_ms, timeline, now_ms if now_ms is not None else 0])
-        if all(held[1] == timeline for held in lead) and (
+        if len(lead) > 2 * LEAD_MAX or all(held[1] == timeline for held in lead) and (
                 len(lead) >= LEAD_MAX or max(h[0] for h in lead) - min(h[0] for h in lead) >= LEAD_HOLD_MS):
-            truck[_TIMELINE] = max(held[0] for held in lead)  # nothing else came: the truck's time moved on
+            truck[_TIMELINE] = max(held[0] for held in lead)  # the truck's time moved on
             truck[_LEAD] = None
-        elif len(lead) > 2 * LEAD_MAX:
-            del lead[0]
         return 0
 
     def _forget(self) -> None:

@@ -13,14 +13,16 @@ Ordering (per truck, deterministic for a given arrival order):
     the site's stream (state_machine.lateness), clamped to max_disorder_s .. max_hold_s.
   * Exact duplicates (same timestamp, position and work state) are dropped and counted; the same
     timestamp with different content is rejected as CONFLICTING_DUPLICATE (first one wins).
-  * A point older than the newest committed point is rejected as LATE (never silently lost).
+  * A point older than the newest committed point is rejected as LATE (never silently lost), and so is
+    one more than the hold behind the truck's newest point and before every buffered point.
   * A point more than max_disorder_s ahead of the truck's newest point is *held* (the lead), not
     applied: it may be a device clock that jumped, live points sent before an outage's backlog, or
     just the next row after a silence. Lead points join the buffer when the truck's timeline catches
     up with them (a backlog filling the gap; a glitch a few minutes ahead, committed in order); all
     of them join it (the truck's time really moved on) when the stream's event time passes the first
-    by lead_hold_s, or when the truck sent nothing else while they piled up (LEAD_MAX points or
-    lead_hold_s of their own time). A lone lead point that the truck's timeline passes by
+    by lead_hold_s, when the truck sent nothing else while they piled up (LEAD_MAX points or
+    lead_hold_s of their own time), or when they are more than 2 x LEAD_MAX (late points of its own
+    kept arriving in between: a device reporting every second, with some points late). A lone lead point that the truck's timeline passes by
     lead_hold_s without reaching it is rejected as CLOCK_JUMP, with an alert.
   * For low latency the temporary-table row is computed speculatively from the committed state
     plus the buffered points (optional); it is an upsert, so a later re-order simply overwrites it.
@@ -348,7 +350,7 @@ class TruckEngine:
         area, guid, _ = rt.index.classify(point.latitude, point.longitude)
         entry = new_record(_Entry, (point.ts_ms, point, area, guid, arrival_ms))
 
-        verdict = self._admit(state, entry, rt, out)
+        verdict = self._admit(state, entry, rt, hold, out)
         if verdict is None:
             return out, state
         if verdict is not HELD:
@@ -405,7 +407,8 @@ class TruckEngine:
         rt = self._site_runtime(e.point.site_guid)
         return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index, alerts)
 
-    def _admit(self, state: TruckState, entry: _Entry, rt: _SiteRuntime, out: StepOutput) -> bool | str | None:
+    def _admit(self, state: TruckState, entry: _Entry, rt: _SiteRuntime, hold: int,
+               out: StepOutput) -> bool | str | None:
         """Dedup / late / lead checks and buffering. None: dropped or rejected; HELD: in the lead;
         else whether it was appended in order to the buffer."""
         ts = entry.ts_ms
@@ -431,16 +434,21 @@ class TruckEngine:
                 return None
 
         newest = state.newest_ms
+        if newest is not None and ts < newest - hold and (not state.pending or ts < state.pending[0].ts_ms):
+            # beyond the hold and before every buffered point: what a commit would have passed (nothing was
+            # committed yet at a stream's start, or a burst is still kept apart)
+            out.rejected.append(Rejection(point, LATE, f"{(newest - ts) / 1000:.3f}s older than the truck's newest "
+                                                      f"point, beyond the hold of {hold / 1000:.0f}s"))
+            return None
         disorder = rt.disorder_ms
         if newest is not None and ts > newest + disorder:
             insort(state.lead, (entry, newest), key=lambda held: held[0].ts_ms)
             quiet = state.lead[0][1] == newest  # nothing else arrived since the first lead point
-            if quiet and (len(state.lead) >= LEAD_MAX
-                          or state.lead[-1][0].ts_ms - state.lead[0][0].ts_ms >= rt.lead_hold_ms):
+            if (quiet and (len(state.lead) >= LEAD_MAX
+                           or state.lead[-1][0].ts_ms - state.lead[0][0].ts_ms >= rt.lead_hold_ms)
+                    or len(state.lead) > 2 * LEAD_MAX):  # (more than a glitch makes, whatever else came)
                 self._take_lead(state, len(state.lead))  # the truck's time moved on
                 return False
-            if len(state.lead) > 2 * LEAD_MAX:
-                self._reject_lead(state, 0, out, "too many points ahead of the truck's timeline")
             state._spec = None
             return HELD
 
