@@ -76,7 +76,7 @@ class _Entry(NamedTuple):
     point: TelemetryPoint
     area: str
     guid: str | None
-    arrival_ms: int | None = None  # the stream's watermark when it arrived (None: unknown)
+    arrival_ms: int | None = None  # the stream's watermark when it arrived, up to a whole second (None: unknown)
 
 
 def _fingerprint(p: TelemetryPoint) -> int:
@@ -166,7 +166,7 @@ class TruckState:
             site = state.committed.site
             state.pending = [e for e, _ in _decode_entries(asset, pending, base, arrival, site, tags, False)]
             state.lead = [(e, base - anchor) for e, anchor in _decode_entries(asset, lead, base, arrival, site, tags, True)]
-        state.recent = _decode_recent(recent, state.committed.prev_ts)
+        state.recent = _decode_recent(recent, state.committed.prev_ts, version)
         state._spec = None
         state._spec_n = 0
         state._marks = []
@@ -211,16 +211,27 @@ class TruckState:
 
 
 def _encode_recent(recent: list[list[int]], base: int | None) -> list[int]:
-    """[ts, fp] pairs as one flat list of (base - ts, fp): short numbers in the JSON."""
+    """[ts, fp] pairs (ascending ts) as one flat list of (time before the next newer one, the newest:
+    before ``base``; fp), newest first: short numbers in the JSON."""
     flat: list[int] = []
     extend = flat.extend
-    for pair in recent:
-        extend((base - pair[0], pair[1]))
+    prev = base
+    for ts, fp in reversed(recent):
+        extend((prev - ts, fp))
+        prev = ts
     return flat
 
 
-def _decode_recent(flat: list[int], base: int | None) -> list[list[int]]:
-    return [[base - flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
+def _decode_recent(flat: list[int], base: int | None, version: int = STATE_VERSION) -> list[list[int]]:
+    if version < 3:  # (base - ts, fp), oldest first
+        return [[base - flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
+    recent: list[list[int]] = []
+    prev = base
+    for i in range(0, len(flat), 2):
+        prev -= flat[i]
+        recent.append([prev, flat[i + 1]])
+    recent.reverse()
+    return recent
 
 
 def _same_timestamp(out: StepOutput, point: TelemetryPoint, identical: bool, other: str) -> None:
@@ -238,11 +249,11 @@ def _encode_entries(entries: list[_Entry], base: int, arrival: int | None, site:
     after ``base``); latitude and longitude as differences from the previous one in 1e-7 degrees (an
     int; a float is the value itself, when 1e-7 degrees do not hold it exactly); the index of its
     (site or 0 for the truck's own, work state, area, area guid) in ``tags`` (filled here); its arrival
-    before the previous one's (the first: before ``arrival``; null: unknown); then the anchor from
-    ``anchors`` when given."""
+    (whole seconds) before the previous one's, in seconds (the first: before ``arrival``; null:
+    unknown); then the anchor from ``anchors`` when given."""
     flat: list = []
     extend = flat.extend
-    prev_ts, prev_lat, prev_lon, prev_arrival = base, 0, 0, arrival or 0
+    prev_ts, prev_lat, prev_lon, prev_arrival = base, 0, 0, _whole_seconds(arrival)
     for i, e in enumerate(entries):
         p = e.point
         lat, lon = p.latitude, p.longitude
@@ -254,7 +265,7 @@ def _encode_entries(entries: list[_Entry], base: int, arrival: int | None, site:
         entry_arrival = e.arrival_ms
         extend((p.ts_ms - prev_ts, q_lat - prev_lat if q_lat / 1e7 == lat else lat,
                 q_lon - prev_lon if q_lon / 1e7 == lon else lon, code,
-                None if entry_arrival is None else prev_arrival - entry_arrival))
+                None if entry_arrival is None else (prev_arrival - entry_arrival) // 1000))
         if anchors is not None:
             flat.append(anchors[i])
         prev_ts, prev_lat, prev_lon = p.ts_ms, q_lat, q_lon
@@ -263,12 +274,17 @@ def _encode_entries(entries: list[_Entry], base: int, arrival: int | None, site:
     return flat
 
 
+def _whole_seconds(ms: int | None) -> int:
+    """``ms`` rounded up to a whole second (0 for None)."""
+    return 0 if ms is None else -(-ms // 1000) * 1000
+
+
 def _decode_entries(asset: str, flat: list, base: int, arrival: int | None, site: str, tags: list,
                     anchored: bool) -> list[tuple[_Entry, int]]:
     """Inverse of _encode_entries: (entry, anchor or 0) pairs."""
     width = 6 if anchored else 5
     out: list[tuple[_Entry, int]] = []
-    ts, q_lat, q_lon, prev_arrival = base, 0, 0, arrival or 0
+    ts, q_lat, q_lon, prev_arrival = base, 0, 0, _whole_seconds(arrival)
     for i in range(0, len(flat), width):
         dts, d_lat, d_lon, code, d_arrival = flat[i:i + 5]
         ts += dts
@@ -284,7 +300,7 @@ def _decode_entries(asset: str, flat: list, base: int, arrival: int | None, site
             lon, q_lon = d_lon, round(d_lon * 1e7)
         entry_arrival = None
         if d_arrival is not None:
-            entry_arrival = prev_arrival = prev_arrival - d_arrival
+            entry_arrival = prev_arrival = prev_arrival - 1000 * d_arrival
         entry_site, ws, area, guid = tags[code]
         point = TelemetryPoint(asset, site if entry_site == 0 else entry_site, ts, lat, lon, ws)
         out.append((_Entry(ts, point, area, guid, entry_arrival), flat[i + 5] if anchored else 0))
@@ -348,7 +364,8 @@ class TruckEngine:
         if arrival_ms is not None and (state.arrival_ms is None or arrival_ms > state.arrival_ms):
             state.arrival_ms = arrival_ms
         area, guid, _ = rt.index.classify(point.latitude, point.longitude)
-        entry = new_record(_Entry, (point.ts_ms, point, area, guid, arrival_ms))
+        entry = new_record(_Entry, (point.ts_ms, point, area, guid,
+                                    None if arrival_ms is None else -(-arrival_ms // 1000) * 1000))
 
         verdict = self._admit(state, entry, rt, hold, out)
         if verdict is None:
