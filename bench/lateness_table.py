@@ -26,8 +26,8 @@ from workbench.simulator import SCENARIO_FAMILIES, SimulationSpec, scenario_spec
 SAMPLE_EVERY = 2000
 
 
-def run(spec: SimulationSpec) -> tuple[list[CycleRecord], ReplayResult, Replayer, list[int]]:
-    """Truth, replay result, the replayer and the sampled state sizes of one spec."""
+def run(spec: SimulationSpec) -> tuple[list[CycleRecord], ReplayResult, list[int]]:
+    """Truth, replay result and the sampled state sizes of one spec."""
     sim = simulate(spec)
     replayer = Replayer(sim.reference)
     sizes: list[int] = []
@@ -37,7 +37,7 @@ def run(spec: SimulationSpec) -> tuple[list[CycleRecord], ReplayResult, Replayer
             replayer.flush()
             trucks = (KeyState.from_bytes(state).truck for state in replayer.states.values())
             sizes += [len(truck.to_bytes()) for truck in trucks if truck is not None]
-    return sim.truth, replayer.finish(), replayer, sizes
+    return sim.truth, replayer.finish(), sizes
 
 
 def main() -> None:
@@ -65,16 +65,15 @@ def main() -> None:
         sizes: list[int] = []
         for seed in args.seeds:
             spec = scenario_spec(name, trucks=args.trucks, hours=args.hours, seed=seed)
-            t, result, replayer, s = run(spec)
-            _, in_order, _, _ = run(replace(spec, late_p=0.0, glitch_trucks=0))
+            t, result, s = run(spec)
+            _, in_order, _ = run(replace(spec, late_p=0.0, glitch_trucks=0))
             same &= [c.as_dict() for c in result.sorted_closed()] == [c.as_dict() for c in in_order.sorted_closed()]
             truth += [_tagged(c, seed) for c in t]
             found += [_tagged(c, seed) for c in result.closed]
             late += sum(d.reason == "LATE" for d in result.dead_letters)
             jumps += sum(d.reason == "CLOCK_JUMP" for d in result.dead_letters)
-            sites = replayer.parser.lateness.sites.values()
-            holds += [site.max_hold_ms for site in sites]
-            finals += [site.hold_ms for site in sites]
+            holds += [f.max_hold_ms for f in result.lateness.values()]
+            finals += [f.hold_ms for f in result.lateness.values()]
             sizes += s
         report = score(truth, found)
         print(f"| {name} | {report.truth_count} | {report.complete_recall:.3f} | {report.complete_precision:.3f} | "

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import NamedTuple
 
 from state_machine.config import CycleThresholds
 from state_machine.truck import LEAD_MAX
@@ -112,10 +113,9 @@ class DecayingHistogram:
                 return b
         return -1
 
-    def quantile_ms(self, q: float, now_ms: int) -> int | None:
+    def quantile_ms(self, q: float) -> int | None:
         """Upper edge (ms) of the bucket holding the q-quantile (0..1) of the decayed weight; None when
-        empty."""
-        self._scale(now_ms)
+        empty. (Every weight carries the same scale: reading changes nothing.)"""
         total = sum(self.weights)
         if total <= 0.0:
             return None
@@ -126,6 +126,19 @@ class DecayingHistogram:
             if acc >= target and w > 0.0:
                 return bucket_upper_ms(b)
         return bucket_upper_ms(self.top)
+
+
+class LatenessFigures(NamedTuple):
+    """What a site's stream shows (ms): arrival-lag quantiles, the hold measured now and the largest one
+    measured so far (0: none beyond the engine's max_disorder_s), and whether the warm-up is over
+    (before it, points are held max_hold_s)."""
+
+    arrival_lag_p50_ms: int
+    arrival_lag_p90_ms: int
+    arrival_lag_p99_ms: int
+    hold_ms: int
+    max_hold_ms: int
+    warm: bool
 
 
 class SiteLateness:
@@ -163,11 +176,21 @@ class SiteLateness:
             if not self.warm and now_ms >= self.start_ms + WARMUP_MS:
                 self.warm = changed = True
         if changed and self.warm:
-            hold = 0 if self.hold_bucket < 0 else math.ceil(HOLD_MARGIN * bucket_upper_ms(self.hold_bucket))
+            hold = self.measured_hold_ms()
             self.hold_ms = hold
             if hold > self.max_hold_ms:
                 self.max_hold_ms = hold
         return self.hold_ms
+
+    def measured_hold_ms(self) -> int:
+        """The hold the lateness seen so far asks for (also during the warm-up)."""
+        return 0 if self.hold_bucket < 0 else math.ceil(HOLD_MARGIN * bucket_upper_ms(self.hold_bucket))
+
+    def figures(self) -> LatenessFigures:
+        """The site's figures (reading them changes nothing)."""
+        lag = self.lag
+        return LatenessFigures(lag.quantile_ms(0.5) or 0, lag.quantile_ms(0.9) or 0, lag.quantile_ms(0.99) or 0,
+                               self.measured_hold_ms(), self.max_hold_ms, self.warm)
 
 
 _TIMELINE, _LEAD, _RECENT, _SEEN = range(4)
@@ -215,6 +238,10 @@ class StreamLateness:
             if site is None:
                 site = self.sites[site_guid] = SiteLateness(now_ms)
         return site.observe(behind, now_ms - ts_ms, now_ms)
+
+    def figures(self) -> dict[str, LatenessFigures]:
+        """Each site's figures (reading them changes nothing)."""
+        return {site: lateness.figures() for site, lateness in self.sites.items()}
 
     def _behind(self, truck: list, ts_ms: int, now_ms: int | None) -> int:
         """How far behind its truck's timeline a point is, when the engine needs a hold for it (see the

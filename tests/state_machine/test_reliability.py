@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -328,6 +329,7 @@ def _strays_at(lines: list[str], moments: dict[str, float], shift_ms: int) -> tu
     return out, strays
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), shift=st.sampled_from([2 * 60_000, 30 * 60_000, 2 * 3_600_000, 86_400_000, -2 * 60_000,
                                               -30 * 60_000]))
