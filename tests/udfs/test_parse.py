@@ -106,3 +106,35 @@ def test_the_same_bad_record_at_two_positions_has_one_id():
     first, second = _parse([["not json", "not json"]])
     assert first[1][0] == second[1][0]
     assert (first[1][2], second[1][2]) == ("file:/data/x.jsonl:1", "file:/data/x.jsonl:2")
+
+
+class _Group:
+    """A metric group that keeps what is registered: gauges as {(label, name): read()}."""
+
+    def __init__(self, gauges: dict, label: str = "") -> None:
+        self.gauges = gauges
+        self.label = label
+
+    def add_group(self, key: str, value: str | None = None) -> _Group:
+        return _Group(self.gauges, value if value is not None else self.label)
+
+    def counter(self, name: str):
+        return SimpleNamespace(inc=lambda n=1: None)
+
+    def gauge(self, name: str, read) -> None:
+        self.gauges[(self.label, name)] = read
+
+
+def test_each_sites_arrival_lag_and_hold_are_gauges():
+    gauges: dict = {}
+    fn = ParseFunction("file:x", 60_000, 60_000, check_future=False)
+    fn.open(SimpleNamespace(get_metrics_group=lambda: _Group(gauges)))
+    lines = [rec(truck, f"2024-01-15T06:{m:02d}:{s:02d}.000Z") for m in range(20) for s in (0, 30) for truck in "AB"]
+    lines += [rec("A", "2024-01-15T06:17:00.000Z"), rec("B", "2024-01-15T06:17:10.000Z")]  # 3 min late
+    list(fn.process_element(([None] * len(lines), lines), None))
+    figures = fn.parser.lateness.figures()["S"]
+    assert figures.hold_ms > 0 and figures.arrival_lag_p99_ms >= 60_000
+    assert gauges[("S", "lateHoldMs")]() == figures.hold_ms
+    assert gauges[("S", "arrivalLagP50Ms")]() == figures.arrival_lag_p50_ms
+    assert gauges[("S", "arrivalLagP99Ms")]() == figures.arrival_lag_p99_ms
+    assert gauges[("S", "lateHoldWarm")]() == 1
