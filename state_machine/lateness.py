@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from state_machine.config import CycleThresholds
 from state_machine.truck import LEAD_MAX
+from state_machine.watermark import FORGET_AFTER
 
 HOLD_MAX = 2**62
 """The hold asked for while a site's lateness is not known yet: as long as the engine allows."""
@@ -51,9 +52,6 @@ RECHECK_MS = 60_000
 """Stream time between two re-evaluations of a hold for decay."""
 LEAD_HOLD_MS = int(CycleThresholds().lead_hold_s * 1000)
 """The engine's lead_hold_s (its default: the parse step knows no per-site thresholds)."""
-FORGET_AFTER = 1 << 20
-"""Records after which a truck not heard from is forgotten (bounds the memory a flood of made-up
-asset ids could take)."""
 MAX_SITES = 1024
 """Sites measured apart; the points of further sites (a flood of made-up site ids) share one estimate."""
 _RENORMALISE_AT = 64.0  # half-lives since the reference time: rescale the weights (float range)

@@ -16,7 +16,7 @@ records:
   reset, the next row after a silence) confirms it with its next record.
 * The stream time follows the trucks' times up to max_jump_ms at a time. A truck whose time is
   further ahead (it confirmed a jump) moves it only when, among the trucks seen in the last
-  ``active_window`` records, more than half are that far ahead: the stream time then becomes the
+  ``ACTIVE_WINDOW`` records, more than half are that far ahead: the stream time then becomes the
   newest time that this majority has reached. A stream that really moved on (a file that skips a
   day, a single truck after a silence) is followed; up to half of a fleet with wrong clocks is not.
   At the start the stream has no time (no watermark) until such a majority of its trucks agree, so
@@ -48,13 +48,11 @@ number of its last record."""
 class WatermarkTracker:
     """Tracks the time and watermark of one stream (one parse subtask)."""
 
-    __slots__ = ("lag_ms", "max_jump_ms", "active_window", "max_ts", "_trucks", "_ahead", "_records",
-                 "_forget_at")
+    __slots__ = ("lag_ms", "max_jump_ms", "max_ts", "_trucks", "_ahead", "_records", "_forget_at")
 
-    def __init__(self, out_of_orderness_ms: int, max_jump_ms: int, active_window: int = ACTIVE_WINDOW) -> None:
+    def __init__(self, out_of_orderness_ms: int, max_jump_ms: int) -> None:
         self.lag_ms = out_of_orderness_ms
         self.max_jump_ms = max_jump_ms
-        self.active_window = active_window
         self.max_ts: int | None = None  # the stream time
         self._trucks: dict[str, list] = {}
         self._ahead: set[str] = set()  # trucks whose time may be more than max_jump_ms ahead of the stream's
@@ -102,7 +100,7 @@ class WatermarkTracker:
         """Move the stream time when most active trucks are ahead of it; returns the new stream time
         (NO_TIME while it has none)."""
         trucks = self._trucks
-        since = self._records - self.active_window
+        since = self._records - ACTIVE_WINDOW
         active = sum(1 for t in trucks.values() if t[_SEEN] > since)
         floor = None if self.max_ts is None else self.max_ts + self.max_jump_ms
         ahead = {a for a in self._ahead if a in trucks and (floor is None or trucks[a][_NEWEST] > floor)}
