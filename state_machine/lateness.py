@@ -30,6 +30,7 @@ cycles only wait longer). The engine clamps the hold to its site's ``max_disorde
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
 from typing import NamedTuple
 
@@ -48,6 +49,8 @@ HOLD_MARGIN = 1.5
 """The hold covers this many times the lateness seen (the largest lateness yet to come is unknown)."""
 WARMUP_MS = 900_000
 """Event time a site's stream must have run before its measured hold is used (HOLD_MAX until then)."""
+LAG_SAMPLE_MASK = 7
+"""One point in LAG_SAMPLE_MASK + 1 (of the stream) is counted, for all of them, in the arrival lag."""
 RECHECK_MS = 60_000
 """Stream time between two re-evaluations of a hold for decay."""
 LEAD_HOLD_MS = int(CycleThresholds().lead_hold_s * 1000)
@@ -57,52 +60,61 @@ MAX_SITES = 1024
 _RENORMALISE_AT = 64.0  # half-lives since the reference time: rescale the weights (float range)
 
 
+_UPPER_MS = tuple(math.ceil(1000.0 * 2.0 ** (b / BUCKETS_PER_DOUBLING)) for b in range(N_BUCKETS))
+
+
 def bucket_of(ms: int) -> int:
-    """The histogram bucket of a duration (0: up to 1 s)."""
-    if ms <= 1000:
-        return 0
-    return min(N_BUCKETS - 1, math.ceil(BUCKETS_PER_DOUBLING * math.log2(ms / 1000.0)))
+    """The histogram bucket of a duration: the first whose upper edge is at least ``ms`` (0: up to 1 s)."""
+    return min(bisect_left(_UPPER_MS, ms), N_BUCKETS - 1)
 
 
 def bucket_upper_ms(bucket: int) -> int:
     """The largest duration in a bucket, in ms."""
-    return math.ceil(1000.0 * 2.0 ** (bucket / BUCKETS_PER_DOUBLING))
+    return _UPPER_MS[bucket]
 
 
 class DecayingHistogram:
-    """Log-bucket histogram whose weights halve every DECAY_HALF_LIFE_MS of stream time. ``now_ms``
-    must never go back. Weights are stored scaled by 2^((t - ref) / half-life), so decay costs nothing
-    per sample."""
+    """Log-bucket histogram whose weights halve every DECAY_HALF_LIFE_MS of stream time. Weights are
+    stored scaled by 2^((t - ref) / half-life), t the stream time to the minute (one power per minute,
+    not per sample), so decay costs nothing per sample; ``now_ms`` must never go back."""
 
-    __slots__ = ("weights", "ref_ms", "top")
+    __slots__ = ("weights", "ref_ms", "top", "_weight", "_weight_until")
 
     def __init__(self) -> None:
         self.weights = [0.0] * N_BUCKETS
         self.ref_ms: int | None = None
         self.top = -1  # highest non-empty bucket
+        self._weight = 1.0
+        self._weight_until = -(2**63)  # the stream time up to which _weight holds
 
-    def _scale(self, now_ms: int) -> float:
+    def weight(self, now_ms: int) -> float:
+        """The stored weight of one sample taken at ``now_ms``."""
+        if now_ms < self._weight_until:
+            return self._weight
+        minute = now_ms - now_ms % 60_000
         ref = self.ref_ms
         if ref is None:
-            self.ref_ms = ref = now_ms
-        age = (now_ms - ref) / DECAY_HALF_LIFE_MS
+            self.ref_ms = ref = minute
+        age = (minute - ref) / DECAY_HALF_LIFE_MS
         if age > _RENORMALISE_AT:
             factor = 2.0**-age
             self.weights = [w * factor for w in self.weights]
-            self.ref_ms = now_ms
-            return 1.0
-        return 2.0**age
+            self.ref_ms = minute
+            age = 0.0
+        self._weight = 2.0**age
+        self._weight_until = minute + 60_000
+        return self._weight
 
-    def add(self, bucket: int, now_ms: int) -> None:
-        """Count one sample in ``bucket`` at stream time ``now_ms``."""
-        self.weights[bucket] += self._scale(now_ms)
+    def add(self, bucket: int, now_ms: int, count: int = 1) -> None:
+        """Count ``count`` samples in ``bucket`` at stream time ``now_ms``."""
+        self.weights[bucket] += count * self.weight(now_ms)
         if bucket > self.top:
             self.top = bucket
 
     def highest_supported(self, support: float, now_ms: int, above: int = -1) -> int:
         """The highest bucket whose tail (it and every bucket above it) weighs at least ``support``
         points at ``now_ms``; only buckets above ``above`` are looked at (-1: none of them)."""
-        threshold = support * self._scale(now_ms)
+        threshold = support * self.weight(now_ms)
         weights = self.weights
         acc = 0.0
         for b in range(self.top, above, -1):
@@ -122,8 +134,8 @@ class DecayingHistogram:
         for b, w in enumerate(self.weights):
             acc += w
             if acc >= target and w > 0.0:
-                return bucket_upper_ms(b)
-        return bucket_upper_ms(self.top)
+                return _UPPER_MS[b]
+        return _UPPER_MS[self.top]
 
 
 class LatenessFigures(NamedTuple):
@@ -154,10 +166,9 @@ class SiteLateness:
         self.hold_ms = HOLD_MAX
         self.max_hold_ms = 0  # the largest measured hold (after the warm-up), for reports
 
-    def observe(self, behind_ms: int, lag_ms: int, now_ms: int) -> int:
-        """Account for one point ``behind_ms`` behind its truck's newest and ``lag_ms`` behind the
-        stream, at stream time ``now_ms``; returns the hold to ask for."""
-        self.lag.add(bucket_of(lag_ms) if lag_ms > 1000 else 0, now_ms)
+    def observe(self, behind_ms: int, now_ms: int) -> int:
+        """Account for one point ``behind_ms`` (> 0) behind its truck's timeline, or for the passing of
+        stream time (``behind_ms`` 0), at stream time ``now_ms``; returns the hold to ask for."""
         changed = False
         if behind_ms > 0:
             bucket = bucket_of(behind_ms)
@@ -191,10 +202,10 @@ class SiteLateness:
                                self.measured_hold_ms(), self.max_hold_ms, self.warm)
 
 
-_TIMELINE, _LEAD, _RECENT, _SEEN = range(4)
+_TIMELINE, _LEAD, _RECENT, _SEEN, _SITE_GUID, _SITE = range(6)
 """A truck's entry: its timeline, the points held ahead of it ([ts, timeline then, stream time then],
 in arrival order), (stream time, ts) of its points of the last disorder_ms of stream time, the number
-of its last record."""
+of its last record, its site's guid and estimate (of its last point)."""
 
 
 class StreamLateness:
@@ -217,25 +228,44 @@ class StreamLateness:
         before it, None while it has none); returns the hold its truck should use."""
         n = self._records = self._records + 1
         truck = self._trucks.get(asset)
+        behind = 0
         if truck is None:
-            truck = self._trucks[asset] = [ts_ms, None, deque(), n]
+            truck = self._trucks[asset] = [ts_ms, None, deque(), n, None, None]
             if len(self._trucks) > self._forget_at:
                 self._forget()
-            behind = 0
         else:
             truck[_SEEN] = n
-            behind = self._behind(truck, ts_ms, now_ms)
+            timeline = truck[_TIMELINE]
+            if timeline < ts_ms <= timeline + self.disorder_ms and truck[_LEAD] is None:
+                truck[_TIMELINE] = ts_ms  # in order (the common case)
+            else:
+                behind = self._behind(truck, ts_ms, now_ms)
         if now_ms is None:
             return HOLD_MAX
-        truck[_RECENT].append((now_ms, ts_ms))
+        recent = truck[_RECENT]
+        if recent and recent[0][0] <= now_ms - self.disorder_ms:
+            recent.popleft()  # (at most one per point here; _behind drops every expired one)
+        recent.append((now_ms, ts_ms))
+        site = truck[_SITE] if truck[_SITE_GUID] == site_guid else self._site(truck, site_guid, now_ms)
+        if not n & LAG_SAMPLE_MASK:
+            lag = now_ms - ts_ms
+            site.lag.add(bucket_of(lag) if lag > 1000 else 0, now_ms, LAG_SAMPLE_MASK + 1)
+        if behind or now_ms >= site.recheck_ms:
+            return site.observe(behind, now_ms)
+        return site.hold_ms
+
+    def _site(self, truck: list, site_guid: str, now_ms: int) -> SiteLateness:
+        """The estimate of ``site_guid`` (created on first use), remembered in the truck's entry."""
         site = self.sites.get(site_guid)
         if site is None:
             if len(self.sites) >= MAX_SITES:
-                site_guid = ""  # the shared estimate of the sites beyond MAX_SITES
-                site = self.sites.get(site_guid)
-            if site is None:
+                site = self.sites.get("")  # the shared estimate of the sites beyond MAX_SITES
+                if site is None:
+                    site = self.sites[""] = SiteLateness(now_ms)
+            else:
                 site = self.sites[site_guid] = SiteLateness(now_ms)
-        return site.observe(behind, now_ms - ts_ms, now_ms)
+        truck[_SITE_GUID], truck[_SITE] = site_guid, site
+        return site
 
     def figures(self) -> dict[str, LatenessFigures]:
         """Each site's figures (reading them changes nothing)."""

@@ -271,8 +271,7 @@ class TruckOperator:
                out: OperatorOutput, emit: bool = True) -> None:  # fmt: skip
         if ks.truck is not None and hint != NO_HINT:
             self._run_timers(ks, hint, refs, out)
-        step, ks.truck = self.engine.on_point(ks.truck, p, site, emit=emit, hold_ms=hold,
-                                              arrival_ms=None if hint == NO_HINT else hint)
+        step, ks.truck = self.engine.on_point(ks.truck, p, site, emit, hold, None if hint == NO_HINT else hint)
         out.counts["pointsApplied"] += 1
         if hint > self.max_hint:
             self.max_hint = hint

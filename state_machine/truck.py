@@ -79,6 +79,10 @@ class _Entry(NamedTuple):
     arrival_ms: int | None = None  # the stream's watermark when it arrived, up to a whole second (None: unknown)
 
 
+def _entry_ts(e: _Entry) -> int:
+    return e.ts_ms
+
+
 def _fingerprint(p: TelemetryPoint) -> int:
     """16-bit digest of a point's content (tells exact duplicates from conflicting ones)."""
     return (round(p.latitude * 1e7) * 1_000_003 + round(p.longitude * 1e7) * 31 + p.work_state_id) & 0xFFFF
@@ -191,7 +195,9 @@ class TruckState:
         if self.pending:
             newest = self.newest_ms or 0
             if self.pending[0].ts_ms <= newest:
-                due.append(self.quiet_from_ms() + (self.hold_ms or int(th.max_disorder_s * 1000)))
+                arrival = self.arrival_ms
+                quiet_from = newest if arrival is None or arrival < newest else arrival
+                due.append(quiet_from + (self.hold_ms or int(th.max_disorder_s * 1000)))
             if self.pending[-1].ts_ms > newest:  # joined lead points beyond the truck's timeline
                 beyond = next(e.ts_ms for e in self.pending if e.ts_ms > newest)
                 due.append(beyond + int(th.lead_hold_s * 1000))
@@ -441,10 +447,11 @@ class TruckEngine:
                 Rejection(point, LATE, f"{(committed_ts - ts) / 1000:.3f}s older than the last applied point")
             )
             return None
-        for e in state.pending:
-            if e.ts_ms == ts:
-                _same_timestamp(out, point, e.point == point, "a buffered point")
-                return None
+        pending = state.pending
+        k = bisect_left(pending, ts, key=_entry_ts) if pending and ts <= pending[-1].ts_ms else len(pending)
+        if k < len(pending) and pending[k].ts_ms == ts:
+            _same_timestamp(out, point, pending[k].point == point, "a buffered point")
+            return None
         for e, _anchor in state.lead:
             if e.ts_ms == ts:
                 _same_timestamp(out, point, e.point == point, "a held point")
@@ -469,12 +476,10 @@ class TruckEngine:
             state._spec = None
             return HELD
 
-        pending = state.pending
-        in_order = not pending or ts > pending[-1].ts_ms
+        in_order = k == len(pending)
         if in_order:
             pending.append(entry)
         else:
-            k = bisect_left(pending, ts, key=lambda e: e.ts_ms)
             pending.insert(k, entry)
             if newest is not None and ts < newest:
                 out.reordered += 1
