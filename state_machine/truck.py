@@ -76,18 +76,7 @@ class _Entry(NamedTuple):
     point: TelemetryPoint
     area: str
     guid: str | None
-    arrival_ms: int | None  # the stream's watermark when it arrived, up to a whole second (None: unknown)
-    q_lat: int | None  # the position in 1e-7 degrees when that holds it exactly, else None (its encoding)
-    q_lon: int | None
-    tag: tuple  # (site, work state, area, area guid): its entry in the encoded state's table
-
-
-def _entry(point: TelemetryPoint, area: str, guid: str | None, arrival_ms: int | None) -> _Entry:
-    """A buffered point with what its encoding needs, worked out once."""
-    lat, lon = point.latitude, point.longitude
-    q_lat, q_lon = round(lat * 1e7), round(lon * 1e7)
-    return new_record(_Entry, (point.ts_ms, point, area, guid, arrival_ms, q_lat if q_lat / 1e7 == lat else None,
-                               q_lon if q_lon / 1e7 == lon else None, (point.site_guid, point.work_state_id, area, guid)))
+    arrival_ms: int | None = None  # the stream's watermark when it arrived, up to a whole second (None: unknown)
 
 
 def _entry_ts(e: _Entry) -> int:
@@ -138,7 +127,7 @@ class TruckState:
             _encode_recent(self.recent, self.committed.prev_ts),
             _encode_entries([e for e, _ in self.lead], base, self.arrival_ms, site, tags,
                             [base - anchor for _, anchor in self.lead]),
-            [[0 if tag_site == site else tag_site, *rest] for tag_site, *rest in tags],
+            [list(tag) for tag in tags],
             self.hold_ms,
             None if self.arrival_ms is None else base - self.arrival_ms,
         ]
@@ -272,23 +261,20 @@ def _encode_entries(entries: list[_Entry], base: int, arrival: int | None, site:
     extend = flat.extend
     prev_ts, prev_lat, prev_lon, prev_arrival = base, 0, 0, _whole_seconds(arrival)
     for i, e in enumerate(entries):
-        code = tags.get(e.tag)
+        p = e.point
+        lat, lon = p.latitude, p.longitude
+        q_lat, q_lon = round(lat * 1e7), round(lon * 1e7)
+        tag = (0 if p.site_guid == site else p.site_guid, p.work_state_id, e.area, e.guid)
+        code = tags.get(tag)
         if code is None:
-            code = tags[e.tag] = len(tags)
-        q_lat, q_lon, entry_arrival = e.q_lat, e.q_lon, e.arrival_ms
-        if q_lat is None:
-            d_lat, q_lat = e.point.latitude, round(e.point.latitude * 1e7)
-        else:
-            d_lat = q_lat - prev_lat
-        if q_lon is None:
-            d_lon, q_lon = e.point.longitude, round(e.point.longitude * 1e7)
-        else:
-            d_lon = q_lon - prev_lon
-        extend((e.ts_ms - prev_ts, d_lat, d_lon, code,
+            code = tags[tag] = len(tags)
+        entry_arrival = e.arrival_ms
+        extend((p.ts_ms - prev_ts, q_lat - prev_lat if q_lat / 1e7 == lat else lat,
+                q_lon - prev_lon if q_lon / 1e7 == lon else lon, code,
                 None if entry_arrival is None else (prev_arrival - entry_arrival) // 1000))
         if anchors is not None:
             flat.append(anchors[i])
-        prev_ts, prev_lat, prev_lon = e.ts_ms, q_lat, q_lon
+        prev_ts, prev_lat, prev_lon = p.ts_ms, q_lat, q_lon
         if entry_arrival is not None:
             prev_arrival = entry_arrival
     return flat
@@ -304,35 +290,33 @@ def _decode_entries(asset: str, flat: list, base: int, arrival: int | None, site
     """Inverse of _encode_entries: (entry, anchor or 0) pairs."""
     width = 6 if anchored else 5
     out: list[tuple[_Entry, int]] = []
-    table = [(site if entry_site == 0 else entry_site, ws, area, guid) for entry_site, ws, area, guid in tags]
     ts, q_lat, q_lon, prev_arrival = base, 0, 0, _whole_seconds(arrival)
     for i in range(0, len(flat), width):
         dts, d_lat, d_lon, code, d_arrival = flat[i:i + 5]
         ts += dts
         if type(d_lat) is int:
             q_lat += d_lat
-            lat, exact_lat = q_lat / 1e7, q_lat
+            lat = q_lat / 1e7
         else:
-            lat, q_lat, exact_lat = d_lat, round(d_lat * 1e7), None
+            lat, q_lat = d_lat, round(d_lat * 1e7)
         if type(d_lon) is int:
             q_lon += d_lon
-            lon, exact_lon = q_lon / 1e7, q_lon
+            lon = q_lon / 1e7
         else:
-            lon, q_lon, exact_lon = d_lon, round(d_lon * 1e7), None
+            lon, q_lon = d_lon, round(d_lon * 1e7)
         entry_arrival = None
         if d_arrival is not None:
             entry_arrival = prev_arrival = prev_arrival - 1000 * d_arrival
-        tag = table[code]
-        point = new_record(TelemetryPoint, (asset, tag[0], ts, lat, lon, tag[1]))
-        entry = new_record(_Entry, (ts, point, tag[2], tag[3], entry_arrival, exact_lat, exact_lon, tag))
-        out.append((entry, flat[i + 5] if anchored else 0))
+        entry_site, ws, area, guid = tags[code]
+        point = TelemetryPoint(asset, site if entry_site == 0 else entry_site, ts, lat, lon, ws)
+        out.append((_Entry(ts, point, area, guid, entry_arrival), flat[i + 5] if anchored else 0))
     return out
 
 
 def _entry_from_list(asset: str, v: list, base: int, site: str) -> _Entry:
     dts, entry_site, lat, lon, ws, area, guid = v
     ts = base + dts
-    return _entry(TelemetryPoint(asset, site if entry_site == 0 else entry_site, ts, lat, lon, ws), area, guid, None)
+    return _Entry(ts, TelemetryPoint(asset, site if entry_site == 0 else entry_site, ts, lat, lon, ws), area, guid)
 
 
 class _SiteRuntime(NamedTuple):
@@ -386,7 +370,8 @@ class TruckEngine:
         if arrival_ms is not None and (state.arrival_ms is None or arrival_ms > state.arrival_ms):
             state.arrival_ms = arrival_ms
         area, guid, _ = rt.index.classify(point.latitude, point.longitude)
-        entry = _entry(point, area, guid, None if arrival_ms is None else -(-arrival_ms // 1000) * 1000)
+        entry = new_record(_Entry, (point.ts_ms, point, area, guid,
+                                    None if arrival_ms is None else -(-arrival_ms // 1000) * 1000))
 
         verdict = self._admit(state, entry, rt, hold, out)
         if verdict is None:
