@@ -57,8 +57,13 @@ class CycleThresholds:
     """A gap between two consecutive points longer than this closes the open cycle INVALID
     (DATA_GAP): nothing reliable is known about what happened inside it."""
     max_disorder_s: float = 60.0
-    """Points are held this long (event time, per truck) so that out-of-order arrivals can be
-    put back in order before they are applied."""
+    """Points are held at least this long (event time, per truck) so that out-of-order arrivals can
+    be put back in order before they are applied; the hold in force adapts, up to max_hold_s, to the
+    lateness the site's stream shows (state_machine.lateness)."""
+    max_hold_s: float = 900.0
+    """Points are held at most this long for late arrivals (the bound of the adaptive hold; also the
+    hold while a site's lateness is not known yet, the first 15 min of its stream). A point later
+    than the hold in force is dead-lettered LATE. Set it to max_disorder_s for a fixed hold."""
     idle_close_s: float = 14400.0
     """When event time (the watermark) passes a silent truck's last point by this much, its open
     cycle is closed INVALID (IDLE_TIMEOUT) by a timer. Longer than any store-and-forward backlog

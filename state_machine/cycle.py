@@ -291,6 +291,8 @@ def _confirm_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord]
             rec = close_cycle(s, s.sp_start, NO_DUMP if s.phase == LOAD_TRAVEL else None)
             if rec is not None:
                 closed.append(rec)
+        else:
+            s.points = 0  # the first cycle counts its points from its load, as every later one does
         s.phase = LOAD_TIME
         s.loader = s.sp_guid
         s.load_start = s.sp_start

@@ -66,7 +66,8 @@ from state_machine.telemetry import format_record
 from state_machine.truck import END_OF_INPUT, LATE, TruckEngine, TruckState
 
 KEY_STATE_VERSION = 2
-"""Version 2 added the truck's place at a loader (version 1 states are read as at none)."""
+"""Version 2 added the truck's place at a loader and each held point's hold (a version 1 state is read as
+at no loader, its held points with the engine's own hold)."""
 END_THRESHOLD = 2**62
 """Watermarks at or above this are end of input (no event time comes near it)."""
 UNKNOWN_ASSET = "UNKNOWN_ASSET"
@@ -99,6 +100,7 @@ class HeldPoint(NamedTuple):
     hint: int
     raw: str
     position: str | None
+    hold: int = 0
 
 
 @dataclass(slots=True)
@@ -118,7 +120,8 @@ class KeyState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyState:
-        """Decode to_bytes output (version 1 too); raises ValueError on an unknown version."""
+        """Decode to_bytes output (version 1, before held points kept their hold and the truck's place at a
+        loader was kept, is read too); raises ValueError on an unknown version."""
         values = orjson.loads(data)
         if not values or values[0] not in (1, KEY_STATE_VERSION):
             raise ValueError(f"unsupported key state version {values[0] if values else None!r}")
@@ -270,20 +273,20 @@ class TruckOperator:
             # only a point whose own site has no reference data waits; the truck's points for known
             # sites go on (a single corrupted site_guid must not hold a truck's cycles)
             ks.held.append(HeldPoint(p.site_guid, p.ts_ms, p.latitude, p.longitude, p.work_state_id, pp.hint,
-                                     pp.raw, pp.position))  # fmt: skip
+                                     pp.raw, pp.position, pp.hold))  # fmt: skip
             out.counts["heldPoints"] += 1
             if len(ks.held) > self.wait_max_points and refs.loaded:
                 self._reject_held(asset, ks, refs, out)
         elif status == "ok":
-            self._apply(ks, p, pp.hint, site, refs, out, emit=False)  # on_points emits once at the end
+            self._apply(ks, p, pp.hint, pp.hold, site, refs, out, emit=False)  # on_points emits once at the end
         else:
             out.counts["nonTruckFiltered"] += 1
 
-    def _apply(self, ks: KeyState, p: TelemetryPoint, hint: int, site: SiteReference, refs: References,
+    def _apply(self, ks: KeyState, p: TelemetryPoint, hint: int, hold: int, site: SiteReference, refs: References,
                out: OperatorOutput, emit: bool = True) -> None:  # fmt: skip
         if ks.truck is not None and hint != NO_HINT:
             self._run_timers(ks, hint, refs, out)
-        step, ks.truck = self.engine.on_point(ks.truck, p, site, emit=emit)
+        step, ks.truck = self.engine.on_point(ks.truck, p, site, emit, hold, None if hint == NO_HINT else hint)
         out.counts["pointsApplied"] += 1
         if hint > self.max_hint:
             self.max_hint = hint
@@ -301,7 +304,7 @@ class TruckOperator:
                 waiting.append(h)
             elif status == "ok":
                 point = TelemetryPoint(asset, h.site_guid, h.ts_ms, h.latitude, h.longitude, h.work_state_id)
-                self._apply(ks, point, h.hint, site, refs, out)
+                self._apply(ks, point, h.hint, h.hold, site, refs, out)
             else:
                 out.counts["nonTruckFiltered"] += 1
         ks.held[:] = waiting

@@ -12,7 +12,9 @@ watermark contribution among them) and ``batch_end`` on the batch's last row;
 ``assetcycle.pipeline.BatchEndWatermarks`` turns those into Flink watermarks only at batch ends, so
 a watermark never overtakes points of its own batch.
 
-Metrics (udfs.metrics): recordsIn, recordsParsed, deadLetters{reason}, deadLetterRecords.
+Metrics (udfs.metrics): recordsIn, recordsParsed, deadLetters{reason}, deadLetterRecords; per site
+(state_machine.lateness) arrivalLagP50Ms / arrivalLagP90Ms / arrivalLagP99Ms, lateHoldMs and
+lateHoldWarm, set about once a second.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class ParseFunction(ProcessFunction):
         self.c_in = m.counter("recordsIn")
         self.c_parsed = m.counter("recordsParsed")
         self.c_dead = m.labelled("reason", "deadLetters", total="deadLetterRecords")
+        self.g_site = {name: m.labelled_gauges("site", name) for name in (
+            "arrivalLagP50Ms", "arrivalLagP90Ms", "arrivalLagP99Ms", "lateHoldMs", "lateHoldWarm")}
 
     def close(self) -> None:
         if getattr(self, "metrics", None) is not None:
@@ -74,8 +78,17 @@ class ParseFunction(ProcessFunction):
         parsed_n = sum(len(g) for g in groups.values())
         if parsed_n:
             self.c_parsed.inc(parsed_n)
-        if wall_ms >= self.metrics.next_flush_ms:
-            self.metrics.flush_due(wall_ms)
+        if wall_ms >= self.metrics.next_flush_ms and self.metrics.flush_due(wall_ms):
+            self._set_site_gauges()
         last = len(groups)
         for n, (asset, points) in enumerate(groups.items(), 1):
             yield Row(asset, group_row(asset, points, n == last))
+
+    def _set_site_gauges(self) -> None:
+        """Per site: arrival-lag quantiles, the hold its late points ask for, whether it is measured yet."""
+        gauges = self.g_site
+        for site, f in self.parser.lateness.figures().items():
+            for name, value in (("arrivalLagP50Ms", f.arrival_lag_p50_ms), ("arrivalLagP90Ms", f.arrival_lag_p90_ms),
+                                ("arrivalLagP99Ms", f.arrival_lag_p99_ms), ("lateHoldMs", f.hold_ms),
+                                ("lateHoldWarm", int(f.warm))):  # fmt: skip
+                gauges[name].set(site, value)

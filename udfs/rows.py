@@ -49,7 +49,7 @@ GROUP_FIELDS = ("asset", "wm_ts", "batch_end", "points")
 GROUP_TYPE = Types.ROW_NAMED(list(GROUP_FIELDS),
                              [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.PICKLED_BYTE_ARRAY()])  # fmt: skip
 """One truck's valid points of one parse batch, in arrival order (udfs.parse). ``points`` is
-the columns ``(sites, timestamps, lats, lons, work_states, hints, raws, positions)``, each a tuple,
+the columns ``(sites, timestamps, lats, lons, work_states, hints, raws, positions, holds)``, each a tuple,
 pickled by PyFlink as one byte string: one value to convert per crossing instead of one per point
 and field (columns pickle and unpickle faster than one tuple per point)."""
 GROUP_WM_FIELD = GROUP_FIELDS.index("wm_ts")
@@ -62,9 +62,10 @@ KEYED_VALUE_FIELD = 1
 
 def group_row(asset: str, points: list[ParsedPoint], batch_end: bool) -> Row:
     """A truck's points of a batch as a GROUP_TYPE row."""
-    telemetry, hints, raws, positions, contributions = zip(*points, strict=True)
+    telemetry, hints, raws, positions, contributions, holds = zip(*points, strict=True)
     _, sites, timestamps, lats, lons, work_states = zip(*telemetry, strict=True)
-    return Row(asset, max(contributions), batch_end, (sites, timestamps, lats, lons, work_states, hints, raws, positions))
+    return Row(asset, max(contributions), batch_end,
+               (sites, timestamps, lats, lons, work_states, hints, raws, positions, holds))
 
 
 def group_timestamps(row: Row) -> tuple[int, ...]:
@@ -75,8 +76,9 @@ def group_timestamps(row: Row) -> tuple[int, ...]:
 def group_points(row: Row) -> list[ParsedPoint]:
     """Inverse of group_row (the watermark contributions are not carried: 0)."""
     asset = row[0]
-    return [new_record(ParsedPoint, (new_record(TelemetryPoint, (asset, site, ts, lat, lon, ws)), hint, raw, position, 0))
-            for site, ts, lat, lon, ws, hint, raw, position in zip(*row[3], strict=True)]  # fmt: skip
+    return [new_record(ParsedPoint, (new_record(TelemetryPoint, (asset, site, ts, lat, lon, ws)), hint, raw, position, 0,
+                                     hold))
+            for site, ts, lat, lon, ws, hint, raw, position, hold in zip(*row[3], strict=True)]  # fmt: skip
 
 # --------------------------------------------------------------------------- reference broadcast
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from state_machine.config import EngineConfig
+from state_machine.lateness import LatenessFigures
 from state_machine.loader import LoaderOperator, LoaderStep
 from state_machine.model import (
     Alert,
@@ -59,6 +60,8 @@ class ReplayResult:
     duplicates: int = 0
     reordered: int = 0
     non_truck: int = 0
+    lateness: dict[str, LatenessFigures] = field(default_factory=dict)
+    """Per site: arrival-lag quantiles and the hold for late points (state_machine.lateness), at the end."""
 
     def sorted_closed(self) -> list[CycleRecord]:
         """Closed cycles ordered by asset and load start."""
@@ -205,6 +208,7 @@ class Replayer:
         """End of input: the last batch, then every pending timer with the END_OF_INPUT watermark."""
         self.flush()
         self._fire_timers(END_OF_INPUT)
+        self._result.lateness = self.parser.lateness.figures()
         return self._result
 
 

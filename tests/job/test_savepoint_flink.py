@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from state_machine.identity import dead_letter_id
-from state_machine.watermark import WatermarkTracker
+from state_machine.stream import StreamParser
 from stores.postgres import TableNames
 from tests.job.flink_harness import read_tables, run_bundle, table_snapshot
 from tests.job.reliability_support import (
@@ -102,9 +102,10 @@ def _assert_equals_replay(pg_dsn: str, names: TableNames, expected: Any) -> None
 
 
 def test_losing_the_parse_watermark_on_restore_changes_no_output(site: Path) -> None:
-    """The parse step's watermark hint is not in Flink state: after a restore it starts again from
-    the first record read. Modelled in the replay (tracker reset at a split point, no Flink
-    watermark helping), the output is unchanged for split points all over the bundle."""
+    """The parse step's stream time and lateness estimate are not in Flink state: after a restore they
+    start again from the first records read (the hold at its maximum until the site is measured again).
+    Modelled in the replay (parser reset at a split point, no Flink watermark helping), the output is
+    unchanged for split points all over the bundle."""
     reference, _ = read_reference(site)
     lines = _lines(site)
 
@@ -112,7 +113,7 @@ def test_losing_the_parse_watermark_on_restore_changes_no_output(site: Path) -> 
         r = Replayer(reference)
         for i, line in enumerate(lines):
             if i == split:
-                r.parser.watermarks = WatermarkTracker(r.parser.watermarks.lag_ms, r.parser.watermarks.max_jump_ms)
+                r.parser = StreamParser(r.parser.source, r.parser.watermarks.lag_ms, r.parser.watermarks.max_jump_ms)
             r.feed("x", line)
         res = r.finish()
         return ([c.as_dict() for c in res.sorted_closed()], {k: v.as_dict() for k, v in res.in_progress.items()},

@@ -161,6 +161,18 @@ def test_single_forward_clock_glitch_is_rejected_and_cycles_unchanged():
     assert got == expected
 
 
+def test_a_stray_held_beside_the_next_row_after_a_silence_is_not_taken_with_it():
+    """The next row after a 90 s silence is held (ahead of the timeline); a stray a day ahead comes
+    right after it. The rows that follow carry the truck's time on: the stray alone is rejected."""
+    points = Track().approach().cycle().cycle().stand(100).points
+    silent = points[:40] + [p for p in points[40:] if p.ts_ms - points[39].ts_ms > 90_000]
+    expected, _, _, _ = run(TruckEngine(), silent)
+    stray = silent[40]._replace(ts_ms=silent[40].ts_ms + 86_400_000)
+    got, rejected, _, _ = run(TruckEngine(), silent[:41] + [stray] + silent[41:])
+    assert [(r.reason, r.point) for r in rejected] == [("CLOCK_JUMP", stray)]
+    assert got == expected
+
+
 def test_confirmed_forward_jump_is_accepted():
     points = Track().approach().cycle().stand(100).points
     later = Track(start_ms=points[-1].ts_ms + 86_400_000).approach().cycle().stand(100).points
@@ -214,3 +226,129 @@ def test_version_1_state_from_an_older_savepoint_is_migrated():
     for p in points:
         _, state = engine.on_point(state, p, SITE)
     assert state.committed.prev_ts is not None
+
+
+V2_STATE = (  # written by the version-2 engine (commit 096cba6): loading, six held points, one far ahead
+    b'[2,"TRUCK-1",["TRUCK-1","SITE-T","LOAD_TIME","LOADER-1",null,1705312830000,null,null,null,null,null,0.0,0.0,6,'
+    b'0.0,0.0,null,0.0,0.0,0.0,1705312850000,-22.7,118.7,2,"L","LOADER-1",null,"L","LOADER-1",1705312830000,'
+    b'1705312850000,-22.7,118.7,true,null,false,null,null,false,[10000,10000],[1000,999]],[[-55000,0,-22.7,118.7,2,'
+    b'"L","LOADER-1"],[-45000,0,-22.7,118.7,2,"L","LOADER-1"],[-35000,0,-22.7,118.7,2,"L","LOADER-1"],[-25000,0,'
+    b'-22.7,118.7,3,"L","LOADER-1"],[-12500,0,-22.699101688825007,118.7,3,"T",null],[0,0,-22.698203377650017,118.7,'
+    b'3,"T",null]],1705312915000,[50000,58868,40000,761,30000,8190,20000,15618,10000,15618,0,15618],[[1800000,0,'
+    b'-22.698203377650017,118.7,3,"T",null,0]]]'
+)
+
+
+def test_version_2_state_from_an_older_savepoint_is_migrated():
+    state = TruckState.from_bytes(V2_STATE)
+    assert len(state.pending) == 6 and [e.ts_ms - state.newest_ms for e, _ in state.lead] == [1_800_000]
+    assert state.pending[-2].point.latitude == -22.699101688825007  # not a 1e-7 degree value: kept exactly
+    assert state.hold_ms is None and state.arrival_ms is None  # the site's max_disorder_s, as before
+    assert TruckState.from_bytes(state.to_bytes()) == state
+    assert TruckState.from_bytes(state.to_bytes()).pending == state.pending
+    engine = TruckEngine()
+    for p in Track(start_ms=state.newest_ms + 10_000).stand(30).points:
+        _, state = engine.on_point(state, p, SITE)
+    assert state.committed.prev_ts is not None
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10**6), shuffle_seed=st.integers(0, 10**6), hold_s=st.sampled_from([0, 120, 600]))
+def test_held_points_roundtrip_exactly_whatever_their_coordinates(seed: int, shuffle_seed: int, hold_s: int):
+    """The compact form keeps every held point exactly: 1e-7-degree positions as small integer
+    differences, any other float as itself; arrival times and the hold with them."""
+    arrivals = shuffled_within(build_track(seed), random.Random(shuffle_seed), 40.0)
+    engine = TruckEngine()
+    state = None
+    for k, p in enumerate(arrivals):
+        _, state = engine.on_point(state, p, SITE, hold_ms=hold_s * 1000, arrival_ms=p.ts_ms - 61_000 + k)
+        decoded = TruckState.from_bytes(state.to_bytes())
+        assert decoded.pending == state.pending and decoded.lead == state.lead
+        assert (decoded.hold_ms, decoded.arrival_ms) == (state.hold_ms, state.arrival_ms)
+
+
+def late_track() -> tuple[list[TelemetryPoint], list[TelemetryPoint]]:
+    """A two-cycle track (pings every 10 s) and its delivery with every fifth point 4 min late."""
+    points = Track().approach(every=10).cycle().cycle().stand(100).points
+    keyed = [(p.ts_ms + (240_000 if i % 5 == 2 else 0), i, p) for i, p in enumerate(points)]
+    return points, [p for _, _, p in sorted(keyed)]
+
+
+def test_points_within_the_hold_are_put_back_in_order_and_later_ones_are_late():
+    points, arrivals = late_track()
+    engine = TruckEngine()
+    expected, _, _, _ = run(engine, points)
+    state, closed, rejected = None, [], []
+    for p in arrivals:
+        out, state = engine.on_point(state, p, SITE, hold_ms=300_000)
+        closed += out.closed
+        rejected += out.rejected
+    out, state = engine.on_timer(state, 0, END_OF_INPUT, SITE)
+    assert rejected == [] and closed + out.closed == expected
+    _, rejected, _, _ = run(engine, arrivals)  # the default hold (max_disorder_s, 60 s)
+    assert {r.reason for r in rejected} == {"LATE"}
+
+
+def test_the_hold_is_clamped_to_the_sites_bounds():
+    engine = TruckEngine()
+    p = Track().approach().points[0]
+    _, state = engine.on_point(None, p, SITE, hold_ms=1)
+    assert state.hold_ms is None  # max_disorder_s
+    _, state = engine.on_point(None, p, SITE, hold_ms=10**12)
+    assert state.hold_ms == 900_000  # max_hold_s
+
+
+def test_a_truck_whose_points_arrive_behind_the_stream_is_flushed_only_after_the_hold_without_points():
+    """A truck behind a slow link: its points arrive 5 min behind the stream, reordered by 30 s. The
+    flush timer counts from its last arrival, not from its newest point, so none is late."""
+    points = Track().approach(every=10).cycle().stand(100).points
+    rng = random.Random(2)
+    keyed = sorted((p.ts_ms + 300_000 + rng.uniform(0, 30_000), i, p) for i, p in enumerate(points))
+    engine = TruckEngine()
+    expected, _, _, _ = run(engine, points)
+    state, closed = None, []
+    for arrival, _, p in keyed:
+        hint = int(arrival) - 61_000  # the stream's watermark as it arrives
+        due = state.timer_due_ms(engine.config) if state is not None else None
+        if due is not None and due <= hint:
+            out, state = engine.on_timer(state, due, hint, SITE)
+            closed += out.closed
+        out, state = engine.on_point(state, p, SITE, arrival_ms=hint)
+        closed += out.closed
+        assert out.rejected == []
+    out, state = engine.on_timer(state, 0, END_OF_INPUT, SITE)
+    assert closed + out.closed == expected
+
+
+def test_a_burst_is_kept_apart_until_the_stream_moves_on_so_copies_of_it_are_duplicates():
+    """A 20-minute backlog arrives at once (the stream's watermark does not move), then copies of its
+    first points: they are recognised as duplicates, not dead-lettered as late."""
+    points = Track().approach(every=10).cycle().stand(100).points
+    engine = TruckEngine()
+    state = None
+    burst_at = points[-1].ts_ms + 60_000
+    dups = 0
+    for p in points + points[:30]:
+        out, state = engine.on_point(state, p, SITE, arrival_ms=burst_at)
+        assert out.rejected == []
+        dups += out.duplicates
+    assert dups == 30
+
+
+def test_a_live_point_before_a_burst_of_backlog_is_not_a_clock_jump():
+    """Live point first, then the 20-minute backlog in one burst: the backlog goes on past the live
+    point's anchor by more than lead_hold_s, but the stream did not: the live point joins in order."""
+    points = Track().approach(every=10).cycle().stand(100).points
+    engine = TruckEngine()
+    expected, _, _, _ = run(engine, points)
+    state = None
+    for p in points[:5]:
+        _, state = engine.on_point(state, p, SITE, arrival_ms=p.ts_ms - 61_000)
+    burst_at = points[-1].ts_ms - 30_000
+    closed = []
+    for p in [points[-1]] + points[5:-1]:
+        out, state = engine.on_point(state, p, SITE, arrival_ms=burst_at)
+        assert out.rejected == []
+        closed += out.closed
+    out, state = engine.on_timer(state, 0, END_OF_INPUT, SITE)
+    assert closed + out.closed == expected

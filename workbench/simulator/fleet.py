@@ -63,6 +63,8 @@ class Proc:
         self.rng = random.Random(key + "/motion")
         self.prng = random.Random(key + "/ping")
         self.drng = random.Random(key + "/degrade")
+        self.lrng = random.Random(key + "/late")  # late delivery: its own stream, the rest stays as without it
+        self.glitch_at: float | None = None  # when the device sends its one stray point (see SimulationSpec)
         lo, hi = spec.ping_interval_s
         self.interval_ms = self.prng.uniform(lo, hi) * 1000.0
         self.late_first_idle = self.prng.random() < 0.5  # on_change devices only

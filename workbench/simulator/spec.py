@@ -75,9 +75,20 @@ class SimulationSpec:
     """Water trucks/dozers per site; when > 0 the loaders send telemetry too."""
     malformed: float = 0.0
     unknown_assets: int = 0
+    late_p: float = 0.0
+    """Fraction of the pings sent live that are delivered late (a retrying gateway): each such ping
+    arrives ``late_s`` later than it would have (after the later pings of its truck)."""
+    late_s: tuple[float, float] = (0.0, 0.0)
+    """Range (min, max) of the delay of a late ping, seconds (uniform)."""
+    glitch_trucks: int = 0
+    """Haul trucks per site whose device clock glitches once: one stray point at a random moment of
+    the run, with the position and work state of the point before it and a timestamp
+    ``glitch_offset_s`` away from it (ahead when > 0, back when < 0), sent right after it. A stray is
+    not a real point: the truth is the motion."""
+    glitch_offset_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("trucks", "sites", "non_trucks", "unknown_assets", "ramp_faces"):
+        for name in ("trucks", "sites", "non_trucks", "unknown_assets", "ramp_faces", "glitch_trucks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.sites < 1:
@@ -97,7 +108,7 @@ class SimulationSpec:
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max")
         for name in ("duplicates", "drop", "long_idles", "bad_dumps", "malformed", "gps_outlier_p", "reassign_p",
-                     "ping_jitter", "queue_inside_p"):
+                     "ping_jitter", "queue_inside_p", "late_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a fraction in [0, 1]")
         if self.disorder_s < 0 or self.outages_per_day < 0 or self.gps_sigma_m < 0:
@@ -105,6 +116,11 @@ class SimulationSpec:
         lo, hi = self.ping_interval_s
         if not 0 < lo <= hi:
             raise ValueError("ping_interval_s must be (min, max) with 0 < min <= max")
+        lo, hi = self.late_s
+        if not 0 <= lo <= hi:
+            raise ValueError("late_s must be (min, max) with 0 <= min <= max")
+        if self.glitch_trucks > self.trucks:
+            raise ValueError("glitch_trucks must be <= trucks")
 
     @property
     def n_loaders(self) -> int:
@@ -159,6 +175,12 @@ SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
     "over-trucked": {"loaders": 1},
     "over-trucked-staging": {**_PIT, "loaders": 2, "queue_inside_p": 0.0, "reassign_p": 0.0, "trucks": 16},
     "under-trucked": {"loaders": 4},
+    "late-2min-10pct": {**DEGRADED_PRESET, "late_p": 0.10, "late_s": (5.0, 120.0)},
+    "late-5min-30pct": {**DEGRADED_PRESET, "late_p": 0.30, "late_s": (0.0, 300.0)},
+    "late-10min-5pct": {**DEGRADED_PRESET, "late_p": 0.05, "late_s": (0.0, 600.0)},
+    "late-sparse-device": {"device": "on_change", **DEGRADED_PRESET, "late_p": 0.10, "late_s": (0.0, 300.0)},
+    "clock-strays-ahead": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": 7200.0},
+    "clock-strays-back": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": -1800.0},
 }
 """Named scenario families (overrides of SimulationSpec): the engine's accuracy bar is checked on each
 (tests/state_machine/test_scenarios.py, bench/scenario_table.py); `asset-cycle simulate --scenario`."""

@@ -93,6 +93,9 @@ class Runner:
                 guid = f"{site.code}-HT-{n + 1:03d}"
                 self.assets.append((guid, s, HAUL_TRUCK, None, None))
                 truck = Truck(spec, site, guid, order, n % len(site.loaders), False, truth, visit_truth)
+                if n < spec.glitch_trucks:
+                    end = spec.end_ms if spec.end_ms is not None else spec.start_ms + 86_400_000
+                    truck.glitch_at = random.Random(f"{spec.seed}/{site.index}/{guid}/glitch").uniform(spec.start_ms, end)
                 order += 1
                 legs, t1 = truck.start(spec.start_ms)
                 self.initial.append((truck, legs, t1))
@@ -130,6 +133,9 @@ class Runner:
         self._malf = sp.malformed
         self._sigma = sp.gps_sigma_m
         self._outp = sp.gps_outlier_p
+        self._late = sp.late_p
+        self._late_ms = (sp.late_s[0] * 1000.0, sp.late_s[1] * 1000.0)
+        self._glitch_ms = int(sp.glitch_offset_s * 1000)
 
     # -- pings
 
@@ -219,8 +225,14 @@ class Runner:
                     return
                 proc.backlog += 1
                 delivery = proc.outage[1] + proc.backlog * 10
-        if delivery == ts and self._disorder_ms:
-            delivery += int(drng.random() * self._disorder_ms)
+        if proc.glitch_at is not None and ts >= proc.glitch_at:
+            proc.glitch_at = None  # the stray, sent right after this point with its position and state
+            self._push(delivery + 1, line.replace(iso, _iso(ts + self._glitch_ms)))
+        if delivery == ts:  # sent live (a backlog is sent in order when the outage ends)
+            if self._disorder_ms:
+                delivery += int(drng.random() * self._disorder_ms)
+            if self._late and proc.lrng.random() < self._late:
+                delivery += int(proc.lrng.uniform(*self._late_ms))
         self._push(delivery, line)
         if self._dup and drng.random() < self._dup:
             self._push(delivery + int(drng.uniform(0, 40_000)), line)

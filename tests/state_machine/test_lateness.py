@@ -1,0 +1,143 @@
+"""The hold a site's trucks use for late points (state_machine.lateness): measured on the stream,
+covering the lateness it shows, untouched by what needs no hold (in-order backlogs, duplicates of a
+burst, live points sent before a backlog, a single stray)."""
+
+from __future__ import annotations
+
+import random
+
+from state_machine.lateness import (
+    HOLD_MARGIN,
+    HOLD_MAX,
+    WARMUP_MS,
+    DecayingHistogram,
+    StreamLateness,
+    bucket_of,
+    bucket_upper_ms,
+)
+from state_machine.watermark import WatermarkTracker
+
+MIN = 60_000
+T = 10 * 3_600_000
+
+
+class Stream:
+    """Feeds (truck, ts) records through the tracker and the lateness estimate as StreamParser does."""
+
+    def __init__(self) -> None:
+        self.tracker = WatermarkTracker(MIN, MIN)
+        self.lateness = StreamLateness(MIN, MIN)
+        self.hold = HOLD_MAX
+
+    def feed(self, truck: str, ts: int, site: str = "S") -> int:
+        now = self.tracker.max_ts
+        self.tracker.observe(truck, ts)
+        self.hold = self.lateness.observe(truck, site, ts, now)
+        return self.hold
+
+
+def live(stream: Stream, trucks: int, start: int, minutes: float, every: int = 20_000) -> int:
+    """Every truck pings every ``every`` ms, on time; returns the end time."""
+    ts = start
+    while ts < start + minutes * MIN:
+        for n in range(trucks):
+            stream.feed(f"T{n}", ts + n)
+        ts += every
+    return ts
+
+
+def test_the_hold_is_the_maximum_until_the_site_has_run_the_warm_up_then_the_floor_on_ordered_data():
+    stream = Stream()
+    end = live(stream, 5, T, 10)
+    assert stream.hold == HOLD_MAX
+    live(stream, 5, end, (WARMUP_MS + 2 * MIN) / MIN)
+    assert stream.hold == 0  # nothing late: the engine's floor (max_disorder_s) applies
+
+
+def test_late_points_raise_the_hold_at_once_and_it_covers_them():
+    stream = Stream()
+    end = live(stream, 5, T, 20)
+    assert stream.hold == 0
+    stream.feed("T0", end - 4 * MIN)  # one point 4 min late: a stray maybe, not enough on its own
+    assert stream.hold == 0
+    stream.feed("T1", end - 4 * MIN - 5000)  # a second one: the network really delays points
+    behind = (end - 20_000 + 1) - (end - 4 * MIN - 5000)  # T1's newest point was end - 20 s + 1 ms
+    assert HOLD_MARGIN * behind <= stream.hold <= 1.2 * HOLD_MARGIN * behind
+
+
+def test_the_hold_falls_slowly_once_the_lateness_is_gone():
+    stream = Stream()
+    end = live(stream, 5, T, 20)
+    for n in range(5):
+        stream.feed(f"T{n}", end - 5 * MIN)
+    raised = stream.hold
+    end = live(stream, 5, end, 60)
+    assert 0 < stream.hold <= raised  # an hour later, still covered
+    live(stream, 5, end, 8 * 60)
+    assert stream.hold == 0
+
+
+def test_a_backlog_arriving_in_order_after_an_outage_needs_no_hold():
+    stream = Stream()
+    end = live(stream, 4, T, 20)
+    for n in range(1, 4):  # T0 is silent for 20 min, the others go on
+        ts = end
+        while ts < end + 20 * MIN:
+            stream.feed(f"T{n}", ts)
+            ts += 20_000
+    for ts in range(end, end + 20 * MIN, 20_000):
+        stream.feed("T0", ts)  # its backlog, in order, 20 min behind the stream
+    assert stream.hold == 0
+
+
+def test_a_live_point_sent_before_the_backlog_and_copies_of_the_burst_need_no_hold():
+    """At reconnection a truck sends a live point, then its 20-minute backlog in a burst; copies of
+    backlog points arrive right after the burst (at-least-once delivery)."""
+    stream = Stream()
+    end = live(stream, 4, T, 20)
+    ts = end
+    while ts < end + 20 * MIN:
+        for n in range(1, 4):
+            stream.feed(f"T{n}", ts + n)
+        ts += 20_000
+    stream.feed("T0", ts)  # live
+    backlog = list(range(end, ts, 20_000))
+    for b in backlog:
+        stream.feed("T0", b)
+    for b in random.Random(1).sample(backlog, 10):
+        stream.feed("T0", b)  # duplicates, 20 min behind the truck's newest point
+    assert stream.hold == 0
+
+
+def test_a_lone_stray_ahead_then_the_truck_going_on_needs_no_hold():
+    stream = Stream()
+    end = live(stream, 4, T, 20)
+    stream.feed("T0", end + 2 * 3_600_000)
+    live(stream, 4, end, 30)
+    assert stream.hold == 0
+
+
+def test_sites_are_measured_apart():
+    stream = Stream()
+    ts = T
+    while ts < T + 20 * MIN:
+        for n in range(4):
+            stream.feed(f"A{n}", ts, "SITE-A")
+            stream.feed(f"B{n}", ts, "SITE-B")
+        ts += 20_000
+    for n in range(4):
+        stream.feed(f"A{n}", ts - 3 * MIN, "SITE-A")
+    assert stream.feed("B0", ts, "SITE-B") == 0
+    assert stream.feed("A0", ts, "SITE-A") >= 3 * MIN
+
+
+def test_decaying_histogram_quantiles_and_buckets():
+    h = DecayingHistogram()
+    for k in range(100):
+        h.add(bucket_of(1000 * (k + 1)), T)
+    assert 49_000 <= h.quantile_ms(0.5) <= 50_000 * 2 ** (1 / 8)
+    assert h.quantile_ms(0.99) >= 99_000
+    assert h.highest_supported(2.0, T) == bucket_of(99_000)  # the two largest samples share a bucket
+    assert h.highest_supported(2.0, T + 3_600_000) < bucket_of(99_000)  # halved an hour later: 2 need more
+    for ms in (1, 999, 1000, 1001, 60_000, 10**9):
+        assert bucket_upper_ms(bucket_of(ms)) >= min(ms, bucket_upper_ms(bucket_of(10**9)))
