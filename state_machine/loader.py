@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 
 import orjson
@@ -109,6 +110,33 @@ def hour_figures(loader: str, site: str, served: list[ServedVisit], hour: int,
             hang += _overlap_s(previous, sv.service_start_ms, hour)
         previous = v.departure_ms
     return LoaderHour(loader, site, hour, int(loads), round(busy, 3), round(hang, 3), round(queue, 3), len(trucks))
+
+
+def _spans(served: Iterable[ServedVisit], previous_departure_ms: int | None) -> dict[tuple[str, int], tuple[int, int]]:
+    """Each served visit's reach in time: from the previous departure (the gap before it, hang) or its
+    service start, whichever is earlier, to its departure."""
+    spans = {}
+    previous = previous_departure_ms
+    for sv in served:
+        start = sv.service_start_ms
+        if start is not None:
+            spans[(sv.visit.asset_guid, sv.visit.load_start_ms)] = (
+                start if previous is None else min(start, previous), sv.visit.departure_ms)
+        previous = sv.visit.departure_ms
+    return spans
+
+
+def _touched_hours(before: list[ServedVisit], after: list[ServedVisit], previous_departure_ms: int | None) -> set[int]:
+    """The hours whose figures may differ between two orders of service: those that a visit whose
+    service, queue or reach changed covered before or covers now."""
+    old, new = _spans(before, previous_departure_ms), _spans(after, previous_departure_ms)
+    touched = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    touched.update(_served_key(sv) for sv in set(after) - set(before))
+    return {hour for spans in (old, new) for key in touched if key in spans for hour in _hours(*spans[key])}
+
+
+def _served_key(sv: ServedVisit) -> tuple[str, int]:
+    return sv.visit.asset_guid, sv.visit.load_start_ms
 
 
 @dataclass(slots=True)
@@ -191,25 +219,20 @@ class LoaderOperator:
         if ls.horizon_ms is not None and visit.departure_ms < ls.horizon_ms:
             out.counts["loaderVisitsTooLate"] += 1
             return LoaderStep(out, ls.to_bytes())
-        before = {(sv.visit.asset_guid, sv.visit.load_start_ms): sv
-                  for sv in serve(kept, ls.previous_departure_ms)}  # fmt: skip
+        served_before = serve(kept, ls.previous_departure_ms)
+        before = {_served_key(sv): sv for sv in served_before}
         ls.visits = [v for v in kept if (v.asset_guid, v.load_start_ms) != (visit.asset_guid, visit.load_start_ms)]
         insort(ls.visits, visit, key=_visit_key)
         served = serve(ls.visits, ls.previous_departure_ms)
-        changed = [sv for sv in served if before.get((sv.visit.asset_guid, sv.visit.load_start_ms)) != sv]
+        changed = [sv for sv in served if before.get(_served_key(sv)) != sv]
         out.served.extend(changed)
         out.counts["loaderVisits"] += 1
-        hours: set[int] = set()
-        previous = ls.previous_departure_ms
-        for sv in served:
-            if sv in changed and sv.service_start_ms is not None:
-                hours.update(_hours(min(sv.service_start_ms, previous or sv.service_start_ms), sv.visit.departure_ms))
-            previous = sv.visit.departure_ms
+        hours = _touched_hours(served_before, served, ls.previous_departure_ms)
         floor = None if ls.previous_departure_ms is None else ls.previous_departure_ms - ls.previous_departure_ms % HOUR_MS
         for hour in sorted(hours):
             if floor is None or hour > floor:  # an hour that began before the visits kept is final
                 out.hours.append(hour_figures(loader, ls.site, served, hour, ls.previous_departure_ms))
-        by_key = {(sv.visit.asset_guid, sv.visit.load_start_ms): sv for sv in changed}
+        by_key = {_served_key(sv): sv for sv in changed}
         for key, cycle in ls.cycles.items():
             sv = by_key.get(key)
             if sv is not None and cycle.queue_seconds != sv.queue_seconds:
