@@ -73,13 +73,14 @@ class ReadOnlyPool:
                         cur.execute(statement, params)
                         names = [column.name for column in cur.description]
                         rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                except psycopg2.Error as exc:
+                    if not (conn.closed or _connection_lost(exc)):
+                        self._idle.put(conn)  # the query failed (a missing table, a timeout): the session is fine
+                        raise
                     self._discard(conn)
-                    if conn.closed or _connection_lost(exc):
-                        if pooled and attempt == 1:
-                            continue  # a connection the server dropped (e.g. a restart): once more, afresh
-                        raise DatabaseDown(f"the database connection was lost: {_one_line(exc)}") from None
-                    raise
+                    if pooled and attempt == 1:
+                        continue  # a connection the server dropped (e.g. a restart): once more, afresh
+                    raise DatabaseDown(f"the database connection was lost: {_one_line(exc)}") from None
                 except BaseException:
                     self._discard(conn)
                     raise
@@ -119,12 +120,14 @@ class ReadOnlyPool:
                 return
 
 
-def _connection_lost(exc: BaseException) -> bool:
+def _connection_lost(exc: psycopg2.Error) -> bool:
     """Whether a psycopg2 error means the connection is gone (rather than a query that failed)."""
     if isinstance(exc, psycopg2.InterfaceError):
         return True
-    code = getattr(exc, "pgcode", None)
-    return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+    code = exc.pgcode
+    if code is None:  # no answer from the server at all
+        return isinstance(exc, psycopg2.OperationalError)
+    return code.startswith("08") or code in ("57P01", "57P02", "57P03")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -146,6 +146,7 @@ class LoaderBoardRow(BaseModel):
 
 class LoadersResponse(BaseModel):
     site: str | None
+    warnings: list[str] = Field(description="e.g. a schema without the loader tables: states unknown")
     loaders: list[LoaderBoardRow]
 
 
@@ -167,6 +168,7 @@ class AlertsResponse(BaseModel):
 class KpisResponse(BaseModel):
     from_utc: str
     to_utc: str
+    warnings: list[str] = Field(description="e.g. a schema without the loader tables: no figures")
     sites: list[dict] = Field(description="site_hour_kpi rows: trucks, loaders, loads, match factor, ...")
     loaders: list[dict] = Field(description="loader_hour rows: loads, busy, hang and queue seconds")
     trucks: list[dict] = Field(description="truck_hour_kpi rows: working, idle, distances, cycles, queue")
