@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -140,12 +140,10 @@ def _row_times(row: Mapping[str, Any]) -> dict[str, Any]:
 class LiveView:
     """What the routes answer, over one pool, one region cache and the settings."""
 
-    def __init__(self, settings: ServeSettings, pool: ReadOnlyPool, regions: RegionCache,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:  # fmt: skip
+    def __init__(self, settings: ServeSettings, pool: ReadOnlyPool, regions: RegionCache) -> None:
         self.settings = settings
         self.pool = pool
         self.region_cache = regions
-        self.clock = clock
         self.q = Queries(settings.names)
 
     # -- sites ----------------------------------------------------------------------------------------------
@@ -304,7 +302,7 @@ class LiveView:
         if finish is None:
             clocks = self._site_clocks()
             newest = clocks.get(site) if site else max(clocks.values(), default=None)
-            finish = (newest or self.clock()).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+            finish = (newest or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         begin = begin or finish - DEFAULT_KPI_WINDOW
         if finish <= begin:
             raise BadRequest("to must be after from")
@@ -327,7 +325,7 @@ class LiveView:
         except (DatabaseDown, psycopg2.Error) as exc:
             return 503, {"status": "database_unavailable", "database": _error_text(exc), "stale_after_s": limit,
                          "sites": []}  # fmt: skip
-        now = self.clock()
+        now = datetime.now(UTC)
         sites = []
         for r in rows:
             age = seconds_between(r["newest_event_utc"], now)
@@ -364,10 +362,9 @@ def reject_unknown_parameters(request: Request) -> None:
         raise BadRequest(f"unknown parameter {unknown[0]!r} (this endpoint takes {takes})")
 
 
-def create_app(settings: ServeSettings, pool: ReadOnlyPool, regions: RegionCache,
-               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> FastAPI:  # fmt: skip
+def create_app(settings: ServeSettings, pool: ReadOnlyPool, regions: RegionCache) -> FastAPI:
     """The application: routes over a LiveView, error handlers, security middleware, the page's files."""
-    view = LiveView(settings, pool, regions, clock)
+    view = LiveView(settings, pool, regions)
     app = FastAPI(title="asset-cycle live view", version="1", docs_url=None, redoc_url=None,
                   description="Read-only API over the job's live tables: fleet positions, cycles, loaders, alerts "
                               "and hourly KPIs. Times are ISO 8601 UTC; errors are {\"error\": \"one line\"}.",

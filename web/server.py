@@ -107,7 +107,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        hint = " (another asset-cycle serve? pass another --port)" if exc.errno == 98 else ""
+        hint = " (another asset-cycle serve? choose another port)" if exc.errno == 98 else ""
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
     sock.set_inheritable(True)
     return sock
