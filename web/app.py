@@ -28,7 +28,7 @@ import psycopg2
 import psycopg2.errors
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -61,10 +61,8 @@ class NotFound(LookupError):
     """No such object (HTTP 404, one line)."""
 
 
-class Json(Response):
+class Json(JSONResponse):
     """JSON by orjson (the API's rows are already plain values: strings, numbers, None)."""
-
-    media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)

@@ -96,7 +96,7 @@ class LiveServer:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (port 0: any free one); ServeError when it cannot be."""
+    """A TCP socket listening on ``host:port`` (port 0: any free one); ServeError when it cannot be."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
@@ -105,6 +105,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them: the URL works at once
     except OSError as exc:
         sock.close()
         hint = " (another asset-cycle serve? choose another port)" if exc.errno == 98 else ""
