@@ -169,32 +169,26 @@ class LiveView:
         return {"sites": sites, "tile_url": self.settings.tile_url, "warnings": [problem] if problem else []}
 
     # -- fleet ----------------------------------------------------------------------------------------------
-    def _truck(self, row: Mapping[str, Any], cycle: dict[str, Any] | None) -> dict[str, Any]:
-        silent = seconds_between(row["last_event_utc"], row["site_newest_event_utc"])
-        return {
-            "asset_guid": row["asset_guid"], "site_guid": row["site_guid"], "last_event_utc": iso(row["last_event_utc"]),
-            "latitude": row["latitude"], "longitude": row["longitude"],
-            "work_state": WORK_STATES.get(row["work_state_id"]), "segment": row["current_segment"],
-            "area": row["area"], "area_guid": row["area_guid"], "silent_s": silent,
-            "stale": silent is not None and silent > self.settings.stale_truck_s, "cycle": cycle,
-        }  # fmt: skip
+    def _trucks(self, site: str | None, truck: str | None) -> list[dict[str, Any]]:
+        """Rows of the fleet query as the API's trucks (the hot path: PostgreSQL formats the values)."""
+        stale_after = self.settings.stale_truck_s
+        return [{
+            "asset_guid": r["asset_guid"], "site_guid": r["site_guid"], "last_event_utc": r["last_event_utc"],
+            "latitude": r["latitude"], "longitude": r["longitude"], "work_state": WORK_STATES.get(r["work_state_id"]),
+            "segment": r["current_segment"], "area": r["area"], "area_guid": r["area_guid"], "silent_s": r["silent_s"],
+            "stale": r["silent_s"] is not None and r["silent_s"] > stale_after,
+            "cycle": {"load_start_utc": r["load_start_utc"], "loader_asset_guid": r["loader_asset_guid"],
+                      "dump_region_guid": r["dump_region_guid"], "elapsed_s": r["elapsed_s"],
+                      "invalid_reason": r["invalid_reason"], "outlier_rule": r["outlier_rule"]}
+            if r["has_cycle"] else None,
+        } for r in self.pool.fetch(self.q.fleet, {"site": site, "truck": truck})]  # fmt: skip
 
     def fleet(self, site: str | None) -> dict[str, Any]:
-        trucks = []
-        for row in self.pool.fetch(self.q.fleet, {"site": site}):
-            start = row["cycle_load_start_utc"]
-            cycle = None if start is None and row["cycle_loader_asset_guid"] is None else {
-                "load_start_utc": iso(start), "loader_asset_guid": row["cycle_loader_asset_guid"],
-                "dump_region_guid": row["cycle_dump_region_guid"],
-                "elapsed_s": seconds_between(start, row["last_event_utc"]),
-                "invalid_reason": row["cycle_invalid_reason"], "outlier_rule": row["cycle_outlier_rule"],
-            }  # fmt: skip
-            trucks.append(self._truck(row, cycle))
-        return {"site": site, "stale_after_s": self.settings.stale_truck_s, "trucks": trucks}
+        return {"site": site, "stale_after_s": self.settings.stale_truck_s, "trucks": self._trucks(site, None)}
 
     def truck(self, truck: str, cycles: int) -> dict[str, Any]:
         params = {"truck": truck}
-        [position] = self.pool.fetch(self.q.truck_position, params) or [None]
+        [position] = self._trucks(None, truck) or [None]
         [current] = self.pool.fetch(self.q.truck_current_cycle, params) or [None]
         [asset] = self.pool.fetch(self.q.truck_asset, params) or [None]
         closed = self.pool.fetch(self.q.cycles, self._cycle_filter(truck=truck, limit=cycles))
@@ -202,11 +196,14 @@ class LiveView:
             raise NotFound(f"unknown truck {truck!r} (no position, cycle or closed cycle in schema "
                            f"{self.settings.names.schema})")  # fmt: skip
         if current is not None:
-            newest = position["last_event_utc"] if position else current["last_event_utc"]
-            current = {**_row_times(current), "elapsed_s": seconds_between(current["load_start_utc"], newest)}
+            elapsed = position["cycle"]["elapsed_s"] if position and position["cycle"] else seconds_between(
+                current["load_start_utc"], current["last_event_utc"])
+            current = {**_row_times(current), "elapsed_s": elapsed}
         site = (position or current or asset or closed[0])["site_guid"]
+        if position is not None:
+            position["cycle"] = None  # the cycle in progress is current_cycle, in full
         return {"asset_guid": truck, "site_guid": site, "asset_type": asset["asset_type"] if asset else None,
-                "position": self._truck(position, None) if position else None, "current_cycle": current,
+                "position": position, "current_cycle": current,
                 "cycles": [_row_times(r) for r in closed]}  # fmt: skip
 
     # -- cycles ---------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from state_machine.model import LOADER
 from stores.postgres import TableNames, column_names
 
 LOADER_TYPE = LOADER
+ISO = "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+"""A timestamptz as the API's ISO 8601 UTC text (what web.app.iso makes of a datetime)."""
 LOADER_STATUS_TABLE = "loader_status"
 LOADER_HOUR_TABLE = "loader_hour"
 TRUCK_HOUR_KPI_VIEW = "truck_hour_kpi"
@@ -44,21 +46,21 @@ class Queries:
             "AND (%(site)s::text IS NULL OR COALESCE(i.site_guid, a.site_guid) = %(site)s) "
             "ORDER BY a.asset_guid").format(asset=t["asset"], info=t["asset_info"])  # fmt: skip
 
+        # the fleet's hot path: times formatted and durations computed by PostgreSQL (no datetime objects)
         self.fleet = sql.SQL(
-            "SELECT p.asset_guid, p.site_guid, p.last_event_utc, p.latitude, p.longitude, p.work_state_id, "
-            "p.current_segment, p.area, p.area_guid, "
-            "c.load_start_utc AS cycle_load_start_utc, c.loader_asset_guid AS cycle_loader_asset_guid, "
-            "c.dump_region_guid AS cycle_dump_region_guid, c.invalid_reason AS cycle_invalid_reason, "
-            "c.outlier_rule AS cycle_outlier_rule, "
-            "max(p.last_event_utc) OVER (PARTITION BY p.site_guid) AS site_newest_event_utc "
-            "FROM {pi} p LEFT JOIN {tmp} c ON c.asset_guid = p.asset_guid "
+            "WITH newest AS (SELECT site_guid, max(last_event_utc) AS newest FROM {pi} GROUP BY site_guid) "
+            "SELECT p.asset_guid, p.site_guid, " + ISO.format(column="p.last_event_utc") + " AS last_event_utc, "
+            "p.latitude, p.longitude, p.work_state_id, p.current_segment, p.area, p.area_guid, "
+            "round(extract(epoch FROM n.newest - p.last_event_utc), 3)::float8 AS silent_s, "
+            "c.asset_guid IS NOT NULL AS has_cycle, " + ISO.format(column="c.load_start_utc") + " AS load_start_utc, "
+            "c.loader_asset_guid, c.dump_region_guid, c.invalid_reason, c.outlier_rule, "
+            "round(extract(epoch FROM p.last_event_utc - c.load_start_utc), 3)::float8 AS elapsed_s "
+            "FROM {pi} p LEFT JOIN newest n ON n.site_guid = p.site_guid "
+            "LEFT JOIN {tmp} c ON c.asset_guid = p.asset_guid "
             "WHERE (%(site)s::text IS NULL OR p.site_guid = %(site)s) "
+            "AND (%(truck)s::text IS NULL OR p.asset_guid = %(truck)s) "
             "ORDER BY p.site_guid, p.asset_guid").format(pi=t["process_info"], tmp=t["cycle_tmp"])  # fmt: skip
 
-        self.truck_position = sql.SQL(
-            "SELECT asset_guid, site_guid, last_event_utc, latitude, longitude, work_state_id, current_segment, "
-            "area, area_guid, (SELECT max(last_event_utc) FROM {pi} s WHERE s.site_guid = p.site_guid) "
-            "AS site_newest_event_utc FROM {pi} p WHERE asset_guid = %(truck)s").format(pi=t["process_info"])  # fmt: skip
         self.truck_current_cycle = sql.SQL(
             "SELECT {cols} FROM {tmp} WHERE asset_guid = %(truck)s").format(cols=cycle_columns, tmp=t["cycle_tmp"])
         self.truck_asset = sql.SQL(
