@@ -153,9 +153,15 @@ def browser_figures(server: LiveServer, names: TableNames, trucks: int, seconds:
             metrics = driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
             return next(m["value"] for m in metrics if m["name"] == "TaskDuration")
 
+        def shapes() -> dict[str, str]:
+            return dict(driver.execute_script(
+                "return [...document.querySelectorAll('path.truck')].map(p => [p.dataset.truck, p.getAttribute('d')]);"))
+
+        first = shapes()
         before, started = task_s(), time.monotonic()
         time.sleep(seconds)
         busy = (task_s() - before) / (time.monotonic() - started)
+        moved = sum(shapes().get(k) != v for k, v in first.items())
         long_tasks = driver.execute_script("return window.__long;")
         marker = driver.find_elements(By.CSS_SELECTOR, "path.truck")[trucks // 2]
         guid = marker.get_attribute("data-truck")
@@ -167,7 +173,7 @@ def browser_figures(server: LiveServer, names: TableNames, trucks: int, seconds:
     finally:
         stop.set()
         driver.quit()
-    return {"busy_ms_per_s": busy * 1000, "long_tasks": len(long_tasks),
+    return {"busy_ms_per_s": busy * 1000, "moved": moved, "long_tasks": len(long_tasks),
             "longest_task_ms": max(long_tasks, default=0.0), "click_to_panel_ms": click_ms}
 
 
@@ -187,7 +193,8 @@ def main() -> None:
     if args.browser:
         with bench_schema(args.browser_trucks) as names, served(names) as server:
             figures = browser_figures(server, names, args.browser_trucks, args.browser_s)
-        print(f"page, {args.browser_trucks} trucks moving every second, watched {args.browser_s:g} s: main thread busy "
+        print(f"page, {args.browser_trucks} trucks moving every second, watched {args.browser_s:g} s ({figures['moved']} "
+              f"moved on screen): main thread busy "
               f"{figures['busy_ms_per_s']:.0f} ms per s, {figures['long_tasks']} long tasks (> 50 ms, longest "
               f"{figures['longest_task_ms']:.0f} ms), click to truck panel {figures['click_to_panel_ms']:.0f} ms")
 

@@ -180,6 +180,11 @@ function truckTooltip(guid) {
 }
 
 function applyFleet(fleet) {
+  const placed = fleet.trucks.filter((t) => t.latitude !== null && t.longitude !== null);
+  if (!state.fitted && placed.length) {  // a site without drawn geometry: the trucks set the view
+    state.layers.map.fitBounds(L.latLngBounds(placed.map((t) => [t.latitude, t.longitude])).pad(0.1));
+    state.fitted = true;
+  }
   const seen = new Set();
   for (const truck of fleet.trucks) {
     if (truck.latitude === null || truck.longitude === null) continue;
@@ -210,10 +215,6 @@ function applyFleet(fleet) {
       state.markers.delete(guid);
       state.trucks.delete(guid);
     }
-  }
-  if (!state.fitted && seen.size) {
-    state.layers.map.fitBounds(L.latLngBounds([...state.markers.values()].map((m) => m.getLatLng())).pad(0.1));
-    state.fitted = true;
   }
 }
 
