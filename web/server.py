@@ -28,6 +28,10 @@ class ServeError(UserError):
     """The live view cannot start (one line: what is wrong and what to do)."""
 
 
+class DatabaseUnreachable(ServeError):
+    """The database does not answer at start (the message names host:port, never the password)."""
+
+
 class LiveServer:
     """The live view over ``settings``: ``open()``, then ``run()`` (blocks) or ``start()``/``stop()``."""
 
@@ -53,7 +57,7 @@ class LiveServer:
         try:
             self.pool.check()
         except DatabaseDown as exc:
-            raise ServeError(str(exc)) from None
+            raise DatabaseUnreachable(str(exc)) from None
         self._socket = bind(self.settings.host, self.settings.port)
         config = uvicorn.Config(create_app(self.settings, self.pool, self.regions), log_config=None,
                                 access_log=False, server_header=False, proxy_headers=False, lifespan="off",

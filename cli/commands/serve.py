@@ -108,11 +108,15 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
 def run(args: argparse.Namespace) -> int:
     """Handler of `asset-cycle serve`."""
     # deferred: the web stack (FastAPI, uvicorn, pydantic) loads only when serving
-    from web.server import LiveServer
+    from web.server import DatabaseUnreachable, LiveServer
 
     settings = serve_settings(args)
     server = LiveServer(settings)
-    server.open()
+    try:
+        server.open()
+    except DatabaseUnreachable as exc:
+        raise CliError(f"{exc} (set --pg-dsn, or ASSET_CYCLE_PG_HOST/_PORT/_DB/_USER/_PASSWORD, or "
+                       "--local-properties)") from None
     print(f"live view: {server.url} (schema {settings.names.schema}"
           + (f", Redis prefix {settings.redis_prefix!r}" if settings.redis_prefix else "")
           + "); API schema: " + server.url + "openapi.json; Ctrl-C stops it", flush=True)
