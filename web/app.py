@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
@@ -39,6 +40,7 @@ from web.queries import LOADER_TYPE, Queries
 from web.security import SecurityMiddleware
 from web.settings import ServeSettings, time_zone
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 LEAFLET_DIR = Path(__file__).resolve().parents[1] / "tools" / "web" / "node_modules" / "leaflet" / "dist"
 """Leaflet as `make setup` installs it (npm, pinned by tools/web/package-lock.json)."""
@@ -390,6 +392,11 @@ def create_app(settings: ServeSettings, pool: ReadOnlyPool, regions: RegionCache
     def database_down(_: Request, exc: DatabaseDown) -> Json:
         return error(503, f"database unavailable: {exc}")
 
+    @app.exception_handler(Exception)
+    def internal_error(_: Request, exc: Exception) -> Json:
+        log.exception("live view: unexpected error")
+        return error(500, f"internal error ({type(exc).__name__}); see the server's log")
+
     @app.exception_handler(psycopg2.Error)
     def database_error(_: Request, exc: psycopg2.Error) -> Json:
         schema = settings.names.schema
@@ -413,7 +420,7 @@ def create_app(settings: ServeSettings, pool: ReadOnlyPool, regions: RegionCache
         """Every truck's position, work state, segment, area, current cycle (elapsed), last seen and stale flag."""
         return answer(view.fleet(site))
 
-    @app.get("/api/trucks/{truck_id}", response_model=models.TruckResponse,
+    @app.get("/api/trucks/{truck_id:path}", response_model=models.TruckResponse,
              responses={**errors, 404: {"model": models.ErrorBody}}, tags=["api"])  # fmt: skip
     def truck(truck_id: str, cycles: Annotated[int, Query(ge=0, le=200)] = 10) -> Json:
         """A truck's position and state, its cycle in progress and its last ``cycles`` closed cycles."""

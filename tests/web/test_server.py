@@ -6,6 +6,7 @@ and the small pure helpers (shifts, cursors, the loader status' waiting list).""
 from __future__ import annotations
 
 import re
+import urllib.parse
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,3 +246,17 @@ def test_the_waiting_list_of_a_loader_status_is_read_in_order() -> None:
     assert parse_waiting("HT-2@1705298400000,HT-7@1705298460000") == [
         ("HT-2", datetime(2024, 1, 15, 6, tzinfo=UTC)), ("HT-7", datetime(2024, 1, 15, 6, 1, tzinfo=UTC))]
     assert parse_waiting("") == []
+
+
+def test_a_truck_id_with_a_slash_and_other_characters_is_found(pg_dsn: str, migrated_tables: TableNames,
+                                                                redis_url: str, redis_prefix: str) -> None:  # fmt: skip
+    guid = "HT/7 ä,@1"
+    conn = psycopg2.connect(pg_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("INSERT INTO {} (asset_guid, site_guid, last_event_utc, latitude, longitude, work_state_id, "
+                            "current_segment, area) VALUES (%s, 'S', now(), -22.7, 118.7, 3, 'NONE', 'T')")
+                    .format(migrated_tables.table("process_info")), (guid,))  # fmt: skip
+    conn.close()
+    with serving(_settings(pg_dsn, migrated_tables, redis_url, redis_prefix)) as url:
+        body = get(url + "api/trucks/" + urllib.parse.quote(guid, safe="")).json()
+    assert body["asset_guid"] == guid and body["position"]["segment"] == "NONE" and body["current_cycle"] is None
