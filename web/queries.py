@@ -35,10 +35,6 @@ class Queries:
             "max(updated_at) AS last_write_utc FROM {pi} WHERE site_guid IS NOT NULL GROUP BY site_guid "
             "ORDER BY site_guid").format(pi=t["process_info"])  # fmt: skip
 
-        self.reference_sites = sql.SQL(
-            "SELECT DISTINCT site_guid FROM {asset} WHERE site_guid IS NOT NULL ORDER BY site_guid"
-        ).format(asset=t["asset"])
-
         self.loaders = sql.SQL(
             "SELECT a.asset_guid, COALESCE(i.site_guid, a.site_guid) AS site_guid, a.asset_name, i.latitude, "
             "i.longitude FROM {asset} a LEFT JOIN {info} i ON i.asset_guid = a.asset_guid "

@@ -7,7 +7,6 @@ line (``ServeError``): the page's JavaScript installed, the database reachable, 
 
 from __future__ import annotations
 
-import logging
 import signal
 import socket
 import threading
@@ -20,7 +19,6 @@ from web.db import DatabaseDown, ReadOnlyPool
 from web.geometry import RegionCache
 from web.settings import ServeSettings
 
-log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 5.0
 
 
