@@ -260,3 +260,10 @@ def test_a_truck_id_with_a_slash_and_other_characters_is_found(pg_dsn: str, migr
     with serving(_settings(pg_dsn, migrated_tables, redis_url, redis_prefix)) as url:
         body = get(url + "api/trucks/" + urllib.parse.quote(guid, safe="")).json()
     assert body["asset_guid"] == guid and body["position"]["segment"] == "NONE" and body["current_cycle"] is None
+
+
+def test_a_tile_server_is_allowed_for_images_only() -> None:
+    policy = content_security_policy("https://{s}.tiles.example.org/{z}/{x}/{y}.png")
+    assert "img-src 'self' data: https://*.tiles.example.org;" in policy
+    assert "script-src 'self';" in policy and "connect-src 'self';" in policy
+    assert "tiles.example.org" not in policy.replace("img-src 'self' data: https://*.tiles.example.org;", "")
