@@ -67,3 +67,25 @@ def test_serve_starts_answers_and_stops_on_ctrl_c(pg_dsn: str, redis_url: str, m
             proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and err.strip() == "stopped", err
+
+
+def test_local_properties_give_the_database_tables_and_redis_prefix(tmp_path: Path) -> None:
+    import json
+
+    from cli.commands.serve import serve_settings
+    from cli.main import build_parser
+
+    props = tmp_path / "application_properties.json"
+    props.write_text(json.dumps([
+        {"PropertyGroupId": "SourceConfig", "PropertyMap": {"stream.arn": "arn:aws:kinesis:eu-west-1:1:stream/s"}},
+        {"PropertyGroupId": "SinkConfig", "PropertyMap": {"jdbc.url": "jdbc:postgresql://db.example:6543/ops",
+                                                          "schema": "mine", "table.cycle": "cycles"}},
+        {"PropertyGroupId": "ReferenceConfig", "PropertyMap": {"redis.host": "cache.example", "redis.key.prefix": "p:"}},
+        {"PropertyGroupId": "EngineConfig", "PropertyMap": {"loader_distance_m": "65"}},
+    ]))  # fmt: skip
+    settings = serve_settings(build_parser().parse_args(["serve", "--local-properties", str(props)]))
+    assert (settings.names.schema, settings.names.cycle) == ("mine", "cycles")
+    assert (settings.database["host"], settings.database["port"], settings.database["dbname"]) == (
+        "db.example", 6543, "ops")
+    assert (settings.redis.host, settings.redis_prefix) == ("cache.example", "p:")
+    assert settings.engine.for_site("any").loader_distance_m == 65
