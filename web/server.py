@@ -62,6 +62,12 @@ class LiveServer:
                                 log_level="warning", timeout_graceful_shutdown=2)  # fmt: skip
         self._server = uvicorn.Server(config)
 
+    def schemas_with_tables(self) -> list[str]:
+        """The schemas that hold a live-fleet table of this name (to tell a user who picked an empty one)."""
+        rows = self.pool.fetch("SELECT table_schema FROM information_schema.tables WHERE table_name = %s "
+                               "ORDER BY table_schema", (self.settings.names.process_info,))  # fmt: skip
+        return [r["table_schema"] for r in rows]
+
     def run(self) -> None:
         """Serve until Ctrl-C or SIGTERM (in the main thread); returns normally on either."""
         assert self._server is not None and self._socket is not None, "open() first"

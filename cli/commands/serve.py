@@ -117,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
     except DatabaseUnreachable as exc:
         raise CliError(f"{exc} (set --pg-dsn, or ASSET_CYCLE_PG_HOST/_PORT/_DB/_USER/_PASSWORD, or "
                        "--local-properties)") from None
+    found = server.schemas_with_tables()
+    if settings.names.schema not in found:
+        elsewhere = f" (tables were found in: {', '.join(found)}; the demo's: --schema demo --redis-prefix demo:)" \
+            if found else ""  # fmt: skip
+        print(f"asset-cycle serve: warning: schema {settings.names.schema} has no asset-cycle tables yet; the API "
+              f"answers 503 until the job creates them{elsewhere}", file=sys.stderr, flush=True)
     print(f"live view: {server.url} (schema {settings.names.schema}"
           + (f", Redis prefix {settings.redis_prefix!r}" if settings.redis_prefix else "")
           + "); API schema: " + server.url + "openapi.json; Ctrl-C stops it", flush=True)
