@@ -11,10 +11,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from stores.postgres import TableNames
 from web.server import LiveServer
 from web.settings import ServeSettings
+from workbench.replay import ReplayResult
+
+STALE_TRUCK_S = 120.0
+"""The bundle run's staleness threshold: its trucks end 0-200 s behind the newest point, some stale, some not."""
 
 
 @dataclass
@@ -111,3 +117,15 @@ class TcpProxy:
 
     def close(self) -> None:
         self.cut()
+
+
+class BundleRun:
+    """A job run on a bundle (tests/web/conftest.py): the bundle, its replay and the live view serving it."""
+
+    def __init__(self, bundle: Path, names: TableNames, redis_prefix: str, expected: ReplayResult, url: str) -> None:
+        self.bundle, self.names, self.redis_prefix, self.expected, self.url = bundle, names, redis_prefix, expected, url
+
+    def get(self, path: str) -> Any:
+        answer = get(self.url + path.lstrip("/"))
+        assert answer.status == 200, (path, answer.status, answer.body[:500])
+        return answer.json()

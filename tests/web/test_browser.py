@@ -1,7 +1,9 @@
 """The live view in a real browser (Debian's headless Chromium through chromedriver) against a demo run:
 ``asset-cycle run --serve`` (the simulated fleet at 30x real time, as `make run` starts it). Trucks appear
 on the map and move between two screenshots, clicking a truck shows its cycle in progress as the API
-has it, and the page logs no console error. Screenshots are kept in test-artifacts/browser/."""
+has it, and the page logs no console error; and over a replayed site (tests/web/conftest.py's bundle run),
+its stale trucks are drawn hollow and dashed, the others in their segment's colour. Screenshots are kept
+in test-artifacts/browser/."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 from psycopg2 import sql
 
 from tests.job.reliability_support import CliRun, cli_env, free_port
-from tests.web.support import get
+from tests.web.support import BundleRun, get
 
 pytestmark = [pytest.mark.browser, pytest.mark.flink, pytest.mark.services]
 
@@ -26,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SEGMENT_COLOURS = {"LOAD_TIME": "#d97706", "LOAD_TRAVEL": "#dc2626", "DUMP_TIME": "#7c3aed", "EMPTY_TRAVEL": "#2563eb",
+                   "NONE": "#6b7280"}  # web/static/app.js's legend
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +103,7 @@ def test_trucks_appear_and_move_a_click_shows_its_cycle_and_the_console_stays_cl
     browser.save_screenshot(str(ARTIFACTS / "1-trucks.png"))
     WebDriverWait(browser, 30).until(lambda d: sum(_positions(d).get(k) != v for k, v in first.items()) >= 2)
     browser.save_screenshot(str(ARTIFACTS / "2-trucks-moved.png"))
-    assert browser.find_element(By.ID, "connection").text == "live"
+    assert browser.find_element(By.ID, "connection").text == "connected"
 
     # click a truck that is in a cycle (standing at a loader or dump when one is: it holds still)
     fleet = get(url + "api/fleet").json()["trucks"]
@@ -124,6 +128,28 @@ def test_trucks_appear_and_move_a_click_shows_its_cycle_and_the_console_stays_cl
 
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
+    browser.get("about:blank")  # the page stops polling before its server goes
     assert run.signal(signal.SIGINT, 120) == 0, run.output()[-3000:]
     with pytest.raises(OSError):  # the live view stopped with the job
         get(url + "api/fleet", timeout=3)
+
+
+def test_stale_trucks_are_drawn_hollow_and_dashed(bundle_run: BundleRun, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    trucks = bundle_run.get("/api/fleet")["trucks"]
+    assert {t["stale"] for t in trucks} == {True, False}
+    browser.get("about:blank")
+    browser.get_log("browser")  # what an earlier page logged is not this page's
+    browser.get(bundle_run.url)
+    WebDriverWait(browser, 30).until(lambda d: len(_positions(d)) == len(trucks))
+    browser.save_screenshot(str(ARTIFACTS / "4-stale-trucks.png"))
+    for truck in trucks:
+        marker = browser.find_element(By.CSS_SELECTOR, f'path.truck[data-truck="{truck["asset_guid"]}"]')
+        drawn = (marker.get_attribute("stroke-dasharray"), marker.get_attribute("fill"))
+        if truck["stale"]:
+            assert drawn == ("2 3", "#ffffff"), truck
+        else:
+            assert drawn[0] is None and drawn[1] == SEGMENT_COLOURS[truck["segment"]], (truck, drawn)
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

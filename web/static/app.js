@@ -94,7 +94,7 @@ function siteQuery(extra) {
 function setConnection(ok, text) {
   const node = document.getElementById("connection");
   node.className = `status ${ok ? "ok" : "down"}`;
-  node.textContent = ok ? "live" : "no data";
+  node.textContent = ok ? "connected" : "no connection";
   node.title = text || "";
   const banner = document.getElementById("banner");
   banner.hidden = ok;
