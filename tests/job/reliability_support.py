@@ -379,7 +379,9 @@ def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lin
 
     expected = replay((("x", line) for line in lines), read_reference(bundle)[0])
     tables = read_tables(pg_dsn, names)
-    assert [c.as_dict() for c in tables.closed] == [c.as_dict() for c in expected.sorted_closed()]
+    found, wanted = [c.as_dict() for c in tables.closed], [c.as_dict() for c in expected.sorted_closed()]
+    assert found == wanted, [{k: (a[k], b[k]) for k in a if a[k] != b[k]}
+                             for a, b in zip(found, wanted, strict=False) if a != b][:5] or (len(found), len(wanted))
     assert {k: v.as_dict() for k, v in tables.in_progress.items()} == {
         k: v.as_dict() for k, v in expected.in_progress.items()}
     assert tables.statuses == expected.statuses
