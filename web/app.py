@@ -161,7 +161,7 @@ class LiveView:
                 "newest_event_utc": iso(summary.get("newest_event_utc")),
                 "last_write_utc": iso(summary.get("last_write_utc")),
                 "loader_radius_m": thresholds.loader_distance_m,
-                "queue_radius_m": getattr(thresholds, "queue_radius_m", None),
+                "queue_radius_m": thresholds.queue_radius_m,
                 "regions": [{"region_guid": r.region_guid, "region_name": r.region_name,
                              "region_type": r.region_type, "points": [list(p) for p in r.points]}
                             for r in regions.get(site, [])],

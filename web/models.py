@@ -32,7 +32,7 @@ class Site(BaseModel):
     newest_event_utc: str | None = Field(description="event time of the site's newest processed point")
     last_write_utc: str | None = Field(description="when the job last wrote a truck's position (database clock)")
     loader_radius_m: float = Field(description="a truck within this distance of a loader is at it")
-    queue_radius_m: float | None = Field(description="a truck stopped within this distance on its approach waits")
+    queue_radius_m: float = Field(description="a truck stopped within this distance on its approach waits")
     regions: list[RegionShape]
     loaders: list[LoaderPlace]
 

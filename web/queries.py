@@ -13,10 +13,6 @@ from stores.postgres import TableNames, column_names
 LOADER_TYPE = LOADER
 ISO = "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 """A timestamptz as the API's ISO 8601 UTC text (what web.app.iso makes of a datetime)."""
-LOADER_STATUS_TABLE = "loader_status"
-LOADER_HOUR_TABLE = "loader_hour"
-TRUCK_HOUR_KPI_VIEW = "truck_hour_kpi"
-SITE_HOUR_KPI_VIEW = "site_hour_kpi"
 
 
 class Queries:
@@ -25,9 +21,8 @@ class Queries:
     def __init__(self, names: TableNames) -> None:
         self.names = names
         t = {kind: names.table(kind) for kind in ("asset", "asset_info", "cycle_tmp", "cycle", "process_info",
-                                                   "alerts")}  # fmt: skip
-        loader_status = sql.Identifier(names.schema, LOADER_STATUS_TABLE)
-        loader_hour = sql.Identifier(names.schema, LOADER_HOUR_TABLE)
+                                                   "alerts", "loader_status", "loader_hour", "truck_hour_kpi",
+                                                   "site_hour_kpi")}  # fmt: skip
         cycle_columns = sql.SQL(", ").join(sql.Identifier(c) for c in column_names("cycle"))
 
         self.sites = sql.SQL(
@@ -85,25 +80,25 @@ class Queries:
         self.loader_status = sql.SQL(
             "SELECT loader_asset_guid, site_guid, in_service_asset, in_service_since_utc, waiting_count, waiting, "
             "oldest_wait_since_utc, idle_since_utc, event_utc FROM {status} "
-            "WHERE (%(site)s::text IS NULL OR site_guid = %(site)s)").format(status=loader_status)  # fmt: skip
+            "WHERE (%(site)s::text IS NULL OR site_guid = %(site)s)").format(status=t["loader_status"])  # fmt: skip
 
         self.loader_shift = sql.SQL(
             "SELECT loader_asset_guid, sum(loads) AS loads, sum(busy_seconds) AS busy_seconds, "
             "sum(hang_seconds) AS hang_seconds, sum(queue_seconds) AS queue_seconds FROM {hour} "
             "WHERE site_guid = %(site)s AND hour_start_utc >= %(start)s AND hour_start_utc < %(end)s "
-            "GROUP BY loader_asset_guid").format(hour=loader_hour)  # fmt: skip
+            "GROUP BY loader_asset_guid").format(hour=t["loader_hour"])  # fmt: skip
 
         window = "WHERE (%(site)s::text IS NULL OR site_guid = %(site)s) AND hour_start_utc >= %(start)s " \
                  "AND hour_start_utc < %(end)s "  # fmt: skip
         self.loader_hours = sql.SQL(
             "SELECT loader_asset_guid, site_guid, hour_start_utc, loads, busy_seconds, hang_seconds, queue_seconds, "
             "trucks_served FROM {hour} " + window + "ORDER BY hour_start_utc, loader_asset_guid"
-        ).format(hour=loader_hour)
+        ).format(hour=t["loader_hour"])
         self.truck_hours = sql.SQL(
             "SELECT asset_guid, site_guid, hour_start_utc, working_seconds, idle_seconds, loaded_distance_m, "
             "empty_distance_m, cycles_closed, queue_seconds FROM {view} " + window
-            + "ORDER BY hour_start_utc, asset_guid").format(view=sql.Identifier(names.schema, TRUCK_HOUR_KPI_VIEW))
+            + "ORDER BY hour_start_utc, asset_guid").format(view=t["truck_hour_kpi"])
         self.site_hours = sql.SQL(
             "SELECT site_guid, hour_start_utc, trucks, loaders, loads, busy_seconds, hang_seconds, queue_seconds, "
             "complete_cycles, mean_cycle_seconds, mean_service_seconds, match_factor FROM {view} " + window
-            + "ORDER BY hour_start_utc, site_guid").format(view=sql.Identifier(names.schema, SITE_HOUR_KPI_VIEW))
+            + "ORDER BY hour_start_utc, site_guid").format(view=t["site_hour_kpi"])

@@ -26,6 +26,10 @@ def _iso(ms: int | None) -> str | None:
         "+00:00", "Z")
 
 
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
 def _same_shape(model: type[BaseModel], body: dict[str, Any]) -> None:
     """``body`` validates against ``model`` and has no top-level field the model does not declare."""
     model.model_validate(body)
@@ -151,20 +155,59 @@ def test_alerts_come_newest_first_and_since_bounds_them(bundle_run: BundleRun) -
     assert len(bundle_run.get("/api/alerts?limit=1")["alerts"]) == 1
 
 
-def test_the_loader_board_lists_the_sites_loaders(bundle_run: BundleRun) -> None:
+def test_the_loader_board_is_each_loaders_status_and_this_shifts_figures(bundle_run: BundleRun) -> None:
     body = bundle_run.get("/api/loaders")
     _same_shape(models.LoadersResponse, body)
+    assert body["warnings"] == []
     reference, _ = read_reference(bundle_run.bundle)
-    assert [r["loader_asset_guid"] for r in body["loaders"]] == sorted(
-        loader.asset_guid for site in reference.sites.values() for loader in site.loaders)
+    loaders = {loader.asset_guid: loader for site in reference.sites.values() for loader in site.loaders}
+    assert [r["loader_asset_guid"] for r in body["loaders"]] == sorted(loaders)
+    statuses, hours = bundle_run.expected.loader_status, bundle_run.expected.loader_hours
+    assert statuses and hours, "the run's loaders served trucks"
+    newest = max(s.last_event_ms for s in bundle_run.expected.statuses.values())
+    day = newest // 86_400_000 * 86_400_000
+    shift_start = day + (6 if newest - day >= 6 * 3_600_000 else -6) * 3_600_000  # shifts at 06:00 and 18:00 UTC
+    for row in body["loaders"]:
+        _same_shape(models.LoaderBoardRow, row)
+        status = statuses.get(row["loader_asset_guid"])
+        if status is None:
+            assert row["state"] == "UNKNOWN" and row["in_service"] is None
+            continue
+        assert row["state"] == ("LOADING" if status.in_service_asset else "IDLE")
+        assert (row["in_service"] or {}).get("asset_guid") == status.in_service_asset
+        assert (row["in_service"] or {}).get("since_utc") == _iso(status.in_service_since_ms)
+        assert [(w["asset_guid"], w["since_utc"]) for w in row["waiting"]] == [
+            (w.rpartition("@")[0], _iso(int(w.rpartition("@")[2]))) for w in status.waiting.split(",") if w]
+        assert row["idle_since_utc"] == _iso(status.idle_since_ms)
+        if status.idle_since_ms is not None:
+            assert row["idle_for_s"] == pytest.approx((newest - status.idle_since_ms) / 1000, abs=0.001)
+        mine = [h for (guid, start), h in hours.items() if guid == row["loader_asset_guid"] and start >= shift_start]
+        assert row["shift"]["start_utc"] == _iso(shift_start)
+        assert row["shift"]["loads"] == sum(h.loads for h in mine)
+        assert row["shift"]["hang_seconds"] == pytest.approx(sum(h.hang_seconds for h in mine))
+        assert row["shift"]["queue_seconds"] == pytest.approx(sum(h.queue_seconds for h in mine))
+    assert sum(r["shift"]["loads"] for r in body["loaders"]) > 0
 
 
-def test_kpis_answer_for_the_runs_hours(bundle_run: BundleRun) -> None:
+def test_kpis_are_the_runs_hourly_loader_truck_and_site_figures(bundle_run: BundleRun) -> None:
     body = bundle_run.get("/api/kpis")
     _same_shape(models.KpisResponse, body)
     newest = max(s.last_event_ms for s in bundle_run.expected.statuses.values())
     assert body["to_utc"] == _iso((newest // 3_600_000 + 1) * 3_600_000)
     assert body["from_utc"] == _iso((newest // 3_600_000 - 11) * 3_600_000)
+    loader_hours, truck_hours = bundle_run.expected.loader_hours, bundle_run.expected.truck_hours
+    assert {(r["loader_asset_guid"], r["hour_start_utc"]): (r["loads"], r["trucks_served"]) for r in body["loaders"]} == {
+        (guid, _iso(start)): (h.loads, h.trucks_served) for (guid, start), h in loader_hours.items()}
+    assert {(r["asset_guid"], r["hour_start_utc"]): r["cycles_closed"] for r in body["trucks"]} == {
+        (guid, _iso(start)): h.cycles_closed for (guid, start), h in truck_hours.items()}
+    for row in body["trucks"]:
+        expected = truck_hours[(row["asset_guid"], _ms(row["hour_start_utc"]))]
+        assert row["working_seconds"] == pytest.approx(expected.working_seconds)
+    hours_with_loads = {_iso(start) for (_, start), h in loader_hours.items()}
+    assert {r["hour_start_utc"] for r in body["sites"]} == hours_with_loads
+    assert any(r["match_factor"] for r in body["sites"])
+    later = bundle_run.get(f"/api/kpis?from={body['to_utc']}&to={_iso((newest // 3_600_000 + 3) * 3_600_000)}")
+    assert later["loaders"] == later["trucks"] == later["sites"] == []
 
 
 def test_health_says_the_replayed_site_is_not_live(bundle_run: BundleRun) -> None:
