@@ -43,13 +43,14 @@ COPY job ./job
 COPY cli ./cli
 COPY stores ./stores
 COPY report ./report
+COPY web ./web
 COPY udfs ./udfs
 COPY state_machine ./state_machine
 COPY workbench ./workbench
 COPY deploy ./deploy
 COPY sql ./sql
 RUN pip install --no-cache-dir "apache-flink==${APACHE_FLINK_VERSION}" /opt/asset-cycle \
-    && python -c "import pyflink, job.main, cli.main, stores, report, udfs, state_machine, workbench" \
+    && python -c "import pyflink, job.main, cli.main, stores, report, web, udfs, state_machine, workbench" \
     && ln -s /opt/flink/opt/flink-python-*.jar /opt/flink/opt/flink-python.jar
 
 # The job's uber-jar on the cluster classpath (the same jar as in the MSF zip).

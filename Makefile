@@ -9,7 +9,7 @@ JARS := .jars
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup jars emulator services run test lint lock
+.PHONY: setup jars emulator web-assets services run test lint lock
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: no python3.11/python3.12 found" >&2; exit 1; }
@@ -40,10 +40,21 @@ $(EMULATOR): tools/kinesis-local/package.json tools/kinesis-local/package-lock.j
 
 emulator: $(EMULATOR)
 
-setup: $(VENV)/.installed jars emulator
+# The live view's JavaScript library (npm leaflet, version and integrity pinned in
+# tools/web/package-lock.json), served by asset-cycle serve from the project: no CDN at run time.
+WEB_ASSETS := tools/web/node_modules/.package-lock.json
 
+$(WEB_ASSETS): tools/web/package.json tools/web/package-lock.json
+	npm ci --prefix tools/web --no-audit --no-fund --loglevel=error
+	@touch $@
+
+web-assets: $(WEB_ASSETS)
+
+setup: $(VENV)/.installed jars emulator web-assets
+
+# the demo job, with the live operations view beside it (its URL is printed; Ctrl-C stops both)
 run: setup
-	$(VENV)/bin/asset-cycle run $(RUN_ARGS)
+	$(VENV)/bin/asset-cycle run --serve $(RUN_ARGS)
 
 services: setup
 	$(VENV)/bin/asset-cycle services up

@@ -7,7 +7,9 @@
    its reference data seeded (the simulated fleet's layout, or a bundle's assets and regions).
 4. This machine's ports and the checkpoint to resume from; old checkpoints pruned; Flink's own log in
    a fresh folder of ``.logs/``.
-5. The job built by job.main.build_job, the function the job's entry point runs on MSF, submitted to
+5. With --serve, the live operations view (web.server, as ``asset-cycle serve``) on a thread, over the
+   same tables, until the run ends.
+6. The job built by job.main.build_job, the function the job's entry point runs on MSF, submitted to
    the minicluster and followed by cli.console.JobConsole.
 """
 
@@ -24,8 +26,15 @@ from pathlib import Path
 from cli.checkpoints import latest_checkpoint, prune_checkpoints
 from cli.console import JobConsole, StopPlan
 from cli.errors import CliError
-from cli.local_services import ServiceError, ensure_postgres, ensure_redis, state_dir
-from cli.run_plan import Plan, make_plan, with_local_resources
+from cli.local_services import (
+    ServiceError,
+    ensure_postgres,
+    ensure_redis,
+    free_local_port,
+    port_free,
+    state_dir,
+)
+from cli.run_plan import DEFAULT_SERVE_PORT, Plan, make_plan, with_local_resources
 from job.logging_setup import FORMAT_ENV, LEVEL_ENV, quiet_third_party_loggers, setup_logging
 from job.main import JOB_NAME, build_job, run_job, sink_jdbc_url, table_names
 from job.pipeline import AssembledJob
@@ -37,6 +46,8 @@ from state_machine.reference import ReferenceData
 from stores.connections import PostgresSettings, RedisSettings, mask_url
 from stores.postgres import TableNames, apply_migrations
 from stores.reference import seed_reference
+from web.server import LiveServer
+from web.settings import ServeSettings
 from workbench.bundle import BundleError, read_reference
 from workbench.simulator import AssetTuple, build_layout
 
@@ -65,12 +76,34 @@ def run_locally(args: argparse.Namespace) -> int:
     if fl.checkpoint_dir:
         prune_checkpoints(Path(fl.checkpoint_dir))
     os.environ.setdefault("FLINK_LOG_DIR", str(_run_log_dir(state_dir("logs"))))
-    job = build_job(plan.settings)
-    if job.info.web_ui:
-        print(f"Flink Web UI: {job.info.web_ui}", flush=True)
-    if job.info.metrics_url:
-        print(f"Prometheus metrics: {job.info.metrics_url}", flush=True)
-    return _watch(job, plan, names, args)
+    live_view = start_live_view(plan, pg, rs, names, args.serve_port) if args.serve else None
+    try:
+        job = build_job(plan.settings)
+        if job.info.web_ui:
+            print(f"Flink Web UI: {job.info.web_ui}", flush=True)
+        if job.info.metrics_url:
+            print(f"Prometheus metrics: {job.info.metrics_url}", flush=True)
+        if live_view is not None:
+            print(f"Live view: {live_view.url}", flush=True)
+        return _watch(job, plan, names, args)
+    finally:
+        if live_view is not None:
+            live_view.stop()
+
+
+def start_live_view(plan: Plan, pg: PostgresSettings, rs: RedisSettings, names: TableNames,
+                    port: int | None) -> LiveServer:  # fmt: skip
+    """``asset-cycle serve`` over this run's tables, on 127.0.0.1 (the requested port, else 8080 or any free
+    one), serving on a thread until the run ends."""
+    if port is None:
+        port = DEFAULT_SERVE_PORT if port_free(DEFAULT_SERVE_PORT) else free_local_port()
+    settings = ServeSettings(database=pg.connect_kwargs(), names=names, redis=rs,
+                             redis_prefix=plan.settings.reference.redis_key_prefix, engine=plan.settings.engine,
+                             port=port)  # fmt: skip
+    server = LiveServer(settings)
+    server.open()
+    server.start()
+    return server
 
 
 def _setup_logging(verbose: bool, on_msf: bool) -> None:

@@ -36,6 +36,7 @@ from state_machine.config import EngineConfig
 
 DEFAULT_REST_PORT = 8081
 DEFAULT_METRICS_PORT = 9249
+DEFAULT_SERVE_PORT = 8080
 _SIMULATOR = SourceSettings(kind="simulator")
 DEMO_TRUCKS = _SIMULATOR.simulator_trucks
 DEMO_SPEED = _SIMULATOR.simulator_speed

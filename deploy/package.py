@@ -66,7 +66,9 @@ RUN_OPTIONS: dict[str, str] = {
     "pyFiles": f"{ZIP_PYTHON_DIR}/",
 }
 
-PROJECT_PACKAGES = ("job", "cli", "stores", "report", "udfs", "state_machine", "workbench", "deploy")
+PROJECT_PACKAGES = ("job", "cli", "stores", "report", "web", "udfs", "state_machine", "workbench", "deploy")
+"""Every package of the project: the job's own, and those the command line imports (``web``'s settings for
+``asset-cycle serve``'s options; its server never runs on MSF and its page's files are not copied)."""
 PACKAGE_DATA_SUFFIXES = frozenset({".py", ".sql", ".json", ".yaml", ".yml"})
 """Files copied from the project's packages (mirrors pyproject's package-data)."""
 

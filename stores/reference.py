@@ -119,11 +119,15 @@ def load_reference_data(pg_conn: connection, redis_client: redis.Redis, names: T
         loaders.append(Loader(guid, site, float(lat), float(lon)))
     stats.loaders = len(loaders)
 
-    regions = _load_regions(redis_client, redis_key_prefix, stats)
+    regions = load_regions(redis_client, redis_key_prefix, stats)
     return ReferenceData(asset_types=asset_types, sites=group_sites(loaders, regions))
 
 
-def _load_regions(redis_client: redis.Redis, prefix: str, stats: ReferenceLoadStats) -> list[Region]:
+def load_regions(redis_client: redis.Redis, prefix: str = "",
+                 stats: ReferenceLoadStats | None = None) -> list[Region]:
+    """Every site's regions from Redis (``{prefix}site:*:regions``), sorted by region_guid within a site;
+    malformed values are skipped with a warning (counted in ``stats`` when one is passed)."""
+    stats = ReferenceLoadStats() if stats is None else stats
     head = f"{prefix}site:"
     tail = ":regions"
     regions: list[Region] = []

@@ -1,5 +1,5 @@
 """Layers point one way: cli -> job -> udfs -> state_machine, with stores (PostgreSQL, Redis) below the
-job and the command line, the report below the command line, and workbench the offline tooling over
+job and the command line, the report and the live view (web) below the command line, and workbench the offline tooling over
 the pure core. Checked on every import statement, including the ones inside functions (the lazy
 imports a runtime path takes); and no import cycle among the project's modules."""
 
@@ -14,27 +14,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FORBIDDEN = {
     # pure logic: no Flink, no stores, no AWS, no file or clock access, nothing above it
-    "state_machine": {"job", "cli", "stores", "report", "udfs", "workbench", "bench", "tests", "deploy", "pyflink",
+    "state_machine": {"job", "cli", "stores", "report", "web", "udfs", "workbench", "bench", "tests", "deploy", "pyflink",
                       "psycopg2", "redis", "boto3", "botocore", "pathlib", "os", "time", "io", "shutil", "tempfile"},
     # the Flink adapters: may use state_machine only
-    "udfs": {"job", "cli", "stores", "report", "workbench", "bench", "tests", "deploy", "psycopg2", "redis",
+    "udfs": {"job", "cli", "stores", "report", "web", "workbench", "bench", "tests", "deploy", "psycopg2", "redis",
              "boto3"},
     # offline tooling over the pure core (the command line and the job's simulator source use it)
-    "workbench": {"job", "cli", "stores", "report", "udfs", "bench", "tests", "deploy", "pyflink"},
+    "workbench": {"job", "cli", "stores", "report", "web", "udfs", "bench", "tests", "deploy", "pyflink"},
     # PostgreSQL and Redis: below the job and the command line (state_machine for the reference data types)
-    "stores": {"job", "cli", "report", "udfs", "workbench", "bench", "tests", "deploy", "pyflink"},
+    "stores": {"job", "cli", "report", "web", "udfs", "workbench", "bench", "tests", "deploy", "pyflink"},
     # the Flink job: uses udfs, stores, workbench (the simulator); never the command line or the report; at
     # run time it does not use the packaging code, and nothing ships test code
-    "job": {"cli", "report", "deploy", "bench", "tests"},
+    "job": {"cli", "report", "web", "deploy", "bench", "tests"},
     # the offline report: stores, the pure core and the bundle reader; no Flink
-    "report": {"job", "cli", "udfs", "deploy", "bench", "tests", "pyflink"},
+    "report": {"job", "cli", "web", "udfs", "deploy", "bench", "tests", "pyflink"},
+    # the live view (asset-cycle serve): stores and the pure core's types and thresholds; no Flink, no job
+    "web": {"job", "cli", "report", "udfs", "workbench", "deploy", "bench", "tests", "pyflink"},
     # the command line: everything but the developer tools (deploy only from OPERATOR_CLI)
     "cli": {"deploy", "bench", "tests"},
     "bench": {"tests"},
-    "deploy": {"cli", "report", "bench", "tests"},
+    "deploy": {"cli", "report", "web", "bench", "tests"},
 }  # fmt: skip
 
-PROJECT_PACKAGES = ("state_machine", "udfs", "workbench", "stores", "job", "report", "cli", "deploy", "bench")
+PROJECT_PACKAGES = ("state_machine", "udfs", "workbench", "stores", "job", "report", "web", "cli", "deploy", "bench")
 
 OPERATOR_CLI = {"cli/commands/msf.py", "cli/commands/package.py"}
 """`asset-cycle package` / `asset-cycle msf ...` build and deploy the application: they may use deploy/;

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("job", "cli", "stores", "report", "udfs", "state_machine", "deploy")
+SHIPPED = ("job", "cli", "stores", "report", "web", "udfs", "state_machine", "deploy")
 """The packages pyproject ships (bench/ and tests/ are developer tools, not shipped)."""
 EXECUTORS = {"execute", "executemany", "execute_values", "execute_batch", "mogrify", "copy_expert", "execute_sql"}
 ALLOWED = {

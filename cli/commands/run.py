@@ -8,6 +8,7 @@ from cli.console import DEFAULT_PROGRESS_S, DEFAULT_STOP_TIMEOUT_S
 from cli.run_plan import (
     DEFAULT_METRICS_PORT,
     DEFAULT_REST_PORT,
+    DEFAULT_SERVE_PORT,
     DEMO_REDIS_PREFIX,
     DEMO_SCHEMA,
     DEMO_SEED,
@@ -103,6 +104,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                     help="address the metrics port binds to (default 127.0.0.1; 0.0.0.0 lets a Prometheus on "
                          "another host scrape it)")
     fl.add_argument("--jar-dir", default=None, metavar="DIR", help="where the job's jar is (default .jars/)")
+    web = parser.add_argument_group("live view")
+    web.add_argument("--serve", action="store_true",
+                     help="also serve the live operations view (as `asset-cycle serve`: web page and read-only API "
+                          "over this run's tables) on 127.0.0.1 while the job runs; its URL is printed")
+    web.add_argument("--serve-port", type=int, default=None, metavar="PORT",
+                     help=f"the live view's port (default {DEFAULT_SERVE_PORT}, another free port when taken)")
     parser.add_argument("--progress-s", type=float, default=DEFAULT_PROGRESS_S, metavar="S",
                         help=f"print a progress line every S seconds (default {DEFAULT_PROGRESS_S:g}; 0 = never)")
     parser.add_argument("--verbose", "-v", action="store_true",
