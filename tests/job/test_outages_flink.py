@@ -258,6 +258,8 @@ def test_job_keeps_reference_data_in_force_while_redis_is_down(tmp_path, pg_dsn,
               f"counted, job {watch.seconds:.0f} s, metrics {watch.metrics}")
 
 
+@pytest.mark.flink
+@pytest.mark.slow
 def test_a_backlog_read_before_the_first_reference_load_is_held_not_dead_lettered(tmp_path, pg_dsn, migrated_tables,
                                                                                  redis_server, capsys):  # fmt: skip
     """Redis is down when the job starts and the whole file is read before the first reference load
