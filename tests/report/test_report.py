@@ -21,7 +21,8 @@ from cli.main import main
 from state_machine.model import COMPLETE, INVALID, OUTLIER, CycleRecord, TruckStatus
 from state_machine.reference import ReferenceData
 from stores.postgres import column_names
-from tests.job.table_rows import cycle_record_to_row, truck_status_to_row, upsert_query
+from tests.job.table_rows import sink_params, upsert_query
+from udfs.rows import cycle_row, status_row
 
 SIM_START = datetime(2024, 1, 15, 4, 0, tzinfo=UTC)  # 4 h of data across the 06:00 shift change
 START = "2024-01-15T04:30:00Z"
@@ -67,9 +68,9 @@ def filled(pg_conn: Any, migrated_tables: Any, redis_client: Any, redis_prefix: 
     with pg_conn.cursor() as cur:
         execute_values(cur, SQL("INSERT INTO {} ({}) VALUES %s").format(
             names.table("cycle"), SQL(", ").join(map(Identifier, column_names("cycle")))),
-            [cycle_record_to_row(c) for c in sim_data.closed])
+            [sink_params("cycle", cycle_row(c)) for c in sim_data.closed])
         for status in sim_data.statuses:
-            cur.execute(upsert_query(names, "process_info"), truck_status_to_row(status))
+            cur.execute(upsert_query(names, "process_info"), sink_params("process_info", status_row(status)))
     pg_conn.commit()
     yield names
 
