@@ -23,7 +23,7 @@ from state_machine.model import (
     cycle_to_csv_row,
 )
 from state_machine.reference import AREA_DUMP, AREA_LOADER, SpatialIndex, geodesic_distance_m
-from workbench.bundle import iso_to_ms, read_cycles_csv, read_reference
+from workbench.bundle import iso_to_ms, read_cycles_csv, read_reference, write_cycles_csv
 from workbench.simulator import (
     DEFAULT_START_MS,
     SimulationSpec,
@@ -426,9 +426,15 @@ def test_cli_simulate_and_score(tmp_path, capsys) -> None:
     assert (out / "telemetry.jsonl").read_text().splitlines() == sim.telemetry_lines
     assert [cycle_to_csv_row(r) for r in truth] == [cycle_to_csv_row(r) for r in sim.truth]
     capsys.readouterr()
-    truth_csv = str(out / "truth_cycles.csv")
-    assert main(["score", truth_csv, truth_csv]) == 0
-    assert "F1 1.000" in capsys.readouterr().out
+    # `score` against cycles that miss one truth cycle and add one that is not in the truth
+    found = [*truth[1:], replace(truth[0], asset_guid="NOT-A-TRUCK")]
+    write_cycles_csv(out / "found.csv", found)
+    assert main(["score", str(out / "truth_cycles.csv"), str(out / "found.csv")]) == 0
+    n = len(truth)
+    printed = capsys.readouterr().out
+    assert f"cycles: truth {n}, found {n}, matched {n - 1} " in printed, printed
+    assert f"precision {(n - 1) / n:.3f}  recall {(n - 1) / n:.3f}" in printed, printed
+    assert "missing (truth not found): 1; extra (found not in truth): 1" in printed, printed
 
 
 def test_cli_rejects_bad_options(tmp_path, capsys) -> None:
