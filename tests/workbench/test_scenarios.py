@@ -1,39 +1,102 @@
-"""Every named scenario family of the simulator, end to end through the pure engine.
+"""Every named scenario family of the simulator, end to end through the pure engine, on several seeds.
 
-The bar (issue: cycle engine): recall and precision >= 0.99, COMPLETE recall >= 0.99, status
-agreement >= 0.97, median total-cycle error within one ping interval. (A standstill whose true length
-is within one ping interval of the 600 s outlier threshold can be seen on either side of it: such
-cycles count against status agreement, which is why COMPLETE precision is not held to 0.99.) The families cover the
-geometries and devices that broke earlier engines: switchback and spiral ramps, slow loaded ramps,
-faces 150-300 m apart with the haul road passing every loader, queues in the loader bay and at
-staging points, sparse (on-change) devices, degraded delivery.
+The common bar (issue: cycle engine, restored by the issue "tests that can fail"): recall and
+precision >= 0.99, COMPLETE recall and COMPLETE precision >= 0.99, status agreement >= 0.97, median
+total-cycle error within one ping interval, on every seed of SEEDS. A family added to
+SCENARIO_FAMILIES runs on these seeds with this bar without any change here. A family that cannot
+meet it gets an entry in FAMILY_BARS: the bar it meets instead, with the measured reason and every
+seed it was measured on (a bar is never lowered to make a test pass; it is lowered only where the
+data cannot tell, and says why).
+
+The families cover the geometries and devices that broke earlier engines: switchback and spiral
+ramps, slow loaded ramps, faces 150-300 m apart with the haul road passing every loader, queues in
+the loader bay and at staging points, sparse (on-change) devices, degraded delivery, and stops
+exactly at and just under the idle threshold. Seed 21 runs in the fast tier; the other seeds are
+marked slow (CI runs them all).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import pytest
 
+from state_machine.config import CycleThresholds, EngineConfig
 from workbench.replay import replay
-from workbench.scoring import score
+from workbench.scoring import ScoreReport, score
 from workbench.simulator import SCENARIO_FAMILIES, scenario_spec, simulate
 
+SEEDS = (21, 22, 23)
+SEED_PARAMS = [pytest.param(seed, marks=() if seed == SEEDS[0] else pytest.mark.slow) for seed in SEEDS]
 
-def _run(name: str, seed: int):
+
+@dataclass(frozen=True)
+class Bar:
+    """Lowest scores a family must reach on each seed."""
+
+    recall: float = 0.99
+    precision: float = 0.99
+    complete_recall: float = 0.99
+    complete_precision: float = 0.99
+    status_agreement: float = 0.97
+    why: str = ""
+    """For a family-specific bar: the measured reason, with the seeds it was measured on."""
+
+
+COMMON_BAR = Bar()
+
+FAMILY_BARS: dict[str, Bar] = {
+    "staging-queue": replace(
+        COMMON_BAR, complete_recall=0.97,
+        why="measured on seeds 21, 22, 23 (12 trucks x 6 h): COMPLETE recall 1.000 / 1.000 / 0.976. Every COMPLETE "
+            "cycle missed on seed 23 (3 of 127) is a staging-point wait whose true length is 591-599 s, within one "
+            "ping interval (10-30 s) below the 600 s TRAVEL_IDLE threshold, and which the pings show as 600-602 s: "
+            "status near a threshold, which the data cannot place; found as OUTLIER TRAVEL_IDLE."),
+}
+"""Family-specific bars (see the module docstring). Each names its measured reason and seeds."""
+
+
+def _run(name: str, seed: int, config: EngineConfig | None = None):
     spec = scenario_spec(name, trucks=12, hours=6.0, seed=seed)
     sim = simulate(spec)
-    result = replay(((f"line {i}", line) for i, (_, line) in enumerate(sim.deliveries)), sim.reference)
+    result = replay(((f"line {i}", line) for i, (_, line) in enumerate(sim.deliveries)), sim.reference, config)
     return spec, sim, result, score(sim.truth, result.closed)
 
 
+def _assert_meets(report: ScoreReport, bar: Bar, ping_interval_max_s: float, min_truth: int) -> None:
+    summary = report.summary()
+    assert report.truth_count > min_truth, summary
+    assert report.precision >= bar.precision and report.recall >= bar.recall, summary
+    assert report.complete_recall is not None and report.complete_recall >= bar.complete_recall, summary
+    assert report.complete_precision is not None and report.complete_precision >= bar.complete_precision, summary
+    assert report.status_agreement is not None and report.status_agreement >= bar.status_agreement, summary
+    assert report.total_cycle_error.median <= ping_interval_max_s, summary
+
+
+@pytest.mark.parametrize("seed", SEED_PARAMS)
 @pytest.mark.parametrize("name", list(SCENARIO_FAMILIES))
-def test_replay_finds_truth_cycles(name: str):
-    spec, _, _, report = _run(name, seed=21)
-    assert report.truth_count > 50 * spec.sites, report.summary()
-    assert report.precision >= 0.99, report.summary()
-    assert report.recall >= 0.99, report.summary()
-    assert report.complete_recall is not None and report.complete_recall >= 0.99, report.summary()
-    assert report.status_agreement is not None and report.status_agreement >= 0.97, report.summary()
-    assert report.total_cycle_error.median <= spec.ping_interval_s[1], report.summary()
+def test_replay_finds_truth_cycles(name: str, seed: int):
+    spec, _, _, report = _run(name, seed)
+    _assert_meets(report, FAMILY_BARS.get(name, COMMON_BAR), spec.ping_interval_s[1], 50 * spec.sites)
+
+
+def test_family_bars_are_few_known_and_explained():
+    for name, bar in FAMILY_BARS.items():
+        assert name in SCENARIO_FAMILIES, name
+        assert bar != replace(COMMON_BAR, why=bar.why), f"{name}: same as the common bar"
+        assert "measured" in bar.why and all(f"{seed}" in bar.why for seed in SEEDS), name
+
+
+def test_threshold_stops_family_fails_an_engine_that_reads_the_threshold_otherwise():
+    """The stops exactly at the 20 s idle threshold count, the shorter ones do not: an engine that
+    needs more than the threshold misses loads and dumps, one that needs less finds dumps the spec
+    does not read."""
+    strict = EngineConfig(defaults=CycleThresholds(load_idle_s=20.001, dump_idle_s=20.001))
+    *_, report = _run("threshold-stops", SEEDS[0], strict)
+    assert report.complete_recall < 0.9, report.summary()
+    lax = EngineConfig(defaults=CycleThresholds(load_idle_s=20.0, dump_idle_s=5.0))
+    *_, report = _run("threshold-stops", SEEDS[0], lax)
+    assert report.complete_precision < 0.9, report.summary()
 
 
 def test_degraded_input_is_accounted_for():
@@ -48,12 +111,12 @@ def test_degraded_input_is_accounted_for():
     assert result.duplicates > 0 and result.reordered > 0 and result.non_truck > 0
 
 
-def test_degraded_and_sparse_idle_together():
-    """The hardest mix (sparse stationary logging + every degradation): queue waits that no ping
-    witnesses are ambiguous, so the bar here is 0.98."""
-    spec = scenario_spec("sparse-idle", trucks=12, hours=6.0, seed=26).degraded()
+@pytest.mark.parametrize("seed", SEED_PARAMS)
+def test_degraded_and_sparse_idle_together(seed: int):
+    """The hardest mix (sparse stationary logging + every degradation) meets the common bar. (It was
+    held to 0.98 on seed 26 only; measured on seeds 21, 22, 23 and 26: recall and precision 0.990-1.000,
+    COMPLETE recall 0.994-1.000, COMPLETE precision 0.995-1.000.)"""
+    spec = scenario_spec("sparse-idle", trucks=12, hours=6.0, seed=seed).degraded()
     sim = simulate(spec)
     result = replay(((f"line {i}", line) for i, (_, line) in enumerate(sim.deliveries)), sim.reference)
-    report = score(sim.truth, result.closed)
-    assert report.precision >= 0.98 and report.recall >= 0.98, report.summary()
-    assert report.total_cycle_error.median <= spec.ping_interval_s[1], report.summary()
+    _assert_meets(score(sim.truth, result.closed), COMMON_BAR, spec.ping_interval_s[1], 50)

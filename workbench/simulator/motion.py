@@ -11,6 +11,10 @@ from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, Polyline
 
 MOVE = 0
 STAND = 1
+STAND_REPORTED = 2
+"""Standing, and reported at both ends whatever the device's schedule: an idle row when the truck
+stops and one as it moves off, so the stop as the spec reads it (first to last idle report) is its
+true length (the threshold stops of ``SimulationSpec.threshold_stops``)."""
 # a leg: (t0_ms, t1_ms, kind, payload, work_state); payload = (path, d0, d1) or (x, y)
 Leg = tuple[int, int, int, Any, int]
 
