@@ -162,7 +162,8 @@ def test_prometheus_metrics_match_the_replay(tmp_path: Path, pg_dsn: str, migrat
         drop("a.jsonl", data)
         engine = {k: want[k] for k in (("pointsApplied", ""), ("cyclesClosedTotal", ""), ("duplicatesDropped", ""))}
         wait("the cycle operator's counters", 180, lambda m: not _differences(m, engine))
-        time.sleep(1.5)  # > the parse step's flush interval
+        # every record of a.jsonl parsed (so the trigger comes in a later batch)
+        wait("the parse step's count of a.jsonl", 60, lambda m: m.get(("recordsIn", ""), 0) >= len(data))
         drop("b.jsonl", trigger)
         got = wait("every counter", 60, lambda m: not _differences(m, want))
     finally:
