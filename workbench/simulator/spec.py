@@ -170,7 +170,7 @@ SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
     "threshold-stops": {"threshold_stops": 0.3, "ping_interval_s": (5.0, 10.0), "gps_outlier_p": 0.0},
 }
 """Named scenario families (overrides of SimulationSpec): the engine's accuracy bar is checked on each
-(tests/state_machine/test_scenarios.py, bench/scenario_table.py); `asset-cycle simulate --scenario`."""
+(tests/workbench/test_scenarios.py, on seeds 21-23; bench/scenario_table.py); `asset-cycle simulate --scenario`."""
 
 
 def scenario_spec(name: str, **overrides: Any) -> SimulationSpec:
