@@ -72,7 +72,10 @@ def test_killed_while_reading_then_resumed_from_the_checkpoint(
     second = CliRun([*args, "--rest-port", str(port), "--resume"], env, tmp_path / "run2.log")
     try:
         second.wait_for_line("job running", 300)
-        restored = second.wait_for(lambda: restored_checkpoint(port), 60, "the restored checkpoint (REST API)")
+        seen: dict = {}
+        second.wait_for(lambda: seen.update(restored=restored_checkpoint(port)) or seen["restored"] is not None, 60,
+                        "the restored checkpoint (REST API)")  # fmt: skip
+        restored = seen["restored"]
         drop_file(watched, "part-2.jsonl", lines[half:])
         everything = expected_last_events(bundle, lines)
         second.wait_for(lambda: last_events(pg_dsn, table_names) == everything, 600, "the whole input")

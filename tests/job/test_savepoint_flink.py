@@ -175,7 +175,10 @@ def test_half_run_savepoint_restore_equals_an_uninterrupted_run(
     job = CliRun([*common, "--rest-port", str(port), "--from-savepoint", savepoint, "--drain"], env,
                  tmp_path / "run2.log")  # fmt: skip
     try:
-        restored = job.wait_for(lambda: restored_checkpoint(port), 300, "the restored savepoint (REST API)")
+        seen: dict = {}
+        job.wait_for(lambda: seen.update(restored=restored_checkpoint(port)) or seen["restored"] is not None, 300,
+                     "the restored savepoint (REST API)")  # fmt: skip
+        restored = seen["restored"]
         job.wait_for(lambda: last_events(pg_dsn, table_names) == everything, 300, "the second half")
         job.wait_for(lambda: records_in(job.output())[-2:] == [len(lines) - half] * 2, 60,
                      "the restored run's records-in count to settle on the second file's")  # fmt: skip
