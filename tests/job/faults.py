@@ -47,7 +47,7 @@ FAULTS_DIR_ENV = "ASSET_CYCLE_FAULTS_DIR"
 FAULTS_CHECKPOINTS_ENV = "ASSET_CYCLE_FAULTS_CHECKPOINTS"
 CHECKPOINT_SETTLE_S = 0.2
 """A checkpoint counts once its metadata is this old (written, and registered as completed by now)."""
-ARMED_PAUSE_S = 0.002
+ARMED_PAUSE_S = 0.0005
 """How long each record is held back at a fault's point while the fault waits for a checkpoint."""
 POINTS = ("cycle", "sink")
 _PART = re.compile(r"^\s*(?P<point>[a-z]+)\s*:\s*(?P<counts>\d+(?:\s*,\s*\d+)*)\s*$")
