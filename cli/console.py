@@ -16,8 +16,11 @@ which keeps the last values of finished tasks, so the summary of a bounded run i
 
 Stopping (Ctrl-C, SIGTERM, the end of ``--duration-s``): with a savepoint directory a
 stop-with-savepoint is tried for at most ``stop_timeout_s`` (not at all while the job is not
-running, e.g. restarting); when it cannot be taken the reason is printed and the job is cancelled
-(at most ``CANCEL_TIMEOUT_S``). A second Ctrl-C skips the savepoint, a third exits at once.
+running, e.g. restarting). A savepoint that fails for a passing reason while the job keeps running
+(``RETRIED_SAVEPOINT_FAILURES``: e.g. a bounded source finished on its TaskManager an instant before
+the JobManager knew, "Task local checkpoint failure") is said and tried again, within the same
+timeout; when it cannot be taken the reason is printed and the job is cancelled (at most
+``CANCEL_TIMEOUT_S``). A second Ctrl-C skips the savepoint, a third exits at once.
 """
 
 from __future__ import annotations
@@ -50,6 +53,23 @@ DEFAULT_PROGRESS_S = 5.0
 DEFAULT_STOP_TIMEOUT_S = 60.0
 SINK_WAIT_NOTICE_MS = 3000
 """After a failed write, the outage is over once no sink has rows waiting longer than this."""
+RETRIED_SAVEPOINT_FAILURES = frozenset({
+    "TASK_CHECKPOINT_FAILURE",  # a task finished (or was finishing) when the barrier reached its TaskManager
+    "UNKNOWN_TASK_CHECKPOINT_NOTIFICATION_FAILURE",
+    "NOT_ALL_REQUIRED_TASKS_RUNNING",
+    "TRIGGER_CHECKPOINT_FAILURE",
+    "CHECKPOINT_DECLINED",
+    "CHECKPOINT_DECLINED_TASK_NOT_READY",
+    "CHECKPOINT_DECLINED_TASK_CLOSING",
+    "CHECKPOINT_DECLINED_INPUT_END_OF_STREAM",
+    "CHECKPOINT_DECLINED_SUBSUMED",
+    "CHECKPOINT_SUBSUMED",
+    "TOO_MANY_CHECKPOINT_REQUESTS",
+    "MINIMUM_TIME_BETWEEN_CHECKPOINTS",
+})
+"""Flink's CheckpointFailureReason names after which a savepoint is tried again while the job runs:
+the moment was wrong, not the job (an I/O error, a failing task or a timeout is not retried)."""
+SAVEPOINT_RETRY_PAUSE_S = 0.5
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -430,28 +450,44 @@ class JobConsole:
             time.sleep(POLL_S)
 
     def _savepoint(self, plan: StopPlan) -> tuple[str | None, str]:
-        jvm = get_gateway().jvm
-        fmt = jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
-        target = Path(plan.savepoint_dir or ".").resolve().as_uri()
+        """Stop with a savepoint (tried again after a passing failure, see RETRIED_SAVEPOINT_FAILURES);
+        returns (path, "") or (None, why not)."""
         self.print(f"taking a savepoint{' (draining: every timer fires)' if plan.drain else ''} in {plan.savepoint_dir}")
         interrupts = self.interrupts
+        deadline = time.monotonic() + plan.timeout_s
+        while True:
+            path, why, exc = self._one_savepoint(plan, interrupts, deadline)
+            if path or exc is None:
+                return path, why
+            if (checkpoint_failure_reason(exc) not in RETRIED_SAVEPOINT_FAILURES
+                    or time.monotonic() + SAVEPOINT_RETRY_PAUSE_S >= deadline or self._status_now() != "RUNNING"):
+                return None, why
+            self.print(f"the savepoint failed ({why}); trying again")
+            time.sleep(SAVEPOINT_RETRY_PAUSE_S)
+            if self.interrupts > interrupts:
+                return None, "skipped (Ctrl-C pressed again)"
+
+    def _one_savepoint(self, plan: StopPlan, interrupts: int,
+                       deadline: float) -> tuple[str | None, str, BaseException | None]:
+        """One stop-with-savepoint: (path, "", None), or (None, why not, the failure if Flink reported one)."""
+        fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+        target = Path(plan.savepoint_dir or ".").resolve().as_uri()
         try:
             future = self.client._j_job_client.stopWithSavepoint(plan.drain, target, fmt)
         except Exception as exc:  # noqa: BLE001
-            return None, java_root_cause(exc)
-        deadline = time.monotonic() + plan.timeout_s
+            return None, java_root_cause(exc), exc
         while not future.isDone():
             if self.interrupts > interrupts:
-                return None, "skipped (Ctrl-C pressed again)"
+                return None, "skipped (Ctrl-C pressed again)", None
             if time.monotonic() >= deadline:
                 counts = reporter_snapshot(self.job_id)
                 why = (" while the sinks wait for PostgreSQL" if counts.sink_wait_ms >= SINK_WAIT_NOTICE_MS else "")
-                return None, f"not completed within {plan.timeout_s:.0f} s{why}"
+                return None, f"not completed within {plan.timeout_s:.0f} s{why}", None
             time.sleep(POLL_S)
         try:
-            return local_path(str(future.get())), ""
+            return local_path(str(future.get())), "", None
         except Exception as exc:  # noqa: BLE001
-            return None, java_root_cause(exc)
+            return None, java_root_cause(exc), exc
 
     def _cancel(self, result: CompletableFuture) -> None:
         self.print("cancelling the job")
@@ -471,6 +507,26 @@ class JobConsole:
                 return False
             time.sleep(POLL_S)
         return True
+
+
+def checkpoint_failure_reason(exc: BaseException) -> str | None:
+    """The name of Flink's CheckpointFailureReason behind a failed savepoint (from a
+    CheckpointException anywhere in the Java cause chain, also one carried as a SerializedThrowable),
+    or None."""
+    java = getattr(exc, "java_exception", None)
+    messages: list[str] = []
+    while java is not None:
+        if str(java.getClass().getName()).endswith(".CheckpointException"):
+            return str(java.getCheckpointFailureReason().name())
+        messages.append(str(java.toString()))
+        java = java.getCause()
+    texts = [m for m in messages if "CheckpointException" in m]
+    if not texts:
+        return None
+    reasons = get_gateway().jvm.org.apache.flink.runtime.checkpoint.CheckpointFailureReason.values()
+    found = [(len(str(r.message())), str(r.name())) for r in reasons
+             if any(str(r.message()) in text for text in texts)]  # fmt: skip
+    return max(found)[1] if found else None  # the most specific (longest) matching message
 
 
 def local_path(uri: str) -> str:

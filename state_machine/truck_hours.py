@@ -75,7 +75,17 @@ def account(hours: list[list[int]], prev_ts: int | None, prev_ws: int, dt_loaded
         out.append(_row(asset, site, h))
 
 
-def flush(hours: list[list[int]], asset: str, site: str, out: list[TruckHour]) -> None:
-    """The end of a bounded input: report the accumulating hour as it stands."""
+def unreported_until(hours: list[list[int]], last_ts: int | None) -> int | None:
+    """The end of the accumulating hour when it changed since it was last reported (its points up to
+    ``last_ts``, the truck's last committed point), else None."""
+    if hours and last_ts is not None and hours[-1][6] != last_ts:
+        return hours[-1][0] + HOUR_MS
+    return None
+
+
+def report(hours: list[list[int]], last_ts: int | None, asset: str, site: str, out: list[TruckHour]) -> None:
+    """Report the accumulating hour as it stands (the end of a bounded input, or the stream's time
+    passed it while the truck was quiet: the hour is over), up to the truck's last point ``last_ts``."""
     if hours:
         out.append(_row(asset, site, hours[-1]))
+        hours[-1][6] = -1 if last_ts is None else last_ts

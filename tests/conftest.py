@@ -20,11 +20,18 @@ Tests using them should carry ``pytestmark = pytest.mark.services``.
 
 When neither variable is set and nothing answers at the default address, the project's own local
 servers are started (``cli.local_services``, the same ones ``asset-cycle run`` and CI use).
+
+Every test marked ``flink``, ``kinesis`` or ``cluster`` is bounded by pytest-timeout
+(``FLINK_TEST_TIMEOUT_S`` unless it carries its own ``@pytest.mark.timeout``): a job that hangs
+fails that one test instead of running into CI's limit. A test that runs a Flink job (in this
+process, or ``asset-cycle run`` in a child) without the ``flink`` marker fails: the fast tier
+(``-m "not flink and ..."``) must not run jobs.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +40,71 @@ import pytest
 
 DEFAULT_PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+FLINK_TEST_TIMEOUT_S = 900
+"""Per-test bound of the tests that run a job (minicluster, Kinesis emulator, cluster): generous, a
+slow machine under load passes, a hang does not hold the run."""
+BOUNDED_MARKERS = ("flink", "kinesis", "cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test that runs a job a timeout (unless it sets its own)."""
+    for item in items:
+        if item.get_closest_marker("timeout") is None and any(
+                item.get_closest_marker(name) is not None for name in BOUNDED_MARKERS):
+            item.add_marker(pytest.mark.timeout(FLINK_TEST_TIMEOUT_S))
+
+
+_running: dict[str, pytest.Item | None] = {"item": None}
+
+
+def _refuse_unmarked_job(what: str) -> None:
+    item = _running["item"]
+    if item is not None and item.get_closest_marker("flink") is None:
+        pytest.fail(f"{item.nodeid} runs a Flink job ({what}) but is not marked flink", pytrace=False)
+
+
+def _audit(event: str, args: tuple) -> None:
+    """``asset-cycle run`` started as a child process (``python -m cli run ...``)."""
+    if event == "subprocess.Popen" and _running["item"] is not None:
+        argv = [str(a) for a in (args[1] if isinstance(args[1], list | tuple) else [args[1]])]
+        if any(argv[i:i + 3] == ["-m", "cli", "run"] for i in range(len(argv))):
+            _refuse_unmarked_job("asset-cycle run")
+
+
+def _guard_job_runs() -> None:
+    """Wrap PyFlink's job submission so that an unmarked test running a job fails (the modules are
+    imported by the test modules that run jobs; others do not need the guard)."""
+    env_module = sys.modules.get("pyflink.datastream.stream_execution_environment")
+    stream_module = sys.modules.get("pyflink.datastream.data_stream")
+    targets = [(getattr(env_module, "StreamExecutionEnvironment", None), ("execute", "execute_async")),
+               (getattr(stream_module, "DataStream", None), ("execute_and_collect",))]
+    for cls, names in targets:
+        for name in names if cls is not None else ():
+            original = getattr(cls, name)
+            if getattr(original, "_asset_cycle_guarded", False):
+                continue
+
+            def guarded(*args: Any, __original: Any = original, __name: str = name, **kwargs: Any) -> Any:
+                _refuse_unmarked_job(__name)
+                return __original(*args, **kwargs)
+
+            guarded._asset_cycle_guarded = True  # type: ignore[attr-defined]
+            setattr(cls, name, guarded)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _guard_job_runs()
+    sys.addaudithook(_audit)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _running["item"] = item
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _running["item"] = None
 
 
 def _start_local(which: str) -> None:

@@ -146,3 +146,87 @@ def test_a_second_ctrl_c_while_waiting_for_tasks_skips_the_savepoint(monkeypatch
     assert console.calls == ["cancel"]
     assert lines == ["stopping the job (Ctrl-C)",
                      "no savepoint: skipped (Ctrl-C pressed again) (tasks not running: cycle-engine (DEPLOYING))"]
+
+
+class _Result:
+    def done(self) -> bool:
+        return True
+
+
+class _FailingSavepoints(JobConsole):
+    """A running job whose first savepoints fail with the given Flink reasons, then one succeeds."""
+
+    def __init__(self, lines: list[str], reasons: list[str]) -> None:
+        super().__init__(_Client(), None, StopPlan(savepoint_dir="sp", timeout_s=30), bounded=False,
+                         source="file:x", dead_letter_table="dl", print_line=lines.append)  # fmt: skip
+        self.reasons = list(reasons)
+        self.stop_reason = "SIGTERM"
+        self.calls: list[str] = []
+
+    def _status_now(self) -> str:
+        return "RUNNING"
+
+    def _tasks_not_running(self) -> list[str]:
+        return []
+
+    def _one_savepoint(self, plan, interrupts, deadline):
+        self.calls.append("savepoint")
+        if self.reasons:
+            reason = self.reasons.pop(0)
+            return None, f"org.apache.flink.runtime.checkpoint.CheckpointException: {reason}", RuntimeError(reason)
+
+        return "sp/savepoint-1", "", None
+
+    def _cancel(self, result: object) -> None:
+        self.calls.append("cancel")
+
+
+def test_a_savepoint_that_races_a_finishing_task_is_tried_again(monkeypatch) -> None:
+    """Stop-with-savepoint right as a bounded source finishes: the TaskManager has finished the task,
+    the JobManager not yet ("Task local checkpoint failure"). The savepoint is tried again, not lost."""
+    monkeypatch.setattr("cli.console.reporter_snapshot", lambda job_id: JobCounts())
+    monkeypatch.setattr("cli.console.checkpoint_failure_reason", lambda exc: str(exc))
+    monkeypatch.setattr("cli.console.SAVEPOINT_RETRY_PAUSE_S", 0.0)
+    lines: list[str] = []
+    console = _FailingSavepoints(lines, ["TASK_CHECKPOINT_FAILURE", "NOT_ALL_REQUIRED_TASKS_RUNNING"])
+    assert console._stop(result=_Result()) == 0
+    assert console.calls == ["savepoint"] * 3
+    assert lines == [
+        "stopping the job (SIGTERM)", "taking a savepoint in sp",
+        "the savepoint failed (org.apache.flink.runtime.checkpoint.CheckpointException: TASK_CHECKPOINT_FAILURE); "
+        "trying again",
+        "the savepoint failed (org.apache.flink.runtime.checkpoint.CheckpointException: "
+        "NOT_ALL_REQUIRED_TASKS_RUNNING); trying again",
+        "savepoint: sp/savepoint-1", "job stopped"]  # fmt: skip
+
+
+def test_a_savepoint_that_fails_for_good_is_not_tried_again(monkeypatch) -> None:
+    monkeypatch.setattr("cli.console.reporter_snapshot", lambda job_id: JobCounts())
+    monkeypatch.setattr("cli.console.checkpoint_failure_reason", lambda exc: str(exc))
+    lines: list[str] = []
+    console = _FailingSavepoints(lines, ["IO_EXCEPTION"])
+    assert console._stop(result=_Result()) == 130
+    assert console.calls == ["savepoint", "cancel"]
+    assert lines[2] == "no savepoint: org.apache.flink.runtime.checkpoint.CheckpointException: IO_EXCEPTION"
+
+
+def test_the_failure_reason_is_found_in_flinks_cause_chain() -> None:
+    """A CheckpointException anywhere in the chain, as itself or as a SerializedThrowable."""
+    from py4j.protocol import Py4JJavaError
+    from pyflink.java_gateway import get_gateway
+
+    from cli.console import checkpoint_failure_reason
+
+    jvm = get_gateway().jvm
+    reason = jvm.org.apache.flink.runtime.checkpoint.CheckpointFailureReason.TASK_CHECKPOINT_FAILURE
+    checkpoint = jvm.org.apache.flink.runtime.checkpoint.CheckpointException(reason)
+
+    def failed(cause):
+        stop = jvm.org.apache.flink.util.FlinkException("Stop with savepoint operation could not be completed.", cause)
+        return Py4JJavaError("stopWithSavepoint", jvm.java.util.concurrent.ExecutionException(stop))
+
+    assert checkpoint_failure_reason(failed(checkpoint)) == "TASK_CHECKPOINT_FAILURE"
+    assert checkpoint_failure_reason(failed(jvm.org.apache.flink.util.SerializedThrowable(checkpoint))) == \
+        "TASK_CHECKPOINT_FAILURE"
+    assert checkpoint_failure_reason(failed(jvm.java.io.IOException("disk full"))) is None
+    assert checkpoint_failure_reason(RuntimeError("not from Java")) is None

@@ -56,7 +56,7 @@ def line_coverage(report: Path) -> tuple[int, int]:
     return covered, covered + missed
 
 
-def test_java_unit_tests_pass(tmp_path: Path, pg_dsn: str):
+def test_java_unit_tests_pass(tmp_path: Path, pg_dsn: str, capsys: pytest.CaptureFixture[str]):
     build_dir = tmp_path / "target"
     proc = subprocess.run(["mvn", "-B", "-f", str(JAVA_DIR / "pom.xml"), f"-Dbuild.dir={build_dir}",
                            *postgres_properties(pg_dsn), "test"],
@@ -70,3 +70,5 @@ def test_java_unit_tests_pass(tmp_path: Path, pg_dsn: str):
     assert ran >= MIN_TESTS, f"only {ran} JUnit tests ran"
     covered, total = line_coverage(build_dir / "site" / "jacoco" / "jacoco.csv")
     assert 0 < covered <= total
+    with capsys.disabled():
+        print(f"\nJUnit: {ran} tests, {covered:,} of {total:,} Java lines covered ({covered / total:.0%})")

@@ -22,6 +22,8 @@ again and passes the points that already fired).
 With a checkpoint directory, a fault waits (the records go on) until a checkpoint newer than the
 one its attempt started from has completed, so every restart restores from a checkpoint, never
 from scratch; each attempt notes the newest completed checkpoint at its start (``attempts()``).
+While a fault waits, each record at its point is held back ``ARMED_PAUSE_S`` (wall time): the
+checkpoint then completes before the input runs out however fast the machine reads it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ FAULTS_DIR_ENV = "ASSET_CYCLE_FAULTS_DIR"
 FAULTS_CHECKPOINTS_ENV = "ASSET_CYCLE_FAULTS_CHECKPOINTS"
 CHECKPOINT_SETTLE_S = 0.2
 """A checkpoint counts once its metadata is this old (written, and registered as completed by now)."""
+ARMED_PAUSE_S = 0.0005
+"""How long each record is held back at a fault's point while the fault waits for a checkpoint."""
 POINTS = ("cycle", "sink")
 _PART = re.compile(r"^\s*(?P<point>[a-z]+)\s*:\s*(?P<counts>\d+(?:\s*,\s*\d+)*)\s*$")
 
@@ -156,7 +160,10 @@ class _Trigger:
 
     def tick(self) -> None:
         self.count += 1
-        if not self.pending or self.count < self.pending[0] or not self._checkpointed():
+        if not self.pending or self.count < self.pending[0]:
+            return
+        if not self._checkpointed():
+            time.sleep(ARMED_PAUSE_S)  # hold the input back until a checkpoint has completed
             return
         due = self.pending.pop(0)
         if self.plan.claim(self.point, due):

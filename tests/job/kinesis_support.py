@@ -147,7 +147,7 @@ def run_kinesis_job(
     ``during(job_id, port)`` is called while the job runs (e.g. to reshard)."""
     from pyflink.java_gateway import get_gateway
 
-    from cli.console import stop_with_savepoint
+    from cli.console import release_snapshot, reporter_snapshot, stop_with_savepoint
     from job.pipeline import assemble, bounded_reference_stream
     from job.sinks import JdbcTarget, SinkSet
     from job.sources import kinesis_source
@@ -196,10 +196,13 @@ def run_kinesis_job(
                 raise TimeoutError(f"the source emitted {run.source_records} of {expected_records} records "
                                    f"in {timeout_s:.0f} s")  # fmt: skip
             time.sleep(0.5)
-        time.sleep(1.5)  # a record past the expected count would show up in the metric by now
-        run.source_records = source_records_out(port, job_id, source.uid)
         run.savepoint = stop_with_savepoint(client, tmp_path / "savepoints", drain=True)
         client.get_job_execution_result().result()
+        # every record the source emitted until the stop (a record read twice or past the expected
+        # count included), as counted where it entered the parse step; the in-JVM reporter keeps the
+        # finished tasks' last values
+        run.source_records = reporter_snapshot(job_id).records_in
+        release_snapshot(job_id)
     except BaseException:
         client.cancel().result()
         raise

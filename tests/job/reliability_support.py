@@ -15,6 +15,7 @@ tests of any source: see test_resume_flink.py).
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Callable
@@ -303,6 +304,26 @@ class CliRun:
             self.proc.wait(30)
         if not self._out.closed:
             self._out.close()
+
+
+def restored_checkpoint(port: int) -> dict[str, Any] | None:
+    """What the running job on a local REST port was restored from (``latest.restored`` of its
+    checkpoint statistics: ``id``, ``external_path``, ``is_savepoint``, ...), None before it is known
+    or when it started without state."""
+    jobs = (rest_get(port, "/jobs/overview") or {}).get("jobs", [])
+    running = [j["jid"] for j in jobs if j.get("state") == "RUNNING"]
+    if not running:
+        return None
+    stats = rest_get(port, f"/jobs/{running[0]}/checkpoints") or {}
+    return (stats.get("latest") or {}).get("restored")
+
+
+_PROGRESS = re.compile(r"^progress: ([\d,]+) records in", re.M)
+
+
+def records_in(output: str) -> list[int]:
+    """The records-in counts of a run's progress lines, in order."""
+    return [int(n.replace(",", "")) for n in _PROGRESS.findall(output)]
 
 
 def wait_for_checkpoint(run: CliRun, checkpoint_dir: Path, timeout_s: float = 240.0) -> Path:

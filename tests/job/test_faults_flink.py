@@ -85,6 +85,10 @@ def test_injected_failures_leave_tables_identical_to_a_clean_run(tmp_path, pg_ds
     assert len(attempts) == 1 + len(fired), attempts
     assert attempts[0] == 0 and all(a < b for a, b in zip(attempts, attempts[1:], strict=False)), attempts
     assert len(faulty_run.failures) <= len(fired), faulty_run.failures
+    # Flink's own word that state came back (REST latest.restored, polled while the job ran): the
+    # last attempt, which runs to the end of the file, was restored from a checkpoint at least as new
+    # as the one its operator saw at its start (a restart from scratch has no restored checkpoint)
+    assert faulty_run.restores and max(faulty_run.restores) >= attempts[-1] > 0, (faulty_run.restores, attempts)
     for kind in ("cycle", "cycle_tmp", "process_info", "dead_letter"):
         assert len(faulty[kind]) == len(set(faulty[kind])), f"{kind}: duplicated rows"
         assert faulty[kind] == clean[kind], f"{kind} differs after injected failures"

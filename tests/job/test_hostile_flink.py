@@ -16,12 +16,17 @@ from dataclasses import replace
 
 import pytest
 
-from state_machine.identity import dead_letter_id
+from state_machine.identity import MAX_RAW_CHARS, dead_letter_id
 from state_machine.model import TelemetryPoint
 from state_machine.telemetry import format_record, parse_record
 from tests.job.flink_harness import SOURCE_LABEL, read_tables
 from tests.job.reliability_support import run_job
-from tests.state_machine.test_reliability import HOSTILE_FIXED, _hostile_generated
+from tests.state_machine.test_reliability import (
+    HOSTILE_FIXED,
+    _hostile_generated,
+    assert_found_the_truth,
+    cycles_during,
+)
 from workbench.bundle import write_bundle
 from workbench.replay import replay
 from workbench.simulator import SimulationSpec, simulate
@@ -91,6 +96,7 @@ def test_ten_thousand_hostile_records_through_flink(tmp_path, pg_dsn, table_name
     mixed = replay(((SOURCE_LABEL, line) for line in lines), sim.reference)
 
     assert watch.status == "FINISHED" and not watch.failures
+    assert_found_the_truth(sim, clean)
     assert mixed.sorted_closed() == clean.sorted_closed()
     _assert_like_replay(tables, mixed)
     _assert_like_replay(tables, clean)  # valid records' cycles unchanged
@@ -99,6 +105,15 @@ def test_ten_thousand_hostile_records_through_flink(tmp_path, pg_dsn, table_name
     ids = {d["dead_letter_id"] for d in tables.dead_letters}
     assert ids == {dead_letter_id(d.source, d.reason, d.raw) for d in mixed.dead_letters}
     assert all(d["reason"] for d in tables.dead_letters)
+    # as stored: a raw record longer than 64 KiB characters is cut there, raw_size is its size in
+    # bytes; NUL (which PostgreSQL text cannot hold) is replaced
+    stored = {d["raw_size"]: d["raw"] for d in tables.dead_letters}
+    large = {len(h.encode()): h for h in set(hostile) if len(h) > MAX_RAW_CHARS}
+    assert len(large) == 4 and min(large) > 100_000
+    for size, line in large.items():
+        assert size in stored, f"no dead letter of {size} bytes"
+        assert len(stored[size]) == MAX_RAW_CHARS and stored[size] == line[:MAX_RAW_CHARS]
+    assert [d["raw_size"] for d in tables.dead_letters if d["raw"] == "\ufffd\x01\x02"] == [3]
     by_raw: dict[str, set[str]] = {}
     for d in mixed.dead_letters:
         by_raw.setdefault(d.raw if isinstance(d.raw, str) else repr(d.raw), set()).add(d.reason)
@@ -151,10 +166,12 @@ def test_backlog_clock_jump_and_100k_duplicates_through_flink(tmp_path, pg_dsn, 
     clean = replay(((SOURCE_LABEL, line) for line in lines), sim.reference)
 
     assert watch.status == "FINISHED" and not watch.failures
+    assert_found_the_truth(sim, clean)
     _assert_like_replay(tables, expected)
     assert {d["dead_letter_id"] for d in tables.dead_letters} == {
         dead_letter_id(d.source, d.reason, d.raw) for d in expected.dead_letters}
-    # backlog: nothing late, every cycle of the offline truck kept
+    # backlog: nothing late, every cycle of the offline truck kept (some of them during the outage)
+    assert len(cycles_during(clean, offline, start, end)) >= 2
     assert [c for c in tables.closed if c.asset_guid == offline] == [
         c for c in clean.sorted_closed() if c.asset_guid == offline]
     # (the delivered-late backlog points are applied, never LATE)

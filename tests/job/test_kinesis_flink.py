@@ -134,9 +134,11 @@ def test_trim_horizon_at_timestamp_and_the_reprocess_recipe(tmp_path, kinesis, s
     lines = small_site.telemetry_lines
     half = len(lines) // 2
     put_lines(client, arn, lines[:half])
-    time.sleep(1.0)
-    middle_ms = int(time.time() * 1000)
-    time.sleep(1.0)
+    # the middle: just after the first half's last arrival; the second half is put once the clock
+    # (the emulator stamps arrivals with this machine's) has passed it
+    middle_ms = max(r.arrival_ms for r in stream_records(client, arn)) + 1
+    while time.time() * 1000 <= middle_ms + 1:
+        time.sleep(0.001)
     put_lines(client, arn, lines[half:])
     records = stream_records(client, arn)
     first_ms = min(r.arrival_ms for r in records)

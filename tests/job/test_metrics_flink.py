@@ -26,6 +26,7 @@ import pytest
 from state_machine.model import LOADER
 from state_machine.operator import KeyState
 from state_machine.telemetry import Invalid, parse_record
+from udfs.metrics import FLUSH_INTERVAL_MS
 from workbench.replay import Replayer
 from workbench.simulator import SimulationSpec, simulate
 
@@ -162,7 +163,13 @@ def test_prometheus_metrics_match_the_replay(tmp_path: Path, pg_dsn: str, migrat
         drop("a.jsonl", data)
         engine = {k: want[k] for k in (("pointsApplied", ""), ("cyclesClosedTotal", ""), ("duplicatesDropped", ""))}
         wait("the cycle operator's counters", 180, lambda m: not _differences(m, engine))
-        time.sleep(1.5)  # > the parse step's flush interval
+        # every record of a.jsonl parsed (so the trigger comes in a later batch); the parse step passes
+        # its counts on when a record comes and FLUSH_INTERVAL_MS have passed since it last did (seen
+        # just now): the trigger is dropped once that is due, so that its own count is passed on
+        wait("the parse step's count of a.jsonl", 60, lambda m: m.get(("recordsIn", ""), 0) >= len(data))
+        flush_due = time.monotonic() + FLUSH_INTERVAL_MS / 1000
+        while time.monotonic() < flush_due:
+            time.sleep(0.05)
         drop("b.jsonl", trigger)
         got = wait("every counter", 60, lambda m: not _differences(m, want))
     finally:

@@ -13,6 +13,8 @@ from state_machine.model import HAUL_TRUCK, LOADER
 from state_machine.reference import Loader, ReferenceData, Region, SiteReference
 from state_machine.telemetry import format_record
 from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle, table_snapshot, truncate_tables
+from tests.job.reliability_support import free_port
+from tests.job.test_metrics_flink import scrape
 from workbench.replay import replay
 from workbench.simulator import SimulationSpec, simulate
 
@@ -168,10 +170,15 @@ def test_reference_changes_reach_a_running_job(tmp_path, pg_dsn, migrated_tables
               ("L1", "S1", LOADER, -22.70, 118.70)]  # fmt: skip
     _seed(pg_dsn, names, redis_client, redis_prefix, ReferenceData({}, {"S1": site0}), assets)
 
+    port = free_port()
     settings = AppSettings(reference=ReferenceSettings(poll_interval_s=1.0, redis_key_prefix=redis_prefix),
-                           flink=FlinkSettings(parallelism=1, source_idleness_ms=None))  # fmt: skip
+                           flink=FlinkSettings(parallelism=1, source_idleness_ms=None, metrics_port=port))  # fmt: skip
     job = start_live_job(tmp_path, pg_dsn, redis_client, names, settings, batch_size=10,
                          job_name="reference-change-test")  # fmt: skip
+
+    def updates() -> float:
+        """Reference changes the poller has broadcast so far (its referenceUpdates counter)."""
+        return scrape(port).get(("referenceUpdates", ""), 0.0)
     client, inbox = job.client, job.inbox
 
     def status(asset: str):
@@ -196,12 +203,18 @@ def test_reference_changes_reach_a_running_job(tmp_path, pg_dsn, migrated_tables
         assert _wait_for(lambda: status("T1"), 90, "T1's first status") == ("T", None)
         assert status("T2") == ("T", None)
 
-        # a new dump region around T1 (Redis) and the loader moved next to T2 (PostgreSQL)
-        site1 = SiteReference("S1", (Loader("L1", "S1", -22.750, 118.750),),
+        # a new dump region around T1 (Redis), then the loader moved next to T2 (PostgreSQL): one
+        # change at a time (each store is written in one transaction), each waited for until the
+        # poller has broadcast it (one update each)
+        before = _wait_for(updates, 60, "the first reference load's updates")
+        site1 = SiteReference("S1", (Loader("L1", "S1", -22.70, 118.70),),
                               (Region("R0", "old dump", "dump", "S1", far), Region("R9", "new dump", "dump", "S1", square)))
+        _seed(pg_dsn, names, redis_client, redis_prefix, ReferenceData({}, {"S1": site1}), assets)
+        _wait_for(lambda: updates() >= before + 1, 60, "the new region to be broadcast")
+        site1 = SiteReference("S1", (Loader("L1", "S1", -22.750, 118.750),), site1.regions)
         _seed(pg_dsn, names, redis_client, redis_prefix, ReferenceData({}, {"S1": site1}),
               [(g, s, k, -22.750, 118.750) if g == "L1" else (g, s, k, la, lo) for g, s, k, la, lo in assets])
-        time.sleep(3.0)  # > poll interval
+        _wait_for(lambda: updates() >= before + 2, 60, "the moved loader to be broadcast")
         drop("b.jsonl", [TelemetryPoint("T1", "S1", t0 + 5000, -22.801, 118.801, 2),
                          TelemetryPoint("T2", "S1", t0 + 5000, -22.750, 118.750, 2)])  # fmt: skip
         assert _wait_for(lambda: status("T1") if status("T1") != ("T", None) else None, 90,

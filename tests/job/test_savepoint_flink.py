@@ -6,6 +6,12 @@ directory, the job processes it and is stopped with Ctrl-C (SIGINT) into a savep
 half is added and the job restarted from the savepoint (the FileSource state remembers that the
 first file was read) and finally stopped with ``--drain`` (end of event time, like the end of a
 file). The tables must equal one uninterrupted run and the offline replay of the whole bundle.
+
+The restore is proved (equal tables alone would not: upserts are idempotent and the replay
+deterministic, so a second run that ignored the savepoint and read both files would end the same):
+the REST API names the savepoint the job was restored from, the restored run reads exactly the second
+file's records (the first is not read again), and its closed cycles include ones whose load started
+in the first file and ended in the second, which only the restored keyed state could close.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from tests.job.reliability_support import (
     expected_last_events,
     free_port,
     last_events,
+    records_in,
+    restored_checkpoint,
     watched_site,
 )
 from workbench.bundle import iter_telemetry_lines, read_reference
@@ -164,14 +172,28 @@ def test_half_run_savepoint_restore_equals_an_uninterrupted_run(
     # 2) the second half added; restart from the savepoint; final stop drains (end of input)
     drop_file(watched, "part-2.jsonl", lines[half:])
     everything = expected_last_events(site, lines)
-    job = CliRun([*common, "--rest-port", str(free_port()), "--from-savepoint", savepoint, "--drain"], env,
+    port = free_port()
+    job = CliRun([*common, "--rest-port", str(port), "--from-savepoint", savepoint, "--drain"], env,
                  tmp_path / "run2.log")  # fmt: skip
     try:
+        seen: dict = {}
+        job.wait_for(lambda: seen.update(restored=restored_checkpoint(port)) or seen["restored"] is not None, 300,
+                     "the restored savepoint (REST API)")  # fmt: skip
+        restored = seen["restored"]
         job.wait_for(lambda: last_events(pg_dsn, table_names) == everything, 300, "the second half")
+        job.wait_for(lambda: records_in(job.output())[-2:] == [len(lines) - half] * 2, 60,
+                     "the restored run's records-in count to settle on the second file's")  # fmt: skip
         _interrupt(job)
     finally:
         job.stop()
     t2 = time.monotonic()
+    assert restored["is_savepoint"] and Path(restored["external_path"].removeprefix("file:")).resolve() == \
+        Path(savepoint).resolve(), restored
+    assert max(records_in(job.output())) == len(lines) - half  # the first file was not read again
+    split_ms = max(ts for ts in first.values())
+    spanning = [c for c in read_tables(pg_dsn, table_names).closed
+                if c.load_start_ms < split_ms - 600_000 and c.cycle_end_ms > split_ms]  # fmt: skip
+    assert spanning, "no cycle spans the savepoint: the restore of keyed state is not exercised"
 
     expected = replay(((label, line) for line in lines), read_reference(site)[0])
     _assert_equals_replay(pg_dsn, table_names, expected)

@@ -30,7 +30,8 @@ from state_machine.model import (
 )
 from state_machine.reference import ReferenceData
 from stores.postgres import column_names
-from tests.job.table_rows import cycle_record_to_row, ms_to_datetime, truck_status_to_row, upsert_query
+from tests.job.table_rows import ms_to_datetime, sink_params, upsert_query
+from udfs.rows import cycle_row, load_visit_row, loader_hour_row, status_row, truck_hour_row
 
 SIM_START = datetime(2024, 1, 15, 4, 0, tzinfo=UTC)  # 4 h of data across the 06:00 shift change
 START = "2024-01-15T04:30:00Z"
@@ -80,23 +81,15 @@ def filled(pg_conn: Any, migrated_tables: Any, redis_client: Any, redis_prefix: 
     with pg_conn.cursor() as cur:
         execute_values(cur, SQL("INSERT INTO {} ({}) VALUES %s").format(
             names.table("cycle"), SQL(", ").join(map(Identifier, column_names("cycle")))),
-            [cycle_record_to_row(c) for c in sim_data.closed])
+            [sink_params("cycle", cycle_row(c)) for c in sim_data.closed])
         for status in sim_data.statuses:
-            cur.execute(upsert_query(names, "process_info"), truck_status_to_row(status))
+            cur.execute(upsert_query(names, "process_info"), sink_params("process_info", status_row(status)))
         for h in sim_data.loader_hours:
-            cur.execute(upsert_query(names, "loader_hour"), (h.loader_guid, ms_to_datetime(h.hour_start_ms), h.site_guid,
-                                                             h.loads, h.busy_seconds, h.hang_seconds, h.queue_seconds,
-                                                             h.trucks_served))  # fmt: skip
+            cur.execute(upsert_query(names, "loader_hour"), sink_params("loader_hour", loader_hour_row(h)))
         for h in sim_data.truck_hours:
-            cur.execute(upsert_query(names, "truck_hour"), (h.asset_guid, ms_to_datetime(h.hour_start_ms), h.site_guid,
-                                                            h.working_seconds, h.idle_seconds, h.loaded_distance_m,
-                                                            h.empty_distance_m, h.cycles_closed))  # fmt: skip
+            cur.execute(upsert_query(names, "truck_hour"), sink_params("truck_hour", truck_hour_row(h)))
         for sv in sim_data.served:
-            v = sv.visit
-            cur.execute(upsert_query(names, "load_visit"), (
-                v.asset_guid, ms_to_datetime(v.load_start_ms), v.site_guid, v.loader_guid,
-                ms_to_datetime(v.first_stop_ms), ms_to_datetime(v.arrival_ms), ms_to_datetime(sv.service_start_ms),
-                ms_to_datetime(v.departure_ms), int(v.open), sv.queue_seconds))  # fmt: skip
+            cur.execute(upsert_query(names, "load_visit"), sink_params("load_visit", load_visit_row(sv)))
     pg_conn.commit()
     yield names
 

@@ -8,7 +8,6 @@ from state_machine.model import (
     ALERT_LONG_IDLE,
     ALERT_NO_REFERENCE_DATA,
     ALERT_RESTRICTED_REGION,
-    WORKING,
 )
 from state_machine.reference import Region, SiteReference
 from state_machine.telemetry import format_record
@@ -73,4 +72,6 @@ def test_replay_alerts_missing_reference_once_per_site():
     result = replay(lines, ref)
     assert [a.alert_type for a in result.alerts] == [ALERT_NO_REFERENCE_DATA]
     assert {d.reason for d in result.dead_letters} == {"NO_REFERENCE_DATA"}
-    assert all(p.work_state_id in (2, WORKING) for p in tr.points)
+    # every point is dead-lettered, once: none applied, none lost
+    assert sorted(d.ts_ms for d in result.dead_letters) == [p.ts_ms for p in tr.points]
+    assert result.applied_points == 0

@@ -6,6 +6,7 @@ import pytest
 
 from state_machine.config import CycleThresholds, EngineConfig
 from state_machine.model import COMPLETE, IDLING, INVALID, OUTLIER, WORKING, CycleRecord
+from state_machine.reference import AREA_DUMP, AREA_TRAVEL, SpatialIndex
 from state_machine.truck import END_OF_INPUT, TruckEngine
 from tests.state_machine.track import (
     DUMP_CENTER,
@@ -242,11 +243,13 @@ def test_per_site_thresholds():
 def test_gps_jitter_at_the_dump_boundary_does_not_split_the_dump():
     tr = Track().stand(120).drive(1400)
     dump_start = tr.t
-    edge = 1400.0 - 1500.0 + 100.0  # on the south edge of the dump square
-    for i in range(8):  # standing on the edge, jitter in and out
+    jitter_from = len(tr.points)
+    for i in range(8):  # standing on the south edge of the dump square, jitter in and out
         tr.at(1400 + (3 if i % 2 else -3), IDLING).wait(10)
     tr.drive(0).stand(60)
-    assert edge == 0.0
+    index = SpatialIndex(site_reference(), EngineConfig().defaults.loader_distance_m)
+    areas = [index.classify(p.latitude, p.longitude)[0] for p in tr.points[jitter_from:jitter_from + 8]]
+    assert areas == [AREA_TRAVEL, AREA_DUMP] * 4, areas  # the jitter really crosses the edge
     closed, _, _ = run(tr.points)
     assert closed[0].cycle_status == COMPLETE
     assert closed[0].dump_start_ms == dump_start + 10_000 or closed[0].dump_start_ms == dump_start

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from state_machine.model import TelemetryPoint
 from state_machine.telemetry import format_record, parse_record
 from workbench.replay import replay
+from workbench.scoring import score
 from workbench.simulator import SimulationSpec, simulate
 
 SPEC = SimulationSpec(trucks=6, hours=4.0, seed=31)
@@ -29,6 +30,19 @@ SPEC = SimulationSpec(trucks=6, hours=4.0, seed=31)
 
 def _sim():
     return simulate(SPEC)
+
+
+def assert_found_the_truth(sim, result) -> None:
+    """The undisturbed replay a test compares against found the simulator's cycles: two results that
+    found nothing would compare equal too."""
+    report = score(sim.truth, result.closed)
+    assert report.truth_count >= 50 and report.recall >= 0.99 and report.precision >= 0.99, report.summary()
+
+
+def cycles_during(result, truck: str, start_ms: int, end_ms: int) -> list:
+    """The truck's closed cycles that overlap [start_ms, end_ms)."""
+    return [c for c in result.sorted_closed()
+            if c.asset_guid == truck and c.load_start_ms < end_ms and (c.cycle_end_ms or end_ms) > start_ms]
 
 
 def _records(lines):
@@ -89,6 +103,7 @@ def _hostile_generated(n: int, seed: int) -> list[str]:
 def test_ten_thousand_hostile_records_mixed_into_a_valid_stream():
     sim = _sim()
     clean = replay(_records(sim.telemetry_lines), sim.reference)
+    assert_found_the_truth(sim, clean)
     hostile = HOSTILE_FIXED + _hostile_generated(10_000, seed=5)
     lines = list(sim.telemetry_lines)
     rng = random.Random(9)
@@ -134,6 +149,8 @@ def test_truck_offline_30_minutes_backlog_delivered_late_keeps_its_cycles():
     delivered = rest[:reconnect] + held + rest[reconnect:]  # the whole backlog arrives at reconnection
     online = replay(_records(sim.telemetry_lines), sim.reference)
     offline = replay(_records(delivered), sim.reference)
+    assert_found_the_truth(sim, online)
+    assert len(cycles_during(online, truck, start, end)) >= 2  # the backlog holds cycles
     assert offline.sorted_closed() == online.sorted_closed()
     assert not [d for d in offline.dead_letters if d.reason == "LATE"]
 
@@ -153,7 +170,9 @@ def test_clock_jumping_backwards_dead_letters_late_points_and_keeps_closed_cycle
             lines.append(line)
     clean = replay(_records(sim.telemetry_lines), sim.reference)
     jumped = replay(_records(lines), sim.reference)
+    assert_found_the_truth(sim, clean)
     before = [c for c in clean.sorted_closed() if c.asset_guid == truck and c.cycle_end_ms <= jump_at - 60_000]
+    assert len(before) >= 3
     after_jump = [c for c in jumped.sorted_closed() if c.asset_guid == truck]
     assert after_jump[: len(before)] == before  # nothing closed before the jump changes
     late = [d for d in jumped.dead_letters if d.reason == "LATE" and d.asset_guid == truck]
@@ -174,6 +193,7 @@ def test_burst_of_100k_duplicates_is_dropped_and_counted():
     window = lines[burst_at - 300: burst_at]
     burst = [window[rng.randrange(len(window))] for _ in range(100_000)]
     clean = replay(_records(lines), sim.reference)
+    assert_found_the_truth(sim, clean)
     noisy = replay(_records(lines[:burst_at] + burst + lines[burst_at:]), sim.reference)
     assert noisy.sorted_closed() == clean.sorted_closed()
     assert noisy.duplicates - clean.duplicates + (noisy.non_truck - clean.non_truck) + (
@@ -242,6 +262,7 @@ def _assert_glitch_contained(clean, glitched, strays: dict[str, int], rejected_a
 def test_stray_two_minutes_ahead_is_committed_in_order_and_changes_at_most_its_cycle():
     sim = _sim()
     clean = replay(_records(sim.telemetry_lines), sim.reference)
+    assert_found_the_truth(sim, clean)
     lines, strays = _with_strays(sim.telemetry_lines, 2 * 60_000)
     glitched = replay(_records(lines), sim.reference)
     _assert_glitch_contained(clean, glitched, strays)
@@ -251,6 +272,7 @@ def test_stray_two_minutes_ahead_is_committed_in_order_and_changes_at_most_its_c
 def test_stray_thirty_minutes_or_two_hours_ahead_is_rejected_as_clock_jump():
     sim = _sim()
     clean = replay(_records(sim.telemetry_lines), sim.reference)
+    assert_found_the_truth(sim, clean)
     for shift in (30 * 60_000, 2 * 3_600_000):
         lines, strays = _with_strays(sim.telemetry_lines, shift)
         glitched = replay(_records(lines), sim.reference)
@@ -265,6 +287,7 @@ def test_stray_from_a_clock_that_jumped_back_is_rejected_alone():
     """One point stamped 30 min in the past (position of the point before it): it alone is LATE."""
     sim = _sim()
     clean = replay(_records(sim.telemetry_lines), sim.reference)
+    assert_found_the_truth(sim, clean)
     lines, strays = _with_strays(sim.telemetry_lines, -30 * 60_000)
     glitched = replay(_records(lines), sim.reference)
     assert glitched.sorted_closed() == clean.sorted_closed()
@@ -296,6 +319,8 @@ def test_backlog_delivered_after_live_points_keeps_its_cycles():
     delivered = rest[:burst_at] + held + rest[burst_at:]
     live_first = replay(_records(delivered), sim.reference)
     online = replay(_records(sim.telemetry_lines), sim.reference)
+    assert_found_the_truth(sim, online)
+    assert len(cycles_during(online, truck, start, end)) >= 2  # the backlog holds cycles
     assert live_first.sorted_closed() == online.sorted_closed()
     assert not [d for d in live_first.dead_letters if d.reason in ("LATE", "CLOCK_JUMP")]
 

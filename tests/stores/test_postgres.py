@@ -1,4 +1,5 @@
-"""Tests of stores.postgres: identifiers, migrations (real PostgreSQL), column constants, row conversion."""
+"""Tests of stores.postgres: identifiers, migrations (real PostgreSQL), column constants, and the job's
+own rows (udfs.rows) written with the sink's statement."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 from psycopg2 import sql
 
 from state_machine import identity
-from state_machine.model import CYCLE_FIELDS, CycleRecord, TruckStatus
+from state_machine.model import CYCLE_FIELDS, Alert, CycleRecord, TruckStatus
 from stores import postgres
 from stores.postgres import TableNames
 from tests.job import table_rows
+from tests.job.table_rows import sink_params
+from udfs import rows
 
 HOSTILE_NAMES = [
     "", "Asset", "1asset", "asset-cycle", "asset cycle", 'asset"; DROP TABLE dx.asset;--', "dx.asset",
@@ -100,14 +103,15 @@ def _sample_record() -> CycleRecord:
     )
 
 
-def test_cycle_record_row_round_trip() -> None:
+def test_cycle_row_in_column_order_round_trip() -> None:
+    """udfs.rows.cycle_row, bound as the sink binds it, reads back as the same record."""
     record = _sample_record()
-    row = table_rows.cycle_record_to_row(record)
+    row = sink_params("cycle", rows.cycle_row(record))
     assert len(row) == len(postgres.CYCLE_COLUMNS)
     assert row[6] == datetime(2024, 1, 15, 14, 30, 25, 123000, tzinfo=UTC)
     assert table_rows.cycle_record_from_row(row) == record
     empty = CycleRecord("T", "S", "INPROGRESS", "NONE")
-    assert table_rows.cycle_record_from_row(table_rows.cycle_record_to_row(empty)) == empty
+    assert table_rows.cycle_record_from_row(sink_params("cycle", rows.cycle_row(empty))) == empty
 
 
 def test_ms_datetime_conversion_exact() -> None:
@@ -126,23 +130,38 @@ def test_dead_letter_id_deterministic() -> None:
     assert identity.dead_letter_id("ab", "c", b"") != identity.dead_letter_id("a", "bc", b"")
 
 
-def test_dead_letter_row_sanitises() -> None:
-    raw = b"\x00\xff" + b"x" * 100_000
-    row = table_rows.dead_letter_row("kinesis:shardId-1:42", "TOO_LARGE", "big\x00", raw, received_ms=0)
+def _dead_letter_values(raw: str | bytes, detail: str | None = "big\x00") -> dict[str, Any]:
+    row = rows.dead_letter("kinesis", "TOO_LARGE", detail, raw, received_ms=0, position="kinesis:shardId-1:42")
     names = [c for c, _ in postgres.DEAD_LETTER_COLUMNS]
-    values = dict(zip(names, row, strict=True))
-    assert values["raw_size"] == len(raw)
-    assert len(values["raw"]) == identity.MAX_RAW_CHARS and "\x00" not in values["raw"]
+    return dict(zip(names, sink_params("dead_letter", row), strict=True))
+
+
+def test_dead_letter_row_is_truncated_cleaned_and_keeps_the_size() -> None:
+    """The job's dead-letter row (udfs.rows.dead_letter): the raw record truncated to 64 KiB
+    characters, NUL and invalid UTF-8 replaced, raw_size the original size in bytes."""
+    raw = b"\x00\xff" + b"x" * 100_000
+    values = _dead_letter_values(raw)
+    assert values["raw_size"] == len(raw) == 100_002
+    assert len(values["raw"]) == identity.MAX_RAW_CHARS == 65_536
+    assert values["raw"][:3] == "\ufffd\ufffdx" and "\x00" not in values["raw"]
     assert values["detail"] == "big\ufffd"
     assert values["received_utc"] == datetime(1970, 1, 1, tzinfo=UTC)
-    assert values["dead_letter_id"] == identity.dead_letter_id("kinesis:shardId-1:42", "TOO_LARGE", raw)
+    assert values["source"] == "kinesis:shardId-1:42"  # the record's position; the id hashes the label
+    assert values["dead_letter_id"] == identity.dead_letter_id("kinesis", "TOO_LARGE", raw)
+    text = "é" * 70_000  # 2 bytes per character: the size counts bytes, the limit characters
+    values = _dead_letter_values(text, detail=None)
+    assert values["raw"] == "é" * identity.MAX_RAW_CHARS and values["raw_size"] == 140_000
+    assert values["detail"] is None
+    small = _dead_letter_values("{oops")
+    assert (small["raw"], small["raw_size"]) == ("{oops", 5)
 
 
 def test_alert_row() -> None:
-    row = table_rows.alert_row("UNKNOWN_SITE", "T1", "S1", 1000, 1.5, 2.5, "x")
-    assert len(row) == len(postgres.ALERT_COLUMNS)
-    assert row[0] == identity.alert_id("UNKNOWN_SITE", "T1", 1000)
-    assert row[0] != identity.alert_id("UNKNOWN_SITE", "T1", 1001)
+    row = sink_params("alerts", rows.alert_row(Alert("UNKNOWN_SITE", "T1", "S1", 1000, 1.5, 2.5, "x\x00")))
+    values = dict(zip(postgres.column_names("alerts"), row, strict=True))
+    assert values["alert_id"] == identity.alert_id("UNKNOWN_SITE", "T1", 1000)
+    assert values["alert_id"] != identity.alert_id("UNKNOWN_SITE", "T1", 1001)
+    assert values["event_utc"] == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) and values["detail"] == "x\ufffd"
 
 
 def test_jdbc_sql_shapes() -> None:
@@ -266,28 +285,43 @@ def test_upserts_are_idempotent(pg_conn, migrated_tables: TableNames) -> None:
     record = _sample_record()
     status = TruckStatus("T1", "S1", 1_705_330_399_000, -23.5, 133.25, 3, "EMPTY_TRAVEL", "T", None)
     older = status._replace(last_event_ms=status.last_event_ms - 1000, latitude=-1.0)
-    dl = table_rows.dead_letter_row("file:t.jsonl:3", "BAD_JSON", "bad", b"{oops", received_ms=1000)
+    dl = sink_params("dead_letter", rows.dead_letter("file:t.jsonl", "BAD_JSON", "bad", b"{oops", received_ms=1000,
+                                                     position="file:t.jsonl:3"))  # fmt: skip
+    alert = sink_params("alerts", rows.alert_row(Alert("X", "T1", "S1", 5, 1.0, 2.0, "")))
     with pg_conn.cursor() as cur:
         for _ in range(2):
-            cur.execute(table_rows.upsert_query(names, "cycle"), table_rows.cycle_record_to_row(record))
-            cur.execute(table_rows.upsert_query(names, "cycle_tmp"), table_rows.cycle_record_to_row(record))
-            cur.execute(table_rows.upsert_query(names, "process_info", newer_only=True), table_rows.truck_status_to_row(status))
+            cur.execute(table_rows.upsert_query(names, "cycle"), sink_params("cycle", rows.cycle_row(record)))
+            cur.execute(table_rows.upsert_query(names, "cycle_tmp"), sink_params("cycle_tmp", rows.cycle_row(record)))
+            cur.execute(table_rows.upsert_query(names, "process_info", newer_only=True),
+                        sink_params("process_info", rows.status_row(status)))  # fmt: skip
             cur.execute(table_rows.upsert_query(names, "dead_letter"), dl)
-            cur.execute(table_rows.upsert_query(names, "alerts"), table_rows.alert_row("X", "T1", "S1", 5, 1.0, 2.0))
-        cur.execute(table_rows.upsert_query(names, "process_info", newer_only=True), table_rows.truck_status_to_row(older))
+            cur.execute(table_rows.upsert_query(names, "alerts"), alert)
+        cur.execute(table_rows.upsert_query(names, "process_info", newer_only=True),
+                    sink_params("process_info", rows.status_row(older)))  # fmt: skip
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in postgres.column_names("cycle"))
         cur.execute(sql.SQL("SELECT {} FROM {}").format(cols, names.table("cycle")))
-        rows = cur.fetchall()
-        assert [table_rows.cycle_record_from_row(r) for r in rows] == [record]
+        assert [table_rows.cycle_record_from_row(r) for r in cur.fetchall()] == [record]
         for kind in ("cycle_tmp", "process_info", "dead_letter", "alerts"):
             cur.execute(sql.SQL("SELECT count(*) FROM {}").format(names.table(kind)))
             assert cur.fetchone()[0] == 1, kind
         cur.execute(sql.SQL("SELECT latitude, last_event_utc FROM {}").format(names.table("process_info")))
         assert cur.fetchone() == (-23.5, table_rows.ms_to_datetime(status.last_event_ms))
         changed = CycleRecord(**{**record.as_dict(), "cycle_status": "OUTLIER", "outlier_rule": "TRAVEL_IDLE"})
-        cur.execute(table_rows.upsert_query(names, "cycle"), table_rows.cycle_record_to_row(changed))
+        cur.execute(table_rows.upsert_query(names, "cycle"), sink_params("cycle", rows.cycle_row(changed)))
         cur.execute(sql.SQL("SELECT cycle_status, outlier_rule FROM {}").format(names.table("cycle")))
         assert cur.fetchall() == [("OUTLIER", "TRAVEL_IDLE")]
+    pg_conn.rollback()
+
+
+@pg
+def test_a_large_dead_letter_is_stored_truncated_with_its_size(pg_conn, migrated_tables: TableNames) -> None:
+    names = migrated_tables
+    raw = "\x00" + "x" * 100_000
+    row = rows.dead_letter("file:t.jsonl", "TOO_LARGE", None, raw, received_ms=0, position="file:t.jsonl:1")
+    with pg_conn.cursor() as cur:
+        cur.execute(table_rows.upsert_query(names, "dead_letter"), sink_params("dead_letter", row))
+        cur.execute(sql.SQL("SELECT length(raw), raw_size, left(raw, 2) FROM {}").format(names.table("dead_letter")))
+        assert cur.fetchone() == (identity.MAX_RAW_CHARS, 100_001, "\ufffdx")
     pg_conn.rollback()
 
 
@@ -315,9 +349,10 @@ def test_updated_at_moves_on_every_write(pg_conn, migrated_tables: TableNames) -
         with pg_conn.cursor() as cur:
             cur.execute(postgres.jdbc_upsert_sql(names, kind).replace("?", "%s"), row)
 
-    rows = {"cycle": table_rows.cycle_record_to_row(record), "cycle_tmp": table_rows.cycle_record_to_row(record),
-            "process_info": table_rows.truck_status_to_row(status)}
-    for kind, row in rows.items():
+    params = {"cycle": sink_params("cycle", rows.cycle_row(record)),
+              "cycle_tmp": sink_params("cycle_tmp", rows.cycle_row(record)),
+              "process_info": sink_params("process_info", rows.status_row(status))}
+    for kind, row in params.items():
         with pg_conn.cursor() as cur:
             cur.execute(table_rows.upsert_query(names, kind), row)
         inserted = stamp(kind)
@@ -352,7 +387,7 @@ def test_the_kpi_views_add_each_trucks_queue_and_each_sites_match_factor(pg_conn
         for truck, minutes, total in (("T1", 30, 1500.0), ("T2", 50, 1700.0)):
             record = CycleRecord(truck, "S1", "COMPLETE", "EMPTY_TRAVEL", "L1", load_start_ms=int(at(minutes - 28).timestamp() * 1000),
                                  cycle_end_ms=int(at(minutes).timestamp() * 1000), total_cycle_seconds=total)
-            cur.execute(table_rows.upsert_query(names, "cycle"), table_rows.cycle_record_to_row(record))
+            cur.execute(table_rows.upsert_query(names, "cycle"), sink_params("cycle", rows.cycle_row(record)))
         cur.execute(sql.SQL("SELECT asset_guid, queue_seconds, working_seconds FROM {} ORDER BY 1").format(
             names.table("truck_hour_kpi")))
         assert cur.fetchall() == [("T1", 180.0, 3000.0), ("T2", 0.0, 3000.0)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from state_machine.model import TelemetryPoint
+from state_machine.telemetry import parse_record
 from workbench.replay import replay
 from workbench.simulator import SCENARIO_FAMILIES, scenario_spec, simulate
 
@@ -30,3 +32,27 @@ def test_live_rows_do_not_change_what_a_bounded_replay_ends_with(name: str):
     assert live.alerts == committed.alerts
     assert (live.applied_points, live.duplicates, live.reordered, live.non_truck) == (
         committed.applied_points, committed.duplicates, committed.reordered, committed.non_truck)
+    assert live.truck_hours == committed.truck_hours and committed.truck_hours
+    assert (live.served, live.loader_hours, live.loader_status) == (
+        committed.served, committed.loader_hours, committed.loader_status)
+
+
+def test_a_truck_that_goes_quiet_has_its_last_hour_reported_in_a_bounded_replay():
+    """One truck stops reporting an hour into a 7 h run; its open cycle closes IDLE_TIMEOUT while the
+    others go on. The bounded replay reports its last hour as the live one does."""
+    spec = scenario_spec("clean", trucks=3, hours=7.0, seed=5)
+    sim = simulate(spec)
+    quiet = sorted({a[0] for a in sim.assets if a[2] == "HAUL_TRUCK"})[0]
+    silence_from = spec.start_ms + 3_600_000
+    lines = [line for _, line in sim.deliveries
+             if not (quiet in line and isinstance(p := parse_record(line), TelemetryPoint) and p.ts_ms >= silence_from)]
+
+    def run(speculative: bool):
+        return replay((("file:x", line) for line in lines), sim.reference, speculative=speculative)
+
+    live, committed = run(True), run(False)
+    assert [c.invalid_reason for c in committed.closed if c.asset_guid == quiet][-1] == "IDLE_TIMEOUT"
+    last = max(p.ts_ms for line in lines if quiet in line and isinstance(p := parse_record(line), TelemetryPoint))
+    quiet_hours = sorted(hour for asset, hour in committed.truck_hours if asset == quiet)
+    assert quiet_hours and quiet_hours[-1] == last - last % 3_600_000
+    assert committed.truck_hours == live.truck_hours

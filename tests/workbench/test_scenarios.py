@@ -1,62 +1,111 @@
-"""Every named scenario family of the simulator, end to end through the pure engine.
+"""Every named scenario family of the simulator, end to end through the pure engine, on several seeds.
 
-The bar (issue: cycle engine): recall and precision >= 0.99, COMPLETE recall >= 0.99, status
-agreement >= 0.97, median total-cycle error within one ping interval. (A standstill whose true length
-is within one ping interval of the 600 s outlier threshold can be seen on either side of it: such
-cycles count against status agreement, which is why COMPLETE precision is not held to 0.99.) The families cover the
-geometries and devices that broke earlier engines: switchback and spiral ramps, slow loaded ramps,
-faces 150-300 m apart with the haul road passing every loader, queues in the loader bay and at
-staging points, sparse (on-change) devices, degraded delivery.
+The common bar (issue: cycle engine, restored by the issue "tests that can fail"): recall and
+precision >= 0.99, COMPLETE recall and COMPLETE precision >= 0.99, status agreement >= 0.97, median
+total-cycle error within one ping interval, on every seed of SEEDS. A family added to
+SCENARIO_FAMILIES runs on these seeds with this bar without any change here. A family that cannot
+meet it gets an entry in FAMILY_BARS: the bar it meets instead, with the measured reason and every
+seed it was measured on (a bar is never lowered to make a test pass; it is lowered only where the
+data cannot tell, and says why).
+
+The families cover the geometries and devices that broke earlier engines: switchback and spiral
+ramps, slow loaded ramps, faces 150-300 m apart with the haul road passing every loader, queues in
+the loader bay and at staging points, sparse (on-change) devices, degraded delivery, and stops
+exactly at and just under the idle threshold. Seed 21 runs in the fast tier; the other seeds are
+marked slow (CI runs them all).
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from state_machine.operator import KeyState
-from workbench.replay import Replayer, replay
-from workbench.scoring import score
+from state_machine.config import CycleThresholds, EngineConfig
+from workbench.replay import replay
+from workbench.scoring import ScoreReport, score
 from workbench.simulator import SCENARIO_FAMILIES, SimulationSpec, scenario_spec, simulate
 
 LATE_FAMILIES = [name for name, family in SCENARIO_FAMILIES.items() if family.get("late_p")]
 UNGLITCHED = [name for name, family in SCENARIO_FAMILIES.items() if not family.get("glitch_trucks")]
 
 
-def _replay(spec: SimulationSpec):
+def _replay(spec: SimulationSpec, config: EngineConfig | None = None):
     sim = simulate(spec)
-    return sim, replay(((f"line {i}", line) for i, (_, line) in enumerate(sim.deliveries)), sim.reference)
+    return sim, replay(((f"line {i}", line) for i, (_, line) in enumerate(sim.deliveries)), sim.reference, config)
+
+SEEDS = (21, 22, 23)
+SEED_PARAMS = [pytest.param(seed, marks=() if seed == SEEDS[0] else pytest.mark.slow) for seed in SEEDS]
 
 
-def _run(name: str, seed: int):
+@dataclass(frozen=True)
+class Bar:
+    """Lowest scores a family must reach on each seed."""
+
+    recall: float = 0.99
+    precision: float = 0.99
+    complete_recall: float = 0.99
+    complete_precision: float = 0.99
+    status_agreement: float = 0.97
+    why: str = ""
+    """For a family-specific bar: the measured reason, with the seeds it was measured on."""
+
+
+COMMON_BAR = Bar()
+
+FAMILY_BARS: dict[str, Bar] = {
+    "staging-queue": replace(
+        COMMON_BAR, complete_recall=0.97,
+        why="measured on seeds 21, 22, 23 (12 trucks x 6 h): COMPLETE recall 1.000 / 1.000 / 0.976. Every COMPLETE "
+            "cycle missed on seed 23 (3 of 127) is a staging-point wait whose true length is 591-599 s, within one "
+            "ping interval (10-30 s) below the 600 s TRAVEL_IDLE threshold, and which the pings show as 600-602 s: "
+            "status near a threshold, which the data cannot place; found as OUTLIER TRAVEL_IDLE."),
+}
+"""Family-specific bars (see the module docstring). Each names its measured reason and seeds."""
+
+
+def _run(name: str, seed: int, config: EngineConfig | None = None):
     spec = scenario_spec(name, trucks=12, hours=6.0, seed=seed)
-    sim, result = _replay(spec)
+    sim, result = _replay(spec, config)
     return spec, sim, result, score(sim.truth, result.closed)
 
 
-COMPLETE_RECALL_BAR = {"over-trucked-staging": 0.98}
-"""Families held to a lower COMPLETE recall, with the measured reason: an over-trucked loader with its
-queue at a staging point outside the bay makes many trucks wait there for close to the 600 s outlier
-threshold, and a standstill within a ping interval of it can be seen on either side (seed 21: 2 of 194
-COMPLETE seen OUTLIER and 1 of 6 OUTLIER seen COMPLETE; every cycle found, load starts within 30 s)."""
+def _assert_meets(report: ScoreReport, bar: Bar, ping_interval_max_s: float, min_truth: int) -> None:
+    summary = report.summary()
+    assert report.truth_count > min_truth, summary
+    assert report.precision >= bar.precision and report.recall >= bar.recall, summary
+    assert report.complete_recall is not None and report.complete_recall >= bar.complete_recall, summary
+    assert report.complete_precision is not None and report.complete_precision >= bar.complete_precision, summary
+    assert report.status_agreement is not None and report.status_agreement >= bar.status_agreement, summary
+    assert report.total_cycle_error.median <= ping_interval_max_s, summary
 
 
+@pytest.mark.parametrize("seed", SEED_PARAMS)
 @pytest.mark.parametrize("name", list(SCENARIO_FAMILIES))
-def test_replay_finds_truth_cycles(name: str):
-    spec, _, result, report = _run(name, seed=21)
+def test_replay_finds_truth_cycles(name: str, seed: int):
+    spec, _, result, report = _run(name, seed)
     if name in UNGLITCHED:  # no genuine point is ever late or taken for a clock jump at default settings
         assert not [d for d in result.dead_letters if d.reason in ("LATE", "CLOCK_JUMP")], name
-    assert report.truth_count > 50 * spec.sites, report.summary()
-    assert report.precision >= 0.99, report.summary()
-    assert report.recall >= 0.99, report.summary()
-    bar = COMPLETE_RECALL_BAR.get(name, 0.99)
-    assert report.complete_recall is not None and report.complete_recall >= bar, report.summary()
-    assert report.status_agreement is not None and report.status_agreement >= 0.97, report.summary()
-    assert report.total_cycle_error.median <= spec.ping_interval_s[1], report.summary()
+    _assert_meets(report, FAMILY_BARS.get(name, COMMON_BAR), spec.ping_interval_s[1], 50 * spec.sites)
+
+
+def test_family_bars_are_few_known_and_explained():
+    for name, bar in FAMILY_BARS.items():
+        assert name in SCENARIO_FAMILIES, name
+        assert bar != replace(COMMON_BAR, why=bar.why), f"{name}: same as the common bar"
+        assert "measured" in bar.why and all(f"{seed}" in bar.why for seed in SEEDS), name
+
+
+def test_threshold_stops_family_fails_an_engine_that_reads_the_threshold_otherwise():
+    """The stops exactly at the 20 s idle threshold count, the shorter ones do not: an engine that
+    needs more than the threshold misses loads and dumps, one that needs less finds dumps the spec
+    does not read."""
+    strict = EngineConfig(defaults=CycleThresholds(load_idle_s=20.001, dump_idle_s=20.001))
+    *_, report = _run("threshold-stops", SEEDS[0], strict)
+    assert report.complete_recall < 0.9, report.summary()
+    lax = EngineConfig(defaults=CycleThresholds(load_idle_s=20.0, dump_idle_s=5.0))
+    *_, report = _run("threshold-stops", SEEDS[0], lax)
+    assert report.complete_precision < 0.9, report.summary()
 
 
 def test_degraded_input_is_accounted_for():
@@ -71,58 +120,12 @@ def test_degraded_input_is_accounted_for():
     assert result.duplicates > 0 and result.reordered > 0 and result.non_truck > 0
 
 
-def test_degraded_and_sparse_idle_together():
-    """The hardest mix (sparse stationary logging + every degradation): queue waits that no ping
-    witnesses are ambiguous, so the bar here is 0.98."""
-    spec = scenario_spec("sparse-idle", trucks=12, hours=6.0, seed=26).degraded()
+@pytest.mark.parametrize("seed", SEED_PARAMS)
+def test_degraded_and_sparse_idle_together(seed: int):
+    """The hardest mix (sparse stationary logging + every degradation) meets the common bar. (It was
+    held to 0.98 on seed 26 only; measured on seeds 21, 22, 23 and 26: recall and precision 0.990-1.000,
+    COMPLETE recall 0.994-1.000, COMPLETE precision 0.995-1.000.)"""
+    spec = scenario_spec("sparse-idle", trucks=12, hours=6.0, seed=seed).degraded()
     sim = simulate(spec)
     result = replay(((f"line {i}", line) for i, (_, line) in enumerate(sim.deliveries)), sim.reference)
-    report = score(sim.truth, result.closed)
-    assert report.precision >= 0.98 and report.recall >= 0.98, report.summary()
-    assert report.total_cycle_error.median <= spec.ping_interval_s[1], report.summary()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", LATE_FAMILIES)
-def test_late_points_are_held_not_lost(name: str):
-    """30 % of the points up to 5 min late, 5 % up to 10 min, ...: at default settings none is
-    dead-lettered and the closed cycles are those of the same points delivered without the lateness."""
-    spec = scenario_spec(name, trucks=10, hours=4.0, seed=31)
-    _, late = _replay(spec)
-    _, in_order = _replay(replace(spec, late_p=0.0))
-    assert not [d for d in late.dead_letters if d.reason in ("LATE", "CLOCK_JUMP")]
-    assert late.sorted_closed() == in_order.sorted_closed()
-
-
-@pytest.mark.slow
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from([n for n in UNGLITCHED if SCENARIO_FAMILIES[n].get("outages_per_day")]),
-       seed=st.integers(0, 10**6), trucks=st.integers(2, 10))
-def test_no_genuine_point_is_taken_for_a_clock_jump_on_degraded_data(name: str, seed: int, trucks: int):
-    """Outages with backlogs, duplicates, disorder, late points, on-change devices: without any clock
-    glitch, nothing is dead-lettered CLOCK_JUMP (nor LATE)."""
-    _, result = _replay(scenario_spec(name, trucks=trucks, hours=2.0, seed=seed))
-    assert not [d for d in result.dead_letters if d.reason in ("LATE", "CLOCK_JUMP")]
-
-
-def _state_sizes(spec: SimulationSpec, every: int = 2000) -> list[int]:
-    """Every haul truck's engine state bytes, sampled every ``every`` records of a replay."""
-    sim = simulate(spec)
-    replayer = Replayer(sim.reference)
-    sizes: list[int] = []
-    for i, (_, line) in enumerate(sim.deliveries, 1):
-        replayer.feed("sizes", line)
-        if not i % every:
-            replayer.flush()
-            trucks = (KeyState.from_bytes(state).truck for state in replayer.states.values())
-            sizes += [len(truck.to_bytes()) for truck in trucks if truck is not None]
-    return sizes
-
-
-@pytest.mark.slow
-def test_median_truck_state_is_at_most_2_kb_at_default_settings():
-    """Devices reporting every 10-30 s and every second (on-change), degraded delivery (docs/cycle-rules.md,
-    State; bench/lateness_table.py gives the figures per family)."""
-    for name in ("degraded", "sparse-device-radial"):
-        sizes = _state_sizes(scenario_spec(name, trucks=8, hours=3.0, seed=21))
-        assert statistics.median(sizes) <= 2048, (name, statistics.median(sizes))
+    _assert_meets(score(sim.truth, result.closed), COMMON_BAR, spec.ping_interval_s[1], 50)

@@ -20,15 +20,17 @@ from state_machine.model import (
     LOADER,
     OUTLIER,
     WORKING,
+    TelemetryPoint,
     cycle_to_csv_row,
 )
 from state_machine.reference import AREA_DUMP, AREA_LOADER, SpatialIndex, geodesic_distance_m
-from workbench.bundle import iso_to_ms, read_cycles_csv, read_reference
+from workbench.bundle import iso_to_ms, read_cycles_csv, read_reference, write_cycles_csv
 from workbench.simulator import (
     DEFAULT_START_MS,
     SimulationSpec,
     build_layout,
     iter_deliveries,
+    scenario_spec,
     simulate,
 )
 from workbench.simulator.telemetry import Runner
@@ -426,9 +428,15 @@ def test_cli_simulate_and_score(tmp_path, capsys) -> None:
     assert (out / "telemetry.jsonl").read_text().splitlines() == sim.telemetry_lines
     assert [cycle_to_csv_row(r) for r in truth] == [cycle_to_csv_row(r) for r in sim.truth]
     capsys.readouterr()
-    truth_csv = str(out / "truth_cycles.csv")
-    assert main(["score", truth_csv, truth_csv]) == 0
-    assert "F1 1.000" in capsys.readouterr().out
+    # `score` against cycles that miss one truth cycle and add one that is not in the truth
+    found = [*truth[1:], replace(truth[0], asset_guid="NOT-A-TRUCK")]
+    write_cycles_csv(out / "found.csv", found)
+    assert main(["score", str(out / "truth_cycles.csv"), str(out / "found.csv")]) == 0
+    n = len(truth)
+    printed = capsys.readouterr().out
+    assert f"cycles: truth {n}, found {n}, matched {n - 1} " in printed, printed
+    assert f"precision {(n - 1) / n:.3f}  recall {(n - 1) / n:.3f}" in printed, printed
+    assert "missing (truth not found): 1; extra (found not in truth): 1" in printed, printed
 
 
 def test_cli_rejects_bad_options(tmp_path, capsys) -> None:
@@ -436,3 +444,26 @@ def test_cli_rejects_bad_options(tmp_path, capsys) -> None:
 
     assert main(["simulate", "--trucks", "1", "--center", "x", "--out", str(tmp_path / "b")]) == 2
     assert "--center" in capsys.readouterr().err
+
+
+def test_threshold_stops_are_reported_at_both_ends_and_the_truth_reads_them_so() -> None:
+    """The threshold-stops family: loads and dumps of exactly 20 s (in the truth as loads and dumps,
+    with an idle report at both ends, so the spec's reading is 20 s) and dump stops under 20 s (in the
+    truth as no dump: INVALID NO_DUMP). Other families keep their stops of two intervals plus 22 s."""
+    from state_machine.telemetry import parse_record
+
+    sim = simulate(scenario_spec("threshold-stops", trucks=4, hours=3.0, seed=5))
+    idle = {(p.asset_guid, p.ts_ms) for p in map(parse_record, sim.telemetry_lines)
+            if isinstance(p, TelemetryPoint) and p.work_state_id == IDLING}  # fmt: skip
+    exact_loads = [c for c in sim.truth if c.load_seconds == 20.0]
+    exact_dumps = [c for c in sim.truth if c.dump_seconds == 20.0]
+    assert len(exact_loads) >= 5 and len(exact_dumps) >= 5
+    assert all(c.dump_region_guid is not None and c.invalid_reason != "NO_DUMP" for c in exact_dumps)
+    for c in exact_loads:
+        assert (c.asset_guid, c.load_start_ms) in idle and (c.asset_guid, c.load_end_ms) in idle, c
+    for c in exact_dumps:
+        assert (c.asset_guid, c.dump_start_ms) in idle and (c.asset_guid, c.dump_end_ms) in idle, c
+    assert sum(c.invalid_reason == "NO_DUMP" for c in sim.truth) >= 5
+    ordinary = simulate(scenario_spec("clean", trucks=4, hours=3.0, seed=5)).truth
+    assert min(c.dump_seconds for c in ordinary if c.dump_seconds is not None) > 22
+    assert min(c.load_seconds for c in ordinary) > 22

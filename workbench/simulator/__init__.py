@@ -21,7 +21,14 @@ Truth definitions (per truck, closed cycles only):
   dump_start/dump_end = rest/departure at the dump spot; cycle_end = next load_start.
   OUTLIER: a standstill during travel > 600 s (TRAVEL_IDLE), load > 1200 s (LOAD_AREA_IDLE) or dump
   > 1200 s (DUMP_AREA_IDLE); the chronologically first violation is reported. INVALID (NO_DUMP): the
-  truck tipped on the road outside any dump region. A cycle is in the truth when its closing
+  truck tipped on the road outside any dump region, or (``threshold_stops``) stood in a dump region
+  for less than the idle threshold as the spec reads it.
+  Stops and the idle threshold (20 s): the spec reads a stop's length from the telemetry, idle from
+  the first to the last report. Ordinary stops last at least two ping intervals plus 22 s, so every
+  device sees them span the threshold. The ``threshold_stops`` family adds loads and dumps of exactly
+  20 s and dump stops of 5-19.9 s, each reported at both ends (motion.STAND_REPORTED), so that what the
+  spec reads is the true length: at the threshold a load or dump starts (meeting it counts), below it
+  none does. A cycle is in the truth when its closing
   load_start is <= the end of the run; a truck whose closing load_start falls in the last 240 s keeps
   reporting until 240 s after it so that the closing load is observable.
 

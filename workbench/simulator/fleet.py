@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from state_machine.config import CycleThresholds
 from state_machine.model import (
     COMPLETE,
     EMPTY_TRAVEL,
@@ -22,12 +23,15 @@ from state_machine.model import (
     ServedVisit,
 )
 from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, XY, LoaderGeo, Polyline, SiteGeo, polar
-from workbench.simulator.motion import STAND, Leg, drive, entry_time, kmh
+from workbench.simulator.motion import STAND, STAND_REPORTED, Leg, drive, entry_time, kmh
 from workbench.simulator.spec import SimulationSpec
 
 TRAVEL_IDLE_OUTLIER_S = 600.0
 LOADER_RADIUS_M = 50.0
 """The loader's bay: a truck within this distance of a loader is at it (the engine's loader_distance_m)."""
+LOAD_IDLE_MS = int(CycleThresholds().load_idle_s * 1000)
+DUMP_IDLE_MS = int(CycleThresholds().dump_idle_s * 1000)
+EXACT, SHORT = "exact", "short"  # threshold stops (SimulationSpec.threshold_stops)
 CLOSE_GUARD_MS = 240_000  # data kept after a closing load_start near the end of the run (sparse devices: 1-3 min)
 
 
@@ -98,7 +102,8 @@ class Truck(Proc):
         self.cycle: OpenCycle | None = None
         self.v_empty = self._empty_speeds()
         # stops last long enough for two idle pings of an interval device to span the idle threshold
-        # (whatever the device reports, so that reporting options never change the motion)
+        # (whatever the device reports, so that reporting options never change the motion); only the
+        # threshold stops of spec.threshold_stops are shorter, and they are reported at both ends
         self.min_stop_ms = 2.0 * (1.0 + spec.ping_jitter) * self.interval_ms + 22_000
 
     def _empty_speeds(self) -> dict[str, float]:
@@ -114,6 +119,18 @@ class Truck(Proc):
 
     def _stop_ms(self, lo_s: float, hi_s: float) -> int:
         return int(max(self.rng.uniform(lo_s, hi_s) * 1000, self.min_stop_ms))
+
+    def _threshold_stop(self, short_too: bool) -> str | None:
+        """EXACT (a stop exactly at the idle threshold), SHORT (shorter; dumps only) or None (an
+        ordinary stop); draws nothing unless the spec asks for threshold stops (other families keep
+        their random streams)."""
+        share = self.spec.threshold_stops
+        if not share:
+            return None
+        r = self.rng.random()
+        if r < share:
+            return EXACT
+        return SHORT if short_too and r < 2 * share else None
 
     def start(self, t0: int) -> tuple[list[Leg], int]:
         """Start somewhere on the empty return road to the assigned loader."""
@@ -168,8 +185,12 @@ class Truck(Proc):
             inside = [t0 for t0, _t1, xy in stands if math.dist(xy, ld.pos) <= LOADER_RADIUS_M]
             load_start = inside[0] if inside else t_s
             queue_stands = [(t0, t1 - t0) for t0, t1, _xy in stands if t0 < load_start]
-        load_end = t_s + self._stop_ms(60, 240)
-        legs.append((t_s, load_end, STAND, ld.spot, IDLING))
+        if self._threshold_stop(short_too=False) == EXACT and load_start == t_s:  # not after a wait in the bay
+            load_end = t_s + LOAD_IDLE_MS
+            legs.append((t_s, load_end, STAND_REPORTED, ld.spot, IDLING))
+        else:
+            load_end = t_s + self._stop_ms(60, 240)
+            legs.append((t_s, load_end, STAND, ld.spot, IDLING))
         queue_s = None
         if not self.ghost:
             queue_s = self._visit_truth(ld, legs, load_start, load_end)
@@ -209,9 +230,17 @@ class Truck(Proc):
             into = Polyline([d.road.pts[-1], spot])
             haul = out_of_bay + d.road + into
             t = self._travel(haul, load_end, v_loaded, legs, idle_loaded, 250.0, 250.0, True, True)
-            tip_end = t + self._stop_ms(25, 90)
-            legs.append((t, tip_end, STAND, spot, IDLING))
-            cyc.dump, cyc.dump_start, cyc.dump_end = d.guid, t, tip_end
+            stop = self._threshold_stop(short_too=True)
+            if stop is None:
+                tip_end = t + self._stop_ms(25, 90)
+                legs.append((t, tip_end, STAND, spot, IDLING))
+            else:
+                tip_end = t + (DUMP_IDLE_MS if stop == EXACT else int(rng.uniform(5_000, DUMP_IDLE_MS - 100)))
+                legs.append((t, tip_end, STAND_REPORTED, spot, IDLING))
+            if stop == SHORT:  # too short to be read as a dump: the cycle has none (NO_DUMP)
+                bad = True
+            else:
+                cyc.dump, cyc.dump_start, cyc.dump_end = d.guid, t, tip_end
             back = into.reversed() + d.road.reversed()
         cyc.load_dist = haul.length
         # empty haul to the (maybe new) loader
@@ -241,7 +270,7 @@ class Truck(Proc):
         into the bay (for good: the last one before it stands in the bay), and its service start (the
         previous truck's departure if it stopped while that one was still served, else its arrival or
         that departure, whichever came later); return its queue."""
-        first_stop = next(t0 for t0, _t1, kind, _payload, _ws in legs if kind == STAND)
+        first_stop = next(t0 for t0, _t1, kind, _payload, _ws in legs if kind in (STAND, STAND_REPORTED))
         arrival = entry_time(legs, ld.pos, LOADER_RADIUS_M)
         assert arrival is not None, "every visit ends at the loading spot, inside the bay"
         previous_departure = ld.free_at

@@ -12,6 +12,10 @@ from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, XY, Polylin
 
 MOVE = 0
 STAND = 1
+STAND_REPORTED = 2
+"""Standing, and reported at both ends whatever the device's schedule: an idle row when the truck
+stops and one as it moves off, so the stop as the spec reads it (first to last idle report) is its
+true length (the threshold stops of ``SimulationSpec.threshold_stops``)."""
 # a leg: (t0_ms, t1_ms, kind, payload, work_state); payload = (path, d0, d1) or (x, y)
 Leg = tuple[int, int, int, Any, int]
 
@@ -71,7 +75,7 @@ def entry_time(legs: list[Leg], centre: XY, radius_m: float) -> int | None:
     entry: int | None = None
     was_inside = False
     for t0, t1, kind, payload, _ws in legs:
-        if kind == STAND:
+        if kind in (STAND, STAND_REPORTED):
             now_inside = math.hypot(payload[0] - centre[0], payload[1] - centre[1]) <= radius_m
             if now_inside and not was_inside:
                 entry = t0

@@ -56,6 +56,15 @@ class SimulationSpec:
     otherwise trucks wait at a staging point outside it."""
     area_idle_outlier_s: float = 0.0
     """Truth: a load or dump longer than this is an OUTLIER (0 = off, the spec's statuses)."""
+    threshold_stops: float = 0.0
+    """Share of loads and of dumps made exactly as long as the idle threshold (``load_idle_s`` /
+    ``dump_idle_s`` of the default thresholds, 20 s), and, as often, of dump stops shorter than it
+    (5-19.9 s). Otherwise every stop lasts long enough for two idle pings of an interval device to span
+    the threshold. Such a stop is reported at both ends (an idle row as the truck stops and one as it
+    moves off, whatever the device's interval), so the stop as the spec reads it (idle from the first
+    to the last report) is its true length, and the truth follows that reading: exactly at the
+    threshold it counts (meeting it counts), shorter it does not (the truck stood in the dump region
+    without dumping: INVALID NO_DUMP, as for a dump outside any region)."""
     gps_sigma_m: float = 3.0
     gps_outlier_p: float = 0.005
     """Fraction of pings with a 10-20 m position outlier."""
@@ -107,6 +116,8 @@ class SimulationSpec:
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max")
+        if not 0.0 <= self.threshold_stops <= 0.5:
+            raise ValueError("threshold_stops must be in [0, 0.5] (as many short dumps as exact stops)")
         for name in ("duplicates", "drop", "long_idles", "bad_dumps", "malformed", "gps_outlier_p", "reassign_p",
                      "ping_jitter", "queue_inside_p", "late_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -181,9 +192,10 @@ SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
     "late-sparse-device": {"device": "on_change", **DEGRADED_PRESET, "late_p": 0.10, "late_s": (0.0, 300.0)},
     "clock-strays-ahead": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": 7200.0},
     "clock-strays-back": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": -1800.0},
+    "threshold-stops": {"threshold_stops": 0.3, "ping_interval_s": (5.0, 10.0), "gps_outlier_p": 0.0},
 }
 """Named scenario families (overrides of SimulationSpec): the engine's accuracy bar is checked on each
-(tests/state_machine/test_scenarios.py, bench/scenario_table.py); `asset-cycle simulate --scenario`."""
+(tests/workbench/test_scenarios.py, on seeds 21-23; bench/scenario_table.py); `asset-cycle simulate --scenario`."""
 
 
 def scenario_spec(name: str, **overrides: Any) -> SimulationSpec:

@@ -16,7 +16,7 @@ from state_machine.model import HAUL_TRUCK, IDLING, LOADER, WORKING, CycleRecord
 from state_machine.reference import ReferenceData
 from workbench.simulator.fleet import Dozer, LoaderUnit, Proc, Truck, Wanderer
 from workbench.simulator.geometry import XY, build_site
-from workbench.simulator.motion import MOVE, STAND, Leg
+from workbench.simulator.motion import MOVE, STAND, STAND_REPORTED, Leg
 from workbench.simulator.spec import SimulationSpec
 
 AssetTuple = tuple[str, str, str, float | None, float | None]
@@ -150,6 +150,9 @@ class Runner:
         lo, hi = 1.0 - self.spec.ping_jitter, 1.0 + self.spec.ping_jitter
         t = proc.next_ping
         for t0, t1, kind, payload, ws in legs:
+            if kind == STAND_REPORTED:
+                t = self._reported_stand(proc, t0, t1, payload, ws, interval * lo, interval * hi)
+                continue
             if kind == STAND and sparse:
                 t = t0 + int(prng.uniform(60_000, 120_000))
                 while t < t1 and t < stop:
@@ -176,6 +179,9 @@ class Runner:
         late_first_idle = proc.late_first_idle
         t = proc.next_ping
         for t0, t1, kind, payload, ws in legs:
+            if kind == STAND_REPORTED:
+                t = self._reported_stand(proc, t0, t1, payload, IDLING if proc.moves else ws, 60_000, 180_000)
+                continue
             if kind == STAND:
                 t = t0 + (int(prng.uniform(60_000, 180_000)) if late_first_idle else int(prng.uniform(0, 2000)))
                 while t < t1 and t < stop:
@@ -192,6 +198,17 @@ class Runner:
                 self._ping(proc, t, *_position(t, t0, t1, kind, payload), WORKING)
                 t += int(prng.uniform(800, 1500))
         proc.next_ping = t
+
+    def _reported_stand(self, proc: Proc, t0: int, t1: int, pos: XY, ws: int, lo_ms: float, hi_ms: float) -> int:
+        """A stop reported at both ends (motion.STAND_REPORTED): idle rows at t0 and at t1 and the
+        device's own rows between; returns the time of the first row after it (moving off)."""
+        prng = proc.prng
+        t = t0
+        while t < t1:
+            self._ping(proc, t, pos[0], pos[1], ws)
+            t += int(prng.uniform(lo_ms, hi_ms))
+        self._ping(proc, t1, pos[0], pos[1], ws)
+        return t1 + int(prng.uniform(1000, max(lo_ms, 1001)))
 
     def _ping(self, proc: Proc, ts: int, x: float, y: float, ws: int) -> None:
         if ts >= proc.stop_ms:
