@@ -8,7 +8,8 @@
 4. This machine's ports and the checkpoint to resume from; old checkpoints pruned; Flink's own log in
    a fresh folder of ``.logs/``.
 5. The job built by job.main.build_job, the function the job's entry point runs on MSF, submitted to
-   the minicluster and followed by cli.console.JobConsole.
+   the minicluster and followed by cli.console.JobConsole; with --cluster / --jobmanager, steps 4-5
+   are cli.cluster_run's: the same settings submitted to a Flink session cluster.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cli.checkpoints import latest_checkpoint, prune_checkpoints
-from cli.console import JobConsole, StopPlan
+from cli.cluster_run import run_on_cluster
+from cli.console import JobConsole, LocalJob, StopPlan
 from cli.errors import CliError
 from cli.local_services import ServiceError, ensure_postgres, ensure_redis, state_dir
-from cli.run_plan import Plan, make_plan, with_local_resources
+from cli.run_plan import Plan, make_plan, on_cluster, with_local_resources
 from job.logging_setup import FORMAT_ENV, LEVEL_ENV, quiet_third_party_loggers, setup_logging
 from job.main import JOB_NAME, build_job, run_job, sink_jdbc_url, table_names
 from job.pipeline import AssembledJob
@@ -58,6 +60,8 @@ def run_locally(args: argparse.Namespace) -> int:
     print(describe_run(plan, names, pg, rs), flush=True)
     log.info("%s", describe_settings(plan, sink_jdbc_url(settings, pg)))
     prepare_stores(plan, pg, rs, names)
+    if on_cluster(args):
+        return run_on_cluster(args, plan, names, pg)
     plan = with_local_resources(plan)
     fl = plan.settings.flink
     if plan.resume:
@@ -185,7 +189,7 @@ def _watch(job: AssembledJob, plan: Plan, names: TableNames, args: argparse.Name
         return f"latest checkpoint: {found} (asset-cycle run --resume ... continues from it)" if found else None
 
     client = job.env.execute_async(JOB_NAME)
-    console = JobConsole(client, fl.rest_port, StopPlan(fl.savepoint_dir, args.drain, args.stop_timeout_s),
+    console = JobConsole(LocalJob(client, fl.rest_port), StopPlan(fl.savepoint_dir, args.drain, args.stop_timeout_s),
                          bounded=plan.bounded, source=job.source.label,
                          dead_letter_table=f"{names.schema}.{names.table_name('dead_letter')}",
                          progress_s=args.progress_s if args.progress_s > 0 else float("inf"),

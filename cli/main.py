@@ -11,10 +11,23 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from cli.commands import db, msf, package, produce, replay, report, run, score, seed, services, simulate
+from cli.commands import (
+    cluster,
+    db,
+    msf,
+    package,
+    produce,
+    replay,
+    report,
+    run,
+    score,
+    seed,
+    services,
+    simulate,
+)
 from stores.errors import UserError
 
-COMMANDS = (simulate, replay, score, db, seed, run, report, produce, package, msf, services)
+COMMANDS = (simulate, replay, score, db, seed, run, cluster, report, produce, package, msf, services)
 """In the order ``asset-cycle --help`` lists them."""
 
 

@@ -236,6 +236,13 @@ def simulation_spec(source: SourceSettings, now_ms: int) -> SimulationSpec:
     return spec.degraded() if source.simulator_degraded else spec
 
 
+def source_label(source: SourceSettings) -> str:
+    """The label the source ``source.kind`` names gets (RawSource.label)."""
+    if source.kind == "kinesis":
+        return kinesis_label(source)
+    return f"file:{source.file_path}" if source.kind == "file" else "simulator"
+
+
 def raw_source(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, source: SourceSettings) -> RawSource:
     """The source ``source.kind`` names: kinesis, file (a bundle, a .jsonl file or a watched directory) or
     simulator (a live fleet, at ``simulator_speed``)."""
@@ -245,7 +252,7 @@ def raw_source(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, s
         if not source.file_path:
             raise SourceError("a file source needs a path (SourceConfig file.path)")
         return file_source(env, source.file_path, monitor_interval_s=source.monitor_interval_s,
-                           label=f"file:{source.file_path}")  # fmt: skip
+                           label=source_label(source))  # fmt: skip
     if source.kind == "simulator":
         spec = simulation_spec(source, int(time.time() * 1000))
         return simulator_source(t_env, spec, speed=source.simulator_speed or None)
