@@ -101,6 +101,8 @@ def cluster_configuration(rest_port: int, rpc_port: int, slots: int, python: str
         "heartbeat.interval": "2000",
         "heartbeat.timeout": "20000",
         "cluster.registration.error-delay": "1000",
+        # the REST API's metrics (the run console's progress) at most a second old
+        "metrics.fetcher.update-interval": "1000",
     }
     conf.update(extra or {})
     return conf

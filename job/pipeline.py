@@ -6,7 +6,7 @@
         ──parse+validate (uid parse, Python: state_machine.stream)──> one row per truck and batch
         │   └── invalid ──> dead letters
         ──BatchEndWatermarks (uid watermarks, Java: watermarks only at batch ends)──> key by truck ─┐
-    reference updates ──MIN/MAX timestamps (uid reference-watermarks)──> broadcast ─────────────────┤
+    reference updates ──ReferenceWatermarks (uid reference-watermarks, Java)──> broadcast ──────────┤
                                                                                                     v
                         cycle operator, KeyedBroadcastProcessFunction (uid cycle-engine): TruckOperator
                                                   │ envelope rows (tag, cycle, status, dead letter, alert)
@@ -18,13 +18,13 @@ operator one truck's points of a batch at a time. Batching changes no output: th
 each point with its own watermark hint, and a watermark only ever follows the whole batch it covers.
 
 Watermarks: bounded out-of-orderness = the engine's max_disorder (plus optional idleness). A
-two-input operator takes the minimum of both inputs' watermarks: the reference stream's stays at
-Long.MIN_VALUE until the marker after its first complete load, then is Long.MAX_VALUE - 1
-(udfs.reference_poller.ReferenceTimestamps), so the keyed operator's event time waits for the
-reference data once and is never held back by it afterwards; the operator treats a watermark
-beyond year 10000 as end of input. Do not enable source idleness with an unbounded source unless the
-fleet is never silent as a whole: an all-idle main input lets the combined watermark jump to the
-reference stream's.
+two-input operator takes the minimum of its inputs' watermarks, leaving out idle ones: the reference
+stream emits none until the marker after its first complete load and is idle from then on
+(ReferenceWatermarks, Java, at the reference stream's parallelism so that its one subtask sees the
+marker), so the keyed operator's event time waits for the reference data once and is the
+telemetry's alone afterwards. When every telemetry channel is idle as well (readers without a shard,
+a fleet silent for longer than the source idleness) event time stays where it is. The operator
+treats a watermark beyond year 10000 as end of input (a bounded source's end).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pyflink.common import Types, WatermarkStrategy
+from pyflink.common import Types
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
@@ -44,7 +44,7 @@ from job.sources import RawSource, ticker_stream
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
 from udfs.parse import ParseFunction
-from udfs.reference_poller import ReferencePoller, ReferenceTimestamps
+from udfs.reference_poller import ReferencePoller
 from udfs.rows import (
     ENVELOPE_FIELDS,
     ENVELOPE_TYPE,
@@ -58,6 +58,7 @@ from udfs.rows import (
     OUT_DEAD_LETTER,
     OUT_STATUS,
     OUT_TMP,
+    REF_LOADED,
     REFERENCE_TYPE,
 )
 
@@ -128,6 +129,17 @@ def keyed_with_batch_end_watermarks(groups: DataStream, lag_ms: int, idleness_ms
     return KeyedStream(j_keyed, GROUP_TYPE, DataStream(j_stamped))
 
 
+def reference_event_time(reference_stream: DataStream) -> DataStream:
+    """The reference updates with the event time the keyed operator needs from them: none until the
+    first complete load (LOADED_MARKER), then idle (assetcycle.pipeline.ReferenceWatermarks, Java), at
+    the parallelism of the stream (one subtask: it must see the marker)."""
+    operator = get_gateway().jvm.assetcycle.pipeline.ReferenceWatermarks(0, REF_LOADED)
+    j_stream = reference_stream._j_data_stream
+    j_marked = j_stream.transform("reference-watermarks", REFERENCE_TYPE.get_java_type_info(), operator)
+    j_marked.uid("reference-watermarks").setParallelism(j_stream.getParallelism())
+    return DataStream(j_marked)
+
+
 def bounded_reference_stream(env: StreamExecutionEnvironment, records: list[tuple[str, str, str]]) -> DataStream:
     """Reference updates loaded once (finite collection; ends, so bounded jobs can finish)."""
     return env.from_collection(records, type_info=REFERENCE_TYPE).name("reference-snapshot").uid("reference-snapshot")
@@ -185,14 +197,7 @@ def build_pipeline(
     )  # fmt: skip
     keyed = keyed_with_batch_end_watermarks(groups, lag_ms, settings.flink.source_idleness_ms)
 
-    reference = (
-        reference_stream.assign_timestamps_and_watermarks(
-            WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(ReferenceTimestamps())
-        )
-        .name("reference-watermarks")
-        .uid("reference-watermarks")
-        .broadcast(REFERENCE_STATE)
-    )
+    reference = reference_event_time(reference_stream).broadcast(REFERENCE_STATE)
     function = CycleFunction(
         settings.engine.to_dict(),
         source_label,
