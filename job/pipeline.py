@@ -2,7 +2,7 @@
 
 ::
 
-    (position, raw) ──RecordBatcher (uid batch, Java)──> (positions[], raws[])
+    (position, raw) ──[by truck]──RecordBatcher (uid batch, Java)──> (positions[], raws[])
         ──parse+validate (uid parse, Python: state_machine.stream)──> one row per truck and batch
         │   └── invalid ──> dead letters
         ──BatchEndWatermarks (uid watermarks, Java: watermarks only at batch ends)──> key by truck ─┐
@@ -11,6 +11,13 @@
                         cycle operator, KeyedBroadcastProcessFunction (uid cycle-engine): TruckOperator
                                                   │ envelope rows (tag, cycle, status, dead letter, alert)
          EnvelopeSplitter (uid split-by-table, Java): by tag ──> tmp / final / process info / dead letters / alerts ──> SinkSet
+
+Parallelism: a Kinesis source has one reader per subtask and each reader's records are batched and
+parsed in its own subtask; a file or the simulator is read by one subtask and its records are spread
+over the parse subtasks by truck (TruckPartitioner, Java). Either way a truck's records reach one
+parse subtask in the order they were read, and each parse subtask computes the watermark of the
+records it sees (the replay of each subtask's records gives every truck the rows the replay of the
+whole stream gives it: tests/workbench/test_replay.py).
 
 Records cross into Python a batch at a time (RecordBatcher: up to BATCH_MAX_RECORDS, at most
 BATCH_MAX_DELAY_MS, flushed before every checkpoint barrier and watermark), and into the keyed
@@ -106,12 +113,20 @@ def split_envelopes(envelopes: DataStream) -> dict[str, DataStream]:
     return {SINK_OF_TAG[tag]: DataStream(j_split.getSideOutput(splitter.outputTag(tag))) for tag in tags}
 
 
-def batched(raw_stream: DataStream) -> DataStream:
-    """(position, raw) rows -> (positions[], raws[]) batches, at the source's parallelism (Java)."""
-    batcher_class = get_gateway().jvm.assetcycle.pipeline.RecordBatcher
-    batcher = batcher_class(BATCH_MAX_RECORDS, BATCH_MAX_DELAY_MS)
-    j_batched = raw_stream._j_data_stream.transform("batch", batcher_class.outputType(), batcher)
-    j_batched.uid("batch").setParallelism(raw_stream._j_data_stream.getParallelism())
+def batched(raw_stream: DataStream, parallelism: int) -> DataStream:
+    """(position, raw) rows -> (positions[], raws[]) batches (Java), in ``parallelism`` subtasks: the
+    source's own (records go forward: a Kinesis reader's shards keep their arrival order), or, when one
+    subtask reads the source (a file, the simulator) and the job runs more, all of them, the records
+    spread by truck (assetcycle.pipeline.TruckPartitioner: each truck's records stay in order)."""
+    jvm = get_gateway().jvm
+    j_raw = raw_stream._j_data_stream
+    if j_raw.getParallelism() == 1 and parallelism > 1:
+        j_raw = jvm.assetcycle.pipeline.TruckPartitioner.byTruck(j_raw)
+    else:
+        parallelism = j_raw.getParallelism()
+    batcher = jvm.assetcycle.pipeline.RecordBatcher(BATCH_MAX_RECORDS, BATCH_MAX_DELAY_MS)
+    j_batched = j_raw.transform("batch", jvm.assetcycle.pipeline.RecordBatcher.outputType(), batcher)
+    j_batched.uid("batch").setParallelism(parallelism)
     return DataStream(j_batched)
 
 
@@ -184,16 +199,14 @@ def build_pipeline(
     the envelope stream before it is split into the sinks (both for tests).
     """
     lag_ms = settings.engine.max_disorder_ms
-    parallelism = raw_stream._j_data_stream.getParallelism()
+    batches = batched(raw_stream, env.get_parallelism())
     groups = (
-        batched(raw_stream)
-        .process(ParseFunction(source_label, lag_ms, settings.engine.watermark_jump_ms, check_future=check_future),
-                 output_type=KEYED_GROUP_TYPE)
+        batches.process(ParseFunction(source_label, lag_ms, settings.engine.watermark_jump_ms,
+                                      check_future=check_future), output_type=KEYED_GROUP_TYPE)
         .name("parse+validate")
         .uid("parse")
-        # as many subtasks as the source: records go forward, so a truck's records keep their order (a
-        # rebalance from a one-subtask source such as the simulator would interleave two parse subtasks)
-        .set_parallelism(parallelism)
+        # as many subtasks as the batcher, fed forward: a truck's records reach one parse subtask, in order
+        .set_parallelism(batches._j_data_stream.getParallelism())
     )  # fmt: skip
     keyed = keyed_with_batch_end_watermarks(groups, lag_ms, settings.flink.source_idleness_ms)
 
