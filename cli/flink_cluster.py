@@ -28,6 +28,7 @@ PythonDriver runs the job's entry point, as the Docker image and the FlinkDeploy
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -174,6 +175,7 @@ class FlinkCluster:
         self.jobs_dir = self.root / "jobs"
         self.state_file = self.root / "cluster.json"
         self._env: dict[str, str] = {}
+        self._tied = False
 
     # -- state -----------------------------------------------------------------------------------
     def state(self) -> ClusterState | None:
@@ -208,11 +210,13 @@ class FlinkCluster:
     # -- start -----------------------------------------------------------------------------------
     def start(self, taskmanagers: int = 1, slots: int = 1, rest_port: int | None = None,
               env: Mapping[str, str] | None = None, conf: Mapping[str, str] | None = None,
-              jar_dir: Path | None = None, timeout_s: float = START_TIMEOUT_S) -> ClusterState:  # fmt: skip
+              jar_dir: Path | None = None, timeout_s: float = START_TIMEOUT_S, tied: bool = False) -> ClusterState:  # fmt: skip
         """Start the JobManager, then ``taskmanagers`` TaskManagers of ``slots`` slots, and wait until
         they are registered. ``rest_port``: the REST port (default 8081 when free, else any free port;
         an explicit one must be free). ``env``: added to the processes' environment (e.g. AWS
-        credentials for the Kinesis source). Stops what it started when something does not come up."""
+        credentials for the Kinesis source). ``tied``: the processes are killed when this process
+        dies (a test's cluster; ``asset-cycle cluster up``'s outlives the command). Stops what it
+        started when something does not come up."""
         if taskmanagers < 0 or slots < 1:
             raise ClusterError("a cluster needs at least 0 TaskManagers and 1 slot per TaskManager")
         if self.running():
@@ -225,6 +229,7 @@ class FlinkCluster:
         state = ClusterState(rest_port=rest_port, rpc_port=free_local_port(), slots=slots, started=time.time())
         self._write_configuration(state, jar, conf or {})
         self._env = dict(env or {})
+        self._tied = tied
         self._save(state)
         try:
             state.jobmanager = self._launch("jobmanager")
@@ -264,7 +269,7 @@ class FlinkCluster:
         with open(self.log_dir / f"{role}-launch.out", "ab") as out:
             proc = subprocess.Popen([str(script), "start-foreground"], env=self.script_env(), cwd=self.root,
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # fmt: skip
+                                    start_new_session=True, preexec_fn=_die_with_parent if self._tied else None)  # fmt: skip
         return proc.pid
 
     def add_taskmanager(self, wait: bool = True, timeout_s: float = START_TIMEOUT_S) -> int:
@@ -355,6 +360,12 @@ class FlinkCluster:
         if not self.running():
             raise ClusterError(f"no cluster runs in {self.root}: start one with `asset-cycle cluster up`")
         return submit_job(properties, self.conf_dir, self.lib_dir, self.log_dir, env)
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when its parent dies (Linux prctl PR_SET_PDEATHSIG; the
+    shell script execs the JVM, which keeps it)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def _signal_group(pid: int, sig: int) -> None:
