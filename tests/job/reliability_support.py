@@ -373,11 +373,17 @@ def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lin
     """The job's tables hold exactly what the replay of ``lines`` gives (to the end of input): the
     same closed cycles, open cycles and fleet state, and the same rejected records (by reason and
     raw text; the row ids depend on the source position, which the replay does not know)."""
-    from tests.job.flink_harness import read_tables
     from workbench.bundle import read_reference
+
+    assert_tables_equal_replay_of(pg_dsn, names, read_reference(bundle)[0], lines)
+
+
+def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData, lines: list[str]) -> None:
+    """assert_tables_equal_replay with the reference data given."""
+    from tests.job.flink_harness import read_tables
     from workbench.replay import replay
 
-    expected = replay((("x", line) for line in lines), read_reference(bundle)[0])
+    expected = replay((("x", line) for line in lines), reference)
     tables = read_tables(pg_dsn, names)
     assert [c.as_dict() for c in tables.closed] == [c.as_dict() for c in expected.sorted_closed()]
     assert {k: v.as_dict() for k, v in tables.in_progress.items()} == {
