@@ -24,6 +24,7 @@ from typing import Any
 
 from job.settings import AppSettings, FlinkSettings, ReferenceSettings, SinkSettings
 from state_machine.reference import ReferenceData
+from state_machine.truck import closed_sort_key
 from stores.postgres import TableNames, apply_migrations
 from tests.job.flink_harness import SOURCE_LABEL, count_lines, jdbc_url, pg_params, table_snapshot
 
@@ -378,15 +379,34 @@ def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lin
     assert_tables_equal_replay_of(pg_dsn, names, read_reference(bundle)[0], lines)
 
 
-def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData, lines: list[str]) -> None:
-    """assert_tables_equal_replay with the reference data given."""
+def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData, *streams: list[str]) -> None:
+    """assert_tables_equal_replay with the reference data given. More than one stream: what a job whose
+    subtasks each parse one of them writes (each with its own stream watermark, as a Kinesis reader's
+    parse subtask), i.e. the replays of the streams taken together (each truck is in one stream)."""
     from tests.job.flink_harness import read_tables
     from workbench.replay import replay
 
-    expected = replay((("x", line) for line in lines), reference)
+    results = [replay((("x", line) for line in lines), reference) for lines in streams]
     tables = read_tables(pg_dsn, names)
-    assert [c.as_dict() for c in tables.closed] == [c.as_dict() for c in expected.sorted_closed()]
+    got = [c.as_dict() for c in tables.closed]
+    want = [c.as_dict() for c in sorted((c for r in results for c in r.closed), key=closed_sort_key)]
+    assert got == want, _cycle_difference(got, want)
     assert {k: v.as_dict() for k, v in tables.in_progress.items()} == {
-        k: v.as_dict() for k, v in expected.in_progress.items()}
-    assert tables.statuses == expected.statuses
-    assert {(d["reason"], d["raw"]) for d in tables.dead_letters} == {(d.reason, d.raw) for d in expected.dead_letters}
+        k: v.as_dict() for r in results for k, v in r.in_progress.items()}
+    assert tables.statuses == {k: v for r in results for k, v in r.statuses.items()}
+    assert {(d["reason"], d["raw"]) for d in tables.dead_letters} == {
+        (d.reason, d.raw) for r in results for d in r.dead_letters}
+
+
+def _cycle_difference(got: list[dict], want: list[dict]) -> str:
+    """What differs between two lists of closed cycles (for an assertion message)."""
+    def key(c: dict) -> tuple:
+        return c["asset_guid"], c["load_start_ms"] or 0, c["cycle_end_ms"] or 0
+
+    extra = sorted((key(c), c["cycle_status"]) for c in got if c not in want)
+    missing = sorted((key(c), c["cycle_status"]) for c in want if c not in got)
+    first = next((c for c in got if c not in want), None)
+    twin = next((w for w in want if first is not None and key(w)[:2] == key(first)[:2]), None)
+    fields = {k: (first[k], twin[k]) for k in first if twin is not None and first[k] != twin[k]} if first else {}
+    return (f"{len(got)} closed cycles, the replay {len(want)}; only in the tables: {extra[:5]}; only in the "
+            f"replay: {missing[:5]}; first differing fields (tables, replay): {fields}")
