@@ -49,7 +49,8 @@ def services_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_cluster_up_run_status_and_down(
-    tmp_path: Path, services_dir: Path, pg_dsn: str, redis_url: str, redis_prefix: str, table_names: TableNames
+    tmp_path: Path, services_dir: Path, pg_dsn: str, redis_url: str, redis_prefix: str, table_names: TableNames,
+    extra_schema: TableNames,
 ) -> None:
     env = cli_env(pg_dsn, redis_url, ASSET_CYCLE_SERVICES_DIR=str(services_dir))
     rest_port = free_local_port()
@@ -85,12 +86,12 @@ def test_cluster_up_run_status_and_down(
         status_seen["text"] = _cli(env, "cluster", "status").stdout
 
     live = subprocess.Popen([sys.executable, "-m", "cli", "run", "--source", f"file:{watched}", "--monitor-s", "0.5",
-                             *common, "--schema", table_names.schema, "--checkpoint-dir", str(tmp_path / "ck2"),
-                             "--savepoint-dir", str(savepoints), "--duration-s", "25", "--no-seed"],
+                             *common, "--schema", extra_schema.schema, "--checkpoint-dir", str(tmp_path / "ck2"),
+                             "--savepoint-dir", str(savepoints), "--duration-s", "25"],
                             cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         expected = expected_last_events(bundle, lines)
-        deadline_ok = _wait(lambda: last_events(pg_dsn, table_names) == expected, 120)
+        deadline_ok = _wait(lambda: last_events(pg_dsn, extra_schema) == expected, 120)
         status_while_running()
         output, _ = live.communicate(timeout=300)
     finally:
