@@ -9,8 +9,13 @@
     reference updates ──ReferenceWatermarks (uid reference-watermarks, Java)──> broadcast ──────────┤
                                                                                                     v
                         cycle operator, KeyedBroadcastProcessFunction (uid cycle-engine): TruckOperator
-                                                  │ envelope rows (tag, cycle, status, dead letter, alert)
-         EnvelopeSplitter (uid split-by-table, Java): by tag ──> tmp / final / process info / dead letters / alerts ──> SinkSet
+                                                  │ envelope rows (one tagged part each)
+         EnvelopeSplitter (uid split-by-table, Java): by tag ──> tmp / process info / dead letters / alerts /
+                                                  │              truck hours ──> SinkSet
+                                                  └─ loader events (closed cycles, load visits, trucks' presence)
+        key by loader ──> loader operator, KeyedProcessFunction (uid loader-engine): LoaderOperator
+         EnvelopeSplitter (uid split-loader-rows, Java): by tag ──> final cycles (with their queue) / load visits /
+                                                                 loader hours / loader status ──> SinkSet
 
 Parallelism: a Kinesis source has one reader per subtask and each reader's records are batched and
 parsed in its own subtask; a file or the simulator is read by one subtask and its records are spread
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pyflink.common import Types
+from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
@@ -49,6 +55,7 @@ from job.flink_env import EnvInfo, create_environment
 from job.settings import AppSettings
 from job.sources import RawSource, ticker_stream
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
+from udfs.loader_function import LoaderFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
 from udfs.parse import ParseFunction
 from udfs.reference_poller import ReferencePoller
@@ -60,11 +67,19 @@ from udfs.rows import (
     GROUP_WM_FIELD,
     KEYED_GROUP_TYPE,
     KEYED_VALUE_FIELD,
+    L_CYCLE,
+    L_HOUR,
+    L_STATUS,
+    L_VISIT,
+    LOADER_ENVELOPE_FIELDS,
+    LOADER_ENVELOPE_TYPE,
+    LOADER_EVENT_TYPE,
     OUT_ALERT,
-    OUT_CYCLE,
     OUT_DEAD_LETTER,
+    OUT_LOADER,
     OUT_STATUS,
     OUT_TMP,
+    OUT_TRUCK_HOUR,
     REF_LOADED,
     REFERENCE_TYPE,
 )
@@ -89,28 +104,42 @@ def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
     return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
 
 
-SINK_OF_TAG = {OUT_TMP: "cycle_tmp", OUT_CYCLE: "cycle", OUT_STATUS: "process_info", OUT_DEAD_LETTER: "dead_letter",
-               OUT_ALERT: "alerts"}  # fmt: skip
-"""The sink kind (job.sinks.SINK_KINDS) each envelope tag (udfs.rows OUT_*) goes to."""
-_PART_OF_TAG = {OUT_TMP: "cycle", OUT_CYCLE: "cycle", OUT_STATUS: "status", OUT_DEAD_LETTER: "dead_letter",
-                OUT_ALERT: "alert"}  # fmt: skip
+LOADER_EVENTS = "loader_events"
+"""The cycle operator's output that goes to the loader stage, not to a sink."""
+TRUCK_OUTPUTS = {OUT_TMP: ("cycle_tmp", "cycle"), OUT_LOADER: (LOADER_EVENTS, "loader"),
+                 OUT_STATUS: ("process_info", "status"), OUT_DEAD_LETTER: ("dead_letter", "dead_letter"),
+                 OUT_ALERT: ("alerts", "alert"), OUT_TRUCK_HOUR: ("truck_hour", "truck_hour")}  # fmt: skip
+"""Where each tag of the cycle operator's envelope (udfs.rows OUT_*) goes, and its part."""
+LOADER_OUTPUTS = {L_CYCLE: ("cycle", "cycle"), L_VISIT: ("load_visit", "load_visit"),
+                  L_HOUR: ("loader_hour", "loader_hour"), L_STATUS: ("loader_status", "loader_status")}  # fmt: skip
+"""Where each tag of the loader operator's envelope (udfs.rows L_*) goes, and its part."""
 
 
-def split_envelopes(envelopes: DataStream) -> dict[str, DataStream]:
-    """Envelope rows -> one DataStream per sink kind of the tagged part's rows (udfs.rows layouts), in
+def split_envelopes(envelopes: DataStream, outputs: dict[int, tuple[str, str]] = TRUCK_OUTPUTS,
+                    fields: tuple[str, ...] = ENVELOPE_FIELDS, envelope_type: TypeInformation = ENVELOPE_TYPE,
+                    uid: str = "split-by-table") -> dict[str, DataStream]:
+    """Envelope rows -> one DataStream per destination of the tagged part's rows (udfs.rows layouts), in
     one Java operator (assetcycle.pipeline.EnvelopeSplitter, side outputs; no Table API planner)."""
     gateway = get_gateway()
-    tags = sorted(SINK_OF_TAG)
+    tags = sorted(outputs)
     if tags != list(range(len(tags))):
         raise ValueError(f"envelope tags must be 0..n-1, got {tags}")
     part_by_tag = gateway.new_array(gateway.jvm.int, len(tags))
     for tag in tags:
-        part_by_tag[tag] = ENVELOPE_FIELDS.index(_PART_OF_TAG[tag])
-    envelope_type = ENVELOPE_TYPE.get_java_type_info()
-    splitter = gateway.jvm.assetcycle.pipeline.EnvelopeSplitter(envelope_type, part_by_tag)
-    j_split = envelopes._j_data_stream.process(splitter, envelope_type)
-    j_split.name("split-by-table").uid("split-by-table")
-    return {SINK_OF_TAG[tag]: DataStream(j_split.getSideOutput(splitter.outputTag(tag))) for tag in tags}
+        part_by_tag[tag] = fields.index(outputs[tag][1])
+    j_type = envelope_type.get_java_type_info()
+    splitter = gateway.jvm.assetcycle.pipeline.EnvelopeSplitter(j_type, part_by_tag)
+    j_split = envelopes._j_data_stream.process(splitter, j_type)
+    j_split.name(uid).uid(uid)
+    return {outputs[tag][0]: DataStream(j_split.getSideOutput(splitter.outputTag(tag))) for tag in tags}
+
+
+def keyed_by_loader(events: DataStream) -> KeyedStream:
+    """The loader events ``(loader_guid, LOADER_EVENT row)`` keyed by loader (Java key selector, as for
+    the trucks: the key is the row's first field)."""
+    jvm = get_gateway().jvm
+    j_keyed = events._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, LOADER_EVENT_TYPE, events)
 
 
 def batched(raw_stream: DataStream, parallelism: int) -> DataStream:
@@ -224,7 +253,13 @@ def build_pipeline(
     parse_dead = side_output(groups, PARSE_DEAD_LETTER_TAG)
     if sink_path is not None:
         envelopes = sink_path(envelopes)
-    for kind, stream in split_envelopes(envelopes).items():
+    outputs = split_envelopes(envelopes)
+    loader_rows = (keyed_by_loader(outputs.pop(LOADER_EVENTS))
+                   .process(LoaderFunction(), output_type=LOADER_ENVELOPE_TYPE)
+                   .name("loader-engine").uid("loader-engine"))  # fmt: skip
+    outputs.update(split_envelopes(loader_rows, LOADER_OUTPUTS, LOADER_ENVELOPE_FIELDS, LOADER_ENVELOPE_TYPE,
+                                   "split-loader-rows"))  # fmt: skip
+    for kind, stream in outputs.items():
         sinks.add(kind, stream)
     sinks.add("dead_letter", parse_dead)
 

@@ -31,7 +31,8 @@ from stores.postgres import INSERT_ONLY_KINDS, KEY_COLUMNS, TableNames, column_l
 
 log = logging.getLogger(__name__)
 
-SINK_KINDS = ("cycle_tmp", "cycle", "process_info", "dead_letter", "alerts")
+SINK_KINDS = ("cycle_tmp", "cycle", "process_info", "dead_letter", "alerts", "truck_hour", "load_visit", "loader_hour",
+              "loader_status")
 MAX_BACKOFF_MS = 5000
 """Longest wait between two write attempts during an outage (bounds the recovery delay)."""
 

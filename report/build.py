@@ -11,7 +11,9 @@ or, with a telemetry bundle, sampled truck tracks. Output in ``out_dir``:
 * ``kpis.csv``    per overall/site/shift type/shift/truck/loader/dump region: cycle counts by
   status, INVALID/OUTLIER shares and time statistics in minutes (COMPLETE cycles only; report.kpis);
 * ``cycle_time_hist.png``, ``segments_by_truck.png``, ``segments_by_loader.png``,
-  ``cycles_per_hour.png``, ``status_mix.png`` (report.plots), ``map_<site>.png`` (report.site_map).
+  ``cycles_per_hour.png``, ``status_mix.png`` (report.plots), ``map_<site>.png`` (report.site_map),
+  ``loader_queue_hang.png``, ``match_factor.png``, ``queue_times.png`` (report.loaders);
+* ``loaders.csv``  per loader: loads, busy / hang / queue hours, utilisation, mean queue per load.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ from psycopg2.extensions import connection
 from report.fetch import add_bundle_tracks, fetch_asset_names, fetch_cycles, fetch_map_data, fetch_regions
 from report.html import render_html
 from report.kpis import compute_kpis, prepare, write_kpis_csv
+from report.loaders import (
+    fetch_loader_hours,
+    fetch_queues,
+    fetch_site_hours,
+    loader_table,
+    plot_match_factor,
+    plot_queue_and_hang,
+    plot_queue_distribution,
+)
 from report.model import MapData, ReportRequest, ReportResult
 from report.plots import PLOT_RC, plot_cycle_time_hist, plot_cycles_per_hour, plot_segments, plot_status_mix
 from report.site_map import plot_map
@@ -54,7 +65,8 @@ def build_report(conn: connection, redis_client: redis.Redis | None, names: Tabl
     index_path = out / "index.html"
     source = f"{names.schema}.{names.cycle}"
     for stale in out.glob("*.png"):  # a previous run's plots must not linger next to this page
-        if stale.name.startswith(("map_", "cycle_time_hist", "segments_by_", "cycles_per_hour", "status_mix")):
+        if stale.name.startswith(("map_", "cycle_time_hist", "segments_by_", "cycles_per_hour", "status_mix",
+                                  "loader_queue_hang", "match_factor", "queue_times")):
             stale.unlink()
     if df.empty:
         kpis = compute_kpis(df)
@@ -85,6 +97,8 @@ def build_report(conn: connection, redis_client: redis.Redis | None, names: Tabl
                             f"(of {len(sites_by_count)})")
     kpis = compute_kpis(df, {**asset_names, **region_names})
     write_kpis_csv(kpis, kpis_path)
+    loaders = loader_table(fetch_loader_hours(conn, names, request.start, request.end, request.site))
+    loaders.to_csv(out / "loaders.csv", index=False, float_format="%.3f")
 
     images: dict[str, Path] = {}
     with matplotlib.rc_context(PLOT_RC):
@@ -94,8 +108,13 @@ def build_report(conn: connection, redis_client: redis.Redis | None, names: Tabl
         images["hourly"] = plot_cycles_per_hour(df, request.start, request.end, request.tz,
                                                 out / "cycles_per_hour.png")
         images["status"] = plot_status_mix(df, out / "status_mix.png")
+        images["queue_hang"] = plot_queue_and_hang(loaders, out / "loader_queue_hang.png")
+        images["match"] = plot_match_factor(fetch_site_hours(conn, names, request.start, request.end, request.site),
+                                            out / "match_factor.png")
+        images["queues"] = plot_queue_distribution(fetch_queues(conn, names, request.start, request.end,
+                                                                request.site), out / "queue_times.png")
         for site, data in maps.items():
             suffix = " (sampled tracks)" if data.tracks else " (latest positions)" if data.trucks else ""
             images[f"map:{site}"] = plot_map(data, out / f"map_{_safe_name(site)}.png", suffix)
-    index_path.write_text(render_html(request, kpis, images, len(df), source, warnings), encoding="utf-8")
+    index_path.write_text(render_html(request, kpis, images, len(df), source, warnings, loaders), encoding="utf-8")
     return ReportResult(index_path, kpis_path, len(df), list(images.values()), warnings)

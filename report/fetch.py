@@ -49,6 +49,13 @@ def _reading(conn: connection) -> Iterator[cursor]:
             conn.rollback()
 
 
+def read_query(conn: connection, query: sql.Composable, params: Sequence[Any]) -> pd.DataFrame:
+    """A (small) query's rows as a DataFrame with its column names."""
+    with _reading(conn) as cur:
+        cur.execute(query, params)
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+
+
 def fetch_cycles(conn: connection, names: TableNames, start: datetime, end: datetime,
                  site: str | None = None) -> pd.DataFrame:
     """Closed cycles with load_start_utc in [start, end) (one COPY query) as a DataFrame.

@@ -66,8 +66,20 @@ def _figure(path: Path, alt: str, caption: str) -> str:
     return f"<figure>{_img(path, alt)}<figcaption>{caption}</figcaption></figure>"
 
 
+def _loader_rows(loaders: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ("loader", "loads", "busy h", "hang h", "queue h",
+                                                         "utilisation %", "mean queue min"))  # fmt: skip
+    rows = []
+    for _, row in loaders.iterrows():
+        cells = [html.escape(str(row["loader_asset_guid"]))] + [
+            "" if pd.isna(row[c]) else (f"{int(row[c]):,}" if c == "loads" else f"{row[c]:.1f}")
+            for c in ("loads", "busy_h", "hang_h", "queue_h", "utilisation_pct", "mean_queue_min")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
 def render_html(request: ReportRequest, kpis: pd.DataFrame, images: dict[str, Path], cycles: int,
-                source: str, warnings: Sequence[str]) -> str:
+                source: str, warnings: Sequence[str], loaders: pd.DataFrame | None = None) -> str:
     """The report page (self-contained: CSS inline, images as data URIs)."""
     tz = request.tz
     site = request.site or "all sites"
@@ -123,6 +135,24 @@ def render_html(request: ReportRequest, kpis: pd.DataFrame, images: dict[str, Pa
                          "Left: cycles by status with share of the total. Right: the rule behind each OUTLIER "
                          "(e.g. TRAVEL_IDLE: a long stop while travelling) and the reason for each INVALID "
                          "(e.g. NO_DUMP: tipped outside any dump region)."))
+    if "queue_hang" in images:
+        parts.append("<h2>Loaders: queue and hang</h2>")
+        parts.append("<p>Queue: a truck waiting for its loader (in the bay or at a staging point) while the "
+                     "loader served another truck. Hang: the loader waiting for trucks between two services. "
+                     "Utilisation = busy / (busy + hang). Many queue hours and little hang: the loader is "
+                     "over-trucked; much hang and no queue: under-trucked. Definitions: docs/cycle-rules.md.</p>")
+        if loaders is not None and not loaders.empty:
+            parts.append(_loader_rows(loaders))
+        parts.append(_figure(images["queue_hang"], "queue and hang per loader",
+                             "Hours trucks spent queueing at each loader (red) against the hours the loader hung "
+                             "(blue) in the window, with each loader's utilisation."))
+        parts.append(_figure(images["match"], "match factor per hour",
+                             "Match factor per site and hour: trucks x mean loader service time / (loaders x "
+                             "mean truck cycle time). Above 1 trucks wait for loaders, below 1 loaders wait for "
+                             "trucks."))
+        parts.append(_figure(images["queues"], "queue-time distribution",
+                             "Queue time per load visit (minutes): the visits served without a wait (green) "
+                             "and the spread of the waits."))
     maps = [(k, p) for k, p in images.items() if k.startswith("map:")]
     if maps:
         parts.append("<h2>Site map</h2>")

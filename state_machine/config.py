@@ -37,6 +37,9 @@ class CycleThresholds:
     """Opt-in (0 = off, the spec's statuses): a LOAD_TIME or DUMP_TIME longer than this marks the
     cycle OUTLIER (LOAD_AREA_IDLE / DUMP_AREA_IDLE). The time at the loader or dump is always in
     load_seconds / dump_seconds."""
+    queue_radius_m: float = 150.0
+    """A truck that stops within this distance of a loader (outside its bay, at a staging point) and
+    goes on to load there without leaving this distance began its visit, and its wait, at that stop."""
     still_radius_m: float = 15.0
     """Two consecutive points closer than this are at the same spot (GPS noise tolerance)."""
     gap_factor: float = 2.0
@@ -85,6 +88,8 @@ class CycleThresholds:
             raise ConfigError("gap_speed_mps must be > 0")
         if self.gap_factor < 1:
             raise ConfigError("gap_factor must be >= 1")
+        if self.queue_radius_m < self.loader_distance_m:
+            raise ConfigError("queue_radius_m must be >= loader_distance_m (the bay is part of the approach)")
 
 
 THRESHOLD_NAMES = frozenset(f.name for f in fields(CycleThresholds))

@@ -53,6 +53,7 @@ from state_machine.model import (
     ALERT_DUMP_OUTSIDE_REGION,
     ALERT_LONG_IDLE,
     ALERT_RESTRICTED_REGION,
+    AT_LOADER,
     COMPLETE,
     DUMP_TIME,
     EMPTY_TRAVEL,
@@ -63,8 +64,10 @@ from state_machine.model import (
     LOAD_TRAVEL,
     OUTLIER,
     SEG_NONE,
+    WAITING,
     Alert,
     CycleRecord,
+    LoadVisit,
     TelemetryPoint,
     ms_to_iso,
 )
@@ -101,6 +104,10 @@ class CycleState:
         # the truck's own reporting while moving: intervals (ms) and straight-line speeds (cm/s) of
         # its last moving pairs
         "iv_hist", "v_hist",
+        # the approach to a loader (load visits): when the first standstill near loaders began and the
+        # loaders (within queue_radius_m of every point since) it may be for; the entry into a loader's
+        # bay; the estimated start of the open spell
+        "ap_start", "ap_guids", "arr_ms", "arr_guid", "sp_kpi",
     )
 
     def __init__(self, asset: str, site: str) -> None:
@@ -121,6 +128,13 @@ class CycleState:
         self.st_alerted = False
         self.iv_hist: list[int] = []
         self.v_hist: list[int] = []
+        self._reset_approach()
+
+    def _reset_approach(self) -> None:
+        self.ap_start: int | None = None
+        self.ap_guids: list[str] = []
+        self.arr_ms: int | None = None
+        self.arr_guid: str | None = None
 
     def _reset_cycle(self) -> None:
         self.loader: str | None = None
@@ -151,6 +165,7 @@ class CycleState:
         self.sp_confirmed = False
         self.sp_depart: int | None = None
         self.sp_provisional = False  # placed by _gap_stop_in_area; real standing there replaces it
+        self.sp_kpi = 0  # the spell's start as an instant (between the pings around it), for load visits
 
     def copy(self) -> CycleState:
         """A copy sharing nothing mutable with this state."""
@@ -159,6 +174,7 @@ class CycleState:
             setattr(new, name, getattr(self, name))
         new.iv_hist = list(self.iv_hist)
         new.v_hist = list(self.v_hist)
+        new.ap_guids = list(self.ap_guids)
         return new
 
     def to_list(self) -> list:
@@ -167,10 +183,16 @@ class CycleState:
 
     @classmethod
     def from_list(cls, values: list) -> CycleState:
-        """Inverse of to_list."""
+        """Inverse of to_list. A shorter list (a state saved before the load-visit fields existed) gets
+        their initial values: no approach under way, the open spell's start as its estimated start."""
         new = cls.__new__(cls)
-        for name, value in zip(cls.__slots__, values, strict=True):
+        if len(values) < len(cls.__slots__):
+            new._reset_approach()
+            new.sp_kpi = values[cls.__slots__.index("sp_start")]
+        for name, value in zip(cls.__slots__, values, strict=False):
             setattr(new, name, value)
+        if len(values) > len(cls.__slots__):
+            raise ValueError(f"cycle state has {len(values)} fields, at most {len(cls.__slots__)} are known")
         return new
 
     def __eq__(self, other: object) -> bool:
@@ -280,9 +302,40 @@ def _confirm_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord]
         s.invalid = REPEATED_DUMP
 
 
+def _load_visit(s: CycleState, departure_ms: int, open_: bool) -> LoadVisit:
+    """The visit of the open load spell, leaving at ``departure_ms``; the approach is then over."""
+    first_stop = s.sp_kpi
+    if s.ap_start is not None and s.sp_guid in s.ap_guids:
+        first_stop = min(first_stop, s.ap_start)  # it stood on its approach, outside the bay, first
+    arrival = min(s.arr_ms, s.sp_kpi) if s.arr_guid == s.sp_guid and s.arr_ms is not None else s.sp_kpi
+    visit = LoadVisit(s.asset, s.site, s.sp_guid, s.load_start, arrival, first_stop, max(departure_ms, s.sp_kpi),
+                      open_)  # fmt: skip
+    s._reset_approach()
+    return visit
+
+
+def open_visit(s: CycleState) -> LoadVisit | None:
+    """The load visit under way (LOAD_TIME, still at the loader) when a bounded input ends, up to the
+    truck's last point."""
+    if s.phase != LOAD_TIME or s.sp_kind != AREA_LOADER or not s.sp_confirmed or s.prev_ts is None:
+        return None
+    return _load_visit(s, s.prev_ts, True)
+
+
+def loader_presence(s: CycleState) -> tuple[str, str, int] | None:
+    """(loader, AT_LOADER or WAITING, since) of a truck's state: standing in a loader's bay (before or
+    during its load), or on its approach to loaders (the nearest); None when at no loader."""
+    if s.sp_kind == AREA_LOADER and (s.phase == LOAD_TIME or not s.sp_confirmed):
+        return s.sp_guid, AT_LOADER, s.sp_kpi
+    if s.ap_guids and s.ap_start is not None and s.sp_kind == "":
+        return s.ap_guids[0], WAITING, s.ap_start
+    return None
+
+
 def _end_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord],
-               alerts: list[Alert] | None, depart_ms: int) -> None:
-    """The truck left the spell at ``depart_ms``: end LOAD_TIME / DUMP_TIME if it had started."""
+               alerts: list[Alert] | None, depart_ms: int, visits: list[LoadVisit] | None = None) -> None:
+    """The truck left the spell at ``depart_ms``: end LOAD_TIME / DUMP_TIME if it had started (a load
+    adds its visit to ``visits``)."""
     if s.sp_provisional and not s.sp_confirmed:
         threshold = th.load_idle_s if s.sp_kind == AREA_LOADER else th.dump_idle_s
         if (s.sp_until - s.sp_start) >= threshold * 1000.0:
@@ -293,6 +346,8 @@ def _end_spell(s: CycleState, th: CycleThresholds, closed: list[CycleRecord],
         length = (depart_ms - s.sp_start) / 1000.0
         area_limit = th.area_idle_outlier_s
         if s.phase == LOAD_TIME and s.sp_kind == AREA_LOADER:
+            if visits is not None:  # the departure as an instant: between the last idle ping and this one
+                visits.append(_load_visit(s, (s.sp_until + depart_ms) // 2, False))
             s.load_end = depart_ms
             s.phase = LOAD_TRAVEL
             if area_limit and length > area_limit:
@@ -326,6 +381,7 @@ def _start_over(
         if rec is not None:
             closed.append(rec)
     s._reset_spell()
+    s._reset_approach()
     s.st_start = s.st_until = None
     s.site = p.site_guid
     _set_prev(s, p, area, guid)
@@ -430,9 +486,15 @@ def _gap_stop_in_area(
 def _stand(
     s: CycleState, kind: str, guid: str | None, lat: float, lon: float, from_ms: int, to_ms: int,
     provisional: bool, th: CycleThresholds, closed: list[CycleRecord], alerts: list[Alert] | None,
+    visits: list[LoadVisit] | None = None, index: SpatialIndex | None = None, start_ms: int | None = None,
 ) -> None:
     """Attribute one piece of standing evidence [from_ms, to_ms] at a place to the open spell, a new
-    spell, or (between load and dump areas) the current travel standstill."""
+    spell, or (between load and dump areas) the current travel standstill. ``start_ms``: when the
+    standing began as an instant, for load visits (from_ms when the evidence gives it: a dense pair puts
+    it between its pings); ``index`` lets a standstill on the road start an approach to the loaders
+    within queue_radius_m."""
+    if start_ms is None:
+        start_ms = from_ms
     blip_ms = _blip_ms(s, th)
     in_spell = s.sp_kind != "" and (
         (kind == s.sp_kind and guid == s.sp_guid)
@@ -441,19 +503,25 @@ def _stand(
     if in_spell and s.sp_provisional and (not provisional or from_ms > s.sp_until):
         # the truck really stands here, or stands again after moving: the earlier standing (placed
         # here from a reporting gap) was a queue wait outside the area; restart the spell from this one
+        if s.sp_kind == AREA_LOADER and s.ap_start is None:
+            s.ap_start, s.ap_guids = s.sp_kpi, [s.sp_guid]  # that wait was the approach's first stop
         s.sp_provisional = provisional
+        s.sp_kpi = start_ms
         s.sp_start = s.sp_until = from_ms
         s.sp_lat, s.sp_lon = lat, lon
         s.sp_depart = None
     elif in_spell and s.sp_depart is not None and from_ms - s.sp_depart > blip_ms:
-        _end_spell(s, th, closed, alerts, s.sp_depart)  # standing here again, but too long after leaving
+        _end_spell(s, th, closed, alerts, s.sp_depart, visits)  # standing here again, but too long after leaving
         in_spell = False
     if not in_spell and kind != AREA_TRAVEL:
         if s.sp_kind != "":
-            _end_spell(s, th, closed, alerts, s.sp_depart if s.sp_depart is not None else from_ms)
+            _end_spell(s, th, closed, alerts, s.sp_depart if s.sp_depart is not None else from_ms, visits)
+        if kind == AREA_DUMP:
+            s._reset_approach()
         s.sp_provisional = provisional
         s.sp_kind = kind
         s.sp_guid = guid
+        s.sp_kpi = start_ms
         s.sp_start = from_ms
         s.sp_until = from_ms
         s.sp_lat = lat
@@ -472,6 +540,10 @@ def _stand(
     # on the road: a travel standstill; while the truck is leaving a load/dump spell (a pending
     # departure, which a blip could still cancel) only where it starts is noted
     leaving = s.sp_kind != "" and s.sp_depart is not None and s.phase in (LOAD_TIME, DUMP_TIME)
+    if index is not None and not s.ap_guids and not leaving and s.phase not in (LOAD_TIME, DUMP_TIME):
+        near = index.loaders_within(lat, lon, th.queue_radius_m)
+        if near:  # a stop near loaders: the approach to one of them may begin here (a staging queue)
+            s.ap_start, s.ap_guids = start_ms, near
     if s.phase not in _TRAVEL_PHASES and not leaving:
         return
     if s.st_until is not None and from_ms <= s.st_until:
@@ -498,15 +570,43 @@ def _credit_travel_standing(s: CycleState, seconds: float, lat: float, lon: floa
                                 f"standing {run:.0f} s during {s.phase} (limit {th.travel_idle_outlier_s:g} s)"))
 
 
+def _follow_approach(s: CycleState, p: TelemetryPoint, area: str, guid: str | None, gap: bool,
+                     index: SpatialIndex, th: CycleThresholds) -> None:
+    """Keep the approach's loaders that p is still within queue_radius_m of (none left: the approach is
+    over), and note the entry into a loader's bay: between the two pings around it, or across a gap
+    after driving straight to the bay's edge at the truck's own speed."""
+    if s.ap_guids and not (s.sp_kind == AREA_LOADER and s.sp_guid in s.ap_guids):  # (at the loader: settled)
+        keep = [g for g in s.ap_guids
+                if index.distance_to_loader_m(g, p.latitude, p.longitude) <= th.queue_radius_m]
+        if len(keep) != len(s.ap_guids):
+            if keep:
+                s.ap_guids = keep
+            else:
+                s.ap_start, s.ap_guids = None, []
+    settled = s.sp_kind == AREA_LOADER and s.sp_guid == s.arr_guid  # it stands at the loader it entered
+    if area == AREA_LOADER:
+        if not settled and s.arr_guid != guid and not (s.prev_area == AREA_LOADER and s.prev_guid == guid):
+            ta, tb = s.prev_ts, p.ts_ms
+            if gap:
+                to_edge = index.distance_to_loader_m(guid, s.prev_lat, s.prev_lon) - index.loader_distance_m
+                s.arr_ms = min(tb, ta + _drive_ms(s, max(0.0, to_edge), th))
+            else:
+                s.arr_ms = (ta + tb) // 2
+            s.arr_guid = guid
+    elif s.arr_guid is not None and not settled and s.arr_guid not in s.ap_guids:
+        s.arr_ms = s.arr_guid = None  # it drove through the bay without stopping there
+
+
 def apply_point(
     s: CycleState, p: TelemetryPoint, area: str, guid: str | None, th: CycleThresholds,
-    index: SpatialIndex | None = None, alerts: list[Alert] | None = None,
+    index: SpatialIndex | None = None, alerts: list[Alert] | None = None, visits: list[LoadVisit] | None = None,
 ) -> list[CycleRecord]:
     """Advance the state by one point (strictly newer than the previous one); return closed cycles.
 
     ``index`` (the site's spatial index) enables placing a stop that fell entirely inside a
-    reporting gap at a nearby load/dump area, and restricted-region alerts. ``alerts`` collects
-    operator alerts (pass None for speculative runs, whose alerts would not be final).
+    reporting gap at a nearby load/dump area, restricted-region alerts and load visits' approaches.
+    ``alerts`` collects operator alerts and ``visits`` the load visits that end (pass None for
+    speculative runs, whose outputs would not be final).
     """
     if index is not None and index.has_zones:
         zone = index.zone_at(p.latitude, p.longitude)
@@ -530,6 +630,8 @@ def apply_point(
     a_idle = s.prev_ws == IDLING
     b_idle = p.work_state_id == IDLING
     gap = _longer_than(s, dt_ms, th.gap_factor)
+    if index is not None:
+        _follow_approach(s, p, area, guid, gap, index, th)
     depart_ms = tb  # dense data: the first point that does not stay idle is the departure
     prev_area, prev_guid, prev_lat, prev_lon = s.prev_area, s.prev_guid, s.prev_lat, s.prev_lon
     # idle at both ends of a dense pair in one place (the same loader or dump region, or on the road
@@ -541,7 +643,7 @@ def apply_point(
         # a standstill lasts until the first point that does not continue it, as a load lasts until
         # the first WORKING point; a spell's idle threshold counts idle points only
         until = tb if b_idle or gap or prev_area == AREA_TRAVEL else ta
-        _stand(s, prev_area, prev_guid, prev_lat, prev_lon, ta, until, False, th, closed, alerts)
+        _stand(s, prev_area, prev_guid, prev_lat, prev_lon, ta, until, False, th, closed, alerts, visits, index)
     elif a_idle or b_idle:
         # standing the gap leaves besides driving (none in dense data), split when idle at both ends
         spare = max(0, dt_ms - _drive_ms(s, d, th)) if gap else 0
@@ -552,10 +654,12 @@ def apply_point(
                 depart_ms = until
             elif prev_area == AREA_TRAVEL and not b_idle:
                 until = tb  # a standstill on the road lasts until the first point that moved on
-            _stand(s, prev_area, prev_guid, prev_lat, prev_lon, ta, until, False, th, closed, alerts)
+            _stand(s, prev_area, prev_guid, prev_lat, prev_lon, ta, until, False, th, closed, alerts, visits, index)
         if b_idle:
             arrive = tb - (spare - at_a if a_idle else spare)
-            _stand(s, area, guid, p.latitude, p.longitude, arrive, tb, False, th, closed, alerts)
+            # dense pings: it came to rest between them (the spec's reading starts the standing at b)
+            _stand(s, area, guid, p.latitude, p.longitude, arrive, tb, False, th, closed, alerts, visits, index,
+                   arrive if gap else (ta + tb) // 2)
     elif gap and _longer_than(s, dt_ms, th.gap_factor + UNWITNESSED_EXTRA):
         # WORKING at both ends of a (longer) gap: a stop that no ping witnessed
         standing = dt_ms - _drive_ms(s, d, th)
@@ -577,7 +681,7 @@ def apply_point(
                     kind, area_guid, from_ms, to_ms = detour
                     place = (kind, area_guid, (prev_lat + p.latitude) / 2, (prev_lon + p.longitude) / 2)
                     provisional = True
-            _stand(s, *place, from_ms, to_ms, provisional, th, closed, alerts)
+            _stand(s, *place, from_ms, to_ms, provisional, th, closed, alerts, visits, index)
             depart_ms = to_ms
     if not (a_idle or b_idle or near):
         _note_moving_pair(s, dt_ms, d)  # after the gap test, which uses the history before this pair
@@ -602,7 +706,7 @@ def apply_point(
                 s.sp_depart = max(s.sp_until, min(depart_ms, tb))
             entered_other_area = area in (AREA_LOADER, AREA_DUMP) and not stays
             if entered_other_area or tb - s.sp_depart > _blip_ms(s, th):
-                _end_spell(s, th, closed, alerts, s.sp_depart)
+                _end_spell(s, th, closed, alerts, s.sp_depart, visits)
 
     _set_prev(s, p, area, guid)
     s.points += 1

@@ -109,6 +109,9 @@ class CycleRecord:
     load_travel_distance_m: float = 0.0
     empty_travel_distance_m: float = 0.0
     last_event_ms: int | None = None
+    queue_seconds: float | None = None
+    """How long the truck waited for its loader before this cycle's load (state_machine.loader); set on
+    closed cycles once the loader's order of service is known, None before that."""
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a plain dict (field name -> value)."""
@@ -142,6 +145,7 @@ CYCLE_CSV_COLUMNS: tuple[str, ...] = (
     "load_travel_distance_m",
     "empty_travel_distance_m",
     "current_segment",
+    "queue_seconds",
 )
 
 
@@ -199,6 +203,102 @@ class Alert(NamedTuple):
     key: str = ""  # distinguishes alerts of one type at the same instant (e.g. the region)
 
 
+class LoadVisit(NamedTuple):
+    """One truck's visit to a loader, from its truck's committed points (docs/cycle-rules.md, Loaders).
+
+    Times are the engine's estimates of the instants (between the two pings around each, or across a
+    reporting gap from the truck's own speed): ``first_stop_ms`` is the start of the first standstill of
+    the approach (at a staging point within queue_radius_m, or in the bay), ``arrival_ms`` the entry
+    into the bay (within loader_distance_m), ``departure_ms`` the moment the truck moved off loaded.
+    ``open``: the input ended (or the truck went silent) while the truck was still at the loader;
+    ``departure_ms`` is then its last point."""
+
+    asset_guid: str
+    site_guid: str
+    loader_guid: str
+    load_start_ms: int
+    """The load_start of the cycle this visit starts (its key in the cycle tables)."""
+    arrival_ms: int
+    first_stop_ms: int
+    departure_ms: int
+    open: bool = False
+
+
+class LoaderPresence(NamedTuple):
+    """Where a truck is relative to a loader, live (the truck's latest state): ``state`` is AT_LOADER
+    (standing in its bay: being loaded or waiting there), WAITING (standing on its approach, within
+    queue_radius_m) or LEFT; ``since_ms`` when that began, ``event_ms`` the truck's newest point."""
+
+    asset_guid: str
+    site_guid: str
+    loader_guid: str
+    state: str
+    since_ms: int
+    event_ms: int
+
+
+AT_LOADER = "AT_LOADER"
+WAITING = "WAITING"
+LEFT = "LEFT"
+
+
+class LoaderHour(NamedTuple):
+    """One loader's figures for one hour (UTC): loads = services started in the hour; busy and hang =
+    the parts of services and of the gaps between consecutive services that fall in the hour; queue =
+    the waits of the visits whose service started in the hour; trucks served = distinct trucks."""
+
+    loader_guid: str
+    site_guid: str
+    hour_start_ms: int
+    loads: int
+    busy_seconds: float
+    hang_seconds: float
+    queue_seconds: float
+    trucks_served: int
+
+
+class TruckHour(NamedTuple):
+    """One truck's figures for one hour (UTC), from its committed points (state_machine.truck_hours)."""
+
+    asset_guid: str
+    site_guid: str
+    hour_start_ms: int
+    working_seconds: float
+    idle_seconds: float
+    loaded_distance_m: float
+    empty_distance_m: float
+    cycles_closed: int
+
+
+class LoaderStatus(NamedTuple):
+    """A loader's live state: the truck in service (the first to arrive of those standing in its bay),
+    the trucks waiting (``waiting``: "truck@since_ms" joined by commas, longest wait first), and since
+    when it has been idle (no truck at it: its last visit's departure; None while one is); ``event_ms``
+    is the newest instant it reflects."""
+
+    loader_guid: str
+    site_guid: str
+    in_service_asset: str | None
+    in_service_since_ms: int | None
+    waiting_count: int
+    waiting: str
+    oldest_wait_since_ms: int | None
+    idle_since_ms: int | None
+    event_ms: int
+
+
+class ServedVisit(NamedTuple):
+    """A load visit with its place in its loader's order of service (state_machine.loader)."""
+
+    visit: LoadVisit
+    service_start_ms: int | None
+    """When the loader began to serve it: the previous truck's departure if it was waiting for it,
+    else its arrival (or the previous departure, when that came later); None for a truck still waiting
+    when the input ended (its queue is then the wait so far)."""
+    queue_seconds: float
+    """From its first stop while the loader served another truck to its service start (0: no wait)."""
+
+
 @dataclass(slots=True)
 class StepOutput:
     """What one engine step produced.
@@ -208,6 +308,8 @@ class StepOutput:
     status: the newest processed point (process info / fleet state), None when nothing new.
     rejected: points not applied, each with a reason (late, conflicting duplicate, clock jump).
     alerts: operator alerts raised by committed points (final, emitted once per occurrence).
+    visits: load visits that ended at committed points (final).
+    hours: the truck's hourly figures that changed (upserts).
     """
 
     in_progress: CycleRecord | None = None
@@ -215,5 +317,7 @@ class StepOutput:
     status: TruckStatus | None = None
     rejected: list[Rejection] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    visits: list[LoadVisit] = field(default_factory=list)
+    hours: list[TruckHour] = field(default_factory=list)
     duplicates: int = 0
     reordered: int = 0

@@ -44,15 +44,20 @@ from typing import NamedTuple, Protocol
 import orjson
 
 from state_machine.config import EngineConfig
+from state_machine.cycle import loader_presence
 from state_machine.model import (
     ALERT_NO_REFERENCE_DATA,
     HAUL_TRUCK,
+    LEFT,
     SEG_NONE,
     Alert,
     CycleRecord,
     DeadLetter,
+    LoaderPresence,
+    LoadVisit,
     StepOutput,
     TelemetryPoint,
+    TruckHour,
     TruckStatus,
 )
 from state_machine.reference import SiteReference
@@ -60,7 +65,8 @@ from state_machine.stream import NO_HINT, ParsedPoint
 from state_machine.telemetry import format_record
 from state_machine.truck import END_OF_INPUT, LATE, TruckEngine, TruckState
 
-KEY_STATE_VERSION = 1
+KEY_STATE_VERSION = 2
+"""Version 2 added the truck's place at a loader (version 1 states are read as at none)."""
 END_THRESHOLD = 2**62
 """Watermarks at or above this are end of input (no event time comes near it)."""
 UNKNOWN_ASSET = "UNKNOWN_ASSET"
@@ -97,25 +103,29 @@ class HeldPoint(NamedTuple):
 
 @dataclass(slots=True)
 class KeyState:
-    """One truck's state: the engine's, the held points and the registered timer."""
+    """One truck's state: the engine's, the held points, the registered timer and the truck's place at
+    a loader as last reported to the loader stage ([loader, AT_LOADER | WAITING, since_ms])."""
 
     truck: TruckState | None = None
     held: list[HeldPoint] = field(default_factory=list)
     timer_ms: int = -1
+    presence: list | None = None
 
     def to_bytes(self) -> bytes:
         """Versioned compact JSON; from_bytes(to_bytes(k)) == k."""
         return orjson.dumps([KEY_STATE_VERSION, None if self.truck is None else self.truck.to_list(),
-                             [list(h) for h in self.held], self.timer_ms])  # fmt: skip
+                             [list(h) for h in self.held], self.timer_ms, self.presence])  # fmt: skip
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyState:
-        """Decode to_bytes output; raises ValueError on an unknown version."""
+        """Decode to_bytes output (version 1 too); raises ValueError on an unknown version."""
         values = orjson.loads(data)
-        if not values or values[0] != KEY_STATE_VERSION:
+        if not values or values[0] not in (1, KEY_STATE_VERSION):
             raise ValueError(f"unsupported key state version {values[0] if values else None!r}")
-        _, truck, held, timer = values
-        return cls(None if truck is None else TruckState.from_list(truck), [HeldPoint(*h) for h in held], timer)
+        truck, held, timer = values[1:4]
+        presence = values[4] if values[0] == KEY_STATE_VERSION else None
+        return cls(None if truck is None else TruckState.from_list(truck), [HeldPoint(*h) for h in held], timer,
+                   presence)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -128,6 +138,9 @@ class OperatorOutput:
     status: TruckStatus | None = None
     dead_letters: list[DeadLetter] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    visits: list[LoadVisit] = field(default_factory=list)
+    presence: list[LoaderPresence] = field(default_factory=list)
+    hours: list[TruckHour] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     dead_by_reason: Counter = field(default_factory=Counter)
     closed_by_status: Counter = field(default_factory=Counter)
@@ -214,6 +227,7 @@ class TruckOperator:
                 self._run_timers(ks, watermark_ms, refs, out)
                 if self._expired(ks, watermark_ms):
                     self._cache.pop(asset, None)
+                    self._report_presence(asset, ks, None, out)
                     return Step(out, None)
         return self._finish(asset, ks, out, END_OF_INPUT if end else watermark_ms)
 
@@ -331,6 +345,8 @@ class TruckOperator:
             out.dead_letters.append(DeadLetter(ENGINE_SOURCE, rej.reason, rej.detail, format_record(p), p.asset_guid,
                                                p.ts_ms))  # fmt: skip
         out.alerts.extend(step.alerts)
+        out.visits.extend(step.visits)
+        out.hours.extend(step.hours)
         if step.duplicates:
             out.counts["duplicatesDropped"] += step.duplicates
         if step.reordered:
@@ -372,9 +388,29 @@ class TruckOperator:
             due = ks.truck.committed.prev_ts + self._retention_ms(ks)
         return due
 
+    def _report_presence(self, asset: str, ks: KeyState, now: tuple[str, str, int] | None,
+                         out: OperatorOutput) -> None:
+        """Tell the loader stage where the truck is now, when that changed (leaving a loader first)."""
+        before = ks.presence
+        if (before is None and now is None) or (before is not None and now is not None and tuple(before) == now):
+            return
+        truck = ks.truck
+        site, event_ms = (truck.committed.site, truck.newest_ms or 0) if truck is not None else ("", 0)
+        if truck is not None and truck.committed.prev_ts is not None:
+            cur = self.engine.current(truck)
+            site, event_ms = cur.site, cur.prev_ts
+        if before is not None and (now is None or now[0] != before[0]):
+            out.presence.append(LoaderPresence(asset, site, before[0], LEFT, before[2], event_ms))
+        if now is not None:
+            out.presence.append(LoaderPresence(asset, site, now[0], now[1], now[2], event_ms))
+        ks.presence = None if now is None else list(now)
+
     def _finish(self, asset: str, ks: KeyState, out: OperatorOutput, watermark_ms: int | None) -> Step:
-        """Ask for the truck's next timer and encode its state. ``watermark_ms``: the watermark timers
-        just ran at (a timer at or below it would fire again at once)."""
+        """Report the truck's place at a loader, ask for its next timer and encode its state.
+        ``watermark_ms``: the watermark timers just ran at (a timer at or below it would fire again at
+        once)."""
+        if ks.truck is not None and ks.truck.committed.prev_ts is not None:
+            self._report_presence(asset, ks, loader_presence(self.engine.current(ks.truck)), out)
         due = None if watermark_ms is not None and watermark_ms >= END_OF_INPUT else self._due(ks, watermark_ms)
         if due is not None and watermark_ms is not None and due <= watermark_ms:
             due = None if watermark_ms >= END_THRESHOLD else watermark_ms + 1

@@ -184,6 +184,11 @@ class SpatialIndex:
         self.loader_distance_m = loader_distance_m
         self._screen_m = loader_distance_m * 1.01 + 1.0
         self._grid: dict[tuple[int, int], list[_Candidate]] = {}
+        self._loaders: dict[str, tuple[float, float]] = {ld.asset_guid: (ld.latitude, ld.longitude) for ld in site.loaders}
+        self._loader_cells: dict[tuple[int, int], list[str]] = {}
+        for loader in site.loaders:
+            cell = (math.floor(loader.latitude / _CELL_DEG), math.floor(loader.longitude / _CELL_DEG))
+            self._loader_cells.setdefault(cell, []).append(loader.asset_guid)
         for loader in site.loaders:
             dlat = self._screen_m / _M_PER_DEG_LAT
             dlon = dlat / max(math.cos(math.radians(loader.latitude)), 1e-6)
@@ -249,6 +254,24 @@ class SpatialIndex:
             if c.min_lat <= lat <= c.max_lat and c.min_lon <= lon <= c.max_lon and shapely.contains_xy(c.geom, lon, lat):
                 return c.guid
         return None
+
+    def distance_to_loader_m(self, guid: str, lat: float, lon: float) -> float:
+        """Metres from a position to a loader (equirectangular); infinite for a loader not in the site."""
+        position = self._loaders.get(guid)
+        return math.inf if position is None else approx_distance_m(lat, lon, position[0], position[1])
+
+    def loaders_within(self, lat: float, lon: float, radius_m: float) -> list[str]:
+        """Guids of the loaders within radius_m of a position (equirectangular), nearest first."""
+        reach_lat = radius_m / _M_PER_DEG_LAT
+        reach_lon = reach_lat / max(math.cos(math.radians(lat)), 1e-6)
+        found = []
+        for i in range(math.floor((lat - reach_lat) / _CELL_DEG), math.floor((lat + reach_lat) / _CELL_DEG) + 1):
+            for j in range(math.floor((lon - reach_lon) / _CELL_DEG), math.floor((lon + reach_lon) / _CELL_DEG) + 1):
+                for guid in self._loader_cells.get((i, j), ()):
+                    d = self.distance_to_loader_m(guid, lat, lon)
+                    if d <= radius_m:
+                        found.append((d, guid))
+        return [guid for _, guid in sorted(found)]
 
     def areas_near(self, lat: float, lon: float, radius_m: float) -> dict[tuple[str, str], float]:
         """Load/dump areas within radius_m of a position: (kind, guid) -> distance in metres (0 inside)."""

@@ -35,8 +35,9 @@ from typing import NamedTuple
 
 import orjson
 
+from state_machine import truck_hours
 from state_machine.config import CycleThresholds, EngineConfig
-from state_machine.cycle import IDLE_TIMEOUT, CycleState, apply_point, close_cycle
+from state_machine.cycle import IDLE_TIMEOUT, CycleState, apply_point, close_cycle, open_visit
 from state_machine.model import (
     ALERT_CLOCK_JUMP,
     SEG_NONE,
@@ -81,8 +82,8 @@ def _fingerprint(p: TelemetryPoint) -> int:
 class TruckState:
     """What is kept per truck in Flink keyed state (see to_bytes for the serialised form)."""
 
-    __slots__ = ("asset", "committed", "pending", "newest_ms", "recent", "lead", "_spec", "_spec_n", "_marks",
-                 "_dirty", "_row_key")
+    __slots__ = ("asset", "committed", "pending", "newest_ms", "recent", "lead", "hours", "_spec", "_spec_n",
+                 "_marks", "_dirty", "_row_key")
 
     def __init__(self, asset: str, site: str) -> None:
         self.asset = asset
@@ -91,6 +92,7 @@ class TruckState:
         self.newest_ms: int | None = None
         self.recent: list[list[int]] = []  # [ts, 16-bit fingerprint] of the last committed points
         self.lead: list[tuple[_Entry, int]] = []  # held points ahead (sorted), each with newest_ms at arrival
+        self.hours: list[list[int]] = []  # the hourly figures being accumulated (state_machine.truck_hours)
         # not serialised: the speculative state (committed + the first _spec_n buffered points), copies of
         # it every SPEC_MARK_EVERY points, and the first buffer index it no longer reflects (re-order)
         self._spec: CycleState | None = None
@@ -113,6 +115,7 @@ class TruckState:
             self.newest_ms,
             _encode_recent(self.recent, self.committed.prev_ts),
             [[*_entry_to_list(e, base, site), base - anchor] for e, anchor in self.lead],
+            self.hours,
         ]
 
     def to_bytes(self) -> bytes:
@@ -131,10 +134,11 @@ class TruckState:
         version = values[0] if values else None
         if version not in (1, STATE_VERSION):
             raise ValueError(f"unsupported truck state version {version!r}")
-        _, asset, committed, pending, newest, recent, lead = values
+        _, asset, committed, pending, newest, recent, lead = values[:7]
         state = cls.__new__(cls)
         state.asset = asset
         state.newest_ms = newest
+        state.hours = values[7] if len(values) > 7 else []  # (added to version 2 as a trailing item)
         if version == 1:  # v1: absolute held points, one clock-jump suspect, no moving history
             state.committed = CycleState.from_list([*committed, [], []])
             state.pending = [_entry_from_list(asset, e, 0, "") for e in pending]
@@ -224,6 +228,7 @@ class _SiteRuntime(NamedTuple):
     index: SpatialIndex | None
     disorder_ms: int
     hold_ms: int
+    max_gap_ms: int
 
 
 class TruckEngine:
@@ -242,7 +247,8 @@ class TruckEngine:
             return rt
         th = self.config.for_site(site_guid)
         index = self.spatial.get(site, th.loader_distance_m) if site is not None else None
-        rt = _SiteRuntime(site, th, index, int(th.max_disorder_s * 1000), int(th.lead_hold_s * 1000))
+        rt = _SiteRuntime(site, th, index, int(th.max_disorder_s * 1000), int(th.lead_hold_s * 1000),
+                          int(th.max_gap_s * 1000))
         self._runtime[site_guid] = rt
         return rt
 
@@ -271,6 +277,10 @@ class TruckEngine:
             self._current(state)  # keeps the speculative state incremental (one point applied on top)
         return out, state
 
+    def current(self, state: TruckState) -> CycleState:
+        """The truck's live state: what the temporary-table row shows (speculative or committed)."""
+        return self._current(state)
+
     def emit_current(self, state: TruckState, closed: bool) -> StepOutput:
         """The truck's status row and, when its open cycle changed (or ``closed``: a cycle closed
         since the last one), its in-progress row: what on_point emits, for points applied with
@@ -297,6 +307,11 @@ class TruckEngine:
             horizon = END_OF_INPUT if watermark_ms >= END_OF_INPUT else max(newest, watermark_ms - rt.hold_ms)
             self._commit(state, out, horizon)
         last = state.committed.prev_ts
+        if watermark_ms >= END_OF_INPUT and not state.pending:
+            visit = open_visit(state.committed)  # the input ended while the truck was at a loader
+            if visit is not None:
+                out.visits.append(visit)
+            truck_hours.flush(state.hours, state.asset, state.committed.site, out.hours)
         if (
             watermark_ms < END_OF_INPUT
             and not state.pending
@@ -312,10 +327,13 @@ class TruckEngine:
         return out, state
 
     # -- internals -------------------------------------------------------------------------------
-    def _apply(self, cycle: CycleState, e: _Entry, alerts: list[Alert] | None = None) -> list[CycleRecord]:
-        """Apply one buffered point with its site's thresholds and current spatial index."""
+    def _apply(self, cycle: CycleState, e: _Entry, out: StepOutput | None = None) -> list[CycleRecord]:
+        """Apply one buffered point with its site's thresholds and current spatial index; alerts and
+        load visits go to ``out`` (None: a speculative run, whose outputs are not final)."""
         rt = self._site_runtime(e.point.site_guid)
-        return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index, alerts)
+        if out is None:
+            return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index)
+        return apply_point(cycle, e.point, e.area, e.guid, rt.th, rt.index, out.alerts, out.visits)
 
     def _admit(self, state: TruckState, entry: _Entry, rt: _SiteRuntime, out: StepOutput) -> bool | str | None:
         """Dedup / late / lead checks and buffering. None: dropped or rejected; HELD: in the lead;
@@ -423,7 +441,15 @@ class TruckEngine:
         committed = state.committed
         while n < len(pending) and pending[n].ts_ms <= horizon_ms:
             e = pending[n]
-            out.closed.extend(self._apply(committed, e, out.alerts))
+            prev_ts, prev_ws, loaded_m, empty_m = committed.prev_ts, committed.prev_ws, committed.lt_dist, committed.et_dist
+            new_cycle = committed.load_start
+            closed = self._apply(committed, e, out)
+            if committed.load_start != new_cycle:  # a new cycle began: its distances count from 0
+                loaded_m = empty_m = 0.0
+            truck_hours.account(state.hours, prev_ts, prev_ws, committed.lt_dist - loaded_m, committed.et_dist - empty_m,
+                                e.ts_ms, closed, self._site_runtime(committed.site).max_gap_ms, state.asset,
+                                committed.site, self.speculative, out.hours)  # fmt: skip
+            out.closed.extend(closed)
             state.recent.append([e.ts_ms, _fingerprint(e.point)])
             n += 1
         if n:

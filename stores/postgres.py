@@ -37,7 +37,10 @@ DEFAULT_SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 
 TABLE_KINDS: tuple[str, ...] = (
     "asset", "asset_info", "cycle_tmp", "cycle", "process_info", "dead_letter", "alerts",
+    "load_visit", "loader_hour", "loader_status", "truck_hour",
 )
+VIEW_KINDS: tuple[str, ...] = ("truck_hour_kpi", "site_hour_kpi")
+"""Views over the tables (sql/005_loaders.sql), named like them."""
 
 
 class IdentifierError(ValueError):
@@ -71,11 +74,18 @@ class TableNames:
     process_info: str = "tx_process_info"
     dead_letter: str = "asset_cycle_dead_letter"
     alerts: str = "alerts"
+    load_visit: str = "load_visit"
+    loader_hour: str = "loader_hour_kpi"
+    loader_status: str = "loader_status"
+    truck_hour: str = "truck_hour"
+    truck_hour_kpi: str = "truck_hour_kpi"
+    site_hour_kpi: str = "site_hour_kpi"
 
     def __post_init__(self) -> None:
         validate_identifier(self.schema, "schema name")
-        tables = [getattr(self, kind) for kind in TABLE_KINDS]
-        for kind, name in zip(TABLE_KINDS, tables, strict=True):
+        kinds = (*TABLE_KINDS, *VIEW_KINDS)
+        tables = [getattr(self, kind) for kind in kinds]
+        for kind, name in zip(kinds, tables, strict=True):
             validate_identifier(name, f"table name for {kind}")
             if name == MIGRATIONS_TABLE:
                 raise IdentifierError(f"table name {name!r} is reserved")
@@ -92,9 +102,9 @@ class TableNames:
         return cls(**dict(data))
 
     def table_name(self, kind: str) -> str:
-        """The bare table name of a kind (see TABLE_KINDS)."""
-        if kind not in TABLE_KINDS:
-            raise KeyError(f"unknown table kind {kind!r}; known: {TABLE_KINDS}")
+        """The bare name of a table or view kind (see TABLE_KINDS, VIEW_KINDS)."""
+        if kind not in TABLE_KINDS and kind not in VIEW_KINDS:
+            raise KeyError(f"unknown table kind {kind!r}; known: {TABLE_KINDS + VIEW_KINDS}")
         return getattr(self, kind)
 
     def table(self, kind: str) -> sql.Identifier:
@@ -107,8 +117,11 @@ class TableNames:
 
     def template_args(self) -> dict[str, sql.Identifier]:
         """Identifiers substituted into the ``sql/*.sql`` templates."""
-        names = {"schema": self.schema, **{kind: getattr(self, kind) for kind in TABLE_KINDS}}
+        names = {"schema": self.schema, **{kind: getattr(self, kind) for kind in (*TABLE_KINDS, *VIEW_KINDS)}}
         names.update(
+            ix_load_visit_loader=_index_name(self.load_visit, "loader_departure_idx"),
+            ix_loader_hour_site=_index_name(self.loader_hour, "site_hour_idx"),
+            ix_truck_hour_site=_index_name(self.truck_hour, "site_hour_idx"),
             ix_asset_type_site=_index_name(self.asset, "type_site_idx"),
             ix_cycle_site_start=_index_name(self.cycle, "site_start_idx"),
             ix_cycle_loader_start=_index_name(self.cycle, "loader_start_idx"),
@@ -188,6 +201,50 @@ ASSET_INFO_COLUMNS: list[tuple[str, str]] = [
     ("longitude", "double precision"),
 ]
 
+LOAD_VISIT_COLUMNS: list[tuple[str, str]] = [
+    ("asset_guid", "text"),
+    ("load_start_utc", "timestamptz"),
+    ("site_guid", "text"),
+    ("loader_asset_guid", "text"),
+    ("first_stop_utc", "timestamptz"),
+    ("arrival_utc", "timestamptz"),
+    ("service_start_utc", "timestamptz"),
+    ("departure_utc", "timestamptz"),
+    ("open_at_end", "smallint"),
+    ("queue_seconds", "double precision"),
+]
+LOADER_HOUR_COLUMNS: list[tuple[str, str]] = [
+    ("loader_asset_guid", "text"),
+    ("hour_start_utc", "timestamptz"),
+    ("site_guid", "text"),
+    ("loads", "integer"),
+    ("busy_seconds", "double precision"),
+    ("hang_seconds", "double precision"),
+    ("queue_seconds", "double precision"),
+    ("trucks_served", "integer"),
+]
+LOADER_STATUS_COLUMNS: list[tuple[str, str]] = [
+    ("loader_asset_guid", "text"),
+    ("site_guid", "text"),
+    ("in_service_asset", "text"),
+    ("in_service_since_utc", "timestamptz"),
+    ("waiting_count", "integer"),
+    ("waiting", "text"),
+    ("oldest_wait_since_utc", "timestamptz"),
+    ("idle_since_utc", "timestamptz"),
+    ("event_utc", "timestamptz"),
+]
+TRUCK_HOUR_COLUMNS: list[tuple[str, str]] = [
+    ("asset_guid", "text"),
+    ("hour_start_utc", "timestamptz"),
+    ("site_guid", "text"),
+    ("working_seconds", "double precision"),
+    ("idle_seconds", "double precision"),
+    ("loaded_distance_m", "double precision"),
+    ("empty_distance_m", "double precision"),
+    ("cycles_closed", "integer"),
+]
+
 _COLUMNS: dict[str, list[tuple[str, str]]] = {
     "asset": ASSET_COLUMNS,
     "asset_info": ASSET_INFO_COLUMNS,
@@ -196,6 +253,10 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
     "process_info": PROCESS_INFO_COLUMNS,
     "dead_letter": DEAD_LETTER_COLUMNS,
     "alerts": ALERT_COLUMNS,
+    "load_visit": LOAD_VISIT_COLUMNS,
+    "loader_hour": LOADER_HOUR_COLUMNS,
+    "loader_status": LOADER_STATUS_COLUMNS,
+    "truck_hour": TRUCK_HOUR_COLUMNS,
 }
 
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -206,13 +267,18 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "process_info": ("asset_guid",),
     "dead_letter": ("dead_letter_id",),
     "alerts": ("alert_id",),
+    "load_visit": ("asset_guid", "load_start_utc"),
+    "loader_hour": ("loader_asset_guid", "hour_start_utc"),
+    "loader_status": ("loader_asset_guid",),
+    "truck_hour": ("asset_guid", "hour_start_utc"),
 }
 """Conflict key of each table kind (its primary key)."""
 
 # Kinds whose rows are immutable once written: a conflicting insert is ignored.
 INSERT_ONLY_KINDS = frozenset({"dead_letter", "alerts"})
 # Kinds with an updated_at column refreshed on every upsert.
-_TOUCHED_KINDS = frozenset({"asset", "asset_info", "cycle_tmp", "cycle", "process_info"})
+_TOUCHED_KINDS = frozenset({"asset", "asset_info", "cycle_tmp", "cycle", "process_info", "load_visit", "loader_hour",
+                            "loader_status", "truck_hour"})
 
 
 def column_list(table_kind: str) -> list[tuple[str, str]]:
@@ -379,6 +445,11 @@ def reset_schema(conn: connection, names: TableNames) -> list[str]:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(names.schema),))
+            for kind in VIEW_KINDS:
+                cur.execute("SELECT to_regclass(%s)", (names.qualified(kind),))
+                if cur.fetchone()[0] is not None:
+                    cur.execute(sql.SQL("DROP VIEW {}").format(names.table(kind)))
+                    dropped.append(f"{names.schema}.{names.table_name(kind)}")
             for kind in (*reversed(TABLE_KINDS), None):
                 table = MIGRATIONS_TABLE if kind is None else names.table_name(kind)
                 cur.execute("SELECT to_regclass(%s)", (f'"{names.schema}"."{table}"',))

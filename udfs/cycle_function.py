@@ -12,10 +12,11 @@ of input, retention, dead letters, alerts) is the operator's; this class only ad
 * Reference data arrives on the broadcast input as ``(kind, key, payload)`` updates (udfs.rows
   REF_*), is kept in broadcast state (restored from checkpoints) and cached as SiteReference objects
   (filled lazily from broadcast state after a restore): ``BroadcastReferences``.
-* Output: one envelope row per output, ``(tag, cycle, status, dead_letter, alert)`` with only the
-  tagged part set (udfs.rows ENVELOPE_TYPE, tags OUT_*), split into the sinks by the Java
-  ``EnvelopeSplitter`` (job.pipeline.split_envelopes). The in-progress row and the status row are
-  upserts: one each per call (the truck's latest).
+* Output: one envelope row per output with only the tagged part set (udfs.rows ENVELOPE_TYPE, tags
+  OUT_*), split by the Java ``EnvelopeSplitter`` (job.pipeline.split_envelopes) into the sinks and the
+  loader stage: closed cycles, load visits and trucks' presence at loaders go to the loader stage keyed
+  by loader (udfs.loader_function), which writes the closed cycles with their queue. The in-progress
+  row and the status row are upserts: one each per call (the truck's latest).
 * Metrics (udfs.metrics, group ``kinesisanalytics.assetCycle``) are counted from the operator's
   output and passed to Flink about once a second.
 """
@@ -37,10 +38,11 @@ from state_machine.reference import SiteReference, site_reference_from_mapping
 from udfs.metrics import FLUSH_INTERVAL_MS, OperatorMetrics
 from udfs.rows import (
     OUT_ALERT,
-    OUT_CYCLE,
     OUT_DEAD_LETTER,
+    OUT_LOADER,
     OUT_STATUS,
     OUT_TMP,
+    OUT_TRUCK_HOUR,
     REF_ASSET,
     REF_ASSET_DELETED,
     REF_LOADED,
@@ -51,7 +53,9 @@ from udfs.rows import (
     dead_letter,
     group_points,
     group_timestamps,
+    loader_event,
     status_row,
+    truck_hour_row,
 )
 
 REFERENCE_STATE = MapStateDescriptor("reference", Types.STRING(), Types.STRING())
@@ -205,18 +209,26 @@ class CycleFunction(KeyedBroadcastProcessFunction):
         for status, n in out.closed_by_status.items():
             self.c_status.inc(status, n)
         if out.in_progress is not None:
-            yield Row(OUT_TMP, cycle_row(out.in_progress), None, None, None)
+            yield Row(OUT_TMP, cycle_row(out.in_progress), None, None, None, None, None)
+        # to the loader stage, in the order the replay hands them over (workbench.replay)
+        for visit in out.visits:
+            yield Row(OUT_LOADER, None, None, None, None, None, loader_event(visit.loader_guid, visit=visit))
+        for hour in out.hours:
+            yield Row(OUT_TRUCK_HOUR, None, None, None, None, truck_hour_row(hour), None)
+        for presence in out.presence:
+            yield Row(OUT_LOADER, None, None, None, None, None,
+                      loader_event(presence.loader_guid, presence=presence))  # fmt: skip
         for rec in out.closed:
-            yield Row(OUT_CYCLE, cycle_row(rec), None, None, None)
+            yield Row(OUT_LOADER, None, None, None, None, None, loader_event(rec.loader_asset_guid or "", cycle=rec))
         if out.status is not None:
-            yield Row(OUT_STATUS, None, status_row(out.status), None, None)
+            yield Row(OUT_STATUS, None, status_row(out.status), None, None, None, None)
         for d in out.dead_letters:
             yield Row(OUT_DEAD_LETTER, None, None,
                       dead_letter(d.source, d.reason, d.detail, d.raw, d.asset_guid, d.ts_ms, position=d.position),
-                      None)  # fmt: skip
+                      None, None, None)  # fmt: skip
         for alert in out.alerts:
             self.c_alerts.inc(alert.alert_type)
-            yield Row(OUT_ALERT, None, None, None, alert_row(alert))
+            yield Row(OUT_ALERT, None, None, None, alert_row(alert), None, None)
 
     # -- metrics ---------------------------------------------------------------------------------
     def _schedule_flush(self, ctx) -> None:

@@ -8,8 +8,13 @@ value per truck and batch), so nothing is pickled per record. Times stay epoch m
 * GROUP / KEYED_GROUP: one truck's points of one parse batch, as the parse step emits them keyed by
   truck (udfs.parse) and the cycle operator reads them (udfs.cycle_function).
 * REFERENCE: one broadcast reference update ``(kind, key, payload)``.
-* CYCLE / STATUS / DEAD_LETTER / ALERT: sink rows (CycleRecord fields, TruckStatus fields, dead letters,
-  operator alerts), and ENVELOPE, the cycle operator's output that carries one of them.
+* CYCLE / STATUS / DEAD_LETTER / ALERT / TRUCK_HOUR: sink rows (CycleRecord fields, TruckStatus fields,
+  dead letters, operator alerts, a truck's hour), and ENVELOPE, the cycle operator's output that carries
+  one of them or a LOADER_EVENT.
+* LOADER_EVENT / KEYED_LOADER_EVENT: what the cycle operator sends the loader stage, keyed by loader: a
+  closed cycle, a load visit or a truck's presence at the loader (udfs.loader_function).
+* LOAD_VISIT / LOADER_HOUR / LOADER_STATUS: the loader stage's sink rows, and LOADER_ENVELOPE, its
+  output that carries one of them or a closed cycle.
 """
 
 from __future__ import annotations
@@ -21,7 +26,19 @@ from pyflink.common import Row, Types
 from pyflink.common.typeinfo import TypeInformation
 
 from state_machine.identity import MAX_RAW_CHARS, alert_id, as_bytes, clean_text, dead_letter_id
-from state_machine.model import Alert, CycleRecord, TelemetryPoint, TruckStatus, new_record
+from state_machine.model import (
+    Alert,
+    CycleRecord,
+    LoaderHour,
+    LoaderPresence,
+    LoaderStatus,
+    LoadVisit,
+    ServedVisit,
+    TelemetryPoint,
+    TruckHour,
+    TruckStatus,
+    new_record,
+)
 from state_machine.stream import ParsedPoint
 
 # --------------------------------------------------------------------------- raw records and truck groups
@@ -122,15 +139,89 @@ ALERT_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
      Types.STRING()],
 )  # fmt: skip
 
-# The cycle operator's output: (tag, cycle, status, dead_letter, alert), only the tagged part set.
+TRUCK_HOUR_FIELDS: tuple[str, ...] = (
+    "asset_guid", "hour_start_ms", "site_guid", "working_seconds", "idle_seconds", "loaded_distance_m",
+    "empty_distance_m", "cycles_closed",
+)  # fmt: skip
+TRUCK_HOUR_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(TRUCK_HOUR_FIELDS),
+    [Types.STRING(), Types.LONG(), Types.STRING(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(),
+     Types.INT()],
+)  # fmt: skip
+
+# --------------------------------------------------------------------------- to the loader stage
+
+VISIT_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(LoadVisit._fields),
+    [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG(),
+     Types.BOOLEAN()],
+)  # fmt: skip
+PRESENCE_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(LoaderPresence._fields),
+    [Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG()],
+)
+LOADER_EVENT_FIELDS = ("loader", "cycle", "visit", "presence")
+LOADER_EVENT_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(LOADER_EVENT_FIELDS), [Types.STRING(), CYCLE_ROW_TYPE, VISIT_ROW_TYPE, PRESENCE_ROW_TYPE]
+)
+"""One event for a loader: a closed cycle that began with a load there, a load visit, or a truck's
+presence (only one of the three set)."""
+KEYED_LOADER_EVENT_TYPE: TypeInformation = Types.ROW([Types.STRING(), LOADER_EVENT_TYPE])
+"""``(loader_guid, LOADER_EVENT row)``: the shape of a Flink keyed stream's records in PyFlink."""
+
+# The cycle operator's output: one tagged part set (the loader event carries its own key).
 OUT_TMP = 0
-OUT_CYCLE = 1
+OUT_LOADER = 1
 OUT_STATUS = 2
 OUT_DEAD_LETTER = 3
 OUT_ALERT = 4
-ENVELOPE_FIELDS = ("tag", "cycle", "status", "dead_letter", "alert")
+OUT_TRUCK_HOUR = 5
+ENVELOPE_FIELDS = ("tag", "cycle", "status", "dead_letter", "alert", "truck_hour", "loader")
 ENVELOPE_TYPE: TypeInformation = Types.ROW_NAMED(
-    list(ENVELOPE_FIELDS), [Types.INT(), CYCLE_ROW_TYPE, STATUS_ROW_TYPE, DEAD_LETTER_ROW_TYPE, ALERT_ROW_TYPE]
+    list(ENVELOPE_FIELDS),
+    [Types.INT(), CYCLE_ROW_TYPE, STATUS_ROW_TYPE, DEAD_LETTER_ROW_TYPE, ALERT_ROW_TYPE, TRUCK_HOUR_ROW_TYPE,
+     KEYED_LOADER_EVENT_TYPE],
+)  # fmt: skip
+
+# --------------------------------------------------------------------------- the loader stage's rows
+
+LOAD_VISIT_FIELDS: tuple[str, ...] = (
+    "asset_guid", "load_start_ms", "site_guid", "loader_asset_guid", "first_stop_ms", "arrival_ms",
+    "service_start_ms", "departure_ms", "open_at_end", "queue_seconds",
+)  # fmt: skip
+LOAD_VISIT_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(LOAD_VISIT_FIELDS),
+    [Types.STRING(), Types.LONG(), Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG(), Types.LONG(),
+     Types.LONG(), Types.INT(), Types.DOUBLE()],
+)  # fmt: skip
+LOADER_HOUR_FIELDS: tuple[str, ...] = (
+    "loader_asset_guid", "hour_start_ms", "site_guid", "loads", "busy_seconds", "hang_seconds", "queue_seconds",
+    "trucks_served",
+)  # fmt: skip
+LOADER_HOUR_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(LOADER_HOUR_FIELDS),
+    [Types.STRING(), Types.LONG(), Types.STRING(), Types.INT(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(),
+     Types.INT()],
+)  # fmt: skip
+LOADER_STATUS_FIELDS: tuple[str, ...] = (
+    "loader_asset_guid", "site_guid", "in_service_asset", "in_service_since_ms", "waiting_count", "waiting",
+    "oldest_wait_since_ms", "idle_since_ms", "event_ms",
+)  # fmt: skip
+LOADER_STATUS_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(LOADER_STATUS_FIELDS),
+    [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.INT(), Types.STRING(), Types.LONG(),
+     Types.LONG(), Types.LONG()],
+)  # fmt: skip
+
+# The loader stage's output: one tagged part set.
+L_CYCLE = 0
+L_VISIT = 1
+L_HOUR = 2
+L_STATUS = 3
+LOADER_ENVELOPE_FIELDS = ("tag", "cycle", "load_visit", "loader_hour", "loader_status")
+LOADER_ENVELOPE_TYPE: TypeInformation = Types.ROW_NAMED(
+    list(LOADER_ENVELOPE_FIELDS),
+    [Types.INT(), CYCLE_ROW_TYPE, LOAD_VISIT_ROW_TYPE, LOADER_HOUR_ROW_TYPE, LOADER_STATUS_ROW_TYPE],
 )
 
 
@@ -181,3 +272,53 @@ def alert_row(alert: Alert) -> Row:
     lon = None if alert.longitude is None else float(alert.longitude)
     return Row(alert_id(alert.alert_type, alert.asset_guid, alert.event_ms, alert.key), alert.alert_type,
                alert.asset_guid, alert.site_guid, int(alert.event_ms), lat, lon, clean_text(alert.detail, 4096))  # fmt: skip
+
+
+def truck_hour_row(hour: TruckHour) -> Row:
+    """A TruckHour as a TRUCK_HOUR_ROW_TYPE row."""
+    return Row(hour.asset_guid, int(hour.hour_start_ms), hour.site_guid, float(hour.working_seconds),
+               float(hour.idle_seconds), float(hour.loaded_distance_m), float(hour.empty_distance_m),
+               int(hour.cycles_closed))  # fmt: skip
+
+
+def loader_event(loader: str, cycle: CycleRecord | None = None, visit: LoadVisit | None = None,
+                 presence: LoaderPresence | None = None) -> Row:
+    """A KEYED_LOADER_EVENT_TYPE row carrying one of a closed cycle, a visit or a presence."""
+    return Row(loader, Row(loader, None if cycle is None else cycle_row(cycle), None if visit is None else Row(*visit),
+                           None if presence is None else Row(*presence)))  # fmt: skip
+
+
+def event_cycle(row: Row) -> CycleRecord:
+    """The CycleRecord of a CYCLE_ROW_TYPE row."""
+    return CycleRecord(*row)
+
+
+def event_visit(row: Row) -> LoadVisit:
+    """The LoadVisit of a VISIT_ROW_TYPE row."""
+    return LoadVisit(*row)
+
+
+def event_presence(row: Row) -> LoaderPresence:
+    """The LoaderPresence of a PRESENCE_ROW_TYPE row."""
+    return LoaderPresence(*row)
+
+
+def load_visit_row(sv: ServedVisit) -> Row:
+    """A served visit as a LOAD_VISIT_ROW_TYPE row."""
+    v = sv.visit
+    return Row(v.asset_guid, int(v.load_start_ms), v.site_guid, v.loader_guid, int(v.first_stop_ms),
+               int(v.arrival_ms), None if sv.service_start_ms is None else int(sv.service_start_ms),
+               int(v.departure_ms), int(v.open), float(sv.queue_seconds))  # fmt: skip
+
+
+def loader_hour_row(hour: LoaderHour) -> Row:
+    """A LoaderHour as a LOADER_HOUR_ROW_TYPE row."""
+    return Row(hour.loader_guid, int(hour.hour_start_ms), hour.site_guid, int(hour.loads), float(hour.busy_seconds),
+               float(hour.hang_seconds), float(hour.queue_seconds), int(hour.trucks_served))  # fmt: skip
+
+
+def loader_status_row(status: LoaderStatus) -> Row:
+    """A LoaderStatus as a LOADER_STATUS_ROW_TYPE row."""
+    return Row(status.loader_guid, status.site_guid, status.in_service_asset, status.in_service_since_ms,
+               int(status.waiting_count), status.waiting, status.oldest_wait_since_ms, status.idle_since_ms,
+               int(status.event_ms))  # fmt: skip

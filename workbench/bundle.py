@@ -20,13 +20,29 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-from state_machine.model import CYCLE_CSV_COLUMNS, LOADER, CycleRecord, cycle_to_csv_row
+from state_machine.model import (
+    CYCLE_CSV_COLUMNS,
+    LOADER,
+    CycleRecord,
+    LoaderHour,
+    LoadVisit,
+    ServedVisit,
+    cycle_to_csv_row,
+    ms_to_iso,
+)
 from state_machine.reference import Loader, ReferenceData, Region, group_sites
 
 TELEMETRY_FILE = "telemetry.jsonl"
 REGIONS_FILE = "regions.geojson"
 ASSETS_FILE = "assets.csv"
 TRUTH_FILE = "truth_cycles.csv"
+TRUTH_VISITS_FILE = "truth_visits.csv"
+VISIT_CSV_COLUMNS = ("asset_guid", "site_guid", "loader_asset_guid", "load_start_utc", "first_stop_utc", "arrival_utc",
+                     "service_start_utc", "departure_utc", "open_at_end", "queue_seconds")  # fmt: skip
+"""Columns of a load-visits CSV (`asset-cycle replay --visits-out`, the simulator's truth_visits.csv)."""
+LOADER_HOUR_CSV_COLUMNS = ("loader_asset_guid", "site_guid", "hour_start_utc", "loads", "busy_seconds", "hang_seconds",
+                           "queue_seconds", "trucks_served")  # fmt: skip
+"""Columns of a loader-hours CSV (`asset-cycle replay --loaders-out`), as table loader_hour_kpi."""
 ASSET_COLUMNS = ("asset_guid", "site_guid", "asset_type", "latitude", "longitude")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -116,6 +132,29 @@ def write_cycles_csv(path: str | Path, records: Iterable[CycleRecord]) -> None:
         writer.writeheader()
         for record in records:
             writer.writerow(cycle_to_csv_row(record))
+
+
+def write_visits_csv(path: str | Path, visits: Iterable[ServedVisit]) -> None:
+    """Served load visits as CSV with VISIT_CSV_COLUMNS (times ISO 8601 UTC; an empty service start for a
+    truck still waiting when the input ended)."""
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(VISIT_CSV_COLUMNS)
+        for sv in visits:
+            v = sv.visit
+            writer.writerow([v.asset_guid, v.site_guid, v.loader_guid, ms_to_iso(v.load_start_ms),
+                             ms_to_iso(v.first_stop_ms), ms_to_iso(v.arrival_ms), ms_to_iso(sv.service_start_ms),
+                             ms_to_iso(v.departure_ms), int(v.open), f"{sv.queue_seconds:.3f}"])  # fmt: skip
+
+
+def write_loader_hours_csv(path: str | Path, hours: Iterable[LoaderHour]) -> None:
+    """Loader hours as CSV with LOADER_HOUR_CSV_COLUMNS."""
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(LOADER_HOUR_CSV_COLUMNS)
+        for h in hours:
+            writer.writerow([h.loader_guid, h.site_guid, ms_to_iso(h.hour_start_ms), h.loads, f"{h.busy_seconds:.3f}",
+                             f"{h.hang_seconds:.3f}", f"{h.queue_seconds:.3f}", h.trucks_served])  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- read
@@ -318,3 +357,27 @@ def read_cycles_csv(path: str | Path) -> list[CycleRecord]:
             except (ValueError, TypeError) as exc:
                 raise BundleError(f"{where}: {exc}") from exc
     return records
+
+
+def read_visits_csv(path: str | Path) -> list[ServedVisit]:
+    """Served load visits from a CSV written by write_visits_csv."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: no such file")
+    visits: list[ServedVisit] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in VISIT_CSV_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise BundleError(f"{path}:1: missing column(s) {missing}")
+        for row in reader:
+            try:
+                visit = LoadVisit(row["asset_guid"], row["site_guid"], row["loader_asset_guid"],
+                                  iso_to_ms(row["load_start_utc"]), iso_to_ms(row["arrival_utc"]),
+                                  iso_to_ms(row["first_stop_utc"]), iso_to_ms(row["departure_utc"]),
+                                  row["open_at_end"].strip() == "1")  # fmt: skip
+                start = row["service_start_utc"].strip()
+                visits.append(ServedVisit(visit, iso_to_ms(start) if start else None, float(row["queue_seconds"])))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise BundleError(f"{path}:{reader.line_num}: {exc}") from exc
+    return visits

@@ -20,7 +20,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from state_machine.config import EngineConfig
-from state_machine.model import Alert, CycleRecord, DeadLetter, TruckStatus
+from state_machine.loader import LoaderOperator, LoaderStep
+from state_machine.model import (
+    Alert,
+    CycleRecord,
+    DeadLetter,
+    LoaderHour,
+    LoaderStatus,
+    LoadVisit,
+    ServedVisit,
+    TruckHour,
+    TruckStatus,
+)
 from state_machine.operator import OperatorOutput, Step, TruckOperator
 from state_machine.reference import ReferenceData
 from state_machine.stream import ParsedPoint, StreamParser
@@ -29,13 +40,20 @@ from state_machine.truck import END_OF_INPUT, closed_sort_key
 
 @dataclass(slots=True)
 class ReplayResult:
-    """Everything a replay produced (the same content the Flink job writes to its tables)."""
+    """Everything a replay produced (the same content the Flink job writes to its tables). ``closed``
+    holds each closed cycle once, as last emitted (its queue filled by its loader's stage), in the order
+    they closed; ``served``, ``loader_hours`` and ``loader_status`` the loader stage's rows by key."""
 
     closed: list[CycleRecord] = field(default_factory=list)
     in_progress: dict[str, CycleRecord] = field(default_factory=dict)
     statuses: dict[str, TruckStatus] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    visits: list[LoadVisit] = field(default_factory=list)
+    served: dict[tuple[str, int], ServedVisit] = field(default_factory=dict)
+    loader_hours: dict[tuple[str, int], LoaderHour] = field(default_factory=dict)
+    loader_status: dict[str, LoaderStatus] = field(default_factory=dict)
+    truck_hours: dict[tuple[str, int], TruckHour] = field(default_factory=dict)
     records: int = 0
     applied_points: int = 0
     duplicates: int = 0
@@ -74,6 +92,9 @@ class Replayer:
         lag_ms = self.config.max_disorder_ms if out_of_orderness_ms is None else out_of_orderness_ms
         self.parser = StreamParser(source, lag_ms, self.config.watermark_jump_ms)
         self.operator = TruckOperator(self.config, source, speculative=speculative)
+        self.loaders = LoaderOperator()
+        self.loader_states: dict[str, bytes] = {}
+        self._closed_at: dict[tuple[str, int | None], int] = {}  # index of each closed cycle in result.closed
         self.now_ms = now_ms
         self.states: dict[str, bytes] = {}
         self._heap: list[tuple[int, int, str]] = []  # (timer, order, asset): registered, never deleted
@@ -91,12 +112,23 @@ class Replayer:
     def _collect(self, asset: str, step: Step) -> None:
         out: OperatorOutput = step.output
         res = self._result
-        res.closed.extend(out.closed)
+        for visit in out.visits:
+            self._loader_step(visit.loader_guid, self.loaders.on_visit(
+                visit.loader_guid, self.loader_states.get(visit.loader_guid), visit))
+        for hour in out.hours:
+            res.truck_hours[(hour.asset_guid, hour.hour_start_ms)] = hour
+        for presence in out.presence:
+            loader = presence.loader_guid
+            self._loader_step(loader, self.loaders.on_presence(loader, self.loader_states.get(loader), presence))
+        for cycle in out.closed:
+            loader = cycle.loader_asset_guid or ""
+            self._loader_step(loader, self.loaders.on_cycle(loader, self.loader_states.get(loader), cycle))
         if out.in_progress is not None:
             res.in_progress[asset] = out.in_progress
         if out.status is not None:
             res.statuses[asset] = out.status
         res.alerts.extend(out.alerts)
+        res.visits.extend(out.visits)
         res.dead_letters.extend(out.dead_letters)
         counts = out.counts
         res.duplicates += counts["duplicatesDropped"]
@@ -110,6 +142,29 @@ class Replayer:
         if step.timer_ms is not None:
             self._order += 1
             heapq.heappush(self._heap, (step.timer_ms, self._order, asset))
+
+    def _closed(self, cycle: CycleRecord) -> None:
+        key = (cycle.asset_guid, cycle.load_start_ms)
+        res = self._result
+        at = self._closed_at.get(key)
+        if at is None:
+            self._closed_at[key] = len(res.closed)
+            res.closed.append(cycle)
+        else:
+            res.closed[at] = cycle
+
+    def _loader_step(self, loader: str, step: LoaderStep) -> None:
+        """Keep a loader's new state and its rows (upserts: the latest of a key wins)."""
+        self.loader_states[loader] = step.state
+        out, res = step.output, self._result
+        for sv in out.served:
+            res.served[(sv.visit.asset_guid, sv.visit.load_start_ms)] = sv
+        for cycle in out.cycles:
+            self._closed(cycle)
+        for hour in out.hours:
+            res.loader_hours[(hour.loader_guid, hour.hour_start_ms)] = hour
+        if out.status is not None:
+            res.loader_status[loader] = out.status
 
     def _fire_timers(self, watermark: int) -> None:
         heap = self._heap

@@ -11,7 +11,7 @@ import bisect
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from state_machine.model import CycleRecord
@@ -217,3 +217,134 @@ def score(truth: list[CycleRecord], found: list[CycleRecord], tolerance_s: float
         extra=[r for j, r in enumerate(found) if j not in used_f],
         pairs=pairs,
     )
+
+
+@dataclass
+class LoaderScore:
+    """One loader's totals, found against truth (services started up to the end of the run)."""
+
+    loader_guid: str
+    truth_loads: int
+    found_loads: int
+    truth_hang_s: float
+    found_hang_s: float
+    truth_busy_s: float
+    found_busy_s: float
+
+    @property
+    def loads_error(self) -> float:
+        """Relative error of the number of loads."""
+        return abs(self.found_loads - self.truth_loads) / max(1, self.truth_loads)
+
+    @property
+    def hang_error(self) -> float:
+        """Relative error of the hang time (against the truth's; 0 when both are 0)."""
+        if not self.truth_hang_s:
+            return 0.0 if not self.found_hang_s else math.inf
+        return abs(self.found_hang_s - self.truth_hang_s) / self.truth_hang_s
+
+
+@dataclass
+class VisitScoreReport:
+    """Queue time per visit and hang time and loads per loader, found against truth."""
+
+    truth_count: int
+    found_count: int
+    matched: int
+    queue_error: ErrorStats
+    queue_within_30s: float | None
+    """Share of matched visits whose queue is within 30 s of the truth."""
+    loaders: list[LoaderScore]
+    truth_queue_s: float
+    found_queue_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures as plain data (JSON)."""
+        return {"truth_count": self.truth_count, "found_count": self.found_count, "matched": self.matched,
+                "queue_error": asdict(self.queue_error), "queue_within_30s": self.queue_within_30s,
+                "truth_queue_s": self.truth_queue_s, "found_queue_s": self.found_queue_s,
+                "loaders": [{**asdict(lo), "loads_error": lo.loads_error, "hang_error": lo.hang_error}
+                            for lo in self.loaders]}  # fmt: skip
+
+    def summary(self) -> str:
+        """Several lines, human readable."""
+        lines = [f"visits: truth {self.truth_count}, found {self.found_count}, matched {self.matched}; "
+                 f"queue error {self.queue_error.text()}, within 30 s {self.queue_within_30s or 0:.3f}; "
+                 f"total queue truth {self.truth_queue_s:.0f} s, found {self.found_queue_s:.0f} s"]
+        for ls in self.loaders:
+            lines.append(f"  {ls.loader_guid}: loads {ls.found_loads}/{ls.truth_loads}, hang {ls.found_hang_s:.0f}/"
+                         f"{ls.truth_hang_s:.0f} s ({ls.hang_error:.3f}), busy {ls.found_busy_s:.0f}/"
+                         f"{ls.truth_busy_s:.0f} s")
+        return "\n".join(lines)
+
+
+def _loader_totals(visits: Iterable[Any]) -> dict[str, tuple[int, float, float]]:
+    """loader -> (loads, hang s, busy s) of served visits: hang is each gap between one departure and
+    the next service start, in the order of departure."""
+    by_loader: dict[str, list[Any]] = {}
+    for sv in visits:
+        by_loader.setdefault(sv.visit.loader_guid, []).append(sv)
+    totals = {}
+    for loader, served in by_loader.items():
+        served.sort(key=lambda sv: (sv.visit.departure_ms, sv.visit.asset_guid))
+        hang = busy = 0.0
+        for k, sv in enumerate(served):
+            busy += (sv.visit.departure_ms - sv.service_start_ms) / 1000.0
+            if k:
+                hang += max(0, sv.service_start_ms - served[k - 1].visit.departure_ms) / 1000.0
+        totals[loader] = (len(served), hang, busy)
+    return totals
+
+
+END_MARGIN_MS = 120_000
+"""Services started this close to the end of a run are left out of the score (both sides): an arrival in
+the last ping interval can be estimated after the end."""
+
+
+def score_visits(truth: Iterable[Any], found: Iterable[Any], end_ms: int | None = None,
+                 tolerance_s: float = 120.0) -> VisitScoreReport:
+    """Score found served visits (state_machine.model.ServedVisit) against the simulator's.
+
+    Visits are matched one-to-one per truck and loader by departure (within ``tolerance_s``, nearest
+    first). Only services started up to END_MARGIN_MS before ``end_ms`` count (both sides)."""
+    last = None if end_ms is None else end_ms - END_MARGIN_MS
+
+    def counted(sv: Any) -> bool:
+        return sv.service_start_ms is not None and (last is None or sv.service_start_ms <= last)
+
+    truth_list = [sv for sv in truth if counted(sv)]
+    found_list = [sv for sv in found if counted(sv)]
+    by_key: dict[tuple[str, str], list[Any]] = {}
+    for sv in truth_list:
+        by_key.setdefault((sv.visit.asset_guid, sv.visit.loader_guid), []).append(sv)
+    candidates = []
+    for j, sv in enumerate(found_list):
+        for i, tv in enumerate(by_key.get((sv.visit.asset_guid, sv.visit.loader_guid), ())):
+            diff = abs(sv.visit.departure_ms - tv.visit.departure_ms)
+            if diff <= tolerance_s * 1000:
+                candidates.append((diff, id(tv), i, j, tv))
+    used_truth: set[int] = set()
+    used_found: set[int] = set()
+    errors = []
+    for _diff, tid, _i, j, tv in sorted(candidates, key=lambda c: (c[0], c[3])):
+        if tid in used_truth or j in used_found:
+            continue
+        used_truth.add(tid)
+        used_found.add(j)
+        errors.append(abs(found_list[j].queue_seconds - tv.queue_seconds))
+    truth_totals, found_totals = _loader_totals(truth_list), _loader_totals(found_list)
+    loaders = [LoaderScore(loader, *_pick(truth_totals.get(loader), found_totals.get(loader)))
+               for loader in sorted(set(truth_totals) | set(found_totals))]
+    return VisitScoreReport(
+        truth_count=len(truth_list), found_count=len(found_list), matched=len(errors),
+        queue_error=ErrorStats.of(errors),
+        queue_within_30s=(sum(1 for e in errors if e <= 30.0) / len(errors)) if errors else None,
+        loaders=loaders, truth_queue_s=sum(sv.queue_seconds for sv in truth_list),
+        found_queue_s=sum(sv.queue_seconds for sv in found_list),
+    )  # fmt: skip
+
+
+def _pick(truth: tuple[int, float, float] | None, found: tuple[int, float, float] | None) -> tuple:
+    t = truth or (0, 0.0, 0.0)
+    f = found or (0, 0.0, 0.0)
+    return t[0], f[0], t[1], f[1], t[2], f[2]

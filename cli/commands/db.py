@@ -17,6 +17,7 @@ from cli.options import (
 from cli.run_plan import DEMO_REDIS_PREFIX, DEMO_SCHEMA
 from stores.postgres import (
     TABLE_KINDS,
+    VIEW_KINDS,
     applied_migrations,
     apply_migrations,
     migration_files,
@@ -100,9 +101,10 @@ def run_reset(args: argparse.Namespace) -> int:
     try:
         if not args.yes:
             tables = [f"{names.schema}.{names.table_name(k)}" for k in TABLE_KINDS if table_exists(conn, names, k)]
+            views = [f"{names.schema}.{names.table_name(k)}" for k in VIEW_KINDS if table_exists(conn, names, k)]
             keys = region_keys(client, prefix)
-            print(f"would drop {len(tables)} table(s) in schema {names.schema}"
-                  + (f" ({', '.join(tables)})" if tables else "")
+            print(f"would drop {len(tables)} table(s) and {len(views)} view(s) in schema {names.schema}"
+                  + (f" ({', '.join(tables + views)})" if tables or views else "")
                   + f" and delete {len(keys)} Redis key(s) {prefix}site:*:regions")  # fmt: skip
             raise CliError("nothing removed: add --yes to remove them")
         dropped = reset_schema(conn, names)

@@ -15,7 +15,14 @@ from job.settings import load_engine_config
 from state_machine.config import EngineConfig
 from state_machine.truck import closed_sort_key
 from stores.errors import SettingsError
-from workbench.bundle import BundleError, iter_telemetry_lines, read_reference, write_cycles_csv
+from workbench.bundle import (
+    BundleError,
+    iter_telemetry_lines,
+    read_reference,
+    write_cycles_csv,
+    write_loader_hours_csv,
+    write_visits_csv,
+)
 from workbench.replay import Replayer
 
 
@@ -30,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", help="site bundle directory (telemetry.jsonl, regions.geojson, assets.csv)")
     p.add_argument("--out", required=True, help="CSV file for closed cycles")
     p.add_argument("--in-progress", help="CSV file for the cycle still open per truck at the end")
+    p.add_argument("--loaders-out", metavar="FILE",
+                   help="CSV file for each loader's hours (loads, busy, hang and queue seconds; as loader_hour_kpi)")
+    p.add_argument("--visits-out", metavar="FILE",
+                   help="CSV file for every load visit in its loader's order of service (queue per visit)")
     p.add_argument("--dead-letters", help="CSV file for rejected lines (line, reason, detail, raw)")
     p.add_argument("--config", help="engine thresholds JSON (defaults + per-site overrides)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,6 +77,11 @@ def run_replay(args: argparse.Namespace) -> int:
     write_cycles_csv(args.out, sorted(result.closed, key=closed_sort_key))
     if args.in_progress:
         write_cycles_csv(args.in_progress, [result.in_progress[a] for a in sorted(result.in_progress)])
+    if args.loaders_out:
+        write_loader_hours_csv(args.loaders_out, [result.loader_hours[k] for k in sorted(result.loader_hours)])
+    if args.visits_out:
+        write_visits_csv(args.visits_out, sorted(result.served.values(), key=lambda sv: (
+            sv.visit.site_guid, sv.visit.loader_guid, sv.visit.departure_ms, sv.visit.asset_guid)))
     if args.dead_letters:
         with open(args.dead_letters, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
@@ -90,6 +106,7 @@ def run_replay(args: argparse.Namespace) -> int:
         f"{result.reordered} re-ordered, {result.non_truck} non-truck, {len(result.dead_letters)} rejected "
         f"{dict(sorted(reasons.items()))}) in {elapsed:.2f}s ({rate:,.0f} records/s); "
         f"closed cycles {len(result.closed)} {dict(sorted(by_status.items()))}; "
-        f"{len(result.in_progress)} trucks in progress"
+        f"{len(result.in_progress)} trucks in progress; {len(result.served)} load visits at "
+        f"{len({sv.visit.loader_guid for sv in result.served.values()})} loaders"
     )
     return 0

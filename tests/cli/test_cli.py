@@ -124,7 +124,7 @@ def test_db_reset_removes_a_schemas_tables_and_its_redis_keys(pg_dsn: str, redis
 
     asked = cli(*common, env=env)
     assert_one_line_error(asked, "nothing removed", "--yes")
-    assert f"would drop 7 table(s) in schema {pg_schema}" in asked.stdout and "1 Redis key(s)" in asked.stdout
+    assert f"would drop 11 table(s) and 2 view(s) in schema {pg_schema}" in asked.stdout and "1 Redis key(s)" in asked.stdout
 
     done = cli(*common, "--yes", env=env)
     assert done.returncode == 0, done.stderr

@@ -21,10 +21,13 @@ from state_machine.reference import ReferenceData
 from stores.postgres import (
     CYCLE_COLUMNS,
     DEAD_LETTER_COLUMNS,
+    KEY_COLUMNS,
     PROCESS_INFO_COLUMNS,
     TableNames,
     apply_migrations,
+    column_list,
 )
+from workbench.replay import ReplayResult
 
 SOURCE_LABEL = "file:telemetry.jsonl"
 
@@ -49,6 +52,43 @@ class Tables:
     in_progress: dict[str, CycleRecord] = field(default_factory=dict)
     statuses: dict[str, TruckStatus] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    loader_rows: dict[str, dict[tuple, dict[str, Any]]] = field(default_factory=dict)
+    """The loader stage's tables and truck_hour: kind -> key -> row (udfs.rows field names, times in ms)."""
+
+
+LOADER_KINDS = ("load_visit", "loader_hour", "loader_status", "truck_hour")
+
+
+def loader_table_differences(tables: Tables, expected: ReplayResult) -> dict[str, list]:
+    """Per table of LOADER_KINDS whose rows differ from the replay's (or that the replay leaves empty):
+    up to three keys with the differing fields (table, replay). {} when every table equals the replay."""
+    from udfs.rows import (
+        LOAD_VISIT_FIELDS,
+        LOADER_HOUR_FIELDS,
+        LOADER_STATUS_FIELDS,
+        TRUCK_HOUR_FIELDS,
+        load_visit_row,
+        loader_hour_row,
+        loader_status_row,
+        truck_hour_row,
+    )
+
+    differences: dict[str, list] = {}
+    for kind, fields, key, converter, replayed in (
+        ("load_visit", LOAD_VISIT_FIELDS, ("asset_guid", "load_start_ms"), load_visit_row, expected.served),
+        ("loader_hour", LOADER_HOUR_FIELDS, ("loader_asset_guid", "hour_start_ms"), loader_hour_row,
+         expected.loader_hours),
+        ("loader_status", LOADER_STATUS_FIELDS, ("loader_asset_guid",), loader_status_row, expected.loader_status),
+        ("truck_hour", TRUCK_HOUR_FIELDS, ("asset_guid", "hour_start_ms"), truck_hour_row, expected.truck_hours),
+    ):
+        wanted = {tuple(r[k] for k in key): r for r in (dict(zip(fields, converter(v), strict=True))
+                                                       for v in replayed.values())}  # fmt: skip
+        got = tables.loader_rows[kind]
+        if not wanted or got != wanted:
+            differences[kind] = [
+                (k, {f: (got.get(k, {}).get(f), v[f]) for f in v if got.get(k, {}).get(f) != v[f]})
+                for k, v in wanted.items() if got.get(k) != v][:3] or [("rows", len(got), len(wanted))]  # fmt: skip
+    return differences
 
 
 def pg_params(dsn: str) -> dict[str, Any]:
@@ -202,6 +242,15 @@ def read_tables(pg_dsn: str, names: TableNames) -> Tables:
             (dict(zip(cols, r, strict=True)) for r in _select(conn, names, "dead_letter", DEAD_LETTER_COLUMNS)),
             key=lambda d: d["dead_letter_id"],
         )
+        for kind in LOADER_KINDS:
+            columns = column_list(kind)
+            fields = [c[:-4] + "_ms" if c.endswith("_utc") else c for c, _ in columns]
+            keys = [fields[[c for c, _ in columns].index(k)] for k in KEY_COLUMNS[kind]]
+            rows = out.loader_rows[kind] = {}
+            for r in _select(conn, names, kind, columns):
+                row = {name: datetime_to_ms(v) if sql_type == "timestamptz" else v
+                       for name, (_, sql_type), v in zip(fields, columns, r, strict=True)}  # fmt: skip
+                rows[tuple(row[k] for k in keys)] = row
         conn.rollback()
         return out
     finally:
@@ -209,7 +258,7 @@ def read_tables(pg_dsn: str, names: TableNames) -> Tables:
 
 
 def table_snapshot(pg_dsn: str, names: TableNames, exclude: tuple[str, ...] = ("updated_at",)) -> dict[str, list]:
-    """Every row of the four tables (all columns but ``exclude``), sorted, for before/after checks."""
+    """Every row of the job's tables (all columns but ``exclude``), sorted, for before/after checks."""
     import psycopg2
     from psycopg2 import sql
 
@@ -217,7 +266,7 @@ def table_snapshot(pg_dsn: str, names: TableNames, exclude: tuple[str, ...] = ("
     out: dict[str, list] = {}
     try:
         with conn.cursor() as cur:
-            for kind in ("cycle_tmp", "cycle", "process_info", "dead_letter"):
+            for kind in ("cycle_tmp", "cycle", "process_info", "dead_letter", *LOADER_KINDS):
                 cur.execute(
                     "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
                     "ORDER BY ordinal_position",

@@ -24,7 +24,6 @@ from typing import Any
 
 from job.settings import AppSettings, FlinkSettings, ReferenceSettings, SinkSettings
 from state_machine.reference import ReferenceData
-from state_machine.truck import closed_sort_key
 from stores.postgres import TableNames, apply_migrations
 from tests.job.flink_harness import SOURCE_LABEL, count_lines, jdbc_url, pg_params, table_snapshot
 
@@ -379,23 +378,23 @@ def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lin
     assert_tables_equal_replay_of(pg_dsn, names, read_reference(bundle)[0], lines)
 
 
-def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData, *streams: list[str]) -> None:
-    """assert_tables_equal_replay with the reference data given. More than one stream: what a job whose
-    subtasks each parse one of them writes (each with its own stream watermark, as a Kinesis reader's
-    parse subtask), i.e. the replays of the streams taken together (each truck is in one stream)."""
-    from tests.job.flink_harness import read_tables
-    from workbench.replay import replay
+def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData, *parts: list[str]) -> None:
+    """assert_tables_equal_replay with the reference data given, and every loader table too. More than
+    one part: what a job whose subtasks each parse one of them writes (each with its own stream
+    watermark, as a Kinesis reader's parse subtask; tests.workbench.partitioned_replay)."""
+    from tests.job.flink_harness import loader_table_differences, read_tables
+    from tests.workbench.partitioned_replay import replay_parts
 
-    results = [replay((("x", line) for line in lines), reference) for lines in streams]
+    expected = replay_parts(parts, reference)
     tables = read_tables(pg_dsn, names)
     got = [c.as_dict() for c in tables.closed]
-    want = [c.as_dict() for c in sorted((c for r in results for c in r.closed), key=closed_sort_key)]
+    want = [c.as_dict() for c in expected.sorted_closed()]
     assert got == want, _cycle_difference(got, want)
     assert {k: v.as_dict() for k, v in tables.in_progress.items()} == {
-        k: v.as_dict() for r in results for k, v in r.in_progress.items()}
-    assert tables.statuses == {k: v for r in results for k, v in r.statuses.items()}
-    assert {(d["reason"], d["raw"]) for d in tables.dead_letters} == {
-        (d.reason, d.raw) for r in results for d in r.dead_letters}
+        k: v.as_dict() for k, v in expected.in_progress.items()}
+    assert tables.statuses == expected.statuses
+    assert {(d["reason"], d["raw"]) for d in tables.dead_letters} == {(d.reason, d.raw) for d in expected.dead_letters}
+    assert not loader_table_differences(tables, expected)
 
 
 def _cycle_difference(got: list[dict], want: list[dict]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -159,10 +160,11 @@ def test_backlog_clock_jump_and_100k_duplicates_through_flink(tmp_path, pg_dsn, 
     # (the delivered-late backlog points are applied, never LATE)
     backlog_raw = {lines[i] for i in held}
     assert not [d for d in tables.dead_letters if d["reason"] == "LATE" and d["raw"] in backlog_raw]
-    # clock jump: stale points reported LATE, other trucks untouched
+    # clock jump: stale points reported LATE, other trucks' cycles untouched (their queue at a loader may
+    # not be: the jumper's shifted visits take places in its loaders' order of service)
     assert [d for d in tables.dead_letters if d["asset_guid"] == jumper and d["reason"] == "LATE"]
-    assert [c for c in tables.closed if c.asset_guid not in (jumper,)] == [
-        c for c in clean.sorted_closed() if c.asset_guid != jumper]
+    assert [replace(c, queue_seconds=None) for c in tables.closed if c.asset_guid not in (jumper,)] == [
+        replace(c, queue_seconds=None) for c in clean.sorted_closed() if c.asset_guid != jumper]
     # duplicates: never applied; dropped and counted, or (older than the engine's 64-entry
     # duplicate ring) dead-lettered LATE, which collapses onto one row per distinct line
     no_burst = replay(((SOURCE_LABEL, line) for line in out), sim.reference)

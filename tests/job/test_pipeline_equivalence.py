@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from state_machine.identity import dead_letter_id
-from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle
+from tests.job.flink_harness import SOURCE_LABEL, loader_table_differences, read_tables, run_bundle
 from workbench.bundle import iter_telemetry_lines, read_reference
 from workbench.replay import replay
 from workbench.simulator import SimulationSpec, write_simulation
@@ -34,3 +34,5 @@ def test_flink_tables_equal_replay_on_a_degraded_20_truck_8_hour_run(tmp_path, p
     assert {d["dead_letter_id"] for d in tables.dead_letters} == {
         dead_letter_id(d.source, d.reason, d.raw) for d in expected.dead_letters
     }
+    assert sum(c.queue_seconds is not None for c in tables.closed) > 0.95 * len(tables.closed)
+    assert not loader_table_differences(tables, expected)

@@ -18,10 +18,19 @@ from typing import Any
 import pytest
 
 from cli.main import main
-from state_machine.model import COMPLETE, INVALID, OUTLIER, CycleRecord, TruckStatus
+from state_machine.model import (
+    COMPLETE,
+    INVALID,
+    OUTLIER,
+    CycleRecord,
+    LoaderHour,
+    ServedVisit,
+    TruckHour,
+    TruckStatus,
+)
 from state_machine.reference import ReferenceData
 from stores.postgres import column_names
-from tests.job.table_rows import cycle_record_to_row, truck_status_to_row, upsert_query
+from tests.job.table_rows import cycle_record_to_row, ms_to_datetime, truck_status_to_row, upsert_query
 
 SIM_START = datetime(2024, 1, 15, 4, 0, tzinfo=UTC)  # 4 h of data across the 06:00 shift change
 START = "2024-01-15T04:30:00Z"
@@ -38,6 +47,9 @@ class SimData:
     closed: list[CycleRecord]
     statuses: list[TruckStatus]
     telemetry: list[str]
+    loader_hours: list[LoaderHour]
+    served: list[ServedVisit]
+    truck_hours: list[TruckHour]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +62,8 @@ def sim_data() -> SimData:
     result = replay([("sim", line) for line in sim.telemetry_lines], sim.reference)
     assert {c.cycle_status for c in result.closed} >= {COMPLETE}
     return SimData(sim.reference, sim.assets, result.sorted_closed(), list(result.statuses.values()),
-                   sim.telemetry_lines)
+                   sim.telemetry_lines, list(result.loader_hours.values()), list(result.served.values()),
+                   list(result.truck_hours.values()))
 
 
 @pytest.fixture
@@ -70,6 +83,20 @@ def filled(pg_conn: Any, migrated_tables: Any, redis_client: Any, redis_prefix: 
             [cycle_record_to_row(c) for c in sim_data.closed])
         for status in sim_data.statuses:
             cur.execute(upsert_query(names, "process_info"), truck_status_to_row(status))
+        for h in sim_data.loader_hours:
+            cur.execute(upsert_query(names, "loader_hour"), (h.loader_guid, ms_to_datetime(h.hour_start_ms), h.site_guid,
+                                                             h.loads, h.busy_seconds, h.hang_seconds, h.queue_seconds,
+                                                             h.trucks_served))  # fmt: skip
+        for h in sim_data.truck_hours:
+            cur.execute(upsert_query(names, "truck_hour"), (h.asset_guid, ms_to_datetime(h.hour_start_ms), h.site_guid,
+                                                            h.working_seconds, h.idle_seconds, h.loaded_distance_m,
+                                                            h.empty_distance_m, h.cycles_closed))  # fmt: skip
+        for sv in sim_data.served:
+            v = sv.visit
+            cur.execute(upsert_query(names, "load_visit"), (
+                v.asset_guid, ms_to_datetime(v.load_start_ms), v.site_guid, v.loader_guid,
+                ms_to_datetime(v.first_stop_ms), ms_to_datetime(v.arrival_ms), ms_to_datetime(sv.service_start_ms),
+                ms_to_datetime(v.departure_ms), int(v.open), sv.queue_seconds))  # fmt: skip
     pg_conn.commit()
     yield names
 
@@ -120,7 +147,7 @@ def _sql_stats(conn: Any, names: Any, site: str | None = None) -> dict[str, Any]
 
 @pytest.mark.services
 def test_report_files_pngs_and_kpis_match_sql(filled: Any, pg_conn: Any, pg_dsn: str, redis_url: str,
-                                             redis_prefix: str, tmp_path: Path,
+                                             redis_prefix: str, sim_data: SimData, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report"
     assert _run(["--from", START, "--to", END, "--out", str(out)], pg_dsn, filled, redis_url, redis_prefix) == 0
@@ -130,7 +157,8 @@ def test_report_files_pngs_and_kpis_match_sql(filled: Any, pg_conn: Any, pg_dsn:
 
     pngs = {p.name for p in out.glob("*.png")}
     assert pngs == {"cycle_time_hist.png", "segments_by_truck.png", "segments_by_loader.png",
-                    "cycles_per_hour.png", "status_mix.png", "map_SITE-01.png", "map_SITE-02.png"}
+                    "cycles_per_hour.png", "status_mix.png", "map_SITE-01.png", "map_SITE-02.png",
+                    "loader_queue_hang.png", "match_factor.png", "queue_times.png"}
     for name in pngs:
         width, height = _png_size(out / name)
         assert 800 <= width <= 2000 and 300 <= height <= 2000, (name, width, height)
@@ -143,6 +171,19 @@ def test_report_files_pngs_and_kpis_match_sql(filled: Any, pg_conn: Any, pg_dsn:
     assert page.startswith("<!DOCTYPE html>") and "Haul cycle report - all sites" in page
     assert page.count("data:image/png;base64,") == len(pngs)  # self-contained
     assert "2024-01-15 04:30 UTC" in page and "Per loader" in page
+
+    assert "Loaders: queue and hang" in page
+    with open(out / "loaders.csv", encoding="utf-8", newline="") as fh:
+        loaders = {row["loader_asset_guid"]: row for row in csv.DictReader(fh)}
+    start, end = datetime.fromisoformat(START), datetime.fromisoformat(END)
+    in_window = [h for h in sim_data.loader_hours if start <= ms_to_datetime(h.hour_start_ms) < end]
+    assert set(loaders) == {h.loader_guid for h in in_window}
+    for loader, row in loaders.items():
+        mine = [h for h in in_window if h.loader_guid == loader]
+        busy, hang = sum(h.busy_seconds for h in mine), sum(h.hang_seconds for h in mine)
+        assert int(row["loads"]) == sum(h.loads for h in mine)
+        assert float(row["hang_h"]) == pytest.approx(hang / 3600, abs=1e-3)
+        assert float(row["utilisation_pct"]) == pytest.approx(100 * busy / (busy + hang), abs=1e-3)
 
     rows = _kpis(out / "kpis.csv")
     overall = _row(rows, "overall", "all")

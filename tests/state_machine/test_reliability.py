@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -158,8 +159,10 @@ def test_clock_jumping_backwards_dead_letters_late_points_and_keeps_closed_cycle
     assert late, "points from the past are reported, never silently dropped"
     accounted = len(late) + sum(1 for d in jumped.dead_letters if d.asset_guid == truck and d.reason != "LATE")
     assert accounted <= shifted
-    others = [c for c in jumped.sorted_closed() if c.asset_guid != truck]
-    assert others == [c for c in clean.sorted_closed() if c.asset_guid != truck]
+    # the other trucks' cycles are unchanged (their queue at a loader may not be: the truck's shifted
+    # visits take places in its loaders' order of service)
+    others = [replace(c, queue_seconds=None) for c in jumped.sorted_closed() if c.asset_guid != truck]
+    assert others == [replace(c, queue_seconds=None) for c in clean.sorted_closed() if c.asset_guid != truck]
 
 
 def test_burst_of_100k_duplicates_is_dropped_and_counted():
@@ -202,9 +205,11 @@ def _with_strays(lines: list[str], shift_ms: int) -> tuple[list[str], dict[str, 
 
 
 def _cycles_by_truck(result) -> dict[str, list]:
+    """Closed cycles by truck, without their queue (a changed visit of a glitch truck may change its
+    loader's order of service, hence the queue of the trucks served after it)."""
     by: dict[str, list] = {}
     for c in result.sorted_closed():
-        by.setdefault(c.asset_guid, []).append(c)
+        by.setdefault(c.asset_guid, []).append(replace(c, queue_seconds=None))
     return by
 
 

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from state_machine.truck import closed_sort_key
+from tests.workbench.partitioned_replay import replay_parts
 from workbench.replay import replay
 from workbench.simulator import SCENARIO_FAMILIES, scenario_spec, simulate
 
@@ -51,18 +51,22 @@ def _truck(line: str) -> str:
 @pytest.mark.parametrize("name", list(SCENARIO_FAMILIES))
 def test_replaying_each_partition_by_truck_on_its_own_gives_every_truck_the_same_rows(name: str):
     """A job at parallelism N parses each truck's records in one of N subtasks, and each subtask's
-    watermark (every point's hint) comes from the records it sees. Replaying each part of the stream
-    on its own, in its order, gives the same rows as replaying the whole stream (N = 2 and 3)."""
+    watermark (every point's hint) comes from the records it sees; the loader stage receives every
+    subtask's loader events. Replaying each part of the stream on its own, in its order, into one loader
+    stage gives the same rows as replaying the whole stream (N = 2 and 3)."""
     sim = simulate(scenario_spec(name, trucks=6, hours=1.5, seed=5).degraded())
     lines = [line for _, line in sim.deliveries]
     whole = replay((("file:x", line) for line in lines), sim.reference, speculative=True)
-    for parts in (2, 3):
-        results = [replay((("file:x", line) for line in lines if zlib.crc32(_truck(line).encode()) % parts == part),
-                          sim.reference, speculative=True) for part in range(parts)]  # fmt: skip
-        assert all(r.records for r in results)
-        assert sorted((c for r in results for c in r.closed), key=closed_sort_key) == whole.sorted_closed()
-        assert {k: v for r in results for k, v in r.in_progress.items()} == whole.in_progress
-        assert {k: v for r in results for k, v in r.statuses.items()} == whole.statuses
-        assert sorted((d.reason, d.raw) for r in results for d in r.dead_letters) == sorted(
+    assert whole.served
+    for n in (2, 3):
+        parts = [[line for line in lines if zlib.crc32(_truck(line).encode()) % n == part] for part in range(n)]
+        assert all(parts)
+        result = replay_parts(parts, sim.reference, source="file:x", speculative=True)
+        assert result.sorted_closed() == whole.sorted_closed()
+        assert result.in_progress == whole.in_progress
+        assert result.statuses == whole.statuses
+        assert sorted((d.reason, d.raw) for d in result.dead_letters) == sorted(
             (d.reason, d.raw) for d in whole.dead_letters)
-        assert sorted((a for r in results for a in r.alerts), key=repr) == sorted(whole.alerts, key=repr)
+        assert sorted(result.alerts, key=repr) == sorted(whole.alerts, key=repr)
+        assert (result.served, result.loader_hours, result.loader_status, result.truck_hours) == (
+            whole.served, whole.loader_hours, whole.loader_status, whole.truck_hours)

@@ -416,7 +416,7 @@ def test_cli_simulate_and_score(tmp_path, capsys) -> None:
                "--no-progress"])
     assert rc == 0
     assert {p.name for p in out.iterdir()} == {"telemetry.jsonl", "regions.geojson", "assets.csv",
-                                               "truth_cycles.csv"}
+                                               "truth_cycles.csv", "truth_visits.csv"}
     reference, assets = read_reference(out)
     assert "SITE-01" in reference.sites and assets
     truth = read_cycles_csv(out / "truth_cycles.csv")

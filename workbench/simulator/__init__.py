@@ -36,11 +36,12 @@ event loop); this package's ``__init__`` is the public API.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from state_machine.model import CycleRecord
+from state_machine.model import CycleRecord, ServedVisit
 from state_machine.reference import ReferenceData
+from workbench.bundle import TRUTH_VISITS_FILE, write_bundle, write_cycles_csv, write_visits_csv
 from workbench.simulator.spec import (
     DEFAULT_START_MS,
     DEGRADED_PRESET,
@@ -65,6 +66,8 @@ class Simulation:
     assets: list[AssetTuple]
     truth: list[CycleRecord]
     deliveries: list[tuple[int, str]]
+    visits: list[ServedVisit] = field(default_factory=list)
+    """The ground truth of every load visit (service started within the run), by loader and service start."""
 
     @property
     def telemetry_lines(self) -> list[str]:
@@ -74,6 +77,10 @@ class Simulation:
 
 def _sort_truth(truth: list[CycleRecord]) -> list[CycleRecord]:
     return sorted(truth, key=lambda r: (r.site_guid, r.asset_guid, r.load_start_ms or 0))
+
+
+def _sort_visits(visits: list[ServedVisit]) -> list[ServedVisit]:
+    return sorted(visits, key=lambda v: (v.visit.site_guid, v.visit.loader_guid, v.service_start_ms))
 
 
 def build_layout(spec: SimulationSpec) -> tuple[ReferenceData, list[AssetTuple]]:
@@ -87,9 +94,10 @@ def simulate(spec: SimulationSpec) -> Simulation:
     if spec.hours is None:
         raise ValueError("simulate() needs a finite spec.hours; use iter_deliveries() for a stream")
     truth: list[CycleRecord] = []
-    runner = Runner(spec, truth.append)
+    visits: list[ServedVisit] = []
+    runner = Runner(spec, truth.append, visits.append)
     deliveries = list(runner.run())
-    return Simulation(spec, runner.reference, runner.assets, _sort_truth(truth), deliveries)
+    return Simulation(spec, runner.reference, runner.assets, _sort_truth(truth), deliveries, _sort_visits(visits))
 
 
 def iter_deliveries(spec: SimulationSpec,
@@ -112,16 +120,16 @@ class WriteStats:
 
 def write_simulation(spec: SimulationSpec, out_dir: str | Path,
                      progress: Callable[[int], None] | None = None) -> WriteStats:
-    """Simulate and stream a bundle to out_dir (telemetry.jsonl, regions, assets, truth_cycles.csv).
+    """Simulate and stream a bundle to out_dir (telemetry.jsonl, regions, assets, truth_cycles.csv,
+    truth_visits.csv).
 
     ``progress`` is called now and then with the latest delivery time in ms.
     """
-    from workbench.bundle import write_bundle, write_cycles_csv
-
     if spec.hours is None:
         raise ValueError("write_simulation() needs a finite spec.hours")
     truth: list[CycleRecord] = []
-    runner = Runner(spec, truth.append)
+    visits: list[ServedVisit] = []
+    runner = Runner(spec, truth.append, visits.append)
     count = 0
 
     def lines() -> Iterator[str]:
@@ -136,4 +144,5 @@ def write_simulation(spec: SimulationSpec, out_dir: str | Path,
     write_bundle(out, lines(), runner.reference, runner.assets, truth=None)
     truth = _sort_truth(truth)
     write_cycles_csv(out / "truth_cycles.csv", truth)
+    write_visits_csv(out / TRUTH_VISITS_FILE, _sort_visits(visits))
     return WriteStats(count, len(truth))

@@ -18,12 +18,16 @@ from state_machine.model import (
     OUTLIER,
     WORKING,
     CycleRecord,
+    LoadVisit,
+    ServedVisit,
 )
-from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, XY, Polyline, SiteGeo, polar
-from workbench.simulator.motion import STAND, Leg, drive, kmh
+from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, XY, LoaderGeo, Polyline, SiteGeo, polar
+from workbench.simulator.motion import STAND, Leg, drive, entry_time, kmh
 from workbench.simulator.spec import SimulationSpec
 
 TRAVEL_IDLE_OUTLIER_S = 600.0
+LOADER_RADIUS_M = 50.0
+"""The loader's bay: a truck within this distance of a loader is at it (the engine's loader_distance_m)."""
 CLOSE_GUARD_MS = 240_000  # data kept after a closing load_start near the end of the run (sparse devices: 1-3 min)
 
 
@@ -39,6 +43,7 @@ class OpenCycle:
     travel_stands: list[tuple[int, int]] = field(default_factory=list)  # (start_ms, duration_ms)
     load_dist: float = 0.0
     empty_dist: float = 0.0
+    queue_s: float | None = None
 
 
 class Proc:
@@ -77,11 +82,13 @@ class Proc:
 
 class Truck(Proc):
     def __init__(self, spec: SimulationSpec, site: SiteGeo, guid: str, order: int, loader: int,
-                 ghost: bool, truth: Callable[[CycleRecord], None] | None) -> None:
+                 ghost: bool, truth: Callable[[CycleRecord], None] | None,
+                 visit_truth: Callable[[ServedVisit], None] | None = None) -> None:
         super().__init__(spec, site, guid, order)
         self.spec = spec
         self.ghost = ghost
         self.truth = truth
+        self.visit_truth = visit_truth
         self.loader = loader
         self.dump = self.rng.randrange(len(site.dumps))
         self.factor = self.rng.uniform(0.9, 1.1)
@@ -147,31 +154,30 @@ class Truck(Proc):
         legs: list[Leg] = []
         v_app = self.v_empty
         _, t_direct = drive(ld.to_spot, t, v_app, slow_start=False)
-        queue_stand: tuple[int, int] | None = None
+        queue_stands: list[tuple[int, int]] = []
         if self.ghost or ld.free_at <= t_direct:
             _, t_s = drive(ld.to_spot, t, v_app, slow_start=False, legs=legs)
             load_start = t_s
         else:
-            _, t_q = drive(Polyline([ld.approach, ld.queue]), t, v_app, slow_start=False, legs=legs)
-            t_leave = max(t_q, ld.free_at) + int(rng.uniform(3000, 10000))
-            legs.append((t_q, t_leave, STAND, ld.queue, IDLING))
+            t_leave = self._queue(ld, t, v_app, legs)
             _, t_s = drive(Polyline([ld.queue, ld.spot]), t_leave, 2.0, False, False, legs)
-            if ld.queue_inside:
-                load_start = t_q
-            else:
-                load_start = t_s
-                queue_stand = (t_q, t_leave - t_q)
+            # the load starts at its first rest in the bay; standing before that, outside it, is travel
+            stands = [(t0, t1, payload) for t0, t1, kind, payload, _ws in legs if kind == STAND]
+            inside = [t0 for t0, _t1, xy in stands if math.dist(xy, ld.pos) <= LOADER_RADIUS_M]
+            load_start = inside[0] if inside else t_s
+            queue_stands = [(t0, t1 - t0) for t0, t1, _xy in stands if t0 < load_start]
         load_end = t_s + self._stop_ms(60, 240)
         legs.append((t_s, load_end, STAND, ld.spot, IDLING))
+        queue_s = None
         if not self.ghost:
+            queue_s = self._visit_truth(ld, legs, load_start, load_end)
             ld.free_at = load_end
         # close the previous cycle at this load_start
         if self.cycle is not None and not self.ghost:
-            if queue_stand is not None:
-                self.cycle.travel_stands.append(queue_stand)
+            self.cycle.travel_stands.extend(queue_stands)
             self.cycle.empty_dist += ld.to_spot.length
             self._close(load_start)
-        self.cycle = OpenCycle(ld.guid, load_start, load_end)
+        self.cycle = OpenCycle(ld.guid, load_start, load_end, queue_s=queue_s)
         cyc = self.cycle
         # loaded haul
         if rng.random() < spec.reassign_p * 2 and len(site.dumps) > 1:
@@ -220,6 +226,35 @@ class Truck(Proc):
             cyc.empty_dist += back.length
         return legs, t_next
 
+    def _queue(self, ld: LoaderGeo, t: int, v: dict[str, float], legs: list[Leg]) -> int:
+        """Drive from the approach point to the loader's queue spot and stand there until the loader is
+        free; return when this truck leaves it for the loading spot."""
+        _, t_q = drive(Polyline([ld.approach, ld.queue]), t, v, slow_start=False, legs=legs)
+        t_leave = max(t_q, ld.free_at) + int(self.rng.uniform(3000, 10000))
+        legs.append((t_q, t_leave, STAND, ld.queue, IDLING))
+        return t_leave
+
+    def _visit_truth(self, ld: LoaderGeo, legs: list[Leg], load_start: int, departure: int) -> float:
+        """Report this visit's truth: its first stop (at the queue spot or the loading spot), its entry
+        into the bay (for good: the last one before it stands in the bay), and its service start (the
+        previous truck's departure if it stopped while that one was still served, else its arrival or
+        that departure, whichever came later); return its queue."""
+        first_stop = next(t0 for t0, _t1, kind, _payload, _ws in legs if kind == STAND)
+        arrival = entry_time(legs, ld.pos, LOADER_RADIUS_M)
+        assert arrival is not None, "every visit ends at the loading spot, inside the bay"
+        previous_departure = ld.free_at
+        if first_stop < previous_departure:
+            service_start = previous_departure
+            queue_s = (previous_departure - first_stop) / 1000.0
+        else:
+            service_start, queue_s = max(arrival, previous_departure), 0.0
+        if self.visit_truth is not None and (self.end_ms is None or load_start <= self.end_ms):
+            open_at_end = self.end_ms is not None and departure > self.end_ms
+            visit = LoadVisit(self.guid, self.site.guid, ld.guid, load_start, arrival, first_stop,
+                              min(departure, self.end_ms) if open_at_end else departure, open_at_end)
+            self.visit_truth(ServedVisit(visit, service_start, queue_s))
+        return queue_s
+
     def _dispatch(self, t: int, to_hub_m: float) -> int:
         """Keep the assigned loader unless its expected queue exceeds 3 min; then take the soonest free."""
         loaders = self.site.loaders
@@ -259,6 +294,7 @@ class Truck(Proc):
             load_seconds=(cyc.load_end - s) / 1000.0,
             total_cycle_seconds=(next_load_start - s) / 1000.0,
             travel_idle_seconds=sum(dur for _, dur in cyc.travel_stands) / 1000.0,
+            queue_seconds=cyc.queue_s,
         )
         if cyc.dump is None:
             rec.cycle_status = INVALID

@@ -3,11 +3,12 @@ speed, or standing at a point), from which pings are sampled."""
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 from state_machine.model import WORKING
-from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, Polyline
+from workbench.simulator.geometry import BENCH, FLAT, HAIRPIN, RAMP, XY, Polyline
 
 MOVE = 0
 STAND = 1
@@ -56,3 +57,40 @@ def kmh(rng: random.Random, lo: float, hi: float, factor: float) -> float:
     return rng.uniform(lo, hi) * factor / 3.6
 
 
+
+
+def entry_time(legs: list[Leg], centre: XY, radius_m: float) -> int | None:
+    """When the process last came within ``radius_m`` of ``centre`` before it first stood there: the
+    start of the stretch inside that ends in its first stand inside (exact to a millisecond: a 1 m scan
+    along each driving leg, then bisection); None if it never stands inside."""
+
+    def inside_at(path: Polyline, d: float) -> bool:
+        x, y = path.at(d)
+        return math.hypot(x - centre[0], y - centre[1]) <= radius_m
+
+    entry: int | None = None
+    was_inside = False
+    for t0, t1, kind, payload, _ws in legs:
+        if kind == STAND:
+            now_inside = math.hypot(payload[0] - centre[0], payload[1] - centre[1]) <= radius_m
+            if now_inside and not was_inside:
+                entry = t0
+            if now_inside:
+                return entry
+            was_inside = False
+            continue
+        path, d0, d1 = payload
+        steps = max(1, int(math.ceil(d1 - d0)))
+        prev_d = d0
+        for k in range(steps + 1):
+            d = d0 + (d1 - d0) * k / steps
+            now_inside = inside_at(path, d)
+            if now_inside and not was_inside:
+                lo, hi = prev_d, d
+                while k and (hi - lo) * (t1 - t0) / (d1 - d0) > 1.0:
+                    mid = (lo + hi) / 2
+                    lo, hi = (lo, mid) if inside_at(path, mid) else (mid, hi)
+                entry = t0 + int(round((hi - d0) / (d1 - d0) * (t1 - t0)))
+            was_inside = now_inside
+            prev_d = d
+    return None

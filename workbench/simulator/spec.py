@@ -156,6 +156,9 @@ SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
     "degraded-pit": {**_PIT, **DEGRADED_PRESET},
     "sparse-device": {**_PIT, "device": "on_change"},
     "sparse-device-radial": {"device": "on_change", **DEGRADED_PRESET},
+    "over-trucked": {"loaders": 1},
+    "over-trucked-staging": {**_PIT, "loaders": 2, "queue_inside_p": 0.0, "reassign_p": 0.0, "trucks": 16},
+    "under-trucked": {"loaders": 4},
 }
 """Named scenario families (overrides of SimulationSpec): the engine's accuracy bar is checked on each
 (tests/state_machine/test_scenarios.py, bench/scenario_table.py); `asset-cycle simulate --scenario`."""

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from state_machine.model import HAUL_TRUCK, IDLING, LOADER, WORKING, CycleRecord
+from state_machine.model import HAUL_TRUCK, IDLING, LOADER, WORKING, CycleRecord, ServedVisit
 from state_machine.reference import ReferenceData
 from workbench.simulator.fleet import Dozer, LoaderUnit, Proc, Truck, Wanderer
 from workbench.simulator.geometry import XY, build_site
@@ -77,7 +77,8 @@ def _malformed(rng: random.Random, guid: str, site: str, iso: str, lat: float, l
 class Runner:
     """The discrete-event loop shared by simulate(), iter_deliveries() and write_simulation()."""
 
-    def __init__(self, spec: SimulationSpec, truth: Callable[[CycleRecord], None] | None) -> None:
+    def __init__(self, spec: SimulationSpec, truth: Callable[[CycleRecord], None] | None,
+                 visit_truth: Callable[[ServedVisit], None] | None = None) -> None:
         self.spec = spec
         self.sites = [build_site(spec, k) for k in range(spec.sites)]
         self.assets: list[AssetTuple] = []
@@ -91,7 +92,7 @@ class Runner:
             for n in range(spec.trucks):
                 guid = f"{site.code}-HT-{n + 1:03d}"
                 self.assets.append((guid, s, HAUL_TRUCK, None, None))
-                truck = Truck(spec, site, guid, order, n % len(site.loaders), False, truth)
+                truck = Truck(spec, site, guid, order, n % len(site.loaders), False, truth, visit_truth)
                 order += 1
                 legs, t1 = truck.start(spec.start_ms)
                 self.initial.append((truck, legs, t1))

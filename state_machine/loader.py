@@ -1,0 +1,311 @@
+"""The per-loader stage: a loader's visits in their order of service, queue and hang time, its hourly
+figures and the live state of its bay. Every per-loader policy is here, written once; Flink's keyed
+operator (udfs.loader_function) and the offline replay (workbench.replay) call the same steps:
+
+    on_visit(loader, state, visit) -> LoaderStep       a load visit that ended (state_machine.cycle)
+    on_cycle(loader, state, cycle) -> LoaderStep       a closed cycle that began with a load here
+    on_presence(loader, state, presence) -> LoaderStep a truck arrived, waits, or left (live)
+
+``state`` is the loader's state as versioned bytes (None for a new loader); a ``LoaderStep`` carries
+what to emit and the new state.
+
+Order of service (docs/cycle-rules.md, Loaders). A loader serves one truck at a time, so its visits are
+taken in the order the trucks left. A visit whose first stop came before the previous truck left waited
+for it: its service began at that departure and its queue is the time in between. Any other visit's
+service began on its arrival in the bay (or at the previous departure, when that came later), with no
+queue. Hang is the time between one departure and the next service start. Every figure is a function
+of the set of visits received, whatever their order of arrival: a visit that arrives late (its truck's
+data came late) updates the figures it changes, and the rows already written are upserted again. So
+the tables end the same in Flink and in the replay.
+
+Hours (UTC): loads are the services started in the hour; busy and hang are the parts of services and
+of the gaps between them that fall in the hour (the sum over hours is the whole window's figure); queue
+is the waits of the visits whose service started in the hour.
+
+Retention: a loader keeps its MAX_VISITS latest visits (by departure) and the cycles they began. A count,
+not a span of event time: a batch of history brings one truck's visits hours after another's (a big
+batch of a small fleet spans a day), and they must still meet; and Flink's watermark can jump to the
+end of time when a source goes idle. A visit older than every one kept, once MAX_VISITS are kept,
+changes nothing (counted: ``loaderVisitsTooLate``).
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
+
+import orjson
+
+from state_machine.model import (
+    AT_LOADER,
+    LEFT,
+    CycleRecord,
+    LoaderHour,
+    LoaderPresence,
+    LoaderStatus,
+    LoadVisit,
+    ServedVisit,
+)
+
+LOADER_STATE_VERSION = 1
+HOUR_MS = 3_600_000
+MAX_VISITS = 1000
+"""Visits kept per loader (about three days of a loader serving 12 trucks an hour)."""
+
+_CYCLE_FIELD_NAMES = tuple(f.name for f in fields(CycleRecord))
+
+
+def _visit_key(v: LoadVisit) -> tuple[int, int, str, int]:
+    """Visits that ended in order of departure, then those still open in order of their first stop."""
+    return (1, v.first_stop_ms, v.asset_guid, v.load_start_ms) if v.open else (0, v.departure_ms, v.asset_guid,
+                                                                                v.load_start_ms)  # fmt: skip
+
+
+def serve(visits: list[LoadVisit], previous_departure_ms: int | None = None) -> list[ServedVisit]:
+    """The visits (in _visit_key order) with their service start and queue; ``previous_departure_ms``
+    is the departure of the visit served before the first one, when known. Of the visits still open at
+    the end of the input, the first to arrive is in service (until its last point); the others were
+    still waiting: no service start, their wait so far as queue."""
+    served: list[ServedVisit] = []
+    previous = previous_departure_ms
+    for v in visits:
+        if v.open and served and served[-1].visit.open:  # waiting behind the truck in service at the end
+            served.append(ServedVisit(v, None, round((v.departure_ms - v.first_stop_ms) / 1000.0, 3)))
+            continue
+        if previous is not None and v.first_stop_ms < previous:
+            start, queue = previous, (previous - v.first_stop_ms) / 1000.0  # it stood waiting for that truck
+        else:
+            start, queue = (v.arrival_ms if previous is None else max(v.arrival_ms, previous)), 0.0
+        served.append(ServedVisit(v, min(start, v.departure_ms), round(queue, 3)))
+        previous = v.departure_ms
+    return served
+
+
+def _overlap_s(start: int, end: int, hour: int) -> float:
+    return max(0, min(end, hour + HOUR_MS) - max(start, hour)) / 1000.0
+
+
+def _hours(start: int, end: int) -> range:
+    return range(start - start % HOUR_MS, end + 1, HOUR_MS)
+
+
+def hour_figures(loader: str, site: str, served: list[ServedVisit], hour: int,
+                 previous_departure_ms: int | None = None) -> LoaderHour:
+    """One hour's figures of a loader from its served visits (in order of departure)."""
+    loads = busy = hang = queue = 0.0
+    trucks = set()
+    previous = previous_departure_ms
+    for sv in served:
+        v = sv.visit
+        if sv.service_start_ms is None:
+            continue
+        if hour <= sv.service_start_ms < hour + HOUR_MS:
+            loads += 1
+            queue += sv.queue_seconds
+            trucks.add(v.asset_guid)
+        busy += _overlap_s(sv.service_start_ms, v.departure_ms, hour)
+        if previous is not None and sv.service_start_ms > previous:
+            hang += _overlap_s(previous, sv.service_start_ms, hour)
+        previous = v.departure_ms
+    return LoaderHour(loader, site, hour, int(loads), round(busy, 3), round(hang, 3), round(queue, 3), len(trucks))
+
+
+def _spans(served: Iterable[ServedVisit], previous_departure_ms: int | None) -> dict[tuple[str, int], tuple[int, int]]:
+    """Each served visit's reach in time: from the previous departure (the gap before it, hang) or its
+    service start, whichever is earlier, to its departure."""
+    spans = {}
+    previous = previous_departure_ms
+    for sv in served:
+        start = sv.service_start_ms
+        if start is not None:
+            spans[(sv.visit.asset_guid, sv.visit.load_start_ms)] = (
+                start if previous is None else min(start, previous), sv.visit.departure_ms)
+        previous = sv.visit.departure_ms
+    return spans
+
+
+def _touched_hours(before: list[ServedVisit], after: list[ServedVisit], previous_departure_ms: int | None) -> set[int]:
+    """The hours whose figures may differ between two orders of service: those that a visit whose
+    service, queue or reach changed covered before or covers now."""
+    old, new = _spans(before, previous_departure_ms), _spans(after, previous_departure_ms)
+    touched = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    touched.update(_served_key(sv) for sv in set(after) - set(before))
+    return {hour for spans in (old, new) for key in touched if key in spans for hour in _hours(*spans[key])}
+
+
+def _served_key(sv: ServedVisit) -> tuple[str, int]:
+    return sv.visit.asset_guid, sv.visit.load_start_ms
+
+
+@dataclass(slots=True)
+class LoaderState:
+    """One loader's state: its recent visits (by departure), the closed cycles they began, the trucks
+    at or near it now, and what was last emitted of its status."""
+
+    site: str = ""
+    visits: list[LoadVisit] = field(default_factory=list)
+    previous_departure_ms: int | None = None
+    """Departure of the last visit no longer kept (the one before visits[0])."""
+    cycles: dict[tuple[str, int], CycleRecord] = field(default_factory=dict)
+    presence: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Trucks at or waiting for the loader: asset -> (AT_LOADER | WAITING, since_ms)."""
+    horizon_ms: int | None = None
+    """Visits that left before this were forgotten (the departure of the last one let go)."""
+    idle_since_ms: int | None = None
+    """The latest departure of a visit: since when the loader is idle when no truck is at it."""
+    event_ms: int | None = None
+    """The newest instant the status reflects (a departure, or a truck's arrival or first stop). Both
+    are maxima over what arrived, so the order events came in does not change them."""
+    status: LoaderStatus | None = None
+
+    def to_bytes(self) -> bytes:
+        """Versioned compact JSON; from_bytes(to_bytes(s)) == s."""
+        return orjson.dumps([
+            LOADER_STATE_VERSION, self.site, [list(v) for v in self.visits], self.previous_departure_ms,
+            [[getattr(c, name) for name in _CYCLE_FIELD_NAMES] for c in self.cycles.values()],
+            [[asset, where, since] for asset, (where, since) in self.presence.items()],
+            self.idle_since_ms, self.event_ms, None if self.status is None else list(self.status), self.horizon_ms,
+        ])  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LoaderState:
+        """Decode to_bytes output; raises ValueError on an unknown version."""
+        values = orjson.loads(data)
+        if not values or values[0] != LOADER_STATE_VERSION:
+            raise ValueError(f"unsupported loader state version {values[0] if values else None!r}")
+        _, site, visits, previous, cycles, presence, idle_since, event_ms, status, horizon = values
+        records = [CycleRecord(*c) for c in cycles]
+        return cls(site, [LoadVisit(*v) for v in visits], previous,
+                   {(c.asset_guid, c.load_start_ms): c for c in records},
+                   {asset: (where, since) for asset, where, since in presence}, horizon, idle_since, event_ms,
+                   None if status is None else LoaderStatus(*status))  # fmt: skip
+
+
+@dataclass(slots=True)
+class LoaderOutput:
+    """What a step emits: visits whose service changed, closed cycles (with their queue), hour rows and
+    the loader's status (each an upsert: the latest wins); ``counts`` are metric increments."""
+
+    served: list[ServedVisit] = field(default_factory=list)
+    cycles: list[CycleRecord] = field(default_factory=list)
+    hours: list[LoaderHour] = field(default_factory=list)
+    status: LoaderStatus | None = None
+    counts: Counter = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class LoaderStep:
+    """The result of one call: what to emit and the loader's new state."""
+
+    output: LoaderOutput
+    state: bytes
+
+
+class LoaderOperator:
+    """Runs the per-loader policy for any loader given its state (pure; see the module docstring)."""
+
+    def __init__(self, max_visits: int = MAX_VISITS) -> None:
+        self.max_visits = max_visits
+
+    # -- public steps ----------------------------------------------------------------------------
+    def on_visit(self, loader: str, state: bytes | None, visit: LoadVisit) -> LoaderStep:
+        """A load visit ended (or an open one was reported): re-serve the loader's visits and emit
+        what changed."""
+        ls = self._load(state, visit.site_guid)
+        out = LoaderOutput()
+        kept = ls.visits
+        if ls.horizon_ms is not None and visit.departure_ms < ls.horizon_ms:
+            out.counts["loaderVisitsTooLate"] += 1
+            return LoaderStep(out, ls.to_bytes())
+        served_before = serve(kept, ls.previous_departure_ms)
+        before = {_served_key(sv): sv for sv in served_before}
+        ls.visits = [v for v in kept if (v.asset_guid, v.load_start_ms) != (visit.asset_guid, visit.load_start_ms)]
+        insort(ls.visits, visit, key=_visit_key)
+        served = serve(ls.visits, ls.previous_departure_ms)
+        changed = [sv for sv in served if before.get(_served_key(sv)) != sv]
+        out.served.extend(changed)
+        out.counts["loaderVisits"] += 1
+        hours = _touched_hours(served_before, served, ls.previous_departure_ms)
+        floor = None if ls.previous_departure_ms is None else ls.previous_departure_ms - ls.previous_departure_ms % HOUR_MS
+        for hour in sorted(hours):
+            if floor is None or hour > floor:  # an hour that began before the visits kept is final
+                out.hours.append(hour_figures(loader, ls.site, served, hour, ls.previous_departure_ms))
+        by_key = {_served_key(sv): sv for sv in changed}
+        for key, cycle in ls.cycles.items():
+            sv = by_key.get(key)
+            if sv is not None and cycle.queue_seconds != sv.queue_seconds:
+                ls.cycles[key] = cycle = replace(cycle, queue_seconds=sv.queue_seconds)
+                out.cycles.append(cycle)
+        if not visit.open and (ls.idle_since_ms is None or visit.departure_ms > ls.idle_since_ms):
+            ls.idle_since_ms = visit.departure_ms
+        ls.event_ms = max(ls.event_ms or visit.departure_ms, visit.departure_ms)
+        self._forget(ls)
+        self._status(loader, ls, out)
+        return LoaderStep(out, ls.to_bytes())
+
+    def on_cycle(self, loader: str, state: bytes | None, cycle: CycleRecord) -> LoaderStep:
+        """A closed cycle that began with a load at this loader: emitted with its visit's queue (None
+        while no visit is known for it), kept so that a later change of the queue updates it."""
+        ls = self._load(state, cycle.site_guid)
+        out = LoaderOutput()
+        key = (cycle.asset_guid, cycle.load_start_ms)
+        queue = next((sv.queue_seconds for sv in serve(ls.visits, ls.previous_departure_ms)
+                      if (sv.visit.asset_guid, sv.visit.load_start_ms) == key), None)  # fmt: skip
+        cycle = replace(cycle, queue_seconds=queue)
+        if ls.horizon_ms is None or (cycle.load_start_ms or 0) >= ls.horizon_ms:
+            ls.cycles[key] = cycle
+        out.cycles.append(cycle)
+        return LoaderStep(out, ls.to_bytes())
+
+    def on_presence(self, loader: str, state: bytes | None, presence: LoaderPresence) -> LoaderStep:
+        """A truck's place relative to this loader changed: update the loader's live status."""
+        ls = self._load(state, presence.site_guid)
+        out = LoaderOutput()
+        if presence.state == LEFT:
+            ls.presence.pop(presence.asset_guid, None)
+        else:
+            ls.presence[presence.asset_guid] = (presence.state, presence.since_ms)
+            ls.event_ms = max(ls.event_ms or presence.since_ms, presence.since_ms)
+        self._status(loader, ls, out)
+        return LoaderStep(out, ls.to_bytes())
+
+    # -- internals -------------------------------------------------------------------------------
+    @staticmethod
+    def _load(state: bytes | None, site: str) -> LoaderState:
+        ls = LoaderState(site) if state is None else LoaderState.from_bytes(state)
+        ls.site = ls.site or site
+        return ls
+
+    def _forget(self, ls: LoaderState) -> None:
+        """Let the oldest visits (and the cycles they began) go beyond MAX_VISITS."""
+        n = len(ls.visits) - self.max_visits
+        if n <= 0:
+            return
+        let_go = [v for v in ls.visits[:n] if not v.open]
+        if not let_go:
+            return
+        last = let_go[-1]
+        ls.previous_departure_ms = ls.horizon_ms = last.departure_ms
+        del ls.visits[: len(let_go)]
+        for key in [k for k, c in ls.cycles.items() if (c.load_start_ms or 0) <= last.load_start_ms]:
+            del ls.cycles[key]
+
+    @staticmethod
+    def _status(loader: str, ls: LoaderState, out: LoaderOutput) -> None:
+        """The loader's live status, emitted when it changed: the first truck to have arrived of those
+        in its bay is in service, every other truck at or near it waits."""
+        present = sorted(ls.presence.items(), key=lambda item: (item[1][1], item[0]))
+        at_loader = [(asset, since) for asset, (where, since) in present if where == AT_LOADER]
+        in_service = at_loader[0] if at_loader else None
+        waiting = [(asset, since) for asset, (_, since) in present if in_service is None or asset != in_service[0]]
+        status = LoaderStatus(
+            loader, ls.site, in_service[0] if in_service else None, in_service[1] if in_service else None,
+            len(waiting), ",".join(f"{asset}@{since}" for asset, since in waiting),
+            waiting[0][1] if waiting else None, None if present else ls.idle_since_ms,
+            ls.event_ms if ls.event_ms is not None else (ls.idle_since_ms or 0),
+        )  # fmt: skip
+        if status != ls.status:
+            ls.status = status
+            out.status = status

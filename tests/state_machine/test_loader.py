@@ -1,0 +1,207 @@
+"""The loader stage (state_machine.loader): order of service, queue and hang, hourly figures, live
+status, and results that do not depend on the order in which visits arrive."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from state_machine.loader import HOUR_MS, LoaderOperator, LoaderState, hour_figures, serve
+from state_machine.model import (
+    AT_LOADER,
+    COMPLETE,
+    LEFT,
+    WAITING,
+    CycleRecord,
+    LoaderPresence,
+    LoadVisit,
+)
+
+T0 = 1_705_300_000_000 - 1_705_300_000_000 % HOUR_MS  # an hour boundary
+S = 1000
+
+
+def visit(asset: str, first_stop: int, arrival: int, departure: int, open_: bool = False) -> LoadVisit:
+    """A visit with times in seconds after T0 (load start: the first stop)."""
+    return LoadVisit(asset, "SITE", "LDR", T0 + first_stop * S, T0 + arrival * S, T0 + first_stop * S,
+                     T0 + departure * S, open_)
+
+
+def test_a_truck_arriving_at_an_idle_loader_does_not_queue_and_the_loader_hangs_until_it_arrives():
+    served = serve([visit("A", 100, 90, 300), visit("B", 500, 480, 700)])
+    assert [(sv.service_start_ms - T0) // S for sv in served] == [90, 480]
+    assert [sv.queue_seconds for sv in served] == [0.0, 0.0]
+    hour = hour_figures("LDR", "SITE", served, T0)
+    assert (hour.loads, hour.busy_seconds, hour.hang_seconds) == (2, 210 + 220, 180)
+
+
+def test_a_truck_that_stops_while_another_is_served_waits_until_that_one_leaves():
+    # B stops at 200 s (in the bay or at staging) while A is loaded until 300 s; C stops at 250 s
+    served = serve([visit("A", 100, 90, 300), visit("B", 200, 150, 450), visit("C", 250, 400, 600)])
+    assert [(sv.service_start_ms - T0) // S for sv in served] == [90, 300, 450]
+    assert [sv.queue_seconds for sv in served] == [0.0, 100.0, 200.0]
+    hour = hour_figures("LDR", "SITE", served, T0)
+    assert hour.hang_seconds == 0 and hour.queue_seconds == 300 and hour.busy_seconds == 510
+
+
+def test_a_stop_after_the_previous_truck_left_is_no_queue_and_service_starts_on_arrival():
+    served = serve([visit("A", 100, 90, 300), visit("B", 320, 310, 500)])
+    assert served[1].queue_seconds == 0.0 and (served[1].service_start_ms - T0) // S == 310
+
+
+def test_of_the_visits_open_at_the_end_the_first_to_arrive_is_served_and_the_others_still_wait():
+    rows = _run(LoaderOperator(), [("visit", visit("A", 100, 90, 300)), ("visit", visit("C", 260, 250, 900, True)),
+                                   ("visit", visit("B", 200, 150, 905, True))])  # fmt: skip
+    b, c = rows[("served", "B", T0 + 200 * S)], rows[("served", "C", T0 + 260 * S)]
+    assert b.service_start_ms == T0 + 300 * S and b.queue_seconds == 100.0  # in service when the input ended
+    assert c.service_start_ms is None and c.queue_seconds == 900 - 260  # still waiting behind it
+    assert rows[("hour", T0)].loads == 2
+
+
+def test_hours_split_services_and_gaps_and_add_up_to_the_whole_window():
+    served = serve([visit("A", 3000, 2990, 3700), visit("B", 4000, 3990, 7500), visit("C", 7700, 7690, 7900)])
+    hours = [hour_figures("LDR", "SITE", served, T0 + k * HOUR_MS) for k in range(3)]
+    assert [h.loads for h in hours] == [1, 1, 1]  # by the hour the service started
+    assert [h.busy_seconds for h in hours] == [610, 100 + 3210, 300 + 210]
+    assert [h.hang_seconds for h in hours] == [0, 290, 190]
+    assert sum(h.busy_seconds for h in hours) == (3700 - 2990) + (7500 - 3990) + (7900 - 7690)
+    assert sum(h.hang_seconds for h in hours) == (3990 - 3700) + (7690 - 7500)
+
+
+def _cycle(asset: str, load_start_s: int) -> CycleRecord:
+    return CycleRecord(asset, "SITE", COMPLETE, "EMPTY_TRAVEL", loader_asset_guid="LDR",
+                       load_start_ms=T0 + load_start_s * S, cycle_end_ms=T0 + load_start_s * S + 1800 * S)
+
+
+def _run(operator: LoaderOperator, events: list) -> dict:
+    """Feed events in order; return the final rows by key (what the tables hold)."""
+    state = None
+    rows: dict = {}
+    for kind, event in events:
+        step = {"visit": operator.on_visit, "cycle": operator.on_cycle, "presence": operator.on_presence}[kind](
+            "LDR", state, event)
+        state = step.state
+        out = step.output
+        for sv in out.served:
+            rows[("served", sv.visit.asset_guid, sv.visit.load_start_ms)] = sv
+        for cycle in out.cycles:
+            rows[("cycle", cycle.asset_guid, cycle.load_start_ms)] = cycle
+        for hour in out.hours:
+            rows[("hour", hour.hour_start_ms)] = hour
+        if out.status is not None:
+            rows["status"] = out.status
+    return rows
+
+
+def _without_empty_hours(rows: dict) -> dict:
+    """The rows less the hours left with nothing in them (a visit that came late moved a service out of
+    an hour that an earlier order had put it in: the row stays, all zeros)."""
+    return {key: row for key, row in rows.items()
+            if not (key[0] == "hour" and row.loads == 0 and row.busy_seconds == 0 and row.hang_seconds == 0)}
+
+
+@st.composite
+def visit_sets(draw: st.DrawFn) -> list[LoadVisit]:
+    """A loader's visits over a few hours: trucks arriving, some waiting for the one being served."""
+    n = draw(st.integers(2, 25))
+    visits = []
+    t = 0
+    for k in range(n):
+        t += draw(st.integers(0, 900))
+        first_stop = t
+        arrival = first_stop + draw(st.integers(-60, 20))
+        visits.append(visit(f"T{k % 7}", first_stop, arrival, first_stop + draw(st.integers(60, 600))))
+    return visits
+
+
+@settings(max_examples=300, deadline=None)
+@given(visit_sets(), st.randoms(use_true_random=False))
+def test_the_rows_do_not_depend_on_the_order_visits_and_cycles_arrive_in(visits, rnd):
+    """Trucks' data arrives late and out of order across trucks: the tables end the same."""
+    events = [("visit", v) for v in visits] + [("cycle", _cycle(v.asset_guid, (v.load_start_ms - T0) // S))
+                                               for v in visits]  # fmt: skip
+    in_order = _run(LoaderOperator(), sorted(events, key=lambda e: e[1].departure_ms if e[0] == "visit" else 0))
+    shuffled = events[:]
+    rnd.shuffle(shuffled)
+    resent = shuffled + [e for e in shuffled if rnd.random() < 0.3]  # duplicates (a restart re-sends them)
+    assert _without_empty_hours(_run(LoaderOperator(), resent)) == _without_empty_hours(in_order)
+    cycles = [row for key, row in in_order.items() if key[0] == "cycle"]
+    assert all(c.queue_seconds is not None for c in cycles)
+
+
+def test_a_late_visit_updates_the_next_trucks_queue_and_its_cycle_row():
+    operator = LoaderOperator()
+    b = visit("B", 200, 150, 450)
+    first = _run(operator, [("visit", b), ("cycle", _cycle("B", 200))])
+    assert first[("cycle", "B", T0 + 200 * S)].queue_seconds == 0.0
+    late = _run(operator, [("visit", b), ("cycle", _cycle("B", 200)), ("visit", visit("A", 100, 90, 300))])
+    assert late[("cycle", "B", T0 + 200 * S)].queue_seconds == 100.0
+    assert late[("served", "B", T0 + 200 * S)].service_start_ms == T0 + 300 * S
+
+
+def test_a_visit_older_than_every_one_kept_changes_nothing_and_is_counted():
+    operator = LoaderOperator(max_visits=5)
+    state = None
+    for k in range(8):
+        state = operator.on_visit("LDR", state, visit("A", 3600 + k * 600, 3600 + k * 600, 3600 + k * 600 + 300)).state
+    kept = LoaderState.from_bytes(state)
+    assert len(kept.visits) == 5 and kept.previous_departure_ms == T0 + (3600 + 2 * 600 + 300) * S
+    step = operator.on_visit("LDR", state, visit("B", 100, 90, 300))
+    assert step.output.counts["loaderVisitsTooLate"] == 1 and not step.output.served
+    assert LoaderState.from_bytes(step.state).visits == kept.visits
+
+
+def test_the_next_visit_after_the_ones_let_go_still_knows_when_the_last_one_left():
+    operator = LoaderOperator(max_visits=3)
+    state = None
+    for k in range(6):  # one visit an hour
+        state = operator.on_visit("LDR", state, visit("A", k * 3600, k * 3600, k * 3600 + 600)).state
+    kept = LoaderState.from_bytes(state)
+    assert len(kept.visits) == 3 and kept.previous_departure_ms == kept.visits[0].departure_ms - HOUR_MS
+    step = operator.on_visit("LDR", state, visit("B", 5 * 3600 + 100, 5 * 3600 + 90, 5 * 3600 + 900))
+    assert step.output.served[-1].queue_seconds == 500.0
+
+
+def test_a_batch_of_history_brings_one_trucks_visits_hours_after_anothers_and_they_still_meet():
+    later = [visit("B", k * 1800, k * 1800, k * 1800 + 600) for k in range(1, 48)]  # a day of truck B first
+    rows = _run(LoaderOperator(), [("visit", v) for v in later] + [("visit", visit("A", 1700, 1690, 1850))])
+    assert rows[("served", "B", T0 + 1800 * S)].queue_seconds == 1850 - 1800  # B waited for A
+
+
+def test_the_status_shows_who_is_served_who_waits_since_when_and_since_when_the_loader_is_idle():
+    operator = LoaderOperator()
+    rows = _run(operator, [
+        ("presence", LoaderPresence("B", "SITE", "LDR", WAITING, T0 + 200 * S, T0 + 210 * S)),
+        ("presence", LoaderPresence("A", "SITE", "LDR", AT_LOADER, T0 + 100 * S, T0 + 220 * S)),
+        ("presence", LoaderPresence("C", "SITE", "LDR", AT_LOADER, T0 + 150 * S, T0 + 230 * S)),
+    ])  # fmt: skip
+    status = rows["status"]
+    assert status.in_service_asset == "A" and status.in_service_since_ms == T0 + 100 * S
+    assert status.waiting == f"C@{T0 + 150 * S},B@{T0 + 200 * S}" and status.waiting_count == 2
+    assert status.oldest_wait_since_ms == T0 + 150 * S and status.idle_since_ms is None
+    rows = _run(operator, [
+        ("presence", LoaderPresence("A", "SITE", "LDR", AT_LOADER, T0 + 100 * S, T0 + 220 * S)),
+        ("presence", LoaderPresence("A", "SITE", "LDR", LEFT, T0 + 100 * S, T0 + 400 * S)),
+        ("visit", visit("A", 100, 90, 380)),
+    ])  # fmt: skip
+    assert rows["status"].in_service_asset is None and rows["status"].idle_since_ms == T0 + 380 * S
+    assert rows["status"].event_ms == T0 + 380 * S
+
+
+def test_state_round_trips():
+    operator = LoaderOperator()
+    rng = random.Random(3)
+    state = None
+    for k in range(10):
+        t = k * 400 + rng.randrange(100)
+        state = operator.on_visit("LDR", state, visit(f"T{k}", t, t - 5, t + 300)).state
+        state = operator.on_cycle("LDR", state, _cycle(f"T{k}", t)).state
+        state = operator.on_presence("LDR", state, LoaderPresence(f"T{k}", "SITE", "LDR", AT_LOADER, T0 + t * S,
+                                                                  T0 + t * S)).state  # fmt: skip
+    decoded = LoaderState.from_bytes(state)
+    assert decoded.to_bytes() == state
+    with pytest.raises(ValueError):
+        LoaderState.from_bytes(b'[99, "x"]')
