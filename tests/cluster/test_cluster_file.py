@@ -34,7 +34,7 @@ from tests.cluster.cluster_support import (
     wait_finished,
     wait_for,
 )
-from tests.job.flink_harness import read_tables
+from tests.job.flink_harness import LOADER_KINDS, read_tables
 from tests.job.reliability_support import (
     assert_tables_equal_replay,
     drop_file,
@@ -149,7 +149,7 @@ def _copy_tables(pg_dsn: str, source: TableNames, target: TableNames) -> None:
     try:
         apply_migrations(conn, target)
         with conn.cursor() as cur:
-            for kind in ("cycle_tmp", "cycle", "process_info", "dead_letter", "alerts"):
+            for kind in ("cycle_tmp", "cycle", "process_info", "dead_letter", "alerts", *LOADER_KINDS):
                 cur.execute(f'INSERT INTO "{target.schema}"."{target.table_name(kind)}" '
                             f'SELECT * FROM "{source.schema}"."{source.table_name(kind)}"')  # fmt: skip
         conn.commit()
