@@ -1,7 +1,7 @@
 """A standalone Flink session cluster on this machine: one JobManager and N TaskManagers, each a JVM of
 its own, from the Flink distribution inside the apache-flink wheel (``pyflink/bin``, ``lib``, ``opt``).
 ``asset-cycle cluster up|status|down`` manage it, ``asset-cycle run --cluster`` submits the job to it,
-the cluster test tier and ``bench/cluster_scaling.py`` run on it.
+the cluster test tier and ``bench/cluster_throughput.py`` run on it.
 
 A cluster's directory (``.services/flink-cluster/`` by default; tests and the bench use their own):
 
