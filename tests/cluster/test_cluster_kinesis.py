@@ -106,7 +106,7 @@ def test_four_shards_at_parallelism_n_equal_the_replay(
     streams = [[r.data for r in records if r.shard_id in shards]
                for shards in shards_of_readers(sorted({r.shard_id for r in records}), parallelism)]  # fmt: skip
     assert subtask_reads(job, "kinesis-source") == [len(stream) for stream in streams]  # every reader had shards
-    assert_tables_equal_replay_of(pg_dsn, table_names, sim.reference, *streams)
+    assert_tables_equal_replay_of(pg_dsn, table_names, sim.reference, *streams, live=True)
 
 
 def _quiet_half(sim: Simulation, quiet_after_ms: int) -> list[str]:
@@ -172,4 +172,4 @@ def test_one_shard_read_at_parallelism_2_cycles_close_while_the_job_runs(
         stop_with_savepoint(job, tmp_path / "savepoints", drain=True)
     finally:
         job.cancel()
-    assert_tables_equal_replay_of(pg_dsn, table_names, sim.reference, ordered)
+    assert_tables_equal_replay_of(pg_dsn, table_names, sim.reference, ordered, live=True)

@@ -369,23 +369,27 @@ def expected_last_events(bundle: Path, lines: list[str]) -> dict[str, int]:
     return {a: s.last_event_ms for a, s in replayer.result.statuses.items()}
 
 
-def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lines: list[str]) -> None:
+def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lines: list[str],
+                               live: bool = False) -> None:  # fmt: skip
     """The job's tables hold exactly what the replay of ``lines`` gives (to the end of input): the
-    same closed cycles, open cycles and fleet state, and the same rejected records (by reason and
-    raw text; the row ids depend on the source position, which the replay does not know)."""
+    same closed cycles, open cycles and fleet state, the same rejected records (by reason and raw
+    text; the row ids depend on the source position, which the replay does not know) and the same
+    loader and truck-hour rows. ``live``: the job read an unbounded source, so it computed live rows
+    (job.pipeline.assemble), and so does the replay."""
     from workbench.bundle import read_reference
 
-    assert_tables_equal_replay_of(pg_dsn, names, read_reference(bundle)[0], lines)
+    assert_tables_equal_replay_of(pg_dsn, names, read_reference(bundle)[0], lines, live=live)
 
 
-def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData, *parts: list[str]) -> None:
-    """assert_tables_equal_replay with the reference data given, and every loader table too. More than
-    one part: what a job whose subtasks each parse one of them writes (each with its own stream
-    watermark, as a Kinesis reader's parse subtask; tests.workbench.partitioned_replay)."""
+def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData, *parts: list[str],
+                                  live: bool = False) -> None:  # fmt: skip
+    """assert_tables_equal_replay with the reference data given. More than one part: what a job whose
+    subtasks each parse one of them writes (each with its own stream watermark, as a Kinesis reader's
+    parse subtask; tests.workbench.partitioned_replay)."""
     from tests.job.flink_harness import loader_table_differences, read_tables
     from tests.workbench.partitioned_replay import replay_parts
 
-    expected = replay_parts(parts, reference)
+    expected = replay_parts(parts, reference, speculative=live)
     tables = read_tables(pg_dsn, names)
     got = [c.as_dict() for c in tables.closed]
     want = [c.as_dict() for c in expected.sorted_closed()]
@@ -394,7 +398,8 @@ def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: Ref
         k: v.as_dict() for k, v in expected.in_progress.items()}
     assert tables.statuses == expected.statuses
     assert {(d["reason"], d["raw"]) for d in tables.dead_letters} == {(d.reason, d.raw) for d in expected.dead_letters}
-    assert not loader_table_differences(tables, expected)
+    differences = loader_table_differences(tables, expected, any_order=True)  # parallel subtasks, restores
+    assert not differences, differences
 
 
 def _cycle_difference(got: list[dict], want: list[dict]) -> str:

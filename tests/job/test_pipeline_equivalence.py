@@ -35,4 +35,5 @@ def test_flink_tables_equal_replay_on_a_degraded_20_truck_8_hour_run(tmp_path, p
         dead_letter_id(d.source, d.reason, d.raw) for d in expected.dead_letters
     }
     assert sum(c.queue_seconds is not None for c in tables.closed) > 0.95 * len(tables.closed)
-    assert not loader_table_differences(tables, expected)
+    differences = loader_table_differences(tables, expected)
+    assert not differences, differences
