@@ -16,8 +16,10 @@ on disk, into the PostgreSQL upsert sinks. Printed per size:
   PostgreSQL process (those running plus those that exited, through the postmaster's children
   times), from /proc, over the run; the ``flink run`` client's CPU is printed apart;
 * where the TaskManagers' CPU goes, per thread (/proc/<pid>/task/*, sampled every 0.2 s): the task
-  threads that run the Python operators (each with the Java operators chained to it), the source
-  threads, the JDBC writers' flush threads, the JIT compilers, the garbage collector, the rest;
+  threads whose chain holds a Python operator (with the Java operators chained to it: at parallelism
+  1 the file source's task is ``Source: file-source -> batch -> parse+validate -> watermarks``), the
+  Java-only tasks (the file source's at higher parallelism, the dead-letter sink), the source
+  readers, the JDBC writers' flush threads, the JIT compilers, the garbage collector, the rest;
   threads that ended between two samples are counted as such;
 * the speed-up of each size over the first.
 
@@ -62,15 +64,17 @@ SAMPLE_S = 0.2
 JOB_TIMEOUT_S = 3600.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
+PYTHON_OPERATORS = ("parse+validate", "cycle-engine", "loader-engine")
+"""Names of the job's Python operators (job.pipeline): a task whose chain holds one is a Python task."""
+PYTHON_TASKS = "Python operator tasks"
 THREAD_KINDS = (
-    ("Python operator tasks", ("batch", "parse", "cycle-engine", "loader-engine")),
-    ("source", ("Source", "SourceFetcher", "Source Data Fetcher")),
+    ("source readers", ("Source Data Fet",)),
     ("JDBC flush", ("jdbc",)),
     ("JIT compiler", ("C1 CompilerThre", "C2 CompilerThre")),
     ("garbage collector", ("GC Thread", "G1 ", "VM Periodic", "VM Thread")),
 )
-"""Thread kinds by the start of the thread's name (/proc's comm: its first 15 characters); the rest is
-"other JVM threads" (network, RPC, heartbeats, metrics, checkpoints)."""
+"""Other threads by the start of their name; the rest is "other JVM threads" (network, RPC, heartbeats,
+metrics, checkpoints)."""
 
 
 def _stat(path: Path) -> list[str] | None:
@@ -168,8 +172,13 @@ def cpu_now(jobmanager: int, taskmanagers: list[int]) -> dict[str, float]:
             "PostgreSQL": postgres_cpu_s(), "client": times.children_user + times.children_system}  # fmt: skip
 
 
-def thread_kind(name: str) -> str:
-    """The THREAD_KINDS kind of a thread name."""
+def thread_kind(name: str, tasks: list[str]) -> str:
+    """What a thread (its name as /proc shows it: the first 15 characters) runs. A task thread is named
+    after its task, a chain of operators (``tasks``, the job's vertex names): a Python task when the
+    chain holds a Python operator, else a Java task (a source, a sink); other threads by THREAD_KINDS."""
+    chains = [task for task in tasks if task.startswith(name)] if len(name) >= 15 else []
+    if chains:
+        return PYTHON_TASKS if any(op in chains[0] for op in PYTHON_OPERATORS) else "Java-only tasks (source, sinks)"
     for kind, prefixes in THREAD_KINDS:
         if name.startswith(prefixes):
             return kind
@@ -192,6 +201,17 @@ class ClusterRun:
     """CPU seconds of the JobManager, the TaskManagers, PostgreSQL and the client."""
     threads: dict[str, float] = field(default_factory=dict)
     """The TaskManagers' CPU seconds per thread name."""
+    tasks: list[str] = field(default_factory=list)
+    """The job's tasks (vertex names: chains of operators)."""
+
+    def kind_cpu_s(self) -> dict[str, float]:
+        """The TaskManagers' CPU seconds per thread_kind, and of the threads that ended between samples."""
+        kinds: dict[str, float] = {}
+        for name, seconds in self.threads.items():
+            kind = thread_kind(name, self.tasks)
+            kinds[kind] = kinds.get(kind, 0.0) + seconds
+        kinds["threads that ended between samples"] = self.cpu_s["TaskManagers"] - sum(self.threads.values())
+        return kinds
 
     def per_k(self, seconds: float) -> float:
         """CPU seconds per 1,000 records."""
@@ -279,7 +299,8 @@ def run_on_cluster(bundle: Path, records: int, taskmanagers: int, tmp: Path) -> 
         cluster.stop()
     window = (last - first) if first is not None and last is not None else float("nan")
     return ClusterRun(taskmanagers, records, detail["end-time"] / 1000 - started, detail["start-time"] / 1000 - started,
-                      window, {k: cpu1[k] - cpu0[k] for k in cpu0}, sampler.by_thread())  # fmt: skip
+                      window, {k: cpu1[k] - cpu0[k] for k in cpu0}, sampler.by_thread(),
+                      [str(v["name"]) for v in detail.get("vertices", [])])  # fmt: skip
 
 
 def pure_engine_cpu_s(bundle: Path) -> tuple[int, float]:
@@ -308,14 +329,10 @@ def print_run(run: ClusterRun, baseline: ClusterRun | None) -> None:
     print(f"  CPU s per 1,000 records: {run.per_k(run.server_cpu_s):.3f} (JobManager {run.per_k(run.cpu_s['JobManager']):.3f}, "
           f"TaskManagers {run.per_k(run.cpu_s['TaskManagers']):.3f}, PostgreSQL {run.per_k(run.cpu_s['PostgreSQL']):.3f}); "
           f"flink run client {run.cpu_s['client']:.1f} s")  # fmt: skip
-    kinds: dict[str, float] = {}
-    for name, seconds in run.threads.items():
-        kinds[thread_kind(name)] = kinds.get(thread_kind(name), 0.0) + seconds
-    kinds["threads that ended between samples"] = run.cpu_s["TaskManagers"] - sum(run.threads.values())
     print("  TaskManagers' CPU by thread kind (µs per record):")
-    for kind, seconds in sorted(kinds.items(), key=lambda kv: -kv[1]):
+    for kind, seconds in sorted(run.kind_cpu_s().items(), key=lambda kv: -kv[1]):
         print(f"    {kind:36s} {seconds / n * 1e6:7.1f}")
-    top = sorted(run.threads.items(), key=lambda kv: -kv[1])[:8]
+    top = sorted(run.threads.items(), key=lambda kv: -kv[1])[:10]
     print("  busiest threads (µs per record): " + ", ".join(f"{name} {s / n * 1e6:.1f}" for name, s in top))
 
 
@@ -342,7 +359,7 @@ def main() -> int:
     print("where a record's CPU goes (µs per record): engine = the pure replay's; crossing + chained Java "
           "operators = Python operator tasks - engine")  # fmt: skip
     for run in runs:
-        python_tasks = sum(s for name, s in run.threads.items() if thread_kind(name) == "Python operator tasks")
+        python_tasks = run.kind_cpu_s().get(PYTHON_TASKS, 0.0)
         rest_tm = run.cpu_s["TaskManagers"] - python_tasks
         print(f"  {run.taskmanagers} TM: engine {pure:.1f}, crossing + chained Java {python_tasks / lines * 1e6 - pure:.1f}, "
               f"other TaskManager threads {rest_tm / lines * 1e6:.1f}, PostgreSQL {run.cpu_s['PostgreSQL'] / lines * 1e6:.1f}, "
