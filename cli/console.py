@@ -11,8 +11,12 @@
 * at the end of a bounded run a summary like ``asset-cycle replay`` prints; an empty input or an
   input whose every record was rejected is said as such.
 
-Metrics come from the job jar's in-JVM reporter (``assetcycle.metrics.LocalMetricsReporter``),
-which keeps the last values of finished tasks, so the summary of a bounded run is complete.
+The job is followed through a ``JobHandle``: ``LocalJob`` for the local minicluster (the py4j
+JobClient; metrics from the job jar's in-JVM reporter, ``assetcycle.metrics.LocalMetricsReporter``,
+which keeps the last values of finished tasks, so the summary of a bounded run is complete) or
+``ClusterJob`` for a job on a Flink cluster (its REST API: status, metrics summed over subtasks,
+stop-with-savepoint, cancel; a finished task's metrics are gone from it, so a bounded run's summary
+gives the last figures the cluster reported).
 
 Stopping (Ctrl-C, SIGTERM, the end of ``--duration-s``): with a savepoint directory a
 stop-with-savepoint is tried for at most ``stop_timeout_s`` (not at all while the job is not
@@ -37,8 +41,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
-from urllib.parse import unquote, urlparse
+from typing import Any, Protocol
+from urllib.parse import quote, unquote, urlparse
 
 from pyflink.common import JobClient
 from pyflink.common.completable_future import CompletableFuture
@@ -179,16 +183,21 @@ def progress_line(counts: JobCounts, rate: float, now_ms: float, sinks_waiting: 
     return line
 
 
-def summary_line(counts: JobCounts, seconds: float, source: str, dead_letter_table: str) -> str:
-    """The end of a bounded run, like ``asset-cycle replay``; an empty or all-bad input said as such."""
+def summary_line(counts: JobCounts, seconds: float, source: str, dead_letter_table: str, final: bool = True) -> str:
+    """The end of a bounded run, like ``asset-cycle replay``; an empty or all-bad input said as such.
+    ``final`` False: ``counts`` are the last a cluster reported before the tasks ended, said as such."""
     records = counts.records_in
     reasons = counts.labelled("deadLetters", "reason")
+    statuses = counts.labelled("cyclesClosed", "status")
+    if not final:
+        return (f"finished in {seconds:.1f} s; the cluster last reported {_count(records)} records in, "
+                f"{_count(counts.cycles_closed)} closed cycles {_by(statuses)}".rstrip()
+                + f", {_count(counts.dead_letters)} dead letters {_by(reasons)}".rstrip())
     if records == 0:
         return f"finished in {seconds:.1f} s: {source} had no records; nothing was written"
     if counts.get("recordsParsed") == 0 and counts.dead_letters >= records:
         return (f"finished in {seconds:.1f} s: every one of the {_count(records)} records of {source} was rejected "
                 f"{_by(reasons)}; nothing was applied (see {dead_letter_table})")
-    statuses = counts.labelled("cyclesClosed", "status")
     rate = records / seconds if seconds > 0 else 0.0
     return (f"finished in {seconds:.1f} s: {_count(records)} records ({_count(counts.get('pointsApplied'))} applied, "
             f"{_count(counts.get('duplicatesDropped'))} duplicates, {_count(counts.get('reordered'))} re-ordered, "
@@ -201,11 +210,16 @@ def summary_line(counts: JobCounts, seconds: float, source: str, dead_letter_tab
 # --------------------------------------------------------------------------- REST (causes, task states)
 
 
-def rest_json(port: int, path: str, timeout_s: float = 2.0) -> Any:
-    """GET a JSON resource of the local Web UI / REST API (None when it does not answer)."""
+def rest_json(base_url: str, path: str, timeout_s: float = 2.0, method: str = "GET", body: Any = None) -> Any:
+    """A JSON resource of a Flink REST API / Web UI such as ``http://127.0.0.1:8081`` (None when it
+    does not answer or refuses)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base_url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})  # fmt: skip
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as resp:
-            return json.loads(resp.read())
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            text = resp.read()
+            return json.loads(text) if text else {}
     except Exception:  # noqa: BLE001 - the cluster may be starting, busy or gone
         return None
 
@@ -229,6 +243,222 @@ def java_root_cause(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+# --------------------------------------------------------------------------- the job: local or on a cluster
+
+TERMINAL_STATES = ("FINISHED", "CANCELED", "FAILED")
+GAUGES = ("eventTimeLagMs", "trucksTracked", "referenceSites", "referenceAgeSeconds", "sinkTimeSinceLastWriteMs",
+          "millisBehindLatest")  # fmt: skip
+"""The job's own metrics that are gauges: over subtasks the highest counts (counters are summed)."""
+OWN_GROUP = ".kinesisanalytics.assetCycle."
+
+
+class SavepointRequest(Protocol):
+    """A stop-with-savepoint under way."""
+
+    def done(self) -> bool:
+        """Whether it completed or failed."""
+
+    def location(self) -> str:
+        """Where the savepoint is (once done); raises SavepointFailed when it failed."""
+
+
+class SavepointFailed(RuntimeError):
+    """A savepoint was not taken (the message is the root cause; ``reason`` Flink's
+    CheckpointFailureReason name when it is known)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class JobHandle(Protocol):
+    """A submitted job as the console follows it: LocalJob (the minicluster) or ClusterJob (a REST API)."""
+
+    job_id: str
+    rest_url: str | None
+    counts_are_final: bool
+    """Whether ``counts()`` still has a task's last values after the task ended."""
+
+    def status(self) -> str:
+        """Flink's JobStatus name ("" while not known)."""
+
+    def ended(self) -> bool:
+        """Whether the job reached a terminal state."""
+
+    def failure(self) -> str | None:
+        """Once ended: the root cause when the job failed, else None."""
+
+    def counts(self) -> JobCounts:
+        """The job's own metrics now."""
+
+    def stop_with_savepoint(self, target: str, drain: bool) -> SavepointRequest:
+        """Ask for a canonical savepoint into directory URI ``target``, then the stop."""
+
+    def cancel(self) -> None:
+        """Cancel the job (no error when it ended meanwhile)."""
+
+    def release(self) -> None:
+        """Forget what was kept for the job (its metrics)."""
+
+
+class _JavaSavepoint:
+    def __init__(self, future: Any) -> None:
+        self.future = future
+
+    def done(self) -> bool:
+        return bool(self.future.isDone())
+
+    def location(self) -> str:
+        try:
+            return local_path(str(self.future.get()))
+        except Exception as exc:  # noqa: BLE001 - py4j wraps the Java failure
+            raise SavepointFailed(java_root_cause(exc), checkpoint_failure_reason(exc)) from None
+
+
+class LocalJob:
+    """A job of the local minicluster, through PyFlink's JobClient (py4j) and the in-JVM reporter."""
+
+    counts_are_final = True
+
+    def __init__(self, client: JobClient, rest_port: int | None = None) -> None:
+        self.client = client
+        self.job_id = str(client.get_job_id())
+        self.rest_url = f"http://127.0.0.1:{rest_port}" if rest_port else None
+        self._result: CompletableFuture = client.get_job_execution_result()
+        self._status = ""
+
+    def status(self) -> str:
+        try:
+            unit = get_gateway().jvm.java.util.concurrent.TimeUnit.SECONDS
+            self._status = str(self.client._j_job_client.getJobStatus().get(5, unit))
+        except Exception:  # noqa: BLE001 - the cluster is busy or shutting down; try again
+            pass
+        return self._status
+
+    def ended(self) -> bool:
+        return bool(self._result.done())
+
+    def failure(self) -> str | None:
+        try:
+            self._result.result()
+        except Exception as exc:  # noqa: BLE001 - the job failed: its root cause
+            return java_root_cause(exc)
+        return None
+
+    def counts(self) -> JobCounts:
+        return reporter_snapshot(self.job_id)
+
+    def stop_with_savepoint(self, target: str, drain: bool) -> SavepointRequest:
+        fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+        try:
+            return _JavaSavepoint(self.client._j_job_client.stopWithSavepoint(drain, target, fmt))
+        except Exception as exc:  # noqa: BLE001
+            raise SavepointFailed(java_root_cause(exc), checkpoint_failure_reason(exc)) from None
+
+    def cancel(self) -> None:
+        with contextlib.suppress(Exception):  # it may have ended meanwhile
+            self.client._j_job_client.cancel()
+
+    def release(self) -> None:
+        release_snapshot(self.job_id)
+
+
+def own_metric_key(metric_id: str) -> str | None:
+    """A REST metric id of the job's own group -> the console's key (as LocalMetricsReporter names
+    them): ``cycle-engine.kinesisanalytics.assetCycle.reason.LATE.deadLetters`` ->
+    ``deadLetters{reason=LATE}``; None for Flink's own metrics."""
+    at = metric_id.find(OWN_GROUP)
+    if at < 0:
+        return None
+    parts = metric_id[at + len(OWN_GROUP):].split(".")
+    labels = ",".join(f"{parts[i]}={parts[i + 1]}" for i in range(0, len(parts) - 1, 2))
+    return f"{parts[-1]}{{{labels}}}" if labels else parts[-1]
+
+
+class _RestSavepoint:
+    def __init__(self, base_url: str, job_id: str, request_id: str) -> None:
+        self.path = f"/jobs/{job_id}/savepoints/{request_id}"
+        self.base_url = base_url
+        self._answer: dict[str, Any] = {}
+
+    def done(self) -> bool:
+        answer = rest_json(self.base_url, self.path) or {}
+        if (answer.get("status") or {}).get("id") == "COMPLETED":
+            self._answer = answer
+            return True
+        return False
+
+    def location(self) -> str:
+        operation = self._answer.get("operation") or {}
+        if operation.get("location"):
+            return local_path(str(operation["location"]))
+        cause = operation.get("failure-cause") or {}
+        raise SavepointFailed(root_cause(str(cause.get("stack-trace") or cause.get("class") or "unknown cause")))
+
+
+class ClusterJob:
+    """A job on a Flink cluster, through its REST API at ``rest_url`` (see the module docstring)."""
+
+    counts_are_final = False
+
+    def __init__(self, rest_url: str, job_id: str) -> None:
+        self.rest_url = rest_url
+        self.job_id = job_id
+        self._status = ""
+        self._last = JobCounts()
+
+    def status(self) -> str:
+        job = rest_json(self.rest_url, f"/jobs/{self.job_id}")
+        if job is not None and job.get("state"):
+            self._status = str(job["state"])
+        return self._status
+
+    def ended(self) -> bool:
+        return self.status() in TERMINAL_STATES
+
+    def failure(self) -> str | None:
+        if self.status() != "FAILED":
+            return None
+        history = rest_json(self.rest_url, f"/jobs/{self.job_id}/exceptions?maxExceptions=1") or {}
+        root = (history.get("exceptionHistory") or {}).get("entries") or [history.get("root-exception")]
+        first = root[0] if root and root[0] else None
+        if isinstance(first, dict):
+            return root_cause(str(first.get("stacktrace") or first.get("exceptionName") or "unknown cause"))
+        return root_cause(str(first)) if first else "unknown cause (see the cluster's logs)"
+
+    def counts(self) -> JobCounts:
+        """The job's own metrics over every vertex, counters summed and gauges maxed over subtasks; the
+        last figures seen once the tasks are gone."""
+        job = rest_json(self.rest_url, f"/jobs/{self.job_id}") or {}
+        values: dict[str, float] = {}
+        for vertex in job.get("vertices") or []:
+            base = f"/jobs/{self.job_id}/vertices/{vertex['id']}/subtasks/metrics"
+            ids = [m["id"] for m in rest_json(self.rest_url, base) or [] if own_metric_key(m["id"])]
+            if not ids:
+                continue
+            for metric in rest_json(self.rest_url, f"{base}?agg=sum,max&get=" + quote(",".join(ids), safe=",")) or []:
+                key = own_metric_key(metric["id"])
+                gauge = key.split("{")[0] in GAUGES
+                value = float(metric.get("max" if gauge else "sum", 0.0))
+                values[key] = max(values.get(key, value), value) if gauge else values.get(key, 0.0) + value
+        if values:
+            self._last = JobCounts(values)
+        return self._last
+
+    def stop_with_savepoint(self, target: str, drain: bool) -> SavepointRequest:
+        answer = rest_json(self.rest_url, f"/jobs/{self.job_id}/stop", timeout_s=10.0, method="POST",
+                           body={"targetDirectory": target, "drain": drain, "formatType": "CANONICAL"})  # fmt: skip
+        if not answer or "request-id" not in answer:
+            raise SavepointFailed(f"the cluster refused the stop ({self.rest_url})")
+        return _RestSavepoint(self.rest_url, self.job_id, str(answer["request-id"]))
+
+    def cancel(self) -> None:
+        rest_json(self.rest_url, f"/jobs/{self.job_id}?mode=cancel", timeout_s=10.0, method="PATCH")
+
+    def release(self) -> None:
+        self._last = JobCounts()
+
+
 # --------------------------------------------------------------------------- the console
 
 
@@ -244,13 +474,11 @@ class StopPlan:
 class JobConsole:
     """Follows one submitted job (see module docstring). ``print_line`` receives every line."""
 
-    def __init__(self, client: JobClient, rest_port: int | None, stop: StopPlan, *, bounded: bool, source: str,
-                 dead_letter_table: str, progress_s: float = DEFAULT_PROGRESS_S,
-                 resume_hint: Callable[[], str | None] | None = None, flink_log: str | None = None,
-                 print_line: Callable[[str], None] | None = None) -> None:  # fmt: skip
-        self.client = client
-        self.job_id = str(client.get_job_id())
-        self.rest_port = rest_port
+    def __init__(self, job: JobHandle, stop: StopPlan, *, bounded: bool, source: str, dead_letter_table: str,
+                 progress_s: float = DEFAULT_PROGRESS_S, resume_hint: Callable[[], str | None] | None = None,
+                 flink_log: str | None = None, print_line: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        self.job = job
+        self.job_id = job.job_id
         self.stop_plan = stop
         self.bounded = bounded
         self.source = source
@@ -297,28 +525,23 @@ class JobConsole:
     def watch(self, duration_s: float | None = None) -> int:
         """Follow the job until it ends or is stopped; returns the process exit code."""
         self.print(f"job {self.job_id} submitted")
-        result = self.client.get_job_execution_result()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         try:
             while True:
-                if result.done():
-                    return self._ended(result)
+                if self.job.ended():
+                    return self._ended()
                 if deadline is not None and time.monotonic() >= deadline:
                     self.request_stop(f"--duration-s {duration_s:g} reached")
                 if self.stop_reason is not None:
-                    return self._stop(result)
+                    return self._stop()
                 self._poll_state()
                 self._poll_progress()
                 time.sleep(POLL_S)
         finally:
-            release_snapshot(self.job_id)
+            self.job.release()
 
     def _status_now(self) -> str:
-        try:
-            unit = get_gateway().jvm.java.util.concurrent.TimeUnit.SECONDS
-            return str(self.client._j_job_client.getJobStatus().get(5, unit))
-        except Exception:  # noqa: BLE001 - the cluster is busy or shutting down; try again
-            return self._status
+        return self.job.status() or self._status
 
     def _poll_state(self) -> None:
         status = self._status_now()
@@ -341,9 +564,9 @@ class JobConsole:
         """``name (STATUS)`` of each task that neither runs nor has finished (a job can be RUNNING with
         tasks waiting for slots or being redeployed after a failure); None when the REST API does not
         answer."""
-        if self.rest_port is None:
+        if self.job.rest_url is None:
             return None
-        job = rest_json(self.rest_port, f"/jobs/{self.job_id}")
+        job = rest_json(self.job.rest_url, f"/jobs/{self.job_id}")
         vertices = (job or {}).get("vertices") or []
         if not vertices:
             return None
@@ -351,15 +574,15 @@ class JobConsole:
                 if v.get("status") not in ("RUNNING", "FINISHED")]  # fmt: skip
 
     def _latest_failure(self) -> str | None:
-        if self.rest_port is None:
+        if self.job.rest_url is None:
             return None
-        history = rest_json(self.rest_port, f"/jobs/{self.job_id}/exceptions?maxExceptions=1")
+        history = rest_json(self.job.rest_url, f"/jobs/{self.job_id}/exceptions?maxExceptions=1")
         entries = ((history or {}).get("exceptionHistory") or {}).get("entries") or []
         self._failures_seen += 1
         return root_cause(entries[0].get("stacktrace") or entries[0].get("exceptionName", "")) if entries else None
 
     def _poll_progress(self) -> None:
-        counts = reporter_snapshot(self.job_id)
+        counts = self.job.counts()
         now = time.monotonic()
         self._track_outage(counts, now)
         last_time, last_records = self._last_progress
@@ -391,12 +614,11 @@ class JobConsole:
         self._last_retries = retries
 
     # -- endings ---------------------------------------------------------------------------------
-    def _ended(self, result: CompletableFuture) -> int:
+    def _ended(self) -> int:
         seconds = time.monotonic() - self.started
-        try:
-            result.result()
-        except Exception as exc:  # noqa: BLE001 - the job failed: one line with the root cause
-            self.print(f"job failed: {java_root_cause(exc)}{self.log_hint}")
+        failure = self.job.failure()
+        if failure is not None:
+            self.print(f"job failed: {failure}{self.log_hint}")
             return EXIT_FAILED
         status = self._status_now() if not self.bounded else "FINISHED"
         if status != "CANCELED" and not self._announced_running:  # it ran, faster than one status poll
@@ -405,12 +627,13 @@ class JobConsole:
         if status == "CANCELED":
             self.print("job cancelled")
             return EXIT_OK
-        self.print(summary_line(reporter_snapshot(self.job_id), seconds, self.source, self.dead_letter_table))
+        self.print(summary_line(self.job.counts(), seconds, self.source, self.dead_letter_table,
+                                final=self.job.counts_are_final))  # fmt: skip
         return EXIT_OK
 
-    def _stop(self, result: CompletableFuture) -> int:
+    def _stop(self) -> int:
         plan = self.stop_plan
-        self._track_outage(reporter_snapshot(self.job_id), time.monotonic(), final=True)
+        self._track_outage(self.job.counts(), time.monotonic(), final=True)
         self.print(f"stopping the job ({self.stop_reason})")
         stopped_as_asked = True
         if plan.savepoint_dir:
@@ -428,12 +651,12 @@ class JobConsole:
                     path, why = self._savepoint(plan)
                 if path:
                     self.print(f"savepoint: {path}")
-                    self._wait(result, CANCEL_TIMEOUT_S)
+                    self._wait(CANCEL_TIMEOUT_S)
                     self.print("job stopped")
                     return EXIT_OK
                 self.print(f"no savepoint: {why}" + (f" (tasks not running: {', '.join(waiting)})" if waiting else ""))
                 stopped_as_asked = False
-        self._cancel(result)
+        self._cancel()
         hint = self.resume_hint() if self.resume_hint else None
         if hint:
             self.print(hint)
@@ -452,14 +675,15 @@ class JobConsole:
     def _savepoint(self, plan: StopPlan) -> tuple[str | None, str]:
         """Stop with a savepoint (tried again after a passing failure, see RETRIED_SAVEPOINT_FAILURES);
         returns (path, "") or (None, why not)."""
+        target = savepoint_target(plan.savepoint_dir or ".")
         self.print(f"taking a savepoint{' (draining: every timer fires)' if plan.drain else ''} in {plan.savepoint_dir}")
         interrupts = self.interrupts
         deadline = time.monotonic() + plan.timeout_s
         while True:
-            path, why, exc = self._one_savepoint(plan, interrupts, deadline)
-            if path or exc is None:
+            path, why, failure = self._one_savepoint(plan, target, interrupts, deadline)
+            if path or failure is None:
                 return path, why
-            if (checkpoint_failure_reason(exc) not in RETRIED_SAVEPOINT_FAILURES
+            if (failure.reason not in RETRIED_SAVEPOINT_FAILURES
                     or time.monotonic() + SAVEPOINT_RETRY_PAUSE_S >= deadline or self._status_now() != "RUNNING"):
                 return None, why
             self.print(f"the savepoint failed ({why}); trying again")
@@ -467,42 +691,38 @@ class JobConsole:
             if self.interrupts > interrupts:
                 return None, "skipped (Ctrl-C pressed again)"
 
-    def _one_savepoint(self, plan: StopPlan, interrupts: int,
-                       deadline: float) -> tuple[str | None, str, BaseException | None]:
+    def _one_savepoint(self, plan: StopPlan, target: str, interrupts: int,
+                       deadline: float) -> tuple[str | None, str, SavepointFailed | None]:
         """One stop-with-savepoint: (path, "", None), or (None, why not, the failure if Flink reported one)."""
-        fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
-        target = Path(plan.savepoint_dir or ".").resolve().as_uri()
         try:
-            future = self.client._j_job_client.stopWithSavepoint(plan.drain, target, fmt)
-        except Exception as exc:  # noqa: BLE001
-            return None, java_root_cause(exc), exc
-        while not future.isDone():
+            request = self.job.stop_with_savepoint(target, plan.drain)
+        except SavepointFailed as exc:
+            return None, str(exc), exc
+        while not request.done():
             if self.interrupts > interrupts:
                 return None, "skipped (Ctrl-C pressed again)", None
             if time.monotonic() >= deadline:
-                counts = reporter_snapshot(self.job_id)
+                counts = self.job.counts()
                 why = (" while the sinks wait for PostgreSQL" if counts.sink_wait_ms >= SINK_WAIT_NOTICE_MS else "")
                 return None, f"not completed within {plan.timeout_s:.0f} s{why}", None
             time.sleep(POLL_S)
         try:
-            return local_path(str(future.get())), "", None
-        except Exception as exc:  # noqa: BLE001
-            return None, java_root_cause(exc), exc
+            return request.location(), "", None
+        except SavepointFailed as exc:
+            return None, str(exc), exc
 
-    def _cancel(self, result: CompletableFuture) -> None:
+    def _cancel(self) -> None:
         self.print("cancelling the job")
-        with contextlib.suppress(Exception):  # it may have ended meanwhile
-            self.client._j_job_client.cancel()
-        if self._wait(result, CANCEL_TIMEOUT_S):
+        self.job.cancel()
+        if self._wait(CANCEL_TIMEOUT_S):
             self.print("job stopped")
         else:
             self.print(f"the job did not stop within {CANCEL_TIMEOUT_S:.0f} s; exiting (the local cluster ends "
                        "with this process)")  # fmt: skip
 
-    @staticmethod
-    def _wait(result: CompletableFuture, timeout_s: float) -> bool:
+    def _wait(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        while not result.done():
+        while not self.job.ended():
             if time.monotonic() >= deadline:
                 return False
             time.sleep(POLL_S)
@@ -529,6 +749,11 @@ def checkpoint_failure_reason(exc: BaseException) -> str | None:
     return max(found)[1] if found else None  # the most specific (longest) matching message
 
 
+def savepoint_target(directory: str | Path) -> str:
+    """A savepoint directory as the URI Flink takes (local paths made absolute)."""
+    return directory if "://" in str(directory) else Path(directory).resolve().as_uri()
+
+
 def local_path(uri: str) -> str:
     """``file:/x/y`` (what Flink reports) -> ``/x/y``, usable as ``--from-savepoint``; others unchanged."""
     parsed = urlparse(uri)
@@ -541,5 +766,4 @@ def stop_with_savepoint(client: JobClient, directory: str | Path, drain: bool = 
     ``drain``: advance to the end of event time first (MAX_WATERMARK fires every timer, as at the
     end of a bounded file); without it the job pauses and a restore continues where it stopped."""
     fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
-    target = Path(directory).resolve().as_uri()
-    return str(client._j_job_client.stopWithSavepoint(drain, target, fmt).get())
+    return str(client._j_job_client.stopWithSavepoint(drain, savepoint_target(directory), fmt).get())

@@ -10,7 +10,8 @@
 5. With --serve, the live operations view (web.server, as ``asset-cycle serve``) on a thread, over the
    same tables, until the run ends.
 6. The job built by job.main.build_job, the function the job's entry point runs on MSF, submitted to
-   the minicluster and followed by cli.console.JobConsole.
+   the minicluster and followed by cli.console.JobConsole; with --cluster / --jobmanager, steps 4 and 6
+   are cli.cluster_run's: the same settings submitted to a Flink session cluster.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cli.checkpoints import latest_checkpoint, prune_checkpoints
-from cli.console import JobConsole, StopPlan, java_root_cause
+from cli.cluster_run import run_on_cluster
+from cli.console import JobConsole, LocalJob, StopPlan, java_root_cause
 from cli.errors import CliError
 from cli.local_services import (
     ServiceError,
@@ -34,7 +36,7 @@ from cli.local_services import (
     port_free,
     state_dir,
 )
-from cli.run_plan import DEFAULT_SERVE_PORT, Plan, make_plan, with_local_resources
+from cli.run_plan import DEFAULT_SERVE_PORT, Plan, make_plan, on_cluster, with_local_resources
 from job.logging_setup import FORMAT_ENV, LEVEL_ENV, quiet_third_party_loggers, setup_logging
 from job.main import JOB_NAME, build_job, run_job, sink_jdbc_url, table_names
 from job.pipeline import AssembledJob
@@ -69,15 +71,19 @@ def run_locally(args: argparse.Namespace) -> int:
     print(describe_run(plan, names, pg, rs), flush=True)
     log.info("%s", describe_settings(plan, sink_jdbc_url(settings, pg)))
     prepare_stores(plan, pg, rs, names)
-    plan = with_local_resources(plan)
-    fl = plan.settings.flink
-    if plan.resume:
-        print(f"resuming from checkpoint {fl.from_savepoint}", flush=True)
-    if fl.checkpoint_dir:
-        prune_checkpoints(Path(fl.checkpoint_dir))
-    os.environ.setdefault("FLINK_LOG_DIR", str(_run_log_dir(state_dir("logs"))))
     live_view = start_live_view(plan, pg, rs, names, args.serve_port) if args.serve else None
     try:
+        if on_cluster(args):
+            if live_view is not None:
+                print(f"Live view: {live_view.url}", flush=True)
+            return run_on_cluster(args, plan, names, pg)
+        plan = with_local_resources(plan)
+        fl = plan.settings.flink
+        if plan.resume:
+            print(f"resuming from checkpoint {fl.from_savepoint}", flush=True)
+        if fl.checkpoint_dir:
+            prune_checkpoints(Path(fl.checkpoint_dir))
+        os.environ.setdefault("FLINK_LOG_DIR", str(_run_log_dir(state_dir("logs"))))
         job = build_job(plan.settings)
         if job.info.web_ui:
             print(f"Flink Web UI: {job.info.web_ui}", flush=True)
@@ -224,7 +230,7 @@ def _watch(job: AssembledJob, plan: Plan, names: TableNames, args: argparse.Name
             raise CliError(f"the job could not start from {fl.from_savepoint}: {java_root_cause(exc)} (is it a "
                            "complete savepoint or checkpoint of this job?)") from None  # fmt: skip
         raise CliError(f"the job could not start: {java_root_cause(exc)}") from None
-    console = JobConsole(client, fl.rest_port, StopPlan(fl.savepoint_dir, args.drain, args.stop_timeout_s),
+    console = JobConsole(LocalJob(client, fl.rest_port), StopPlan(fl.savepoint_dir, args.drain, args.stop_timeout_s),
                          bounded=plan.bounded, source=job.source.label,
                          dead_letter_table=f"{names.schema}.{names.table_name('dead_letter')}",
                          progress_s=args.progress_s if args.progress_s > 0 else float("inf"),

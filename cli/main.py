@@ -12,6 +12,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from cli.commands import (
+    cluster,
     db,
     msf,
     package,
@@ -27,7 +28,7 @@ from cli.commands import (
 )
 from stores.errors import UserError
 
-COMMANDS = (simulate, replay, score, db, seed, run, serve, report, produce, package, msf, services)
+COMMANDS = (simulate, replay, score, db, seed, run, serve, cluster, report, produce, package, msf, services)
 """In the order ``asset-cycle --help`` lists them."""
 
 

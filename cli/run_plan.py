@@ -188,7 +188,7 @@ def _flink(args: argparse.Namespace, fl: FlinkSettings, on_msf: bool, schema: st
         interval = _or(interval, LOCAL_CHECKPOINT_INTERVAL_MS)
     parallelism = _or(args.parallelism, fl.parallelism)
     python_mode = "process" if args.process_mode else fl.python_execution_mode
-    if parallelism is None and not on_msf and python_mode == "thread":
+    if parallelism is None and not on_msf and python_mode == "thread" and not on_cluster(args):
         parallelism = LOCAL_THREAD_MODE_PARALLELISM
     return replace(
         fl, parallelism=parallelism, checkpoint_interval_ms=interval, checkpoint_dir=checkpoint_dir,
@@ -197,6 +197,11 @@ def _flink(args: argparse.Namespace, fl: FlinkSettings, on_msf: bool, schema: st
         rest_port=_or(args.rest_port, fl.rest_port), metrics_port=_or(args.metrics_port, fl.metrics_port),
         metrics_host=args.metrics_host or fl.metrics_host, jar_dir=args.jar_dir or fl.jar_dir,
     )  # fmt: skip
+
+
+def on_cluster(args: argparse.Namespace) -> bool:
+    """Whether the job goes to a Flink cluster (--cluster, --jobmanager) instead of the minicluster."""
+    return bool(getattr(args, "cluster", False) or getattr(args, "jobmanager", None))
 
 
 def _engine(path: str | None, base: EngineConfig) -> EngineConfig:
@@ -264,4 +269,17 @@ def _restore_point(fl: FlinkSettings, resume: bool) -> FlinkSettings:
 def with_local_resources(plan: Plan) -> Plan:
     """The plan with this machine's ports and, for --resume, the checkpoint to restore from."""
     fl = _restore_point(_ports(plan.settings.flink, plan.mode == "demo"), plan.resume)
+    return replace(plan, settings=replace(plan.settings, flink=fl))
+
+
+def for_cluster(plan: Plan, slots: int) -> Plan:
+    """The plan for a session cluster of ``slots`` slots: no ports of its own (the cluster has its Web
+    UI and no local metrics reporter), parallelism all the slots unless given, and for --resume the
+    checkpoint to restore from. CliError when the parallelism needs more slots than there are."""
+    fl = _restore_point(plan.settings.flink, plan.resume)
+    parallelism = fl.parallelism or max(1, slots)
+    if parallelism > slots:
+        raise CliError(f"parallelism {parallelism} needs {parallelism} task slots and the cluster has {slots} "
+                       "(asset-cycle cluster up --taskmanagers N --slots S)")  # fmt: skip
+    fl = replace(fl, rest_port=None, metrics_port=None, parallelism=parallelism)
     return replace(plan, settings=replace(plan.settings, flink=fl))

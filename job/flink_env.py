@@ -55,6 +55,14 @@ LOOPBACK_CONF = {
 """Local runs: the minicluster's REST, RPC, BLOB and data ports bound to loopback (Flink binds
 0.0.0.0 by default)."""
 DEFAULT_METRICS_PORT = 9249
+MAX_PARALLELISM = 128
+"""``pipeline.max-parallelism``, fixed so that a savepoint restores at any parallelism up to it (the
+number of key groups keyed state is split into is part of every savepoint; Flink derives it from the
+first run's parallelism when unset: 128 for up to 85 subtasks, so savepoints taken before it was
+fixed restore too). A job restored with another value fails; docs/deploy.md lists it with the uids."""
+CLI_CLIENT_ENV = "PYFLINK_GATEWAY_PORT"
+"""Set by Flink's ``flink run`` (PythonDriver) for the Python program it starts: the gateway JVM is the
+client's, already running."""
 
 
 MSF_PROGRAMMATIC_OPTIONS: tuple[str, ...] = (
@@ -154,7 +162,7 @@ def share_jvm_classes(java: str, jar_paths: list[Path], cds_dir: Path | None = N
     set sharing themselves are left alone. Returns what was done (for the log) and the file a dump
     goes to (for note_archive_writer, once the gateway runs). Call before the gateway starts."""
     opts = os.environ.get("JVM_ARGS", "")
-    if java_gateway._gateway is not None:
+    if java_gateway._gateway is not None or os.environ.get(CLI_CLIENT_ENV):
         return "class data sharing: the gateway JVM runs already", None
     if any(flag in opts for flag in CDS_FLAGS):
         return "class data sharing left to JVM_ARGS", None
@@ -235,6 +243,7 @@ def build_configuration(
         "pipeline.auto-watermark-interval": _duration_ms(flink.auto_watermark_interval_ms),
         # keep consecutive Python operators fused in one Python function call chain
         "python.operator-chaining.enabled": "true",
+        "pipeline.max-parallelism": str(MAX_PARALLELISM),
     }
     if not on_msf:
         conf["python.executable"] = sys.executable

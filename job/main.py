@@ -89,11 +89,20 @@ def build_job(settings: AppSettings, *, on_msf: bool = False) -> AssembledJob:
 
 
 def run_job(settings: AppSettings, *, on_msf: bool = False) -> None:
-    """Build the job, submit it and wait until it ends (MSF and every cluster follow it themselves)."""
+    """Build the job, submit it and wait until it ends, or only submit it when the submission is
+    detached (``flink run -d``), as ``env.execute()`` does."""
     job = build_job(settings, on_msf=on_msf)
     client = job.env.execute_async(JOB_NAME)
     log.info("job %s submitted (%s)", client.get_job_id(), job.source.label)
-    client.get_job_execution_result().result()
+    if attached(job.env):
+        client.get_job_execution_result().result()
+
+
+def attached(env: StreamExecutionEnvironment) -> bool:
+    """Whether the submitter follows the job to its end: false only for a detached ``flink run -d``
+    (``execution.attached`` false; the local minicluster and MSF leave it unset or true)."""
+    conf = env._j_stream_execution_environment.getConfiguration().toMap()
+    return str(conf.get("execution.attached") or "true").lower() != "false"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -2,11 +2,11 @@
 
 ::
 
-    (position, raw) ──RecordBatcher (uid batch, Java)──> (positions[], raws[])
+    (position, raw) ──[by truck]──RecordBatcher (uid batch, Java)──> (positions[], raws[])
         ──parse+validate (uid parse, Python: state_machine.stream)──> one row per truck and batch
         │   └── invalid ──> dead letters
         ──BatchEndWatermarks (uid watermarks, Java: watermarks only at batch ends)──> key by truck ─┐
-    reference updates ──MIN/MAX timestamps (uid reference-watermarks)──> broadcast ─────────────────┤
+    reference updates ──ReferenceWatermarks (uid reference-watermarks, Java)──> broadcast ──────────┤
                                                                                                     v
                         cycle operator, KeyedBroadcastProcessFunction (uid cycle-engine): TruckOperator
                                                   │ envelope rows (one tagged part each)
@@ -17,19 +17,26 @@
          EnvelopeSplitter (uid split-loader-rows, Java): by tag ──> final cycles (with their queue) / load visits /
                                                                  loader hours / loader status ──> SinkSet
 
+Parallelism: a Kinesis source has one reader per subtask and each reader's records are batched and
+parsed in its own subtask; a file or the simulator is read by one subtask and its records are spread
+over the parse subtasks by truck (TruckPartitioner, Java). Either way a truck's records reach one
+parse subtask in the order they were read, and each parse subtask computes the watermark of the
+records it sees (the replay of each subtask's records gives every truck the rows the replay of the
+whole stream gives it: tests/workbench/test_replay.py).
+
 Records cross into Python a batch at a time (RecordBatcher: up to BATCH_MAX_RECORDS, at most
 BATCH_MAX_DELAY_MS, flushed before every checkpoint barrier and watermark), and into the keyed
 operator one truck's points of a batch at a time. Batching changes no output: the operator applies
 each point with its own watermark hint, and a watermark only ever follows the whole batch it covers.
 
 Watermarks: bounded out-of-orderness = the engine's max_disorder (plus optional idleness). A
-two-input operator takes the minimum of both inputs' watermarks: the reference stream's stays at
-Long.MIN_VALUE until the marker after its first complete load, then is Long.MAX_VALUE - 1
-(udfs.reference_poller.ReferenceTimestamps), so the keyed operator's event time waits for the
-reference data once and is never held back by it afterwards; the operator treats a watermark
-beyond year 10000 as end of input. Do not enable source idleness with an unbounded source unless the
-fleet is never silent as a whole: an all-idle main input lets the combined watermark jump to the
-reference stream's.
+two-input operator takes the minimum of its inputs' watermarks, leaving out idle ones: the reference
+stream emits none until the marker after its first complete load and is idle from then on
+(ReferenceWatermarks, Java, at the reference stream's parallelism so that its one subtask sees the
+marker), so the keyed operator's event time waits for the reference data once and is the
+telemetry's alone afterwards. When every telemetry channel is idle as well (readers without a shard,
+a fleet silent for longer than the source idleness) event time stays where it is. The operator
+treats a watermark beyond year 10000 as end of input (a bounded source's end).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pyflink.common import Types, WatermarkStrategy
+from pyflink.common import Types
 from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
@@ -51,7 +58,7 @@ from udfs.cycle_function import REFERENCE_STATE, CycleFunction
 from udfs.loader_function import LoaderFunction
 from udfs.parse import DEAD_LETTER_TAG as PARSE_DEAD_LETTER_TAG
 from udfs.parse import ParseFunction
-from udfs.reference_poller import ReferencePoller, ReferenceTimestamps
+from udfs.reference_poller import ReferencePoller
 from udfs.rows import (
     ENVELOPE_FIELDS,
     ENVELOPE_TYPE,
@@ -73,6 +80,7 @@ from udfs.rows import (
     OUT_STATUS,
     OUT_TMP,
     OUT_TRUCK_HOUR,
+    REF_LOADED,
     REFERENCE_TYPE,
 )
 
@@ -134,12 +142,20 @@ def keyed_by_loader(events: DataStream) -> KeyedStream:
     return KeyedStream(j_keyed, LOADER_EVENT_TYPE, events)
 
 
-def batched(raw_stream: DataStream) -> DataStream:
-    """(position, raw) rows -> (positions[], raws[]) batches, at the source's parallelism (Java)."""
-    batcher_class = get_gateway().jvm.assetcycle.pipeline.RecordBatcher
-    batcher = batcher_class(BATCH_MAX_RECORDS, BATCH_MAX_DELAY_MS)
-    j_batched = raw_stream._j_data_stream.transform("batch", batcher_class.outputType(), batcher)
-    j_batched.uid("batch").setParallelism(raw_stream._j_data_stream.getParallelism())
+def batched(raw_stream: DataStream, parallelism: int) -> DataStream:
+    """(position, raw) rows -> (positions[], raws[]) batches (Java), in ``parallelism`` subtasks: the
+    source's own (records go forward: a Kinesis reader's shards keep their arrival order), or, when one
+    subtask reads the source (a file, the simulator) and the job runs more, all of them, the records
+    spread by truck (assetcycle.pipeline.TruckPartitioner: each truck's records stay in order)."""
+    jvm = get_gateway().jvm
+    j_raw = raw_stream._j_data_stream
+    if j_raw.getParallelism() == 1 and parallelism > 1:
+        j_raw = jvm.assetcycle.pipeline.TruckPartitioner.byTruck(j_raw)
+    else:
+        parallelism = j_raw.getParallelism()
+    batcher = jvm.assetcycle.pipeline.RecordBatcher(BATCH_MAX_RECORDS, BATCH_MAX_DELAY_MS)
+    j_batched = j_raw.transform("batch", jvm.assetcycle.pipeline.RecordBatcher.outputType(), batcher)
+    j_batched.uid("batch").setParallelism(parallelism)
     return DataStream(j_batched)
 
 
@@ -155,6 +171,17 @@ def keyed_with_batch_end_watermarks(groups: DataStream, lag_ms: int, idleness_ms
     j_stamped.uid("watermarks").name("watermarks").setParallelism(groups._j_data_stream.getParallelism())
     j_keyed = j_stamped.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
     return KeyedStream(j_keyed, GROUP_TYPE, DataStream(j_stamped))
+
+
+def reference_event_time(reference_stream: DataStream) -> DataStream:
+    """The reference updates with the event time the keyed operator needs from them: none until the
+    first complete load (LOADED_MARKER), then idle (assetcycle.pipeline.ReferenceWatermarks, Java), at
+    the parallelism of the stream (one subtask: it must see the marker)."""
+    operator = get_gateway().jvm.assetcycle.pipeline.ReferenceWatermarks(0, REF_LOADED)
+    j_stream = reference_stream._j_data_stream
+    j_marked = j_stream.transform("reference-watermarks", REFERENCE_TYPE.get_java_type_info(), operator)
+    j_marked.uid("reference-watermarks").setParallelism(j_stream.getParallelism())
+    return DataStream(j_marked)
 
 
 def bounded_reference_stream(env: StreamExecutionEnvironment, records: list[tuple[str, str, str]]) -> DataStream:
@@ -201,27 +228,18 @@ def build_pipeline(
     the envelope stream before it is split into the sinks (both for tests).
     """
     lag_ms = settings.engine.max_disorder_ms
-    parallelism = raw_stream._j_data_stream.getParallelism()
+    batches = batched(raw_stream, env.get_parallelism())
     groups = (
-        batched(raw_stream)
-        .process(ParseFunction(source_label, lag_ms, settings.engine.watermark_jump_ms, check_future=check_future),
-                 output_type=KEYED_GROUP_TYPE)
+        batches.process(ParseFunction(source_label, lag_ms, settings.engine.watermark_jump_ms,
+                                      check_future=check_future), output_type=KEYED_GROUP_TYPE)
         .name("parse+validate")
         .uid("parse")
-        # as many subtasks as the source: records go forward, so a truck's records keep their order (a
-        # rebalance from a one-subtask source such as the simulator would interleave two parse subtasks)
-        .set_parallelism(parallelism)
+        # as many subtasks as the batcher, fed forward: a truck's records reach one parse subtask, in order
+        .set_parallelism(batches._j_data_stream.getParallelism())
     )  # fmt: skip
     keyed = keyed_with_batch_end_watermarks(groups, lag_ms, settings.flink.source_idleness_ms)
 
-    reference = (
-        reference_stream.assign_timestamps_and_watermarks(
-            WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(ReferenceTimestamps())
-        )
-        .name("reference-watermarks")
-        .uid("reference-watermarks")
-        .broadcast(REFERENCE_STATE)
-    )
+    reference = reference_event_time(reference_stream).broadcast(REFERENCE_STATE)
     function = CycleFunction(
         settings.engine.to_dict(),
         source_label,

@@ -403,3 +403,81 @@ def load_settings(local_properties: str | None = None, environ: Mapping[str, str
     return settings_from_groups(read_property_groups(path), on_msf=path == MSF_PROPERTIES_PATH)
 
 
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _text(value: object) -> str:
+    """A property value as MSF delivers it: a string (``true``/``false`` for booleans, ``12.5`` not ``12.50``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}" if value == int(value) and abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def _present(values: Mapping[str, object | None]) -> dict[str, str]:
+    return {key: _text(value) for key, value in values.items() if value is not None}
+
+
+def _source_groups(src: SourceSettings) -> dict[str, str]:
+    if src.kind == "file":
+        return _present({"source.kind": "file", "file.path": src.file_path,
+                         "file.monitor.interval.s": src.monitor_interval_s})  # fmt: skip
+    if src.kind == "simulator":
+        return _present({"source.kind": "simulator", "simulator.trucks": src.simulator_trucks,
+                         "simulator.sites": src.simulator_sites, "simulator.speed": src.simulator_speed,
+                         "simulator.seed": src.simulator_seed, "simulator.degraded": src.simulator_degraded,
+                         "simulator.backfill.s": src.simulator_backfill_s})  # fmt: skip
+    return {**{str(k): str(v) for k, v in src.extra.items()},
+            **_present({"source.kind": "kinesis", "stream.arn": src.stream_arn, "aws.region": src.aws_region,
+                        "source.init.position": src.init_position, "source.init.timestamp": src.init_timestamp,
+                        "source.reader.type": src.reader_type, "source.efo.consumer.name": src.efo_consumer_name,
+                        "aws.endpoint": src.aws_endpoint, "source.uid.suffix": src.uid_suffix or None})}  # fmt: skip
+
+
+def property_groups(settings: AppSettings) -> dict[str, dict[str, str]]:
+    """The MSF property groups that ``settings_from_groups`` reads back into ``settings`` (the inverse:
+    what ``asset-cycle run --cluster`` hands the job's entry point). Secrets are never part of them:
+    credentials stay in the environment or in Secrets Manager. SettingsError when the sink has no
+    JDBC URL (SinkConfig.jdbc.url is required)."""
+    sink, ref, fl, sec = settings.sink, settings.reference, settings.flink, settings.secrets
+    if not sink.jdbc_url:
+        raise SettingsError("SinkConfig.jdbc.url: is required (the settings have none)")
+    return {
+        SOURCE_GROUP: _source_groups(settings.source),
+        SINK_GROUP: _present({"jdbc.url": sink.jdbc_url, "schema": sink.schema, "table.cycle.tmp": sink.table_cycle_tmp,
+                              "table.cycle": sink.table_cycle, "table.process.info": sink.table_process_info,
+                              "table.dead.letter": sink.table_dead_letter, "sink.batch.size": sink.batch_size,
+                              "sink.batch.interval.ms": sink.batch_interval_ms, "sink.max.retries": sink.max_retries}),
+        REFERENCE_GROUP: _present({"redis.host": ref.redis_host, "redis.port": ref.redis_port, "redis.tls": ref.redis_tls,
+                                   "redis.db": ref.redis_db, "reference.poll.interval.s": ref.poll_interval_s,
+                                   "redis.key.prefix": ref.redis_key_prefix or None,
+                                   "reference.wait.max.points": ref.wait_max_points,
+                                   "reference.wait.max.s": ref.wait_max_s}),
+        SECRETS_GROUP: _present({"postgres.secret.name": sec.postgres_secret_name,
+                                 "redis.secret.name": sec.redis_secret_name, "aws.region": sec.region}),
+        ENGINE_GROUP: {"thresholds.json": json.dumps(settings.engine.to_dict(), sort_keys=True)},
+        FLINK_GROUP: _present({"parallelism": fl.parallelism, "checkpoint.interval.ms": fl.checkpoint_interval_ms,
+                               "checkpoint.dir": fl.checkpoint_dir, "state.backend": fl.state_backend,
+                               "python.execution.mode": fl.python_execution_mode, "rest.port": fl.rest_port,
+                               "metrics.port": fl.metrics_port, "metrics.host": fl.metrics_host,
+                               "auto.watermark.interval.ms": fl.auto_watermark_interval_ms,
+                               "source.idleness.ms": fl.source_idleness_ms or 0,
+                               "restart.attempts": fl.restart_attempts, "restart.delay.ms": fl.restart_delay_ms,
+                               "savepoint.dir": fl.savepoint_dir, "from.savepoint": fl.from_savepoint,
+                               "jar.dir": fl.jar_dir}),
+    }  # fmt: skip
+
+
+def write_properties(groups: Mapping[str, Mapping[str, str]], path: str | Path) -> Path:
+    """Write property groups as an MSF-shaped application_properties.json, readable by its owner only
+    (a JDBC URL may carry credentials)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = [{"PropertyGroupId": name, "PropertyMap": dict(values)} for name, values in groups.items()]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=1)
+    return path

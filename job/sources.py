@@ -13,7 +13,7 @@ source as a whole: dead-letter ids hash it, not the position, so the same bad re
   uid ``kinesis-source[-suffix]``.
 * File: Flink's FileSource with our ``LineNumberedTextFormat`` (lines + line numbers): a bundle
   directory (its telemetry.jsonl) or a .jsonl file (bounded), or a directory monitored
-  continuously for new files.
+  continuously for new files. One reader (parallelism 1), so files are read one after the other.
 * Simulator: PyFlink has no Python SourceFunction. A rate-limited Java source (the Table API
   ``datagen`` connector, 20 ticks/s) drives ``SimulatorPuller``, a parallelism-1 flat_map that
   owns ``workbench.simulator.iter_deliveries(spec)`` and on each tick emits the lines due by
@@ -138,7 +138,8 @@ def file_source(env: StreamExecutionEnvironment, path: str | Path, monitor_inter
     if monitor_interval_s:
         builder = builder.monitor_continuously(Duration.of_millis(int(monitor_interval_s * 1000)))
     stream = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), uid, type_info=RAW_RECORD_TYPE)
-    stream = stream.uid(uid).name(uid)
+    # one reader: files in the order they are found, lines in order (the job spreads them by truck)
+    stream = stream.uid(uid).name(uid).set_parallelism(1)
     return RawSource(stream, label or f"file:{path}", bounded=not monitor_interval_s)
 
 
@@ -236,6 +237,13 @@ def simulation_spec(source: SourceSettings, now_ms: int) -> SimulationSpec:
     return spec.degraded() if source.simulator_degraded else spec
 
 
+def source_label(source: SourceSettings) -> str:
+    """The label the source ``source.kind`` names gets (RawSource.label)."""
+    if source.kind == "kinesis":
+        return kinesis_label(source)
+    return f"file:{source.file_path}" if source.kind == "file" else "simulator"
+
+
 def raw_source(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, source: SourceSettings) -> RawSource:
     """The source ``source.kind`` names: kinesis, file (a bundle, a .jsonl file or a watched directory) or
     simulator (a live fleet, at ``simulator_speed``)."""
@@ -245,7 +253,7 @@ def raw_source(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, s
         if not source.file_path:
             raise SourceError("a file source needs a path (SourceConfig file.path)")
         return file_source(env, source.file_path, monitor_interval_s=source.monitor_interval_s,
-                           label=f"file:{source.file_path}")  # fmt: skip
+                           label=source_label(source))  # fmt: skip
     if source.kind == "simulator":
         spec = simulation_spec(source, int(time.time() * 1000))
         return simulator_source(t_env, spec, speed=source.simulator_speed or None)

@@ -9,8 +9,6 @@
   On every tick it also sets ``referenceAgeSeconds{site}``: seconds since the site's reference
   data was last loaded by a successful poll (changed or confirmed unchanged); it keeps growing
   while polls fail or after the site disappeared.
-* ``ReferenceTimestamps``: the stream's event time, so that the keyed operator's watermark cannot
-  pass beyond Long.MIN_VALUE before the first complete load has reached it.
 """
 
 from __future__ import annotations
@@ -23,12 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import FlatMapFunction
 
 from state_machine.reference import ReferenceData, site_reference_to_mapping
 from udfs.metrics import OperatorMetrics
-from udfs.rows import LOADED_MARKER, REF_ASSET, REF_ASSET_DELETED, REF_LOADED, REF_SITE, REF_SITE_DELETED
+from udfs.rows import LOADED_MARKER, REF_ASSET, REF_ASSET_DELETED, REF_SITE, REF_SITE_DELETED
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +156,3 @@ class ReferencePoller(FlatMapFunction):
         yield from self.poll()
         self.update_ages()
 
-
-class ReferenceTimestamps(TimestampAssigner):
-    """Reference stream timestamps for monotonous watermarks: Long.MAX_VALUE for LOADED_MARKER,
-    Long.MIN_VALUE for every update.
-
-    The keyed operator's watermark is the minimum of its two inputs'. Until the marker, this
-    stream's watermark stays at Long.MIN_VALUE, so no event-time decision (a held point timed out
-    as UNKNOWN_ASSET, an idle timeout) is taken before the first complete load has arrived, even
-    when a catch-up delivers hours of telemetry first; the watermark is emitted after the marker,
-    i.e. after every update of that load. From then on it is MAX - 1 and never holds the telemetry
-    back (see state_machine.operator.END_THRESHOLD)."""
-
-    def extract_timestamp(self, value, record_timestamp):
-        return 2**63 - 1 if value[0] == REF_LOADED else -(2**63)

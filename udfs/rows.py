@@ -88,7 +88,7 @@ REF_ASSET = "asset"
 REF_ASSET_DELETED = "asset_del"
 REF_LOADED = "loaded"
 """Marker that follows the updates of the first complete load: the keyed operator's event time waits
-for it (udfs.reference_poller.ReferenceTimestamps)."""
+for it (job.pipeline.reference_event_time)."""
 LOADED_MARKER = (REF_LOADED, "", "")
 REFERENCE_TYPE: TypeInformation = Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()])
 

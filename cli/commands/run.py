@@ -88,9 +88,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                     help=f"give up on the savepoint after S s and cancel (default {DEFAULT_STOP_TIMEOUT_S:g})")
     st.add_argument("--duration-s", type=float, default=None, metavar="S", help="stop the job after S seconds")
     fl = parser.add_argument_group("Flink")
+    fl.add_argument("--cluster", action="store_true",
+                    help="submit the job to the session cluster of `asset-cycle cluster up` instead of the local "
+                         "minicluster (through the job's entry point, as the Docker image runs it) and follow it "
+                         "through its REST API")
+    fl.add_argument("--jobmanager", default=None, metavar="HOST:PORT",
+                    help="like --cluster, for the Flink session cluster whose REST API is at HOST:PORT (it must "
+                         "share this machine's file system for checkpoints and savepoints)")
     fl.add_argument("--parallelism", type=int, default=None, metavar="N",
                     help="parallelism of every operator (default: 1 in thread mode, where the Python operators "
-                         "of every subtask share one interpreter; the number of cores with --process-mode)")
+                         "of every subtask share one interpreter; the number of cores with --process-mode; on a "
+                         "cluster every task slot, each TaskManager running its own interpreter)")
     fl.add_argument("--process-mode", action="store_true",
                     help="python.execution-mode=process (default thread: 5-20x faster)")
     fl.add_argument("--state-backend", choices=("hashmap", "rocksdb"), default=None,

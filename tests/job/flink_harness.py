@@ -27,6 +27,7 @@ from stores.postgres import (
     apply_migrations,
     column_list,
 )
+from workbench.replay import ReplayResult
 
 SOURCE_LABEL = "file:telemetry.jsonl"
 
@@ -56,6 +57,44 @@ class Tables:
 
 
 LOADER_KINDS = ("load_visit", "loader_hour", "loader_status", "truck_hour")
+
+
+def loader_table_differences(tables: Tables, expected: ReplayResult, any_order: bool = False) -> dict[str, list]:
+    """Per table of LOADER_KINDS whose rows differ from the replay's (or that the replay leaves empty):
+    up to three keys with the differing fields (table, replay) and up to three rows only in the table.
+    {} when every table equals the replay. ``any_order``: the loader stage received its events in
+    another order than the replay (several subtasks, a restore): an hour that a late visit emptied
+    keeps its row, all zeros (docs/cycle-rules.md, Loaders), so such rows are left out on both sides."""
+    from udfs.rows import (
+        LOAD_VISIT_FIELDS,
+        LOADER_HOUR_FIELDS,
+        LOADER_STATUS_FIELDS,
+        TRUCK_HOUR_FIELDS,
+        load_visit_row,
+        loader_hour_row,
+        loader_status_row,
+        truck_hour_row,
+    )
+
+    differences: dict[str, list] = {}
+    for kind, fields, key, converter, replayed in (
+        ("load_visit", LOAD_VISIT_FIELDS, ("asset_guid", "load_start_ms"), load_visit_row, expected.served),
+        ("loader_hour", LOADER_HOUR_FIELDS, ("loader_asset_guid", "hour_start_ms"), loader_hour_row,
+         expected.loader_hours),
+        ("loader_status", LOADER_STATUS_FIELDS, ("loader_asset_guid",), loader_status_row, expected.loader_status),
+        ("truck_hour", TRUCK_HOUR_FIELDS, ("asset_guid", "hour_start_ms"), truck_hour_row, expected.truck_hours),
+    ):
+        wanted = {tuple(r[k] for k in key): r for r in (dict(zip(fields, converter(v), strict=True))
+                                                       for v in replayed.values())}  # fmt: skip
+        got = tables.loader_rows[kind]
+        if any_order and kind == "loader_hour":
+            wanted, got = _without_empty_hours(wanted), _without_empty_hours(got)
+        if not wanted or got != wanted:
+            differences[kind] = [
+                (k, {f: (got.get(k, {}).get(f), v[f]) for f in v if got.get(k, {}).get(f) != v[f]})
+                for k, v in wanted.items() if got.get(k) != v][:3] + [(k, got[k], None) for k in got
+                                                                       if k not in wanted][:3]  # fmt: skip
+    return differences
 
 
 def pg_params(dsn: str) -> dict[str, Any]:
@@ -157,6 +196,11 @@ def run_bundle(
     start = time.perf_counter()
     job.env.execute("asset-cycle-test")
     return RunResult(time.perf_counter() - start, records)
+
+
+def _without_empty_hours(rows: dict[tuple, dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """loader_hour rows less those with no load, busy or hang time."""
+    return {k: r for k, r in rows.items() if r["loads"] or r["busy_seconds"] or r["hang_seconds"]}
 
 
 def _select(conn: Any, names: TableNames, kind: str, columns: list[tuple[str, str]]) -> list[tuple]:

@@ -390,20 +390,48 @@ def expected_last_events(bundle: Path, lines: list[str]) -> dict[str, int]:
     return {a: s.last_event_ms for a, s in replayer.result.statuses.items()}
 
 
-def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lines: list[str]) -> None:
+def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lines: list[str],
+                               live: bool = False) -> None:  # fmt: skip
     """The job's tables hold exactly what the replay of ``lines`` gives (to the end of input): the
-    same closed cycles, open cycles and fleet state, and the same rejected records (by reason and
-    raw text; the row ids depend on the source position, which the replay does not know)."""
-    from tests.job.flink_harness import read_tables
+    same closed cycles, open cycles and fleet state, the same rejected records (by reason and raw
+    text; the row ids depend on the source position, which the replay does not know) and the same
+    loader and truck-hour rows. ``live``: the job read an unbounded source, so it computed live rows
+    (job.pipeline.assemble), and so does the replay."""
     from workbench.bundle import read_reference
-    from workbench.replay import replay
 
-    expected = replay((("x", line) for line in lines), read_reference(bundle)[0])
+    assert_tables_equal_replay_of(pg_dsn, names, read_reference(bundle)[0], lines, live=live)
+
+
+def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData, *parts: list[str],
+                                  live: bool = False) -> None:  # fmt: skip
+    """assert_tables_equal_replay with the reference data given. More than one part: what a job whose
+    subtasks each parse one of them writes (each with its own stream watermark, as a Kinesis reader's
+    parse subtask; tests.workbench.partitioned_replay)."""
+    from tests.job.flink_harness import loader_table_differences, read_tables
+    from tests.workbench.partitioned_replay import replay_parts
+
+    expected = replay_parts(parts, reference, speculative=live)
     tables = read_tables(pg_dsn, names)
-    found, wanted = [c.as_dict() for c in tables.closed], [c.as_dict() for c in expected.sorted_closed()]
-    assert found == wanted, [{k: (a[k], b[k]) for k in a if a[k] != b[k]}
-                             for a, b in zip(found, wanted, strict=False) if a != b][:5] or (len(found), len(wanted))
+    got = [c.as_dict() for c in tables.closed]
+    want = [c.as_dict() for c in expected.sorted_closed()]
+    assert got == want, _cycle_difference(got, want)
     assert {k: v.as_dict() for k, v in tables.in_progress.items()} == {
         k: v.as_dict() for k, v in expected.in_progress.items()}
     assert tables.statuses == expected.statuses
     assert {(d["reason"], d["raw"]) for d in tables.dead_letters} == {(d.reason, d.raw) for d in expected.dead_letters}
+    differences = loader_table_differences(tables, expected, any_order=True)  # parallel subtasks, restores
+    assert not differences, differences
+
+
+def _cycle_difference(got: list[dict], want: list[dict]) -> str:
+    """What differs between two lists of closed cycles (for an assertion message)."""
+    def key(c: dict) -> tuple:
+        return c["asset_guid"], c["load_start_ms"] or 0, c["cycle_end_ms"] or 0
+
+    extra = sorted((key(c), c["cycle_status"]) for c in got if c not in want)
+    missing = sorted((key(c), c["cycle_status"]) for c in want if c not in got)
+    first = next((c for c in got if c not in want), None)
+    twin = next((w for w in want if first is not None and key(w)[:2] == key(first)[:2]), None)
+    fields = {k: (first[k], twin[k]) for k in first if twin is not None and first[k] != twin[k]} if first else {}
+    return (f"{len(got)} closed cycles, the replay {len(want)}; only in the tables: {extra[:5]}; only in the "
+            f"replay: {missing[:5]}; first differing fields (tables, replay): {fields}")

@@ -74,7 +74,7 @@ def test_on_msf_every_option_set_in_code_is_on_msfs_programmatic_list(tmp_path):
     conf = build_configuration(everything, [tmp_path / "x.jar"], on_msf=True)
     assert conf and all(flink_env.msf_allows(key) for key in conf)
     assert conf == {"python.execution-mode": "process", "pipeline.auto-watermark-interval": "500 ms",
-                    "python.operator-chaining.enabled": "true"}  # fmt: skip
+                    "python.operator-chaining.enabled": "true", "pipeline.max-parallelism": "128"}  # fmt: skip
     local = build_configuration(everything, [tmp_path / "x.jar"])
     assert not all(flink_env.msf_allows(key) for key in local)  # the check is not vacuous
 

@@ -5,17 +5,7 @@ from __future__ import annotations
 import pytest
 
 from state_machine.identity import dead_letter_id
-from tests.job.flink_harness import SOURCE_LABEL, read_tables, run_bundle
-from udfs.rows import (
-    LOAD_VISIT_FIELDS,
-    LOADER_HOUR_FIELDS,
-    LOADER_STATUS_FIELDS,
-    TRUCK_HOUR_FIELDS,
-    load_visit_row,
-    loader_hour_row,
-    loader_status_row,
-    truck_hour_row,
-)
+from tests.job.flink_harness import SOURCE_LABEL, loader_table_differences, read_tables, run_bundle
 from workbench.bundle import iter_telemetry_lines, read_reference
 from workbench.replay import replay
 from workbench.simulator import SimulationSpec, write_simulation
@@ -45,14 +35,5 @@ def test_flink_tables_equal_replay_on_a_degraded_20_truck_8_hour_run(tmp_path, p
         dead_letter_id(d.source, d.reason, d.raw) for d in expected.dead_letters
     }
     assert sum(c.queue_seconds is not None for c in tables.closed) > 0.95 * len(tables.closed)
-    for kind, fields, key, converter, replayed in (
-        ("load_visit", LOAD_VISIT_FIELDS, ("asset_guid", "load_start_ms"), load_visit_row, expected.served),
-        ("loader_hour", LOADER_HOUR_FIELDS, ("loader_asset_guid", "hour_start_ms"), loader_hour_row,
-         expected.loader_hours),
-        ("loader_status", LOADER_STATUS_FIELDS, ("loader_asset_guid",), loader_status_row, expected.loader_status),
-        ("truck_hour", TRUCK_HOUR_FIELDS, ("asset_guid", "hour_start_ms"), truck_hour_row, expected.truck_hours),
-    ):
-        wanted = {tuple(r[k] for k in key): r for r in (dict(zip(fields, converter(v), strict=True))
-                                                       for v in replayed.values())}  # fmt: skip
-        got = tables.loader_rows[kind]
-        assert wanted and got == wanted, (kind, [(k, {f: (got.get(k, {}).get(f), v[f]) for f in v if got.get(k, {}).get(f) != v[f]}) for k, v in wanted.items() if got.get(k) != v][:3])
+    differences = loader_table_differences(tables, expected)
+    assert not differences, differences

@@ -201,3 +201,34 @@ def test_secrets_manager_is_used_when_a_secret_is_named(monkeypatch):
     assert pg.host == "pg-secret.host" and pg.password == "p" and "'p'" not in repr(pg)
     assert s.redis_settings(st).host == "rd.host"
     assert seen == {"pg-secret": "eu-west-1", "rd": "eu-west-1"}
+
+
+@pytest.mark.parametrize("source", [
+    {"stream.arn": ARN, "source.init.position": "AT_TIMESTAMP", "source.init.timestamp": "2024-01-15T06:00:00Z",
+     "aws.endpoint": "http://127.0.0.1:4568", "source.uid.suffix": "v2", "source.shard.discovery.interval": "1 s"},
+    {"source.kind": "file", "file.path": "/data/site", "file.monitor.interval.s": "2.5"},
+    {"source.kind": "simulator", "simulator.trucks": "40", "simulator.speed": "0", "simulator.degraded": "true",
+     "simulator.backfill.s": "60"},
+])  # fmt: skip
+def test_settings_written_as_properties_read_back_the_same(tmp_path, source):
+    st = settings_from_groups(groups(
+        SourceConfig=source,
+        SinkConfig={"schema": "mine", "table.cycle": "cycles", "sink.batch.size": "5000", "sink.max.retries": "7"},
+        ReferenceConfig={"redis.port": "6380", "redis.tls": "true", "reference.poll.interval.s": "0",
+                         "redis.key.prefix": "prod:", "reference.wait.max.s": "90.5"},
+        SecretsConfig={"postgres.secret.name": "pg"},
+        EngineConfig={"max_disorder_s": "90"},
+        FlinkConfig={"parallelism": "3", "checkpoint.interval.ms": "5000", "checkpoint.dir": "/ck",
+                     "state.backend": "rocksdb", "source.idleness.ms": "0", "restart.attempts": "4",
+                     "savepoint.dir": "/sp", "from.savepoint": "/sp/savepoint-1", "jar.dir": "/jars"},
+    ))  # fmt: skip
+    path = properties.write_properties(properties.property_groups(st), tmp_path / "props.json")
+    assert path.stat().st_mode & 0o077 == 0  # a JDBC URL may carry a password
+    assert load_settings(str(path)) == st
+    if source.get("source.kind") is None:
+        assert st.source.extra == {"source.shard.discovery.interval": "1 s"}
+
+
+def test_settings_without_a_jdbc_url_cannot_be_written():
+    with pytest.raises(SettingsError, match="jdbc.url"):
+        properties.property_groups(s.AppSettings(sink=s.SinkSettings(jdbc_url="")))

@@ -9,7 +9,6 @@ from state_machine.reference import Loader, ReferenceData, Region, SiteReference
 from udfs import reference_poller
 from udfs.reference_poller import (
     ReferencePoller,
-    ReferenceTimestamps,
     Snapshot,
     reference_updates,
     snapshot_records,
@@ -32,12 +31,6 @@ def test_first_snapshot_emits_everything_assets_first_then_the_loaded_marker():
     updates = snapshot_records(data())
     assert [u[:2] for u in updates] == [(REF_ASSET, "L1"), (REF_ASSET, "T1"), (REF_SITE, "S1"), LOADED_MARKER[:2]]
     assert snapshot_records(ReferenceData({}, {})) == [LOADED_MARKER]
-
-
-def test_the_reference_watermark_waits_for_the_loaded_marker():
-    stamps = ReferenceTimestamps()
-    assert {stamps.extract_timestamp(u, 0) for u in snapshot_records(data())[:-1]} == {-(2**63)}
-    assert stamps.extract_timestamp(LOADED_MARKER, 0) == 2**63 - 1
 
 
 def test_only_changes_are_emitted():

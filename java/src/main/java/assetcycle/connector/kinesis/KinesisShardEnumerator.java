@@ -40,7 +40,7 @@ import java.util.function.Function;
  * <p>The first discovery lists the shards open at the start position (FROM_TRIM_HORIZON or
  * FROM_TIMESTAMP); later ones list only shards newer than the newest seen (AFTER_SHARD_ID), which
  * start at TRIM_HORIZON. A parent that was never listed (older than the start position) counts as
- * finished. A shard goes to the registered reader with the fewest shards.
+ * finished. A shard goes to the reader with the fewest shards, once every reader has registered.
  *
  * <p>Readers report finished shards with a {@link ShardsFinishedEvent}; once a completed checkpoint
  * of this enumerator records them, the readers are told ({@link FinishedShardsRecordedEvent}) and
@@ -159,10 +159,18 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
         return unassigned.containsKey(shardId) || assigned.contains(shardId) || finished.contains(shardId);
     }
 
-    /** Gives every shard whose parents are all finished (or unknown) to the least loaded reader. */
+    /**
+     * Gives every shard whose parents are all finished (or unknown) to the least loaded reader, once
+     * every reader has registered (the first to register would otherwise get every shard, and after a
+     * failover the returned shards wait for their reader to come back).
+     */
     private void assignReadyShards() {
         Set<Integer> readers = context.registeredReaders().keySet();
-        if (readers.isEmpty()) {
+        if (readers.size() < context.currentParallelism()) {
+            if (!unassigned.isEmpty()) {
+                LOG.info("Kinesis source on {}: {} of {} readers registered; {} shard(s) wait", options.streamArn,
+                        readers.size(), context.currentParallelism(), unassigned.size());
+            }
             return;
         }
         Map<Integer, List<KinesisShardSplit>> assignment = new HashMap<>();

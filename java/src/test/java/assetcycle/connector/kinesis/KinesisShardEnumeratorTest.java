@@ -293,8 +293,28 @@ class KinesisShardEnumeratorTest {
             }
         }
         enumerator.addSplitsBack(back, 1);
-        assertEquals(byReader(0, shards(0, 2, 1), 1, shards(1, 3)), assigned(),
-                "shard 1 goes to reader 0; shard 3 was read to its end and stays finished");
+        assertEquals(byReader(0, shards(0, 2), 1, shards(1, 3)), assigned(), "shard 1 waits for its reader");
+        context.registerReader(new ReaderInfo(1, "localhost"));
+        enumerator.addReader(1);
+        assertEquals(byReader(0, shards(0, 2), 1, shards(1, 3, 1)), assigned(),
+                "shard 1 goes to the restarted reader; shard 3 was read to its end and stays finished");
+    }
+
+    @Test
+    void shardsWaitUntilEveryReaderHasRegistered() throws Throwable {
+        openShards(4);
+        context = new MockSplitEnumeratorContext<>(2);
+        contexts.add(context);
+        context.registerReader(new ReaderInfo(1, "localhost"));
+        enumerator = new KinesisShardEnumerator(context, options("TRIM_HORIZON"), KinesisEnumeratorState.initial(),
+                opts -> kinesis);
+        enumerators.add(enumerator);
+        enumerator.start();
+        discover();
+        assertEquals(Map.of(), assigned(), "one reader of two: it would get all four shards");
+        context.registerReader(new ReaderInfo(0, "localhost"));
+        enumerator.addReader(0);
+        assertEquals(byReader(0, shards(0, 2), 1, shards(1, 3)), assigned());
     }
 
     @Test

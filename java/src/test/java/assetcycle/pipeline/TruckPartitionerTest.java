@@ -1,0 +1,59 @@
+package assetcycle.pipeline;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.HashMap;
+import java.util.Map;
+
+import org.apache.flink.types.Row;
+import org.junit.jupiter.api.Test;
+
+class TruckPartitionerTest {
+
+    private static String key(String raw) {
+        return new TruckPartitioner.RawTruckKey().getKey(Row.of("file:x:1", raw));
+    }
+
+    @Test
+    void theTruckIsTheTopLevelAssetGuidAsAJsonParserReadsIt() {
+        assertEquals("T-1", key("{\"asset_guid\":\"T-1\",\"site_guid\":\"S\",\"latitude\":-22.7}"));
+        assertEquals("T-1", key(" {\n \"site_guid\" : \"S\" , \"asset_guid\" :\t\"T-1\" }"));
+        assertEquals("T-2", key("{\"meta\":{\"asset_guid\":\"T-1\",\"x\":[1,{\"a\":\"}\"}]},\"asset_guid\":\"T-2\"}"));
+        assertEquals("T-3", key("{\"asset_guid\":\"T-1\",\"asset_guid\":\"T-3\"}"), "the last of duplicate keys");
+        assertEquals("T\"é/4\u00e9", key("{\"asset_guid\":\"T\\\"\\u00e9\\/4é\"}"));
+        assertEquals("T-5", key("{\"n\":null,\"b\":true,\"f\":-1.5e3,\"e\":{},\"l\":[],\"asset_guid\":\"T-5\"}"));
+    }
+
+    @Test
+    void aRecordWithoutATruckHasTheEmptyKey() {
+        assertEquals("", key("not json"));
+        assertEquals("", key("[\"asset_guid\",\"T-1\"]"));
+        assertEquals("", key("{\"asset_guid\":17}"));
+        assertEquals("", key("{\"asset_guid\":\"T-1\""));
+        assertEquals("", key("{\"asset_guid\":\"T-1\",}"));
+        assertEquals("", key("{\"asset_guid\":\"T\\q\"}"));
+        assertEquals("", key("{}"));
+        assertEquals("", key(""));
+        assertEquals("", new TruckPartitioner.RawTruckKey().getKey(Row.of("p", null)));
+    }
+
+    @Test
+    void trucksSpreadOverThePartitionsTheSameWayEveryTime() {
+        TruckPartitioner partitioner = new TruckPartitioner();
+        for (int n : new int[] {1, 2, 3, 8}) {
+            Map<Integer, Integer> sizes = new HashMap<>();
+            for (int t = 0; t < 200; t++) {
+                String truck = "truck-" + t;
+                int p = partitioner.partition(truck, n);
+                assertTrue(p >= 0 && p < n);
+                assertEquals(p, partitioner.partition(new String(truck.toCharArray()), n));
+                sizes.merge(p, 1, Integer::sum);
+            }
+            assertEquals(n, sizes.size());
+            for (int size : sizes.values()) {
+                assertTrue(size > 200 / n / 2, "200 trucks over " + n + " partitions: " + sizes);
+            }
+        }
+    }
+}
