@@ -22,7 +22,7 @@ import pytest
 from cli.flink_cluster import FlinkCluster
 from job.settings import SourceSettings
 from stores.postgres import TableNames, apply_migrations
-from stores.reference import seed_reference
+from stores.reference import load_reference_data, seed_reference
 from tests.cluster.cluster_support import (
     completed_checkpoints,
     job_settings,
@@ -143,16 +143,24 @@ def test_a_taskmanager_killed_mid_run_and_replaced_the_job_restores_its_last_che
     assert_tables_equal_replay(pg_dsn, table_names, site, lines, live=True)
 
 
-def _copy_tables(pg_dsn: str, source: TableNames, target: TableNames) -> None:
-    """``target``'s tables created and filled with ``source``'s rows."""
+def _copy_tables(pg_dsn: str, source: TableNames, target: TableNames, redis_client: Any, redis_prefix: str) -> None:
+    """``target``'s tables created and filled with ``source``'s rows: the reference data too (``asset``,
+    ``asset_info``), which the job restored into ``target`` loads its reference snapshot from. Without
+    it the restored job's load (a site with its dump regions but no loaders, no assets) replaced the
+    savepoint's broadcast state: no load was seen from then on and no cycle closed, sooner or later
+    depending on when the snapshot reached each subtask."""
     conn = psycopg2.connect(pg_dsn)
     try:
         apply_migrations(conn, target)
         with conn.cursor() as cur:
-            for kind in ("cycle_tmp", "cycle", "process_info", "dead_letter", "alerts", *LOADER_KINDS):
+            for kind in ("asset", "asset_info", "cycle_tmp", "cycle", "process_info", "dead_letter", "alerts",
+                         *LOADER_KINDS):  # fmt: skip
                 cur.execute(f'INSERT INTO "{target.schema}"."{target.table_name(kind)}" '
                             f'SELECT * FROM "{source.schema}"."{source.table_name(kind)}"')  # fmt: skip
         conn.commit()
+        reference = load_reference_data(conn, redis_client, source, redis_prefix)
+        assert reference.sites and all(site.loaders for site in reference.sites.values()), reference
+        assert load_reference_data(conn, redis_client, target, redis_prefix) == reference
     finally:
         conn.close()
 
@@ -173,7 +181,8 @@ def test_a_savepoint_taken_at_parallelism_2_restores_at_1_and_at_3_and_equals_th
         savepoint = stop_with_savepoint(job, tmp_path / "savepoints", drain=False)
     finally:
         job.cancel()
-    _copy_tables(pg_dsn, table_names, extra_schema)  # the second restore continues the same tables
+    # the second restore continues the same tables, with the same reference data
+    _copy_tables(pg_dsn, table_names, extra_schema, redis_client, redis_prefix)
     drop_file(watched, "part-2.jsonl", lines[half:])
     everything = expected_last_events(site, lines)
 
