@@ -393,7 +393,8 @@ class _RestSavepoint:
         if operation.get("location"):
             return local_path(str(operation["location"]))
         cause = operation.get("failure-cause") or {}
-        raise SavepointFailed(root_cause(str(cause.get("stack-trace") or cause.get("class") or "unknown cause")))
+        trace = str(cause.get("stack-trace") or cause.get("class") or "unknown cause")
+        raise SavepointFailed(root_cause(trace), checkpoint_failure_reason_in([trace]))
 
 
 class ClusterJob:
@@ -740,7 +741,13 @@ def checkpoint_failure_reason(exc: BaseException) -> str | None:
             return str(java.getCheckpointFailureReason().name())
         messages.append(str(java.toString()))
         java = java.getCause()
-    texts = [m for m in messages if "CheckpointException" in m]
+    return checkpoint_failure_reason_in(messages)
+
+
+def checkpoint_failure_reason_in(texts: list[str]) -> str | None:
+    """The name of the CheckpointFailureReason whose message a CheckpointException in these texts (Java
+    exceptions as text, a REST API's stack trace) carries, or None."""
+    texts = [text for text in texts if "CheckpointException" in text]
     if not texts:
         return None
     reasons = get_gateway().jvm.org.apache.flink.runtime.checkpoint.CheckpointFailureReason.values()

@@ -357,7 +357,7 @@ def test_a_cluster_job_is_stopped_with_a_savepoint_cancelled_and_its_failure_rea
         ("POST", f"/jobs/{'c' * 32}/stop"): {"request-id": "r2"},
         ("GET", f"/jobs/{'c' * 32}/savepoints/r2"): {"status": {"id": "COMPLETED"}, "operation": {"failure-cause": {
             "class": "x", "stack-trace": "java.util.concurrent.CompletionException: x\nCaused by: "
-                                         "org.apache.flink.runtime.checkpoint.CheckpointException: Task not running"}}},
+                                         "org.apache.flink.runtime.checkpoint.CheckpointException: Task local checkpoint failure."}}},
         ("PATCH", f"/jobs/{job}?mode=cancel"): {},
         ("GET", f"/jobs/{job}"): {"state": "FAILED"},
         ("GET", f"/jobs/{job}/exceptions?maxExceptions=1"): {"exceptionHistory": {"entries": [{
@@ -372,8 +372,9 @@ def test_a_cluster_job_is_stopped_with_a_savepoint_cancelled_and_its_failure_rea
                                               "formatType": "CANONICAL"}) in rest.requests  # fmt: skip
         failed = ClusterJob(rest.url, "c" * 32).stop_with_savepoint("file:///tmp/sp", drain=False)
         assert failed.done()
-        with pytest.raises(SavepointFailed, match="Task not running"):
+        with pytest.raises(SavepointFailed, match="Task local checkpoint failure") as failure:
             failed.location()
+        assert failure.value.reason == "TASK_CHECKPOINT_FAILURE"  # a passing failure: tried again
         ClusterJob(rest.url, job).cancel()
         assert ("PATCH", f"/jobs/{job}?mode=cancel", None) in rest.requests
         assert ClusterJob(rest.url, job).failure() == "java.io.IOException: sink failed"

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cli.console import ClusterJob
+from cli.console import RETRIED_SAVEPOINT_FAILURES, ClusterJob, SavepointFailed
 from cli.flink_cluster import FlinkCluster
 from job.properties import property_groups, write_properties
 from job.settings import AppSettings, FlinkSettings, ReferenceSettings, SinkSettings, SourceSettings
@@ -75,13 +75,21 @@ def wait_finished(job: ClusterJob, timeout_s: float = JOB_TIMEOUT_S) -> None:
 
 
 def stop_with_savepoint(job: ClusterJob, directory: Path, drain: bool, timeout_s: float = 120.0) -> str:
-    """Stop the job with a savepoint into ``directory`` (``drain``: event time to its end first)."""
-    request = job.stop_with_savepoint(directory.resolve().as_uri(), drain)
+    """Stop the job with a savepoint into ``directory`` (``drain``: event time to its end first), tried
+    again after a passing failure as ``asset-cycle run`` does (cli.console.RETRIED_SAVEPOINT_FAILURES:
+    e.g. the bounded reference source finished an instant before the JobManager knew)."""
     deadline = time.monotonic() + timeout_s
-    while not request.done():
-        assert time.monotonic() < deadline, f"no savepoint within {timeout_s:.0f} s"
-        time.sleep(0.5)
-    path = request.location()
+    while True:
+        request = job.stop_with_savepoint(directory.resolve().as_uri(), drain)
+        while not request.done():
+            assert time.monotonic() < deadline, f"no savepoint within {timeout_s:.0f} s"
+            time.sleep(0.5)
+        try:
+            path = request.location()
+            break
+        except SavepointFailed as failure:
+            if failure.reason not in RETRIED_SAVEPOINT_FAILURES or job.status() != "RUNNING":
+                raise
     wait_for(job, lambda: job.status() in ("FINISHED", "CANCELED"), "the job to stop", 60.0)
     return path
 
