@@ -55,6 +55,10 @@ MAX_VISITS = 1000
 """Visits kept per loader (about three days of a loader serving 12 trucks an hour)."""
 
 _CYCLE_FIELD_NAMES = tuple(f.name for f in fields(CycleRecord))
+_LOAD_START = _CYCLE_FIELD_NAMES.index("load_start_ms")
+_QUEUE = _CYCLE_FIELD_NAMES.index("queue_seconds")
+DECODED_KEEP = 4096
+"""Loaders whose decoded state an operator keeps (their state bytes are big: up to MAX_VISITS visits)."""
 
 
 def _visit_key(v: LoadVisit) -> tuple[int, int, str, int]:
@@ -148,7 +152,8 @@ class LoaderState:
     visits: list[LoadVisit] = field(default_factory=list)
     previous_departure_ms: int | None = None
     """Departure of the last visit no longer kept (the one before visits[0])."""
-    cycles: dict[tuple[str, int], CycleRecord] = field(default_factory=dict)
+    cycles: dict[tuple[str, int], list] = field(default_factory=dict)
+    """The closed cycles the kept visits began, as CycleRecord field values (as they are stored)."""
     presence: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Trucks at or waiting for the loader: asset -> (AT_LOADER | WAITING, since_ms)."""
     horizon_ms: int | None = None
@@ -164,7 +169,7 @@ class LoaderState:
         """Versioned compact JSON; from_bytes(to_bytes(s)) == s."""
         return orjson.dumps([
             LOADER_STATE_VERSION, self.site, [list(v) for v in self.visits], self.previous_departure_ms,
-            [[getattr(c, name) for name in _CYCLE_FIELD_NAMES] for c in self.cycles.values()],
+            list(self.cycles.values()),
             [[asset, where, since] for asset, (where, since) in self.presence.items()],
             self.idle_since_ms, self.event_ms, None if self.status is None else list(self.status), self.horizon_ms,
         ])  # fmt: skip
@@ -176,9 +181,8 @@ class LoaderState:
         if not values or values[0] != LOADER_STATE_VERSION:
             raise ValueError(f"unsupported loader state version {values[0] if values else None!r}")
         _, site, visits, previous, cycles, presence, idle_since, event_ms, status, horizon = values
-        records = [CycleRecord(*c) for c in cycles]
         return cls(site, [LoadVisit(*v) for v in visits], previous,
-                   {(c.asset_guid, c.load_start_ms): c for c in records},
+                   {(c[0], c[_LOAD_START]): c for c in cycles},
                    {asset: (where, since) for asset, where, since in presence}, horizon, idle_since, event_ms,
                    None if status is None else LoaderStatus(*status))  # fmt: skip
 
@@ -208,17 +212,19 @@ class LoaderOperator:
 
     def __init__(self, max_visits: int = MAX_VISITS) -> None:
         self.max_visits = max_visits
+        self._decoded: dict[str, tuple[bytes, LoaderState]] = {}
+        """Each loader's last state as bytes and decoded (a state is read back without decoding it)."""
 
     # -- public steps ----------------------------------------------------------------------------
     def on_visit(self, loader: str, state: bytes | None, visit: LoadVisit) -> LoaderStep:
         """A load visit ended (or an open one was reported): re-serve the loader's visits and emit
         what changed."""
-        ls = self._load(state, visit.site_guid)
+        ls = self._load(loader, state, visit.site_guid)
         out = LoaderOutput()
         kept = ls.visits
         if ls.horizon_ms is not None and visit.departure_ms < ls.horizon_ms:
             out.counts["loaderVisitsTooLate"] += 1
-            return LoaderStep(out, ls.to_bytes())
+            return self._step(loader, ls, out)
         served_before = serve(kept, ls.previous_departure_ms)
         before = {_served_key(sv): sv for sv in served_before}
         ls.visits = [v for v in kept if (v.asset_guid, v.load_start_ms) != (visit.asset_guid, visit.load_start_ms)]
@@ -233,35 +239,35 @@ class LoaderOperator:
             if floor is None or hour > floor:  # an hour that began before the visits kept is final
                 out.hours.append(hour_figures(loader, ls.site, served, hour, ls.previous_departure_ms))
         by_key = {_served_key(sv): sv for sv in changed}
-        for key, cycle in ls.cycles.items():
+        for key, values in ls.cycles.items():
             sv = by_key.get(key)
-            if sv is not None and cycle.queue_seconds != sv.queue_seconds:
-                ls.cycles[key] = cycle = replace(cycle, queue_seconds=sv.queue_seconds)
-                out.cycles.append(cycle)
+            if sv is not None and values[_QUEUE] != sv.queue_seconds:
+                values[_QUEUE] = sv.queue_seconds
+                out.cycles.append(CycleRecord(*values))
         if not visit.open and (ls.idle_since_ms is None or visit.departure_ms > ls.idle_since_ms):
             ls.idle_since_ms = visit.departure_ms
         ls.event_ms = max(ls.event_ms or visit.departure_ms, visit.departure_ms)
         self._forget(ls)
         self._status(loader, ls, out)
-        return LoaderStep(out, ls.to_bytes())
+        return self._step(loader, ls, out)
 
     def on_cycle(self, loader: str, state: bytes | None, cycle: CycleRecord) -> LoaderStep:
         """A closed cycle that began with a load at this loader: emitted with its visit's queue (None
         while no visit is known for it), kept so that a later change of the queue updates it."""
-        ls = self._load(state, cycle.site_guid)
+        ls = self._load(loader, state, cycle.site_guid)
         out = LoaderOutput()
         key = (cycle.asset_guid, cycle.load_start_ms)
         queue = next((sv.queue_seconds for sv in serve(ls.visits, ls.previous_departure_ms)
                       if (sv.visit.asset_guid, sv.visit.load_start_ms) == key), None)  # fmt: skip
         cycle = replace(cycle, queue_seconds=queue)
         if ls.horizon_ms is None or (cycle.load_start_ms or 0) >= ls.horizon_ms:
-            ls.cycles[key] = cycle
+            ls.cycles[key] = [getattr(cycle, name) for name in _CYCLE_FIELD_NAMES]
         out.cycles.append(cycle)
-        return LoaderStep(out, ls.to_bytes())
+        return self._step(loader, ls, out)
 
     def on_presence(self, loader: str, state: bytes | None, presence: LoaderPresence) -> LoaderStep:
         """A truck's place relative to this loader changed: update the loader's live status."""
-        ls = self._load(state, presence.site_guid)
+        ls = self._load(loader, state, presence.site_guid)
         out = LoaderOutput()
         if presence.state == LEFT:
             ls.presence.pop(presence.asset_guid, None)
@@ -269,14 +275,25 @@ class LoaderOperator:
             ls.presence[presence.asset_guid] = (presence.state, presence.since_ms)
             ls.event_ms = max(ls.event_ms or presence.since_ms, presence.since_ms)
         self._status(loader, ls, out)
-        return LoaderStep(out, ls.to_bytes())
+        return self._step(loader, ls, out)
 
     # -- internals -------------------------------------------------------------------------------
-    @staticmethod
-    def _load(state: bytes | None, site: str) -> LoaderState:
-        ls = LoaderState(site) if state is None else LoaderState.from_bytes(state)
+    def _load(self, loader: str, state: bytes | None, site: str) -> LoaderState:
+        kept = self._decoded.pop(loader, None)
+        if state is None:
+            ls = LoaderState(site)
+        else:
+            ls = kept[1] if kept is not None and kept[0] == state else LoaderState.from_bytes(state)
         ls.site = ls.site or site
         return ls
+
+    def _step(self, loader: str, ls: LoaderState, out: LoaderOutput) -> LoaderStep:
+        """The step's result; the state is kept decoded for the loader's next call."""
+        state = ls.to_bytes()
+        if len(self._decoded) >= DECODED_KEEP:
+            del self._decoded[next(iter(self._decoded))]
+        self._decoded[loader] = (state, ls)
+        return LoaderStep(out, state)
 
     def _forget(self, ls: LoaderState) -> None:
         """Let the oldest visits (and the cycles they began) go beyond MAX_VISITS."""
@@ -289,7 +306,7 @@ class LoaderOperator:
         last = let_go[-1]
         ls.previous_departure_ms = ls.horizon_ms = last.departure_ms
         del ls.visits[: len(let_go)]
-        for key in [k for k, c in ls.cycles.items() if (c.load_start_ms or 0) <= last.load_start_ms]:
+        for key in [k for k, c in ls.cycles.items() if (c[_LOAD_START] or 0) <= last.load_start_ms]:
             del ls.cycles[key]
 
     @staticmethod
