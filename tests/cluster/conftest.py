@@ -7,7 +7,6 @@ when a test fails; its processes die with the test process."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +15,7 @@ from cli.flink_cluster import FlinkCluster
 from cli.local_services import free_local_port
 from stores.postgres import TableNames
 from tests.job.kinesis_emulator import ACCESS_KEY, SECRET_KEY, KinesisEmulator
+from tests.job.reliability_support import throwaway_schema
 
 TASKMANAGERS = 3
 
@@ -40,18 +40,5 @@ def kinesis() -> Iterator[KinesisEmulator]:
 @pytest.fixture
 def extra_schema(pg_dsn: str) -> Iterator[TableNames]:
     """A second throwaway schema (dropped afterwards, with everything in it)."""
-    import psycopg2
-    from psycopg2 import sql
-
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    conn = psycopg2.connect(pg_dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-        yield TableNames(schema=name)
-    finally:
-        with conn.cursor() as cur:
-            cur.execute("SET lock_timeout = '20s'")
-            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-        conn.close()
+    with throwaway_schema(pg_dsn) as names:
+        yield names

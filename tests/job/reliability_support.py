@@ -18,7 +18,9 @@ import json
 import re
 import time
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -435,3 +437,23 @@ def _cycle_difference(got: list[dict], want: list[dict]) -> str:
     fields = {k: (first[k], twin[k]) for k in first if twin is not None and first[k] != twin[k]} if first else {}
     return (f"{len(got)} closed cycles, the replay {len(want)}; only in the tables: {extra[:5]}; only in the "
             f"replay: {missing[:5]}; first differing fields (tables, replay): {fields}")
+
+
+@contextmanager
+def throwaway_schema(pg_dsn: str) -> Iterator[TableNames]:
+    """A schema of its own for a second set of tables (dropped afterwards, with everything in it)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    conn = psycopg2.connect(pg_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        yield TableNames(schema=name)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '20s'")
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        conn.close()

@@ -21,9 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,7 @@ from tests.job.reliability_support import (
     last_events,
     records_in,
     restored_checkpoint,
+    throwaway_schema,
     watched_site,
 )
 from workbench.bundle import iter_telemetry_lines, read_reference
@@ -71,26 +69,6 @@ def _interrupt(run: CliRun) -> str:
     found = re.findall(r"^savepoint: (\S+)$", run.output(), re.MULTILINE)
     assert found, f"no savepoint reported:\n{run.output()[-4000:]}"
     return found[-1]
-
-
-@contextmanager
-def _extra_schema(pg_dsn: str) -> Iterator[TableNames]:
-    """A second throwaway schema (dropped afterwards)."""
-    import psycopg2
-    from psycopg2 import sql
-
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    conn = psycopg2.connect(pg_dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-        yield TableNames(schema=name)
-    finally:
-        with conn.cursor() as cur:
-            cur.execute("SET lock_timeout = '20s'")
-            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-        conn.close()
 
 
 def _assert_equals_replay(pg_dsn: str, names: TableNames, expected: Any) -> None:
@@ -202,7 +180,7 @@ def test_half_run_savepoint_restore_equals_an_uninterrupted_run(
     restored = table_snapshot(pg_dsn, table_names, exclude=VOLATILE + positions)
 
     # 3) one uninterrupted run of the whole bundle into another schema: the same rows
-    with _extra_schema(pg_dsn) as other:
+    with throwaway_schema(pg_dsn) as other:
         run_bundle(site, other, pg_dsn, source_label=label)
         assert table_snapshot(pg_dsn, other, exclude=VOLATILE + positions) == restored
     print(f"\nhalf run + savepoint {t1 - t0:.1f} s, restore + rest {t2 - t1:.1f} s, "

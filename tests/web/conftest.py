@@ -8,14 +8,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 
 from stores.connections import RedisSettings
 from stores.postgres import TableNames
 from tests.job.reliability_support import CliRun, cli_env, free_port
-from tests.web.support import STALE_TRUCK_S, BundleRun, serving
+from tests.web.support import STALE_TRUCK_S, BundleRun, drop_run_data, serving
 from web.settings import ServeSettings
 from workbench.bundle import iter_telemetry_lines, read_reference
 from workbench.replay import replay
@@ -41,13 +39,6 @@ def bundle_run(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str, redis_url:
         with serving(settings) as url:
             yield BundleRun(bundle, names, prefix, expected, url)
     finally:
-        conn = psycopg2.connect(pg_dsn)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        conn.close()
-        keys = list(redis_client.scan_iter(match=prefix + "*"))
-        if keys:
-            redis_client.delete(*keys)
+        drop_run_data(pg_dsn, redis_client, schema, prefix)
 
 

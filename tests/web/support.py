@@ -129,3 +129,18 @@ class BundleRun:
         answer = get(self.url + path.lstrip("/"))
         assert answer.status == 200, (path, answer.status, answer.body[:500])
         return answer.json()
+
+
+def drop_run_data(pg_dsn: str, redis_client: Any, schema: str, prefix: str) -> None:
+    """Remove what a test's job run wrote: its schema (with every table) and its Redis keys."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(pg_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    conn.close()
+    keys = list(redis_client.scan_iter(match=prefix + "*"))
+    if keys:
+        redis_client.delete(*keys)

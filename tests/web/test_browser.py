@@ -15,12 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 
 from tests.job.reliability_support import CliRun, cli_env, free_port
-from tests.web.support import BundleRun, get
+from tests.web.support import BundleRun, drop_run_data, get
 
 pytestmark = [pytest.mark.browser, pytest.mark.flink, pytest.mark.services]
 
@@ -48,14 +46,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str, redis_url: str, 
         yield run, url
     finally:
         run.stop()
-        conn = psycopg2.connect(pg_dsn)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        conn.close()
-        keys = list(redis_client.scan_iter(match=prefix + "*"))
-        if keys:
-            redis_client.delete(*keys)
+        drop_run_data(pg_dsn, redis_client, schema, prefix)
 
 
 @pytest.fixture(scope="module")
