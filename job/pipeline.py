@@ -51,7 +51,7 @@ from pyflink.datastream import DataStream, KeyedStream, OutputTag, StreamExecuti
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
-from job.flink_env import EnvInfo, create_environment
+from job.flink_env import MAX_PARALLELISM, EnvInfo, create_environment
 from job.settings import AppSettings
 from job.sources import RawSource, ticker_stream
 from udfs.cycle_function import REFERENCE_STATE, CycleFunction
@@ -146,11 +146,12 @@ def batched(raw_stream: DataStream, parallelism: int) -> DataStream:
     """(position, raw) rows -> (positions[], raws[]) batches (Java), in ``parallelism`` subtasks: the
     source's own (records go forward: a Kinesis reader's shards keep their arrival order), or, when one
     subtask reads the source (a file, the simulator) and the job runs more, all of them, the records
-    spread by truck (assetcycle.pipeline.TruckPartitioner: each truck's records stay in order)."""
+    spread by truck (assetcycle.pipeline.TruckPartitioner: each truck's records stay in order, in the
+    subtask whose cycle operator holds the truck's key, so none crosses the network to reach it)."""
     jvm = get_gateway().jvm
     j_raw = raw_stream._j_data_stream
     if j_raw.getParallelism() == 1 and parallelism > 1:
-        j_raw = jvm.assetcycle.pipeline.TruckPartitioner.byTruck(j_raw)
+        j_raw = jvm.assetcycle.pipeline.TruckPartitioner.byTruck(j_raw, MAX_PARALLELISM)
     else:
         parallelism = j_raw.getParallelism()
     batcher = jvm.assetcycle.pipeline.RecordBatcher(BATCH_MAX_RECORDS, BATCH_MAX_DELAY_MS)

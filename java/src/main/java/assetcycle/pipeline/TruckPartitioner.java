@@ -2,9 +2,9 @@ package assetcycle.pipeline;
 
 import org.apache.flink.api.common.functions.Partitioner;
 import org.apache.flink.api.java.functions.KeySelector;
+import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.types.Row;
-import org.apache.flink.util.MathUtils;
 
 /**
  * Spreads raw telemetry records {@code Row(position, raw)} over the parse subtasks by truck, so that a
@@ -15,20 +15,36 @@ import org.apache.flink.util.MathUtils;
  * JSON parser decodes it (escapes; the last of duplicate keys), without building the object. A
  * record without one (malformed, not an object, another type) has the key "": the parse step
  * rejects it, wherever it goes.
+ *
+ * <p>A truck goes to the subtask that the keyed operators after the parse step (keyed by the truck,
+ * PyFlink's {@code KeyByKeySelector}: the key is {@code Row.of(asset_guid)}) give its key, by the same
+ * key-group assignment at the same max parallelism: with the parse step and the cycle operator at the
+ * same parallelism, every record stays in its TaskManager from the parse step to the cycle operator
+ * (no record crosses the network on that edge).
  */
 public final class TruckPartitioner implements Partitioner<String> {
 
     private static final long serialVersionUID = 1L;
     private static final String FIELD = "asset_guid";
 
-    /** {@code raw} partitioned by truck (see the class comment), at the parallelism of what follows. */
-    public static DataStream<Row> byTruck(DataStream<Row> raw) {
-        return raw.partitionCustom(new TruckPartitioner(), new RawTruckKey());
+    private final int maxParallelism;
+
+    /** Partitions as a keyed operator of {@code maxParallelism} key groups assigns the truck's key. */
+    public TruckPartitioner(int maxParallelism) {
+        this.maxParallelism = maxParallelism;
+    }
+
+    /**
+     * {@code raw} partitioned by truck (see the class comment), at the parallelism of what follows, for
+     * keyed operators of {@code maxParallelism} key groups.
+     */
+    public static DataStream<Row> byTruck(DataStream<Row> raw, int maxParallelism) {
+        return raw.partitionCustom(new TruckPartitioner(maxParallelism), new RawTruckKey());
     }
 
     @Override
     public int partition(String key, int numPartitions) {
-        return MathUtils.murmurHash(key.hashCode()) % numPartitions;
+        return KeyGroupRangeAssignment.assignKeyToParallelOperator(Row.of(key), maxParallelism, numPartitions);
     }
 
     /** The truck of a raw record (its field 1). */

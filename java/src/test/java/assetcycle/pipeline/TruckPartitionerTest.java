@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.util.HashMap;
 import java.util.Map;
 
+import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
 import org.apache.flink.types.Row;
 import org.junit.jupiter.api.Test;
 
@@ -40,7 +41,7 @@ class TruckPartitionerTest {
 
     @Test
     void trucksSpreadOverThePartitionsTheSameWayEveryTime() {
-        TruckPartitioner partitioner = new TruckPartitioner();
+        TruckPartitioner partitioner = new TruckPartitioner(128);
         for (int n : new int[] {1, 2, 3, 8}) {
             Map<Integer, Integer> sizes = new HashMap<>();
             for (int t = 0; t < 200; t++) {
@@ -53,6 +54,24 @@ class TruckPartitionerTest {
             assertEquals(n, sizes.size());
             for (int size : sizes.values()) {
                 assertTrue(size > 200 / n / 2, "200 trucks over " + n + " partitions: " + sizes);
+            }
+        }
+    }
+
+    @Test
+    void aTruckGoesToTheSubtaskOfTheCycleOperatorThatHoldsItsKey() {
+        // the parse step emits (asset_guid, group); the keyed operators after it key by PyFlink's
+        // KeyByKeySelector, whose key is a new Row(1) holding field 0 (flink-python is not a dependency here)
+        for (int maxParallelism : new int[] {128, 256}) {
+            TruckPartitioner partitioner = new TruckPartitioner(maxParallelism);
+            for (int n : new int[] {1, 2, 3, 7}) {
+                for (int t = 0; t < 200; t++) {
+                    String truck = "truck-" + t;
+                    Row key = new Row(1);
+                    key.setField(0, truck);
+                    assertEquals(KeyGroupRangeAssignment.assignKeyToParallelOperator(key, maxParallelism, n),
+                            partitioner.partition(truck, n), truck + " at parallelism " + n);
+                }
             }
         }
     }
