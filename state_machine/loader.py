@@ -31,7 +31,7 @@ changes nothing (counted: ``loaderVisitsTooLate``).
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -67,15 +67,17 @@ def _visit_key(v: LoadVisit) -> tuple[int, int, str, int]:
                                                                                 v.load_start_ms)  # fmt: skip
 
 
-def serve(visits: list[LoadVisit], previous_departure_ms: int | None = None) -> list[ServedVisit]:
+def serve(visits: list[LoadVisit], previous_departure_ms: int | None = None,
+          after_open: bool = False) -> list[ServedVisit]:
     """The visits (in _visit_key order) with their service start and queue; ``previous_departure_ms``
-    is the departure of the visit served before the first one, when known. Of the visits still open at
-    the end of the input, the first to arrive is in service (until its last point); the others were
-    still waiting: no service start, their wait so far as queue."""
+    is the departure of the visit served before the first one, when known, and ``after_open`` whether the
+    visit before the first one is still open. Of the visits still open at the end of the input, the
+    first to arrive is in service (until its last point); the others were still waiting: no service
+    start, their wait so far as queue."""
     served: list[ServedVisit] = []
     previous = previous_departure_ms
     for v in visits:
-        if v.open and served and served[-1].visit.open:  # waiting behind the truck in service at the end
+        if v.open and (served[-1].visit.open if served else after_open):  # waiting behind the truck in service
             served.append(ServedVisit(v, None, round((v.departure_ms - v.first_stop_ms) / 1000.0, 3)))
             continue
         if previous is not None and v.first_stop_ms < previous:
@@ -132,7 +134,8 @@ def _spans(served: Iterable[ServedVisit], previous_departure_ms: int | None) -> 
 
 def _touched_hours(before: list[ServedVisit], after: list[ServedVisit], previous_departure_ms: int | None) -> set[int]:
     """The hours whose figures may differ between two orders of service: those that a visit whose
-    service, queue or reach changed covered before or covers now."""
+    service, queue or reach changed covered before or covers now (``before`` and ``after`` may be the
+    two orders' tails from where they differ, ``previous_departure_ms`` the departure before them)."""
     old, new = _spans(before, previous_departure_ms), _spans(after, previous_departure_ms)
     touched = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
     touched.update(_served_key(sv) for sv in set(after) - set(before))
@@ -141,6 +144,14 @@ def _touched_hours(before: list[ServedVisit], after: list[ServedVisit], previous
 
 def _served_key(sv: ServedVisit) -> tuple[str, int]:
     return sv.visit.asset_guid, sv.visit.load_start_ms
+
+
+def _is_open(v: LoadVisit) -> bool:
+    return v.open
+
+
+def _departure(sv: ServedVisit) -> int:
+    return sv.visit.departure_ms
 
 
 @dataclass(slots=True)
@@ -164,6 +175,22 @@ class LoaderState:
     """The newest instant the status reflects (a departure, or a truck's arrival or first stop). Both
     are maxima over what arrived, so the order events came in does not change them."""
     status: LoaderStatus | None = None
+    served: list[ServedVisit] | None = field(default=None, compare=False, repr=False)
+    """``serve(visits, previous_departure_ms)``, kept while the state stays decoded (not encoded)."""
+    keys: set[tuple[str, int]] | None = field(default=None, compare=False, repr=False)
+    """The kept visits' keys (asset, load start), kept while the state stays decoded (not encoded)."""
+
+    def served_visits(self) -> list[ServedVisit]:
+        """The kept visits in their order of service (computed once per decoded state)."""
+        if self.served is None:
+            self.served = serve(self.visits, self.previous_departure_ms)
+        return self.served
+
+    def visit_keys(self) -> set[tuple[str, int]]:
+        """The kept visits' keys (computed once per decoded state)."""
+        if self.keys is None:
+            self.keys = {(v.asset_guid, v.load_start_ms) for v in self.visits}
+        return self.keys
 
     def to_bytes(self) -> bytes:
         """Versioned compact JSON; from_bytes(to_bytes(s)) == s."""
@@ -225,23 +252,41 @@ class LoaderOperator:
         if ls.horizon_ms is not None and visit.departure_ms < ls.horizon_ms:
             out.counts["loaderVisitsTooLate"] += 1
             return self._step(loader, ls, out)
-        served_before = serve(kept, ls.previous_departure_ms)
-        before = {_served_key(sv): sv for sv in served_before}
-        ls.visits = [v for v in kept if (v.asset_guid, v.load_start_ms) != (visit.asset_guid, visit.load_start_ms)]
-        insort(ls.visits, visit, key=_visit_key)
-        served = serve(ls.visits, ls.previous_departure_ms)
-        changed = [sv for sv in served if before.get(_served_key(sv)) != sv]
+        old_served = ls.served_visits()
+        replaced = None  # the index of the visit's earlier report (open then, or sent again)
+        if (visit.asset_guid, visit.load_start_ms) in ls.visit_keys():
+            replaced = next(i for i in range(len(kept) - 1, -1, -1)
+                            if kept[i].asset_guid == visit.asset_guid and kept[i].load_start_ms == visit.load_start_ms)
+        else:
+            ls.keys.add((visit.asset_guid, visit.load_start_ms))
+        visits = kept if replaced is None else kept[:replaced] + kept[replaced + 1:]
+        at = bisect_right(visits, _visit_key(visit), key=_visit_key)
+        visits.insert(at, visit)
+        ls.visits = visits
+        # the order of service before the first visit that moved is unchanged: serve from there on
+        first = at if replaced is None else min(at, replaced)
+        head = old_served[:first]
+        before_tail = old_served[first:]
+        # (after a visit still waiting, only open visits come, and they wait too: no departure is used)
+        before_first = head[-1].visit.departure_ms if head else ls.previous_departure_ms
+        served_tail = serve(visits[first:], before_first, after_open=bool(head) and head[-1].visit.open)
+        served = ls.served = head + served_tail
+        before = {_served_key(sv): sv for sv in before_tail}
+        changed = [sv for sv in served_tail if before.get(_served_key(sv)) != sv]
         out.served.extend(changed)
         out.counts["loaderVisits"] += 1
-        hours = _touched_hours(served_before, served, ls.previous_departure_ms)
+        hours = _touched_hours(before_tail, served_tail, before_first)
         floor = None if ls.previous_departure_ms is None else ls.previous_departure_ms - ls.previous_departure_ms % HOUR_MS
+        ended = bisect_left(visits, True, key=_is_open)  # the visits that ended come first, by departure
         for hour in sorted(hours):
             if floor is None or hour > floor:  # an hour that began before the visits kept is final
-                out.hours.append(hour_figures(loader, ls.site, served, hour, ls.previous_departure_ms))
-        by_key = {_served_key(sv): sv for sv in changed}
-        for key, values in ls.cycles.items():
-            sv = by_key.get(key)
-            if sv is not None and values[_QUEUE] != sv.queue_seconds:
+                # a visit that left before the hour adds nothing to it: start at the first that did not
+                start = bisect_left(served, hour, hi=ended, key=_departure)
+                previous = served[start - 1].visit.departure_ms if start else ls.previous_departure_ms
+                out.hours.append(hour_figures(loader, ls.site, served[start:], hour, previous))
+        for sv in changed:
+            values = ls.cycles.get(_served_key(sv))
+            if values is not None and values[_QUEUE] != sv.queue_seconds:
                 values[_QUEUE] = sv.queue_seconds
                 out.cycles.append(CycleRecord(*values))
         if not visit.open and (ls.idle_since_ms is None or visit.departure_ms > ls.idle_since_ms):
@@ -257,8 +302,9 @@ class LoaderOperator:
         ls = self._load(loader, state, cycle.site_guid)
         out = LoaderOutput()
         key = (cycle.asset_guid, cycle.load_start_ms)
-        queue = next((sv.queue_seconds for sv in serve(ls.visits, ls.previous_departure_ms)
-                      if (sv.visit.asset_guid, sv.visit.load_start_ms) == key), None)  # fmt: skip
+        served = ls.served_visits()
+        queue = next((served[i].queue_seconds for i in range(len(served) - 1, -1, -1)
+                      if _served_key(served[i]) == key), None)  # fmt: skip (a cycle closes soon after its visit)
         cycle = replace(cycle, queue_seconds=queue)
         if ls.horizon_ms is None or (cycle.load_start_ms or 0) >= ls.horizon_ms:
             ls.cycles[key] = [getattr(cycle, name) for name in _CYCLE_FIELD_NAMES]
@@ -306,6 +352,10 @@ class LoaderOperator:
         last = let_go[-1]
         ls.previous_departure_ms = ls.horizon_ms = last.departure_ms
         del ls.visits[: len(let_go)]
+        if ls.served is not None:  # the visits after them were served after last's departure: unchanged
+            del ls.served[: len(let_go)]
+        if ls.keys is not None:
+            ls.keys.difference_update((v.asset_guid, v.load_start_ms) for v in let_go)
         for key in [k for k, c in ls.cycles.items() if (c[_LOAD_START] or 0) <= last.load_start_ms]:
             del ls.cycles[key]
 

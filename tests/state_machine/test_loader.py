@@ -107,14 +107,15 @@ def _without_empty_hours(rows: dict) -> dict:
 def visit_sets(draw: st.DrawFn) -> list[LoadVisit]:
     """A loader's visits over a few hours: trucks arriving, some waiting for the one being served."""
     n = draw(st.integers(2, 25))
-    visits = []
+    visits = {}
     t = 0
     for k in range(n):
         t += draw(st.integers(0, 900))
         first_stop = t
         arrival = first_stop + draw(st.integers(-60, 20))
-        visits.append(visit(f"T{k % 7}", first_stop, arrival, first_stop + draw(st.integers(60, 600))))
-    return visits
+        v = visit(f"T{k % 7}", first_stop, arrival, first_stop + draw(st.integers(60, 600)))
+        visits.setdefault((v.asset_guid, v.load_start_ms), v)  # a truck's load starts once at an instant
+    return list(visits.values())
 
 
 @settings(max_examples=300, deadline=None)
@@ -130,6 +131,50 @@ def test_the_rows_do_not_depend_on_the_order_visits_and_cycles_arrive_in(visits,
     assert _without_empty_hours(_run(LoaderOperator(), resent)) == _without_empty_hours(in_order)
     cycles = [row for key, row in in_order.items() if key[0] == "cycle"]
     assert all(c.queue_seconds is not None for c in cycles)
+
+
+@st.composite
+def reported_visits(draw: st.DrawFn) -> tuple[list[LoadVisit], list[LoadVisit]]:
+    """A loader's visits as the cycle operators report them, in an order of arrival: some first while
+    still open (the input paused while the truck was at the loader; departure = its last point so far),
+    then ended; some sent again (a restart); a few still open at the end. Returns (reports, final set)."""
+    final = draw(visit_sets())
+    reports = []
+    for k, v in enumerate(final):
+        if draw(st.booleans()):  # reported open first, its last point before it left
+            reports.append(v._replace(departure_ms=draw(st.integers(v.first_stop_ms, v.departure_ms)), open=True))
+        if k >= len(final) - 2 and draw(st.booleans()):  # still open when the input ended
+            final[k] = v = v._replace(open=True)
+        reports.append(v)
+    order = draw(st.permutations(range(len(reports))))
+    shuffled = [reports[i] for i in order]
+    # an open report that arrives after the ended one is the older news: the operators never send it
+    latest = {}
+    for v in shuffled:
+        key = (v.asset_guid, v.load_start_ms)
+        if not (latest.get(key) is not None and not latest[key].open and v.open):
+            latest[key] = v
+    arrived = [v for v in shuffled if latest[(v.asset_guid, v.load_start_ms)] is v or not v.open]
+    resent = [v for v in arrived if not v.open and draw(st.booleans())]
+    return arrived + resent, list(latest.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(reported_visits())
+def test_every_row_is_what_the_final_set_of_visits_gives_served_from_scratch(reports):
+    """Each visit re-serves only the visits from the first one it moves: the rows equal the order of
+    service and the hours computed from scratch from the set of visits the loader ends with."""
+    arrived, final = reports
+    rows = _run(LoaderOperator(), [("visit", v) for v in arrived])
+    served = serve(sorted(final, key=lambda v: (v.open, v.first_stop_ms if v.open else v.departure_ms,
+                                                v.asset_guid, v.load_start_ms)))  # fmt: skip
+    assert {key: row for key, row in rows.items() if key[0] == "served"} == {
+        ("served", sv.visit.asset_guid, sv.visit.load_start_ms): sv for sv in served}
+    hours = {key[1]: row for key, row in rows.items() if key[0] == "hour"}
+    expected = {hour: hour_figures("LDR", "SITE", served, hour) for hour in hours}
+    assert hours == expected
+    busy = sum(sv.visit.departure_ms - sv.service_start_ms for sv in served if sv.service_start_ms is not None)
+    assert round(sum(row.busy_seconds for row in hours.values()), 3) == round(busy / 1000.0, 3)
 
 
 def test_a_late_visit_updates_the_next_trucks_queue_and_its_cycle_row():
