@@ -179,6 +179,10 @@ class LoaderState:
     """``serve(visits, previous_departure_ms)``, kept while the state stays decoded (not encoded)."""
     keys: set[tuple[str, int]] | None = field(default=None, compare=False, repr=False)
     """The kept visits' keys (asset, load start), kept while the state stays decoded (not encoded)."""
+    visits_json: orjson.Fragment | None = field(default=None, compare=False, repr=False)
+    """``visits`` as last encoded; None once they changed (kept while the state stays decoded)."""
+    cycles_json: orjson.Fragment | None = field(default=None, compare=False, repr=False)
+    """``cycles`` as last encoded; None once they changed (kept while the state stays decoded)."""
 
     def served_visits(self) -> list[ServedVisit]:
         """The kept visits in their order of service (computed once per decoded state)."""
@@ -193,10 +197,14 @@ class LoaderState:
         return self.keys
 
     def to_bytes(self) -> bytes:
-        """Versioned compact JSON; from_bytes(to_bytes(s)) == s."""
+        """Versioned compact JSON; from_bytes(to_bytes(s)) == s. The visits and the cycles are encoded
+        again only after they changed (a loader's state holds up to MAX_VISITS of each)."""
+        if self.visits_json is None:
+            self.visits_json = orjson.Fragment(orjson.dumps([list(v) for v in self.visits]))
+        if self.cycles_json is None:
+            self.cycles_json = orjson.Fragment(orjson.dumps(list(self.cycles.values())))
         return orjson.dumps([
-            LOADER_STATE_VERSION, self.site, [list(v) for v in self.visits], self.previous_departure_ms,
-            list(self.cycles.values()),
+            LOADER_STATE_VERSION, self.site, self.visits_json, self.previous_departure_ms, self.cycles_json,
             [[asset, where, since] for asset, (where, since) in self.presence.items()],
             self.idle_since_ms, self.event_ms, None if self.status is None else list(self.status), self.horizon_ms,
         ])  # fmt: skip
@@ -255,14 +263,15 @@ class LoaderOperator:
         old_served = ls.served_visits()
         replaced = None  # the index of the visit's earlier report (open then, or sent again)
         if (visit.asset_guid, visit.load_start_ms) in ls.visit_keys():
-            replaced = next(i for i in range(len(kept) - 1, -1, -1)
-                            if kept[i].asset_guid == visit.asset_guid and kept[i].load_start_ms == visit.load_start_ms)
+            replaced = next((i for i in range(len(kept) - 1, -1, -1)
+                             if kept[i].asset_guid == visit.asset_guid and kept[i].load_start_ms == visit.load_start_ms),
+                            None)  # fmt: skip
         else:
             ls.keys.add((visit.asset_guid, visit.load_start_ms))
         visits = kept if replaced is None else kept[:replaced] + kept[replaced + 1:]
         at = bisect_right(visits, _visit_key(visit), key=_visit_key)
         visits.insert(at, visit)
-        ls.visits = visits
+        ls.visits, ls.visits_json = visits, None
         # the order of service before the first visit that moved is unchanged: serve from there on
         first = at if replaced is None else min(at, replaced)
         head = old_served[:first]
@@ -288,6 +297,7 @@ class LoaderOperator:
             values = ls.cycles.get(_served_key(sv))
             if values is not None and values[_QUEUE] != sv.queue_seconds:
                 values[_QUEUE] = sv.queue_seconds
+                ls.cycles_json = None
                 out.cycles.append(CycleRecord(*values))
         if not visit.open and (ls.idle_since_ms is None or visit.departure_ms > ls.idle_since_ms):
             ls.idle_since_ms = visit.departure_ms
@@ -308,6 +318,7 @@ class LoaderOperator:
         cycle = replace(cycle, queue_seconds=queue)
         if ls.horizon_ms is None or (cycle.load_start_ms or 0) >= ls.horizon_ms:
             ls.cycles[key] = [getattr(cycle, name) for name in _CYCLE_FIELD_NAMES]
+            ls.cycles_json = None
         out.cycles.append(cycle)
         return self._step(loader, ls, out)
 
@@ -352,6 +363,7 @@ class LoaderOperator:
         last = let_go[-1]
         ls.previous_departure_ms = ls.horizon_ms = last.departure_ms
         del ls.visits[: len(let_go)]
+        ls.visits_json = ls.cycles_json = None
         if ls.served is not None:  # the visits after them were served after last's departure: unchanged
             del ls.served[: len(let_go)]
         if ls.keys is not None:

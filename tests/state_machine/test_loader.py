@@ -250,3 +250,24 @@ def test_state_round_trips():
     assert decoded.to_bytes() == state
     with pytest.raises(ValueError):
         LoaderState.from_bytes(b'[99, "x"]')
+
+
+@settings(max_examples=200, deadline=None)
+@given(reported_visits(), st.integers(2, 30), st.randoms(use_true_random=False))
+def test_a_loader_kept_decoded_steps_as_one_decoded_from_its_bytes_every_time(reports, max_visits, rnd):
+    """The operator keeps each loader's last state decoded, with what it derived from it (the order of
+    service, the encoded visits and cycles): every step's output and state bytes equal those of an
+    operator that decodes the state from its bytes at every step (a restore, a loader it let go)."""
+    arrived, _ = reports
+    events = [("visit", v) for v in arrived] + [("cycle", _cycle(v.asset_guid, (v.load_start_ms - T0) // S))
+                                                for v in arrived if not v.open]  # fmt: skip
+    events += [("presence", LoaderPresence(v.asset_guid, "SITE", "LDR", rnd.choice((AT_LOADER, WAITING, LEFT)),
+                                           v.first_stop_ms, v.departure_ms)) for v in arrived[::3]]  # fmt: skip
+    rnd.shuffle(events)
+    kept = LoaderOperator(max_visits=max_visits)
+    kept_state = fresh_state = None
+    for kind, event in events:
+        step = getattr(kept, f"on_{kind}")("LDR", kept_state, event)
+        fresh = getattr(LoaderOperator(max_visits=max_visits), f"on_{kind}")("LDR", fresh_state, event)
+        assert step.output == fresh.output and step.state == fresh.state
+        kept_state, fresh_state = step.state, fresh.state
