@@ -1,5 +1,6 @@
 """The replay with and without live (speculative) rows: a bounded input's final rows do not depend on it;
-and the replay of a stream split by truck, part by part, gives the rows of the whole stream.
+and the replay of a stream split by truck, each part through a parser of its own, gives the rows of the
+whole stream.
 
 The job computes the live view only for unbounded inputs (job.pipeline.assemble); this is what makes
 that safe for a history replay: every closed cycle, final in-progress row, status row, dead letter
