@@ -66,8 +66,10 @@ def account(hours: list[list[int]], prev_ts: int | None, prev_ws: int, dt_loaded
         if end is not None and rec.load_start_ms is not None:
             target = _hour(hours, end - end % HOUR_MS, rows)
             target[5] += 1
-            if target is not entry:
-                rows.append(target)  # a back-dated end in the hour before: report it again
+            if target is not entry or entry[6] == ts:
+                # a back-dated end in the hour before, or a cycle closed at a point whose hour was already
+                # reported (the idle timeout closes it at the truck's last point): report it again
+                rows.append(target)
     if live and ts - entry[6] >= LIVE_EVERY_MS:
         rows.append(entry)
     for h in rows:

@@ -3,11 +3,11 @@ own), submitted through its entry point: four shards read at parallelism 2 and 3
 parallelism 2, with and without a shard split while the job runs. Every result is compared with the
 offline replay of what the stream holds, in arrival order: at parallelism N each reader's records, in
 the order it reads them (its shards merged by arrival time), are parsed by a subtask of their own with
-the watermark of that part of the stream, so the job writes what the replays of the readers' records
-write together. (That can differ from one replay of the whole stream: records that arrive within the
-same millisecond are merged shard after shard, and a reader of every shard then sees some trucks run
-up to a batch ahead of the others, which makes points of the others LATE that a reader of fewer
-shards applies.)
+the watermark of that part of the stream, and every truck's points, whichever reader read them, go to
+its one keyed state (tests.workbench.partitioned_replay), so the job writes what that replay writes.
+(That can differ from one replay of the whole stream: records that arrive within the same millisecond
+are merged shard after shard, and a reader of every shard then sees some trucks run up to a batch ahead
+of the others, which makes points of the others LATE that a reader of fewer shards applies.)
 
 With fewer shards than source subtasks a reader has no shard and sends nothing: its parse subtask
 never sends a watermark, and the cycle operator's event time (the minimum over its inputs) would stay
@@ -105,10 +105,12 @@ def test_four_shards_at_parallelism_n_equal_the_replay(
         job.cancel()
     assert records_out(job, SOURCE_OPERATOR) in (0, len(lines))  # the job's metrics are gone once it stopped
     # each reader parses its shards' records in arrival order, with the watermark of what it reads
-    streams = [[r.data for r in records if r.shard_id in shards]
-               for shards in shards_of_readers(sorted({r.shard_id for r in records}), parallelism)]  # fmt: skip
-    assert subtask_reads(job, "kinesis-source") == [len(stream) for stream in streams]  # every reader had shards
-    assert_tables_equal_replay_of(pg_dsn, table_names, sim.reference, *streams, live=True)
+    reader_of = {shard: reader for reader, shards in enumerate(shards_of_readers(
+        sorted({r.shard_id for r in records}), parallelism)) for shard in shards}  # fmt: skip
+    reads = [(reader_of[r.shard_id], r.data) for r in records]
+    assert subtask_reads(job, "kinesis-source") == [  # every reader had shards
+        sum(1 for reader, _ in reads if reader == subtask) for subtask in range(parallelism)]
+    assert_tables_equal_replay_of(pg_dsn, table_names, sim.reference, reads, live=True)
 
 
 def _quiet_half(sim: Simulation, quiet_after_ms: int) -> list[str]:
@@ -143,14 +145,7 @@ def quiet_site() -> tuple[Simulation, list[str]]:
     return sim, lines
 
 
-SPLIT_AFTER_THE_CLOCK_WORK = (
-    "known regression (issue 20 merged onto the cluster tier): after a split while running, the second "
-    "reader's parse subtask starts its own stream time and lateness estimate, and the job's closed cycles "
-    "did not reach the per-reader replay's within 300 s in two runs; not yet explained")
-
-
-@pytest.mark.parametrize("reshard", [False, pytest.param(True, marks=pytest.mark.xfail(reason=SPLIT_AFTER_THE_CLOCK_WORK))],
-                         ids=["steady", "split-while-running"])
+@pytest.mark.parametrize("reshard", [False, True], ids=["steady", "split-while-running"])
 def test_one_shard_read_at_parallelism_2_cycles_close_while_the_job_runs(
     reshard: bool, quiet_site: tuple[Simulation, list[str]], kinesis: KinesisEmulator, flink_cluster: FlinkCluster,
     tmp_path: Path, pg_dsn: str, redis_url: str, redis_client: Any, redis_prefix: str, table_names: TableNames,
@@ -175,27 +170,42 @@ def test_one_shard_read_at_parallelism_2_cycles_close_while_the_job_runs(
         records = arrival_order(stream_records(client, arn))
         assert len(records) == len(lines) and len({r.shard_id for r in records}) == (3 if reshard else 1)
         # each reader parses what it read (after a split the child shards may go to either reader), with
-        # the watermark and lateness of what it reads: which shard each read is told by its record count
+        # the watermark and lateness of what it reads: which shard each read is told by its record count.
+        # A truck whose child shard went to the other reader reaches its one keyed state through both
+        # readers' parse subtasks, its parent shard's records first.
         wait_for(job, lambda: sum(subtask_reads(job, "kinesis-source")) == len(lines), f"{len(lines)} records read")
-        streams = _streams_of_readers(records, subtask_reads(job, "kinesis-source"))
-        live = [c.as_dict() for c in replay_parts(streams, sim.reference, speculative=True).sorted_closed()]
+        reads = _reads_of_readers(records, subtask_reads(job, "kinesis-source"))
+        if reshard:
+            assert _trucks_read_by_both(reads), "no truck's records went to both readers: the case is not tested"
+        # the readers go idle once they have read everything: the event time is the furthest reader's
+        live = [c.as_dict() for c in replay_parts(reads, sim.reference, speculative=True,
+                                                  idle_after_last=True).sorted_closed()]  # fmt: skip
         # the idle timeouts close while the job runs: the watermark moves although one reader has no shard
         wait_for(job, lambda: closed_cycles(pg_dsn, table_names) == live, f"the {len(live)} cycles the replay closes")
         stop_with_savepoint(job, tmp_path / "savepoints", drain=True)
     finally:
         job.cancel()
-    assert_tables_equal_replay_of(pg_dsn, table_names, sim.reference, *[s for s in streams if s], live=True)
+    assert_tables_equal_replay_of(pg_dsn, table_names, sim.reference, reads, live=True, idle_after_last=True)
 
 
-def _streams_of_readers(records: list[StreamRecord], reads: list[int]) -> list[list[str]]:
-    """Each reader's records in arrival order, for the one way of giving the shards to the readers whose
-    record counts are ``reads`` (each subtask's count)."""
+def _reads_of_readers(records: list[StreamRecord], reads: list[int]) -> list[tuple[int, str]]:
+    """``(reader, raw line)`` of every record in arrival order, for the one way of giving the shards to the
+    readers whose record counts are ``reads`` (each subtask's count)."""
     shards = sorted({r.shard_id for r in records})
     matches = []
     for owners in itertools.product(range(len(reads)), repeat=len(shards)):
         owner = dict(zip(shards, owners, strict=True))
-        streams = [[r.data for r in records if owner[r.shard_id] == reader] for reader in range(len(reads))]
-        if [len(stream) for stream in streams] == reads:
-            matches.append(streams)
+        if [sum(1 for r in records if owner[r.shard_id] == reader) for reader in range(len(reads))] == reads:
+            matches.append([(owner[r.shard_id], r.data) for r in records])
     assert len(matches) == 1, f"{len(matches)} ways of reading {len(shards)} shards as {reads}"
     return matches[0]
+
+
+def _trucks_read_by_both(reads: list[tuple[int, str]]) -> set[str]:
+    """The trucks whose records were read by more than one reader."""
+    import json
+
+    readers: dict[str, set[int]] = {}
+    for reader, line in reads:
+        readers.setdefault(json.loads(line)["asset_guid"], set()).add(reader)
+    return {truck for truck, seen in readers.items() if len(seen) > 1}

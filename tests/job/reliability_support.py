@@ -401,18 +401,19 @@ def assert_tables_equal_replay(pg_dsn: str, names: TableNames, bundle: Path, lin
     (job.pipeline.assemble), and so does the replay."""
     from workbench.bundle import read_reference
 
-    assert_tables_equal_replay_of(pg_dsn, names, read_reference(bundle)[0], lines, live=live)
+    assert_tables_equal_replay_of(pg_dsn, names, read_reference(bundle)[0], [(0, line) for line in lines], live=live)
 
 
-def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData, *parts: list[str],
-                                  live: bool = False) -> None:  # fmt: skip
-    """assert_tables_equal_replay with the reference data given. More than one part: what a job whose
-    subtasks each parse one of them writes (each with its own stream watermark, as a Kinesis reader's
-    parse subtask; tests.workbench.partitioned_replay)."""
+def assert_tables_equal_replay_of(pg_dsn: str, names: TableNames, reference: ReferenceData,
+                                  reads: list[tuple[int, str]], live: bool = False,
+                                  idle_after_last: bool = False) -> None:  # fmt: skip
+    """assert_tables_equal_replay with the reference data given, of ``reads``: ``(part, raw line)`` in the
+    order the job read them, each part parsed by a subtask of its own (its own stream watermark, as a
+    Kinesis reader's parse subtask; tests.workbench.partitioned_replay, also for ``idle_after_last``)."""
     from tests.job.flink_harness import loader_table_differences, read_tables
     from tests.workbench.partitioned_replay import replay_parts
 
-    expected = replay_parts(parts, reference, speculative=live)
+    expected = replay_parts(reads, reference, speculative=live, idle_after_last=idle_after_last)
     tables = read_tables(pg_dsn, names)
     got = [c.as_dict() for c in tables.closed]
     want = [c.as_dict() for c in expected.sorted_closed()]

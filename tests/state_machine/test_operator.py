@@ -213,3 +213,34 @@ def test_a_batch_call_ends_with_the_rows_of_point_by_point_calls():
         assert batch.output.in_progress is not None and batch.output.in_progress == last_in_progress
         assert KeyState.from_bytes(batch.state).truck == KeyState.from_bytes(state).truck
         assert len(batch.output.closed) >= 1
+
+
+def _hours_after_timers(op: TruckOperator, step, watermarks: list[int]) -> dict:
+    """The truck-hour rows (the latest of each hour) after the truck's timers ran at each watermark in turn."""
+    rows = {(h.asset_guid, h.hour_start_ms): h for h in step.output.hours}
+    state, timer = step.state, step.timer_ms
+    for watermark in watermarks:
+        while timer is not None and timer <= watermark:
+            step = op.on_timer(TRUCK, state, timer, watermark, refs())
+            rows |= {(h.asset_guid, h.hour_start_ms): h for h in step.output.hours}
+            state, timer = step.state, step.timer_ms
+    return rows
+
+
+def test_a_cycle_closed_by_the_idle_timeout_counts_in_its_hour_however_event_time_gets_there():
+    """A truck goes quiet with a cycle open: its hour is reported once event time has passed it, and the
+    cycle closes IDLE_TIMEOUT four hours after its last point, counted in the hour of that point. The
+    hour's row must say so whether event time passed the hour's end and the idle timeout in one step (a
+    backlog read at once) or in two (a live stream): the row reported first is reported again."""
+    points = Track().approach().cycle().cycle().stand(60).points  # two cycles closed, the third one open
+    last = points[-1].ts_ms
+    idle_close = last + int(CycleThresholds().idle_close_s * 1000)
+    hour_over = last - last % 3_600_000 + 3_600_000 + 120_000
+    assert hour_over < idle_close
+    op = TruckOperator(speculative=True)
+    step = op.on_points(TRUCK, None, parsed(points, hint=points[0].ts_ms), refs())
+    at_once = _hours_after_timers(TruckOperator(speculative=True), step, [idle_close + 60_000])
+    in_two = _hours_after_timers(op, step, [hour_over, idle_close + 60_000])
+    hour = (TRUCK, last - last % 3_600_000)
+    assert at_once[hour].cycles_closed == 3
+    assert in_two[hour].cycles_closed == 3

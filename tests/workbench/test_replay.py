@@ -1,5 +1,6 @@
 """The replay with and without live (speculative) rows: a bounded input's final rows do not depend on it;
-and the replay of a stream split by truck, part by part, gives the rows of the whole stream.
+and the replay of a stream split by truck, each part through a parser of its own, gives the rows of the
+whole stream.
 
 The job computes the live view only for unbounded inputs (job.pipeline.assemble); this is what makes
 that safe for a history replay: every closed cycle, final in-progress row, status row, dead letter
@@ -88,16 +89,17 @@ late-10min-5pct, 3 parts: 221 s). Known and said in docs/deploy.md; strict, so a
 def test_replaying_each_partition_by_truck_on_its_own_gives_every_truck_the_same_rows(name: str):
     """A job at parallelism N parses each truck's records in one of N subtasks, and each subtask's
     watermark (every point's hint) comes from the records it sees; the loader stage receives every
-    subtask's loader events. Replaying each part of the stream on its own, in its order, into one loader
-    stage gives the same rows as replaying the whole stream (N = 2 and 3)."""
+    subtask's loader events. Replaying each part of the stream with its own parser, the parts' records in
+    the stream's order, into one loader stage gives the same rows as replaying the whole stream (N = 2
+    and 3)."""
     sim = simulate(scenario_spec(name, trucks=6, hours=1.5, seed=5).degraded())
     lines = [line for _, line in sim.deliveries]
     whole = replay((("file:x", line) for line in lines), sim.reference, speculative=True)
     assert whole.served
     for n in (2, 3):
-        parts = [[line for line in lines if zlib.crc32(_truck(line).encode()) % n == part] for part in range(n)]
-        assert all(parts)
-        result = replay_parts(parts, sim.reference, source="file:x", speculative=True)
+        reads = [(zlib.crc32(_truck(line).encode()) % n, line) for line in lines]
+        assert {part for part, _ in reads} == set(range(n))
+        result = replay_parts(reads, sim.reference, source="file:x", speculative=True)
         assert result.sorted_closed() == whole.sorted_closed()
         assert result.in_progress == whole.in_progress
         assert result.statuses == whole.statuses
