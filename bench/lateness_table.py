@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--family", action="append", choices=[*SCENARIO_FAMILIES, "all"], default=None)
     args = parser.parse_args()
     families = args.family or [name for name, spec in SCENARIO_FAMILIES.items()
-                               if spec.get("late_p") or spec.get("glitch_trucks")]
+                               if spec.get("late_p") or spec.get("dead_zones_per_day") or spec.get("glitch_trucks")]
     if args.family == ["all"]:
         families = list(SCENARIO_FAMILIES)
     print(f"{args.trucks} trucks x {args.hours:g} h, seeds {' '.join(map(str, args.seeds))}, default settings\n")
@@ -66,7 +66,7 @@ def main() -> None:
         for seed in args.seeds:
             spec = scenario_spec(name, trucks=args.trucks, hours=args.hours, seed=seed)
             t, result, s = run(spec)
-            _, in_order, _ = run(replace(spec, late_p=0.0, glitch_trucks=0))
+            _, in_order, _ = run(replace(spec, late_p=0.0, late_tail_p=0.0, dead_zones_per_day=0.0, glitch_trucks=0))
             same &= [c.as_dict() for c in result.sorted_closed()] == [c.as_dict() for c in in_order.sorted_closed()]
             truth += [_tagged(c, seed) for c in t]
             found += [_tagged(c, seed) for c in result.closed]

@@ -247,12 +247,12 @@ class Runner:
         if proc.glitch_at is not None and ts >= proc.glitch_at:
             proc.glitch_at = None  # the stray, sent right after this point with its position and state
             self._push(delivery + 1, line.replace(iso, _iso(ts + self._glitch_ms)))
-        if delivery == ts and proc.dead_zone is not None:
-            delivery = self._through_dead_zone(proc, proc.dead_zone, ts)
-        if delivery == ts:  # sent live (a backlog is sent in order when the outage or dead zone ends)
+        if delivery == ts:  # sent live (a backlog is sent in order when the outage ends)
             if self._disorder_ms:
                 delivery += int(drng.random() * self._disorder_ms)
-            if self._late and proc.lrng.random() < self._late:
+            if proc.dead_zone is not None and (relayed := self._through_dead_zone(proc, proc.dead_zone, ts)) != ts:
+                delivery = relayed  # sent in order with the rest of its dead zone
+            elif self._late and proc.lrng.random() < self._late:
                 delivery += int(proc.lrng.uniform(*self._late_ms))
             elif self._late_tail and proc.lrng.random() < self._late_tail:
                 delivery += int(proc.lrng.uniform(*self._late_tail_ms))
