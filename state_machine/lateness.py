@@ -68,12 +68,12 @@ MISS_RISK = 0.01
 WARMUP_MS = 900_000
 """Event time a site's stream runs before its trucks count as watched (the default max_hold_s: a
 lateness the engine can hold may take that long to show)."""
-EVIDENCE_TRUCK_MINUTES = 300.0
+EVIDENCE_TRUCK_MINUTES = 600.0
 """Decayed truck-minutes (a truck heard from in a minute of stream time, counted after WARMUP_MS) a
 site's estimate needs before its measured hold is used (HOLD_MAX until then, and again whenever it
-falls below): a lateness that a truck shows once an hour has then shown itself at least twice with
-95 % probability (Poisson, mean 5). With the 1 h half-life a site needs about 3.5 trucks reporting
-steadily (60 x 1.44 truck-minutes each) to get there."""
+falls below): a lateness that a truck shows once in two hours (a dead spot passed every few cycles)
+has then shown itself at least twice with 95 % probability (Poisson, mean 5). With the 1 h half-life
+a site needs about 7 trucks reporting steadily (60 x 1.44 truck-minutes each) to get there."""
 LAG_SAMPLE_MASK = 7
 """One point in LAG_SAMPLE_MASK + 1 (of the stream) is counted, for all of them, in the arrival lag."""
 RECHECK_MS = 60_000
