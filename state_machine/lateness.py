@@ -22,13 +22,14 @@ truck-minute with late points (a truck's points late in one minute of stream tim
 dead zone, are one piece of evidence, not many), and the truck-minutes watched. The **hold** a site
 asks for covers the largest lateness seen, judged by how much evidence backs it:
 
-* it rises at once to the bucket of a point later than it covers (the first point of a late burst is
-  all the stream shows of it before the engine must hold the rest) and falls only once what it covers
-  weighs less than ``KEEP_SUPPORT`` points (a half-life after the last such point): slower than it rose;
-* it is the upper edge of that bucket times ``margin(backing)``, ``backing`` the truck-minutes late by
-  more than half of it: ``HOLD_MARGIN`` when ten or more back it, much more (up to the engine's bound)
-  when the largest lateness rests on one or two truck-minutes, whose maximum says little about the
-  next one;
+* it covers ``HOLD_MARGIN`` x the largest lateness held: a point later than that raises it at once
+  (the first point of a late burst is all the stream shows of it before the engine must hold the rest)
+  and it falls only once what it covers weighs less than half of ``HOLD_SUPPORT`` (a half-life after
+  the last such point): slower than it rose;
+* it covers the largest lateness seen on two points (``BACKED_SUPPORT``) times ``margin(backing)``,
+  ``backing`` the truck-minutes late by more than half of it: ``HOLD_MARGIN`` when ten or more back it,
+  much more (up to the engine's bound) when it rests on one or two truck-minutes, whose maximum says
+  little about the next one. Waiting without new late points never raises it;
 * it is ``HOLD_MAX`` (the engine's bound) until the site's trucks have been watched
   ``EVIDENCE_TRUCK_MINUTES`` (decayed) after its first ``WARMUP_MS`` of event time (before that, the
   longest lateness the engine can hold could not have shown): a job's start or restore, a new site, and
@@ -55,11 +56,12 @@ BUCKETS_PER_DOUBLING = 8
 N_BUCKETS = 17 * BUCKETS_PER_DOUBLING + 1  # 1 s .. 2^17 s (36 h); bucket 0 holds everything up to 1 s
 DECAY_HALF_LIFE_MS = 3_600_000
 HOLD_SUPPORT = 1.0
-"""Decayed weight (in points) a lateness needs before the hold covers it: one point (the first of a
-burst that arrives late is all the stream shows of it; a lone stray is taken as late too)."""
-KEEP_SUPPORT = 0.5
-"""Decayed weight below which a lateness the hold covers no longer keeps it: it falls slower than it
-rose (one point keeps it for a half-life)."""
+"""Decayed weight (in points) a lateness needs to be held: one point (the first of a burst that arrives
+late is all the stream shows of it before the engine must hold the rest). It is held until its weight
+falls below half of this, a half-life later: the hold falls slower than it rose."""
+BACKED_SUPPORT = 2.0
+"""Decayed weight (in points) of the largest lateness the margin multiplies (``margin``): one stray
+point does not make a margin of its own; kept down to half of it, as HOLD_SUPPORT."""
 HOLD_MARGIN = 1.5
 """The hold covers at least this many times the lateness seen (the largest lateness yet to come is
 unknown); more when few truck-minutes back it (``margin``)."""
@@ -96,6 +98,12 @@ def bucket_of(ms: int) -> int:
 def bucket_upper_ms(bucket: int) -> int:
     """The largest duration in a bucket, in ms."""
     return _UPPER_MS[bucket]
+
+
+def _kept(histogram: DecayingHistogram, bucket: int, support: float, now_ms: int) -> int:
+    """The bucket after decay: the highest with ``support`` points, or ``bucket`` while it keeps half."""
+    kept = min(bucket, histogram.highest_supported(support / 2, now_ms))
+    return max(kept, histogram.highest_supported(support, now_ms))
 
 
 def margin(backing: float) -> float:
@@ -197,8 +205,8 @@ class SiteLateness:
     """One site's lateness and arrival-lag histograms, how long its trucks have been watched, and the
     hold they give."""
 
-    __slots__ = ("late", "late_minutes", "lag", "watched", "start_ms", "warm", "hold_bucket", "recheck_ms", "hold_ms",
-                 "measured_ms", "max_hold_ms")
+    __slots__ = ("late", "late_minutes", "lag", "watched", "start_ms", "warm", "hold_bucket", "backed_bucket",
+                 "recheck_ms", "hold_ms", "measured_ms", "max_hold_ms")
 
     def __init__(self, now_ms: int) -> None:
         self.late = DecayingHistogram()
@@ -207,7 +215,8 @@ class SiteLateness:
         self.watched = DecayingHistogram(1)  # truck-minutes: a truck heard from in a minute of stream time
         self.start_ms = now_ms
         self.warm = False
-        self.hold_bucket = -1
+        self.hold_bucket = -1  # the largest lateness held (HOLD_SUPPORT)
+        self.backed_bucket = -1  # the largest lateness seen on two points (BACKED_SUPPORT), for the margin
         self.recheck_ms = now_ms + RECHECK_MS
         self.hold_ms = HOLD_MAX
         self.measured_ms = 0  # the hold the lateness seen asks for (in force once warm)
@@ -218,7 +227,7 @@ class SiteLateness:
         ``counted`` so far (-1: not yet), or for the passing of stream time (``bucket`` -1), at stream
         time ``now_ms``; returns the hold to ask for."""
         late = self.late
-        bucket_before = self.hold_bucket
+        before = (self.hold_bucket, self.backed_bucket)
         if bucket >= 0:
             late.add(bucket, now_ms)
             if bucket > counted:  # a truck-minute counts once, at its largest lateness
@@ -226,29 +235,38 @@ class SiteLateness:
                     self.late_minutes.add(counted, now_ms, -1)
                 self.late_minutes.add(bucket, now_ms)
             if bucket > self.hold_bucket:  # may rise at once
-                self.hold_bucket = max(self.hold_bucket, late.highest_supported(HOLD_SUPPORT, now_ms, self.hold_bucket))
+                self.hold_bucket = bucket
+            if bucket > self.backed_bucket:
+                self.backed_bucket = max(self.backed_bucket,
+                                         late.highest_supported(BACKED_SUPPORT, now_ms, self.backed_bucket))
         elif now_ms < self.recheck_ms:
             return self.hold_ms
+        decay_only = bucket < 0
         if now_ms >= self.recheck_ms:  # decay: may fall, slower than it rose
             self.recheck_ms = now_ms + RECHECK_MS
-            kept = min(self.hold_bucket, late.highest_supported(KEEP_SUPPORT, now_ms))
-            self.hold_bucket = max(kept, late.highest_supported(HOLD_SUPPORT, now_ms))
+            self.hold_bucket = _kept(late, self.hold_bucket, HOLD_SUPPORT, now_ms)
+            self.backed_bucket = _kept(late, self.backed_bucket, BACKED_SUPPORT, now_ms)
             self.warm = self.watched.total(now_ms) >= EVIDENCE_TRUCK_MINUTES
-        elif bucket_before == self.hold_bucket and bucket <= self.hold_bucket - BUCKETS_PER_DOUBLING:
-            return self.hold_ms  # neither the hold's lateness nor the points that back it changed
-        measured = self.measured_ms = self._measure(now_ms)
+        elif before == (self.hold_bucket, self.backed_bucket) and bucket <= self.backed_bucket - BUCKETS_PER_DOUBLING:
+            return self.hold_ms  # neither the lateness held nor the truck-minutes that back it changed
+        measured = self._measure(now_ms)
+        if decay_only and before == (self.hold_bucket, self.backed_bucket):
+            measured = min(measured, self.measured_ms)  # thinning evidence by waiting never raises it
+        self.measured_ms = measured
         self.hold_ms = hold = measured if self.warm else HOLD_MAX
         if self.warm and hold > self.max_hold_ms:
             self.max_hold_ms = hold
         return hold
 
     def _measure(self, now_ms: int) -> int:
-        """The hold the lateness seen asks for: the upper edge of the hold's bucket times its margin."""
-        top = self.hold_bucket
-        if top < 0:
-            return 0
-        backing = self.late_minutes.total(now_ms, max(0, top - BUCKETS_PER_DOUBLING + 1))
-        return min(_UPPER_MS[-1], math.ceil(margin(backing) * bucket_upper_ms(top)))  # the engine clamps it
+        """The hold the lateness seen asks for: HOLD_MARGIN x the largest lateness held, and the largest
+        lateness seen on two points x the margin that the truck-minutes backing it give."""
+        hold = 0 if self.hold_bucket < 0 else HOLD_MARGIN * bucket_upper_ms(self.hold_bucket)
+        backed = self.backed_bucket
+        if backed >= 0:
+            backing = self.late_minutes.total(now_ms, max(0, backed - BUCKETS_PER_DOUBLING + 1))
+            hold = max(hold, margin(backing) * bucket_upper_ms(backed))
+        return min(_UPPER_MS[-1], math.ceil(hold))  # the engine clamps it to its max_hold_s
 
     def figures(self) -> LatenessFigures:
         """The site's figures (reading them changes nothing)."""

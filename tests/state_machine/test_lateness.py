@@ -87,11 +87,25 @@ def test_a_late_point_raises_the_hold_at_once_and_thin_evidence_asks_for_more_th
     assert stream.hold == 0
     stream.feed("T0", end - 4 * MIN)  # one point 4 min late: the first of a burst, or a stray
     behind = (end - 20_000) - (end - 4 * MIN)  # T0's newest point was end - 20 s
-    assert stream.hold >= 4 * HOLD_MARGIN * behind  # one truck-minute says little about the next one
-    for n in range(1, 12):  # many trucks show it: the lateness is known, the margin is HOLD_MARGIN
+    assert HOLD_MARGIN * behind <= stream.hold <= 1.2 * HOLD_MARGIN * behind
+    stream.feed("T1", end - 4 * MIN - 5000)  # a second truck-minute: late data, known from two samples only
+    assert stream.hold >= 4 * HOLD_MARGIN * behind
+    for n in range(2, 12):  # many trucks show it: the lateness is known, the margin is HOLD_MARGIN
         stream.feed(f"T{n}", end - 4 * MIN - 5000)
     behind = (end - 20_000 + 11) - (end - 4 * MIN - 5000)
     assert HOLD_MARGIN * behind <= stream.hold <= 1.2 * HOLD_MARGIN * behind
+
+
+def test_waiting_without_late_points_never_raises_the_hold():
+    stream = Stream()
+    end = live(stream, FLEET, T, WARM_MIN)
+    stream.feed("T0", end - 3 * MIN)
+    stream.feed("T1", end - 3 * MIN)  # two truck-minutes: a thin margin
+    holds = [stream.hold]
+    for _ in range(90):
+        end = live(stream, FLEET, end, 1)
+        holds.append(stream.hold)
+    assert holds == sorted(holds, reverse=True) and holds[-1] < holds[0]
 
 
 def test_the_margin_grows_as_the_truck_minutes_backing_the_largest_lateness_get_few():
