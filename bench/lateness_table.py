@@ -1,12 +1,13 @@
 """Late data and clock strays: per scenario family, what the engine loses and what it holds.
 
 Usage: python bench/lateness_table.py [--trucks 12] [--hours 6] [--seeds 21 31] [--family NAME ...]
-Each family (default: every family with late delivery or clock strays) is simulated per seed and
+Each family (default: every family with late delivery, dead zones or clock strays) is simulated per seed and
 replayed at default settings; so is the same spec without its lateness and strays (the in-order
 delivery of the same points). Prints per family (seeds pooled): COMPLETE recall / precision against
 the truth, engine dead letters LATE and CLOCK_JUMP, whether the closed cycles equal those of the
-in-order delivery, the largest hold a site reached and its final hold (as the parse step measures it;
-the engine clamps it to max_disorder_s .. max_hold_s), and the per-truck engine state
+in-order delivery, the largest measured hold in force at a site and its hold at the end (max_hold_s
+while its evidence is too thin; both shown at most max_hold_s, the default bound the engine clamps them
+to), and the per-truck engine state
 (``TruckState.to_bytes``: median / largest over every haul truck, sampled every 2,000 records; points
 waiting for reference data are the operator's, not counted).
 """
@@ -17,6 +18,7 @@ import argparse
 import statistics
 from dataclasses import replace
 
+from state_machine.config import CycleThresholds
 from state_machine.model import CycleRecord
 from state_machine.operator import KeyState
 from workbench.replay import Replayer, ReplayResult
@@ -24,6 +26,7 @@ from workbench.scoring import score
 from workbench.simulator import SCENARIO_FAMILIES, SimulationSpec, scenario_spec, simulate
 
 SAMPLE_EVERY = 2000
+MAX_HOLD_MS = int(CycleThresholds().max_hold_s * 1000)
 
 
 def run(spec: SimulationSpec) -> tuple[list[CycleRecord], ReplayResult, list[int]]:
@@ -49,7 +52,7 @@ def main() -> None:
     parser.add_argument("--family", action="append", choices=[*SCENARIO_FAMILIES, "all"], default=None)
     args = parser.parse_args()
     families = args.family or [name for name, spec in SCENARIO_FAMILIES.items()
-                               if spec.get("late_p") or spec.get("glitch_trucks")]
+                               if spec.get("late_p") or spec.get("dead_zones_per_day") or spec.get("glitch_trucks")]
     if args.family == ["all"]:
         families = list(SCENARIO_FAMILIES)
     print(f"{args.trucks} trucks x {args.hours:g} h, seeds {' '.join(map(str, args.seeds))}, default settings\n")
@@ -66,14 +69,14 @@ def main() -> None:
         for seed in args.seeds:
             spec = scenario_spec(name, trucks=args.trucks, hours=args.hours, seed=seed)
             t, result, s = run(spec)
-            _, in_order, _ = run(replace(spec, late_p=0.0, glitch_trucks=0))
+            _, in_order, _ = run(replace(spec, late_p=0.0, late_tail_p=0.0, dead_zones_per_day=0.0, glitch_trucks=0))
             same &= [c.as_dict() for c in result.sorted_closed()] == [c.as_dict() for c in in_order.sorted_closed()]
             truth += [_tagged(c, seed) for c in t]
             found += [_tagged(c, seed) for c in result.closed]
             late += sum(d.reason == "LATE" for d in result.dead_letters)
             jumps += sum(d.reason == "CLOCK_JUMP" for d in result.dead_letters)
-            holds += [f.max_hold_ms for f in result.lateness.values()]
-            finals += [f.hold_ms for f in result.lateness.values()]
+            holds += [min(f.max_hold_ms, MAX_HOLD_MS) for f in result.lateness.values()]
+            finals += [min(f.hold_ms if f.warm else MAX_HOLD_MS, MAX_HOLD_MS) for f in result.lateness.values()]
             sizes += s
         report = score(truth, found)
         print(f"| {name} | {report.truth_count} | {report.complete_recall:.3f} | {report.complete_precision:.3f} | "

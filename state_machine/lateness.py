@@ -17,14 +17,26 @@ get the same figures:
   arrives, for dashboards (``udfs.parse`` gauges, ``workbench.replay`` summary).
 
 Both are kept as log-bucket histograms (8 buckets per doubling, from 1 s) whose weights decay by the
-stream's event time (half-life ``DECAY_HALF_LIFE_MS``). The **hold** a site asks for is
-``HOLD_MARGIN`` x the largest lateness seen with a decayed weight of at least ``HOLD_SUPPORT`` points
-(the upper edge of its bucket): it rises as soon as a second point shows a larger lateness, falls
-slowly once the lateness is gone, and one stray point (a clock that jumped back) never moves it. Until
-a site's stream has run ``WARMUP_MS`` of event time nothing is known about its lateness and the hold
-asked for is ``HOLD_MAX`` (a job's start or restore, a new site: nothing is lost meanwhile, closed
-cycles only wait longer). The engine clamps the hold to its site's ``max_disorder_s`` ..
-``max_hold_s`` (``state_machine.truck``).
+stream's event time (half-life ``DECAY_HALF_LIFE_MS``); so is the largest lateness of each
+truck-minute with late points (a truck's points late in one minute of stream time, a burst after a
+dead zone, are one piece of evidence, not many), and the truck-minutes watched. The **hold** a site
+asks for covers the largest lateness seen, judged by how much evidence backs it:
+
+* it covers ``HOLD_MARGIN`` x the largest lateness held: a point later than that raises it at once
+  (the first point of a late burst is all the stream shows of it before the engine must hold the rest)
+  and it falls only once what it covers weighs less than half of ``HOLD_SUPPORT`` (a half-life after
+  the last such point): slower than it rose;
+* it covers the largest lateness seen on two points (``BACKED_SUPPORT``) times ``margin(backing)``,
+  ``backing`` the truck-minutes late by more than half of it: ``HOLD_MARGIN`` when ten or more back it,
+  much more (up to the engine's bound) when it rests on one or two truck-minutes, whose maximum says
+  little about the next one. Waiting without new late points never raises it;
+* it is ``HOLD_MAX`` (the engine's bound) until the site's trucks have been watched
+  ``EVIDENCE_TRUCK_MINUTES`` (decayed) after its first ``WARMUP_MS`` of event time (before that, the
+  longest lateness the engine can hold could not have shown): a job's start or restore, a new site, and
+  for good a site or parse subtask of so few trucks that its decayed evidence never gets there. Nothing
+  is lost meanwhile; closed cycles only wait longer.
+
+The engine clamps the hold to its site's ``max_disorder_s`` .. ``max_hold_s`` (``state_machine.truck``).
 """
 
 from __future__ import annotations
@@ -43,12 +55,27 @@ HOLD_MAX = 2**62
 BUCKETS_PER_DOUBLING = 8
 N_BUCKETS = 17 * BUCKETS_PER_DOUBLING + 1  # 1 s .. 2^17 s (36 h); bucket 0 holds everything up to 1 s
 DECAY_HALF_LIFE_MS = 3_600_000
-HOLD_SUPPORT = 2.0
-"""Decayed weight (in points) a lateness needs before the hold covers it: one stray never counts."""
+HOLD_SUPPORT = 1.0
+"""Decayed weight (in points) a lateness needs to be held: one point (the first of a burst that arrives
+late is all the stream shows of it before the engine must hold the rest). It is held until its weight
+falls below half of this, a half-life later: the hold falls slower than it rose."""
+BACKED_SUPPORT = 2.0
+"""Decayed weight (in points) of the largest lateness the margin multiplies (``margin``): one stray
+point does not make a margin of its own; kept down to half of it, as HOLD_SUPPORT."""
 HOLD_MARGIN = 1.5
-"""The hold covers this many times the lateness seen (the largest lateness yet to come is unknown)."""
+"""The hold covers at least this many times the lateness seen (the largest lateness yet to come is
+unknown); more when few truck-minutes back it (``margin``)."""
+MISS_RISK = 0.01
+"""For lateness spread evenly up to its largest: the chance that the hold falls short of it (``margin``)."""
 WARMUP_MS = 900_000
-"""Event time a site's stream must have run before its measured hold is used (HOLD_MAX until then)."""
+"""Event time a site's stream runs before its trucks count as watched (the default max_hold_s: a
+lateness the engine can hold may take that long to show)."""
+EVIDENCE_TRUCK_MINUTES = 600.0
+"""Decayed truck-minutes (a truck heard from in a minute of stream time, counted after WARMUP_MS) a
+site's estimate needs before its measured hold is used (HOLD_MAX until then, and again whenever it
+falls below): a lateness that a truck shows once in two hours (a dead spot passed every few cycles)
+has then shown itself at least twice with 95 % probability (Poisson, mean 5). With the 1 h half-life
+a site needs about 7 trucks reporting steadily (60 x 1.44 truck-minutes each) to get there."""
 LAG_SAMPLE_MASK = 7
 """One point in LAG_SAMPLE_MASK + 1 (of the stream) is counted, for all of them, in the arrival lag."""
 RECHECK_MS = 60_000
@@ -73,15 +100,34 @@ def bucket_upper_ms(bucket: int) -> int:
     return _UPPER_MS[bucket]
 
 
+def _kept(histogram: DecayingHistogram, bucket: int, support: float, now_ms: int) -> int:
+    """The bucket after decay: the highest with ``support`` points, or ``bucket`` while it keeps half."""
+    kept = min(bucket, histogram.highest_supported(support / 2, now_ms))
+    return max(kept, histogram.highest_supported(support, now_ms))
+
+
+def margin(backing: float) -> float:
+    """How many times the lateness seen the hold covers, when ``backing`` truck-minutes (decayed) were
+    late by more than half of it. If lateness were spread evenly from 0 to its true largest D, about
+    2 x backing of them would lie below D; the second largest of k such samples is below D / m with
+    probability k / m^(k-1) at most, so m = (k / MISS_RISK)^(1 / (k - 1)) covers D but for MISS_RISK.
+    HOLD_MARGIN at least (reached at about 10 backing truck-minutes); thin backing asks for much more."""
+    k = 2.0 * backing
+    if k <= 1.5:
+        return float(HOLD_MAX)
+    return max(HOLD_MARGIN, (k / MISS_RISK) ** (1.0 / (k - 1.0)))
+
+
 class DecayingHistogram:
     """Log-bucket histogram whose weights halve every DECAY_HALF_LIFE_MS of stream time. Weights are
     stored scaled by 2^((t - ref) / half-life), t the stream time to the minute (one power per minute,
-    not per sample), so decay costs nothing per sample; ``now_ms`` must never go back."""
+    not per sample), so decay costs nothing per sample; ``now_ms`` must never go back. ``buckets``: 1
+    for a decaying count."""
 
     __slots__ = ("weights", "ref_ms", "top", "_weight", "_weight_until")
 
-    def __init__(self) -> None:
-        self.weights = [0.0] * N_BUCKETS
+    def __init__(self, buckets: int = N_BUCKETS) -> None:
+        self.weights = [0.0] * buckets
         self.ref_ms: int | None = None
         self.top = -1  # highest non-empty bucket
         self._weight = 1.0
@@ -123,6 +169,10 @@ class DecayingHistogram:
                 return b
         return -1
 
+    def total(self, now_ms: int, lowest: int = 0) -> float:
+        """The decayed weight at ``now_ms`` of the samples in ``lowest`` and every bucket above it."""
+        return sum(self.weights[lowest:]) / self.weight(now_ms)
+
     def quantile_ms(self, q: float) -> int | None:
         """Upper edge (ms) of the bucket holding the q-quantile (0..1) of the decayed weight; None when
         empty. (Every weight carries the same scale: reading changes nothing.)"""
@@ -152,60 +202,84 @@ class LatenessFigures(NamedTuple):
 
 
 class SiteLateness:
-    """One site's lateness and arrival-lag histograms and the hold they give."""
+    """One site's lateness and arrival-lag histograms, how long its trucks have been watched, and the
+    hold they give."""
 
-    __slots__ = ("late", "lag", "start_ms", "warm", "hold_bucket", "recheck_ms", "hold_ms", "max_hold_ms")
+    __slots__ = ("late", "late_minutes", "lag", "watched", "start_ms", "warm", "hold_bucket", "backed_bucket",
+                 "recheck_ms", "hold_ms", "measured_ms", "max_hold_ms")
 
     def __init__(self, now_ms: int) -> None:
         self.late = DecayingHistogram()
+        self.late_minutes = DecayingHistogram()  # the largest lateness of each truck-minute with late points
         self.lag = DecayingHistogram()
+        self.watched = DecayingHistogram(1)  # truck-minutes: a truck heard from in a minute of stream time
         self.start_ms = now_ms
         self.warm = False
-        self.hold_bucket = -1
+        self.hold_bucket = -1  # the largest lateness held (HOLD_SUPPORT)
+        self.backed_bucket = -1  # the largest lateness seen on two points (BACKED_SUPPORT), for the margin
         self.recheck_ms = now_ms + RECHECK_MS
         self.hold_ms = HOLD_MAX
-        self.max_hold_ms = 0  # the largest measured hold (after the warm-up), for reports
+        self.measured_ms = 0  # the hold the lateness seen asks for (in force once warm)
+        self.max_hold_ms = 0  # the largest measured hold in force, for reports
 
-    def observe(self, behind_ms: int, now_ms: int) -> int:
-        """Account for one point ``behind_ms`` (> 0) behind its truck's timeline, or for the passing of
-        stream time (``behind_ms`` 0), at stream time ``now_ms``; returns the hold to ask for."""
-        changed = False
-        if behind_ms > 0:
-            bucket = bucket_of(behind_ms)
-            self.late.add(bucket, now_ms)
+    def observe(self, bucket: int, now_ms: int, counted: int = -1) -> int:
+        """Account for one point late by ``bucket``'s lateness, whose truck-minute was counted in bucket
+        ``counted`` so far (-1: not yet), or for the passing of stream time (``bucket`` -1), at stream
+        time ``now_ms``; returns the hold to ask for."""
+        late = self.late
+        before = (self.hold_bucket, self.backed_bucket)
+        if bucket >= 0:
+            late.add(bucket, now_ms)
+            if bucket > counted:  # a truck-minute counts once, at its largest lateness
+                if counted >= 0:
+                    self.late_minutes.add(counted, now_ms, -1)
+                self.late_minutes.add(bucket, now_ms)
             if bucket > self.hold_bucket:  # may rise at once
-                higher = self.late.highest_supported(HOLD_SUPPORT, now_ms, self.hold_bucket)
-                if higher > self.hold_bucket:
-                    self.hold_bucket, changed = higher, True
-        if now_ms >= self.recheck_ms:  # decay: may fall
+                self.hold_bucket = bucket
+            if bucket > self.backed_bucket:
+                self.backed_bucket = max(self.backed_bucket,
+                                         late.highest_supported(BACKED_SUPPORT, now_ms, self.backed_bucket))
+        elif now_ms < self.recheck_ms:
+            return self.hold_ms
+        decay_only = bucket < 0
+        if now_ms >= self.recheck_ms:  # decay: may fall, slower than it rose
             self.recheck_ms = now_ms + RECHECK_MS
-            bucket = self.late.highest_supported(HOLD_SUPPORT, now_ms)
-            if bucket != self.hold_bucket:
-                self.hold_bucket, changed = bucket, True
-            if not self.warm and now_ms >= self.start_ms + WARMUP_MS:
-                self.warm = changed = True
-        if changed and self.warm:
-            hold = self.measured_hold_ms()
-            self.hold_ms = hold
-            if hold > self.max_hold_ms:
-                self.max_hold_ms = hold
-        return self.hold_ms
+            self.hold_bucket = _kept(late, self.hold_bucket, HOLD_SUPPORT, now_ms)
+            self.backed_bucket = _kept(late, self.backed_bucket, BACKED_SUPPORT, now_ms)
+            self.warm = self.watched.total(now_ms) >= EVIDENCE_TRUCK_MINUTES
+        elif before == (self.hold_bucket, self.backed_bucket) and bucket <= self.backed_bucket - BUCKETS_PER_DOUBLING:
+            return self.hold_ms  # neither the lateness held nor the truck-minutes that back it changed
+        measured = self._measure(now_ms)
+        if decay_only and before == (self.hold_bucket, self.backed_bucket):
+            measured = min(measured, self.measured_ms)  # thinning evidence by waiting never raises it
+        self.measured_ms = measured
+        self.hold_ms = hold = measured if self.warm else HOLD_MAX
+        if self.warm and hold > self.max_hold_ms:
+            self.max_hold_ms = hold
+        return hold
 
-    def measured_hold_ms(self) -> int:
-        """The hold the lateness seen so far asks for (also during the warm-up)."""
-        return 0 if self.hold_bucket < 0 else math.ceil(HOLD_MARGIN * bucket_upper_ms(self.hold_bucket))
+    def _measure(self, now_ms: int) -> int:
+        """The hold the lateness seen asks for: HOLD_MARGIN x the largest lateness held, and the largest
+        lateness seen on two points x the margin that the truck-minutes backing it give."""
+        hold = 0 if self.hold_bucket < 0 else HOLD_MARGIN * bucket_upper_ms(self.hold_bucket)
+        backed = self.backed_bucket
+        if backed >= 0:
+            backing = self.late_minutes.total(now_ms, max(0, backed - BUCKETS_PER_DOUBLING + 1))
+            hold = max(hold, margin(backing) * bucket_upper_ms(backed))
+        return min(_UPPER_MS[-1], math.ceil(hold))  # the engine clamps it to its max_hold_s
 
     def figures(self) -> LatenessFigures:
         """The site's figures (reading them changes nothing)."""
         lag = self.lag
         return LatenessFigures(lag.quantile_ms(0.5) or 0, lag.quantile_ms(0.9) or 0, lag.quantile_ms(0.99) or 0,
-                               self.measured_hold_ms(), self.max_hold_ms, self.warm)
+                               self.measured_ms, self.max_hold_ms, self.warm)
 
 
-_TIMELINE, _LEAD, _RECENT, _SEEN, _SITE_GUID, _SITE = range(6)
+_TIMELINE, _LEAD, _RECENT, _SEEN, _SITE_GUID, _SITE, _MINUTE, _LATE_BUCKET = range(8)
 """A truck's entry: its timeline, the points held ahead of it ([ts, timeline then, stream time then],
 in arrival order), (stream time, ts) of its points of the last disorder_ms of stream time, the number
-of its last record, its site's guid and estimate (of its last point)."""
+of its last record, its site's guid and estimate (of its last point), the last minute of stream time
+it was counted as watched in and the bucket of its largest lateness in that minute (-1: none)."""
 
 
 class StreamLateness:
@@ -230,7 +304,7 @@ class StreamLateness:
         truck = self._trucks.get(asset)
         behind = 0
         if truck is None:
-            truck = self._trucks[asset] = [ts_ms, None, deque(), n, None, None]
+            truck = self._trucks[asset] = [ts_ms, None, deque(), n, None, None, -1, -1]
             if len(self._trucks) > self._forget_at:
                 self._forget()
         else:
@@ -247,11 +321,21 @@ class StreamLateness:
             recent.popleft()  # (at most one per point here; _behind drops every expired one)
         recent.append((now_ms, ts_ms))
         site = truck[_SITE] if truck[_SITE_GUID] == site_guid else self._site(truck, site_guid, now_ms)
+        minute = now_ms // 60_000
+        if truck[_MINUTE] != minute:
+            truck[_MINUTE], truck[_LATE_BUCKET] = minute, -1
+            if now_ms >= site.start_ms + WARMUP_MS:  # before, the longest lateness could not have shown
+                site.watched.add(0, now_ms)
         if not n & LAG_SAMPLE_MASK:
             lag = now_ms - ts_ms
             site.lag.add(bucket_of(lag) if lag > 1000 else 0, now_ms, LAG_SAMPLE_MASK + 1)
-        if behind or now_ms >= site.recheck_ms:
-            return site.observe(behind, now_ms)
+        if behind:
+            bucket, counted = bucket_of(behind), truck[_LATE_BUCKET]
+            if bucket > counted:
+                truck[_LATE_BUCKET] = bucket
+            return site.observe(bucket, now_ms, counted)
+        if now_ms >= site.recheck_ms:
+            return site.observe(-1, now_ms)
         return site.hold_ms
 
     def _site(self, truck: list, site_guid: str, now_ms: int) -> SiteLateness:
@@ -265,6 +349,7 @@ class StreamLateness:
             else:
                 site = self.sites[site_guid] = SiteLateness(now_ms)
         truck[_SITE_GUID], truck[_SITE] = site_guid, site
+        truck[_MINUTE] = truck[_LATE_BUCKET] = -1  # watched by this site from now on
         return site
 
     def figures(self) -> dict[str, LatenessFigures]:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from state_machine.model import TelemetryPoint
 from state_machine.telemetry import format_record, parse_record
-from workbench.replay import replay
+from workbench.replay import Replayer, replay
 from workbench.scoring import score
 from workbench.simulator import SimulationSpec, simulate
 
@@ -171,7 +171,13 @@ def test_clock_jumping_backwards_dead_letters_late_points_and_keeps_closed_cycle
     clean = replay(_records(sim.telemetry_lines), sim.reference)
     jumped = replay(_records(lines), sim.reference)
     assert_found_the_truth(sim, clean)
-    before = [c for c in clean.sorted_closed() if c.asset_guid == truck and c.cycle_end_ms <= jump_at - 60_000]
+    streaming = Replayer(sim.reference)  # the cycles closed when the first point of the jumped clock arrives
+    first_jumped = next(i for i, (old, new) in enumerate(zip(sim.telemetry_lines, lines, strict=True)) if old != new)
+    for source, line in _records(lines[:first_jumped]):
+        streaming.feed(source, line)
+    streaming.flush()
+    closed_then = {c.load_start_ms for c in streaming.result.closed if c.asset_guid == truck}
+    before = [c for c in clean.sorted_closed() if c.asset_guid == truck and c.load_start_ms in closed_then]
     assert len(before) >= 3
     after_jump = [c for c in jumped.sorted_closed() if c.asset_guid == truck]
     assert after_jump[: len(before)] == before  # nothing closed before the jump changes

@@ -129,8 +129,9 @@ def test_each_sites_arrival_lag_and_hold_are_gauges():
     gauges: dict = {}
     fn = ParseFunction("file:x", 60_000, 60_000, check_future=False)
     fn.open(SimpleNamespace(get_metrics_group=lambda: _Group(gauges)))
-    lines = [rec(truck, f"2024-01-15T06:{m:02d}:{s:02d}.000Z") for m in range(20) for s in (0, 30) for truck in "AB"]
-    lines += [rec(truck, f"2024-01-15T06:17:{s:02d}.000Z") for s in range(1, 30) for truck in "AB"]  # 3 min late
+    trucks = "ABCDEFGHIJKLMNOPQRST"  # enough trucks for an hour to be the evidence a measured hold needs
+    lines = [rec(truck, f"2024-01-15T06:{m:02d}:{s:02d}.000Z") for m in range(60) for s in (0, 30) for truck in trucks]
+    lines += [rec(truck, f"2024-01-15T06:57:{s:02d}.000Z") for s in range(1, 30) for truck in "AB"]  # 3 min late
     list(fn.process_element(([None] * len(lines), lines), None))
     figures = fn.parser.lateness.figures()["S"]
     assert figures.hold_ms > 0 and figures.arrival_lag_p99_ms >= 60_000

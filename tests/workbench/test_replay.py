@@ -75,23 +75,15 @@ def _truck(line: str) -> str:
     return truck if isinstance(truck, str) else ""
 
 
-SMALL_PARTS_LOSE_A_LATE_POINT = {"late-2min-10pct", "late-10min-5pct"}
-"""Families where a part of 2 or 3 trucks dead-letters one genuine point LATE that the whole stream
-holds: each parse subtask measures lateness over its own trucks (state_machine.lateness), and with
-few trucks the hold, which needs two points at a lateness before it covers it, can stay under the
-tail (late-2min-10pct, 2 parts: 19 s older than the last applied point, in the first 15 minutes;
-late-10min-5pct, 3 parts: 221 s). Known and said in docs/deploy.md; strict, so a fix shows."""
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="a part of few trucks holds too short"))
-    if name in SMALL_PARTS_LOSE_A_LATE_POINT else name for name in SCENARIO_FAMILIES])
+@pytest.mark.parametrize("name", list(SCENARIO_FAMILIES))
 def test_replaying_each_partition_by_truck_on_its_own_gives_every_truck_the_same_rows(name: str):
     """A job at parallelism N parses each truck's records in one of N subtasks, and each subtask's
     watermark (every point's hint) comes from the records it sees; the loader stage receives every
     subtask's loader events. Replaying each part of the stream with its own parser, the parts' records in
     the stream's order, into one loader stage gives the same rows as replaying the whole stream (N = 2
-    and 3)."""
+    and 3). Each part measures its site's lateness over its own few trucks (state_machine.lateness): it
+    must not hold shorter than the whole stream needs (no genuine point dead-lettered LATE that the whole
+    stream applies)."""
     sim = simulate(scenario_spec(name, trucks=6, hours=1.5, seed=5).degraded())
     lines = [line for _, line in sim.deliveries]
     whole = replay((("file:x", line) for line in lines), sim.reference, speculative=True)

@@ -81,6 +81,18 @@ class Proc:
         if rate > 0:
             s = spec.start_ms + int(self.drng.expovariate(rate))
             self.outage = (s, s + int(self.drng.uniform(300_000, 1_800_000)))
+        self.dead_zone_rate = spec.dead_zones_per_day / 86_400_000.0
+        self.dead_zone: tuple[int, int, int] | None = None  # (start, end, when its pings arrive)
+        self.dead_zone_backlog = 0
+        if self.dead_zone_rate > 0:
+            self.dead_zone = self.next_dead_zone(spec, spec.start_ms)
+
+    def next_dead_zone(self, spec: SimulationSpec, after: int) -> tuple[int, int, int]:
+        """The device's next dead zone after ``after``: (start, end, when its pings arrive), in ms."""
+        lrng = self.lrng
+        start = after + int(lrng.expovariate(self.dead_zone_rate))
+        end = start + int(lrng.uniform(*spec.dead_zone_s) * 1000)
+        return start, end, end + int(lrng.uniform(*spec.dead_zone_delay_s) * 1000)
 
     def step(self, t: int) -> tuple[list[Leg], int | None]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -89,6 +89,19 @@ class SimulationSpec:
     arrives ``late_s`` later than it would have (after the later pings of its truck)."""
     late_s: tuple[float, float] = (0.0, 0.0)
     """Range (min, max) of the delay of a late ping, seconds (uniform)."""
+    late_tail_p: float = 0.0
+    """Fraction of the pings sent live that are delivered ``late_tail_s`` later instead (a rarer, longer
+    delay beside ``late_p``'s: a heavy tail that a few trucks show only now and then)."""
+    late_tail_s: tuple[float, float] = (0.0, 0.0)
+    """Range (min, max) of the delay of a ping of the tail, seconds (uniform)."""
+    dead_zones_per_day: float = 0.0
+    """Dead zones per device and day (Poisson): every ping of a zone waits in a relay and the zone's
+    pings arrive together, in order, ``dead_zone_delay_s`` after it ends, behind the pings the device
+    sent live since (a truck passing a spot without coverage)."""
+    dead_zone_s: tuple[float, float] = (0.0, 0.0)
+    """Range (min, max) of the length of a dead zone, seconds (uniform)."""
+    dead_zone_delay_s: tuple[float, float] = (0.0, 0.0)
+    """Range (min, max) of how long after its end a dead zone's pings arrive, seconds (uniform)."""
     glitch_trucks: int = 0
     """Haul trucks per site whose device clock glitches once: one stray point at a random moment of
     the run, with the position and work state of the point before it and a timestamp
@@ -119,17 +132,20 @@ class SimulationSpec:
         if not 0.0 <= self.threshold_stops <= 0.5:
             raise ValueError("threshold_stops must be in [0, 0.5] (as many short dumps as exact stops)")
         for name in ("duplicates", "drop", "long_idles", "bad_dumps", "malformed", "gps_outlier_p", "reassign_p",
-                     "ping_jitter", "queue_inside_p", "late_p"):
+                     "ping_jitter", "queue_inside_p", "late_p", "late_tail_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a fraction in [0, 1]")
-        if self.disorder_s < 0 or self.outages_per_day < 0 or self.gps_sigma_m < 0:
-            raise ValueError("disorder_s, outages_per_day and gps_sigma_m must be >= 0")
+        if self.disorder_s < 0 or self.outages_per_day < 0 or self.gps_sigma_m < 0 or self.dead_zones_per_day < 0:
+            raise ValueError("disorder_s, outages_per_day, dead_zones_per_day and gps_sigma_m must be >= 0")
         lo, hi = self.ping_interval_s
         if not 0 < lo <= hi:
             raise ValueError("ping_interval_s must be (min, max) with 0 < min <= max")
-        lo, hi = self.late_s
-        if not 0 <= lo <= hi:
-            raise ValueError("late_s must be (min, max) with 0 <= min <= max")
+        for name in ("late_s", "late_tail_s", "dead_zone_s", "dead_zone_delay_s"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be (min, max) with 0 <= min <= max")
+        if self.dead_zones_per_day and not self.dead_zone_s[1] > 0:
+            raise ValueError("dead_zone_s must be longer than 0 s when dead_zones_per_day > 0")
         if self.glitch_trucks > self.trucks:
             raise ValueError("glitch_trucks must be <= trucks")
 
@@ -166,6 +182,7 @@ DEGRADED_PRESET: dict[str, Any] = {
 }
 
 _PIT = {"layout": "pit", "gps_sigma_m": 3.5}
+_DEAD_ZONES = {"dead_zones_per_day": 12.0, "dead_zone_s": (30.0, 180.0), "dead_zone_delay_s": (60.0, 600.0)}
 SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
     "clean": {},
     "degraded": DEGRADED_PRESET,
@@ -190,6 +207,11 @@ SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
     "late-5min-30pct": {**DEGRADED_PRESET, "late_p": 0.30, "late_s": (0.0, 300.0)},
     "late-10min-5pct": {**DEGRADED_PRESET, "late_p": 0.05, "late_s": (0.0, 600.0)},
     "late-sparse-device": {"device": "on_change", **DEGRADED_PRESET, "late_p": 0.10, "late_s": (0.0, 300.0)},
+    "late-tail-14min-1pct": {**DEGRADED_PRESET, "late_p": 0.01, "late_s": (720.0, 840.0)},
+    "late-2min-tail-14min": {**DEGRADED_PRESET, "late_p": 0.10, "late_s": (5.0, 120.0), "late_tail_p": 0.01,
+                             "late_tail_s": (720.0, 840.0)},
+    "late-dead-zones": {**DEGRADED_PRESET, **_DEAD_ZONES},
+    "late-dead-zones-sparse-device": {"device": "on_change", **DEGRADED_PRESET, **_DEAD_ZONES},
     "clock-strays-ahead": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": 7200.0},
     "clock-strays-back": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": -1800.0},
     "threshold-stops": {"threshold_stops": 0.3, "ping_interval_s": (5.0, 10.0), "gps_outlier_p": 0.0},

@@ -135,6 +135,8 @@ class Runner:
         self._outp = sp.gps_outlier_p
         self._late = sp.late_p
         self._late_ms = (sp.late_s[0] * 1000.0, sp.late_s[1] * 1000.0)
+        self._late_tail = sp.late_tail_p
+        self._late_tail_ms = (sp.late_tail_s[0] * 1000.0, sp.late_tail_s[1] * 1000.0)
         self._glitch_ms = int(sp.glitch_offset_s * 1000)
 
     # -- pings
@@ -248,13 +250,28 @@ class Runner:
         if delivery == ts:  # sent live (a backlog is sent in order when the outage ends)
             if self._disorder_ms:
                 delivery += int(drng.random() * self._disorder_ms)
-            if self._late and proc.lrng.random() < self._late:
+            if proc.dead_zone is not None and (relayed := self._through_dead_zone(proc, proc.dead_zone, ts)) != ts:
+                delivery = relayed  # sent in order with the rest of its dead zone
+            elif self._late and proc.lrng.random() < self._late:
                 delivery += int(proc.lrng.uniform(*self._late_ms))
+            elif self._late_tail and proc.lrng.random() < self._late_tail:
+                delivery += int(proc.lrng.uniform(*self._late_tail_ms))
         self._push(delivery, line)
         if self._dup and drng.random() < self._dup:
             self._push(delivery + int(drng.uniform(0, 40_000)), line)
         if self._malf and drng.random() < self._malf:
             self._push(delivery, _malformed(drng, proc.guid, proc.site.guid, iso, lat, lon, ws))
+
+    def _through_dead_zone(self, proc: Proc, zone: tuple[int, int, int], ts: int) -> int:
+        """When a ping sent live at ``ts`` arrives: ``ts``, or after the dead zone (``zone``: the device's
+        current one) it is in, in order."""
+        while ts >= zone[1]:
+            zone = proc.dead_zone = proc.next_dead_zone(self.spec, zone[1])
+            proc.dead_zone_backlog = 0
+        if ts < zone[0]:
+            return ts
+        proc.dead_zone_backlog += 1
+        return zone[2] + proc.dead_zone_backlog * 10
 
     def _push(self, delivery: int, line: str) -> None:
         self._seq += 1
