@@ -26,7 +26,6 @@ from workbench.replay import replay
 from workbench.scoring import ScoreReport, score
 from workbench.simulator import SCENARIO_FAMILIES, SimulationSpec, scenario_spec, simulate
 
-LATE_FAMILIES = [name for name, family in SCENARIO_FAMILIES.items() if family.get("late_p")]
 UNGLITCHED = [name for name, family in SCENARIO_FAMILIES.items() if not family.get("glitch_trucks")]
 
 
