@@ -70,10 +70,15 @@ class _PartsReplayer(Replayer):
 
     def finish(self) -> ReplayResult:
         """End of input: every part's last batch, then every timer with the END_OF_INPUT watermark."""
+        self.processed()
+        return super().finish()
+
+    def processed(self) -> ReplayResult:
+        """Every part's last batch applied, and no end of input (a job that keeps running)."""
         for part in range(len(self.parsers)):
             self._switch(part)
             self.flush()
-        return super().finish()
+        return self.result
 
     def _switch(self, part: int) -> None:
         """Make ``part``'s parser and batch the current ones."""
@@ -104,15 +109,17 @@ class _PartsReplayer(Replayer):
 
 
 def replay_parts(reads: Sequence[tuple[int, str]], reference: ReferenceData, source: str = "x",
-                 speculative: bool = False, idle_after_last: bool = False) -> ReplayResult:
+                 speculative: bool = False, idle_after_last: bool = False, end_of_input: bool = True) -> ReplayResult:
     """Everything the job writes when the records ``reads`` (``(part, raw line)`` in the order the job
     reads them; each part's records in its own arrival order) are parsed by a subtask per part (see the
     module docstring). A truck's records may be in more than one part (a shard split while running).
     ``idle_after_last``: each part stops holding event time back after its last record (the readers of
-    an unbounded stream gone idle)."""
+    an unbounded stream gone idle). Without ``end_of_input``: what a job that keeps running shows once it
+    has processed every record (every batch applied, the timers due at its event time fired, no end of
+    input: points still held for late ones stay held)."""
     parts = 1 + max((part for part, _ in reads), default=0)
     last = {part: n for n, (part, _) in enumerate(reads)}
     replayer = _PartsReplayer(reference, parts, source, speculative, idle_after_last)
     for n, (part, line) in enumerate(reads):
         replayer.read(part, line, last[part] == n)
-    return replayer.finish()
+    return replayer.finish() if end_of_input else replayer.processed()
