@@ -9,7 +9,8 @@ source as a whole: dead-letter ids hash it, not the position, so the same bad re
 
 * Kinesis: asset-cycle's own FLIP-27 source (``java/``, class ``KINESIS_SOURCE_CLASS`` in the
   job's uber-jar, see deploy.jars), polling GetRecords, built through py4j from the stream ARN and
-  ``SourceSettings.kinesis_config()`` (keys mirror Flink's official ``KinesisStreamsSource``).
+  ``SourceSettings.kinesis_config()`` (keys mirror Flink's official ``KinesisStreamsSource``;
+  CHILDREN_AFTER_CHECKPOINT set false when the job does not checkpoint).
   uid ``kinesis-source[-suffix]``.
 * File: Flink's FileSource with our ``LineNumberedTextFormat`` (lines + line numbers): a bundle
   directory (its telemetry.jsonl) or a .jsonl file (bounded), or a directory monitored
@@ -47,6 +48,9 @@ from workbench.simulator import SimulationSpec, iter_deliveries
 log = logging.getLogger(__name__)
 
 KINESIS_SOURCE_CLASS = "assetcycle.connector.kinesis.KinesisSource"
+CHILDREN_AFTER_CHECKPOINT = "source.shard.children-after-checkpoint"
+"""Kinesis source option: a child shard is read only once a completed checkpoint records its parents
+as read to their end, so that their last records have passed every operator first (docs/deploy.md)."""
 FILE_FORMAT_CLASS = "assetcycle.connector.file.LineNumberedTextFormat"
 TELEMETRY_FILE = "telemetry.jsonl"
 
@@ -82,11 +86,19 @@ def _java_class(name: str) -> Any:
 # --------------------------------------------------------------------------- kinesis
 
 
-def kinesis_configuration(source: SourceSettings) -> dict[str, str]:
-    """Settings -> the Kinesis source configuration as plain key/value strings."""
+def kinesis_configuration(source: SourceSettings, checkpointing: bool) -> dict[str, str]:
+    """Settings -> the Kinesis source configuration as plain key/value strings. Without
+    ``checkpointing`` CHILDREN_AFTER_CHECKPOINT is false (a child shard is read once its parents
+    ended, not once a checkpoint records that: none would ever complete); set true then, SourceError."""
     if not source.stream_arn:
         raise SourceError("SourceConfig.stream.arn is required for the Kinesis source")
-    return source.kinesis_config()
+    conf = source.kinesis_config()
+    if not checkpointing:
+        if conf.get(CHILDREN_AFTER_CHECKPOINT, "").strip().lower() == "true":
+            raise SourceError(f"SourceConfig: {CHILDREN_AFTER_CHECKPOINT}=true needs checkpointing "
+                              "(no checkpoint would complete and a split shard's children would never be read)")  # fmt: skip
+        conf[CHILDREN_AFTER_CHECKPOINT] = "false"
+    return conf
 
 
 def kinesis_label(source: SourceSettings) -> str:
@@ -96,8 +108,9 @@ def kinesis_label(source: SourceSettings) -> str:
 
 
 def kinesis_source(env: StreamExecutionEnvironment, source: SourceSettings) -> RawSource:
-    """A Kinesis raw stream (asset-cycle's polling source from the job's uber-jar)."""
-    conf = kinesis_configuration(source)
+    """A Kinesis raw stream (asset-cycle's polling source from the job's uber-jar); whether a child
+    shard waits for a checkpoint follows ``env``'s checkpointing (see kinesis_configuration)."""
+    conf = kinesis_configuration(source, env.get_checkpoint_config().is_checkpointing_enabled())
     source_class = _java_class(KINESIS_SOURCE_CLASS)
     j_conf = get_gateway().jvm.org.apache.flink.configuration.Configuration()
     for key, value in conf.items():

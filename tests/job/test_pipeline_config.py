@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -147,7 +148,7 @@ def test_kinesis_configuration_and_label():
     src = SourceSettings(stream_arn="arn:aws:kinesis:us-east-1:1:stream/telemetry", aws_region="us-east-1",
                          init_position="AT_TIMESTAMP", init_timestamp="2024-05-01T04:00:00Z",
                          aws_endpoint="http://127.0.0.1:4567", extra={"source.shard.discovery.interval": "5 s"})
-    assert kinesis_configuration(src) == {
+    assert kinesis_configuration(src, checkpointing=True) == {
         "source.init.position": "AT_TIMESTAMP",
         "source.init.timestamp": "2024-05-01T04:00:00Z",
         "source.reader.type": "POLLING",
@@ -157,7 +158,17 @@ def test_kinesis_configuration_and_label():
     }
     assert kinesis_label(src) == "kinesis:telemetry"
     with pytest.raises(SourceError, match="stream.arn"):
-        kinesis_configuration(SourceSettings())
+        kinesis_configuration(SourceSettings(), checkpointing=True)
+
+
+def test_without_checkpointing_a_child_shard_does_not_wait_for_a_checkpoint():
+    src = SourceSettings(stream_arn="arn:aws:kinesis:us-east-1:1:stream/telemetry", aws_region="us-east-1")
+    assert kinesis_configuration(src, checkpointing=False)["source.shard.children-after-checkpoint"] == "false"
+    asked = replace(src, extra={"source.shard.children-after-checkpoint": "true"})
+    assert kinesis_configuration(asked, checkpointing=True)["source.shard.children-after-checkpoint"] == "true"
+    with pytest.raises(SourceError, match="children-after-checkpoint=true needs checkpointing") as err:
+        kinesis_configuration(asked, checkpointing=False)
+    assert "\n" not in str(err.value)
 
 
 def test_resolve_file_path(tmp_path):
@@ -183,6 +194,17 @@ def test_kinesis_source_builds_from_the_jar(flink_env_with_jar):
     raw = kinesis_source(flink_env_with_jar, SourceSettings(stream_arn=ARN, aws_region="us-east-1",
                                                             aws_endpoint="http://127.0.0.1:4567"))  # fmt: skip
     assert raw.label == "kinesis:t" and not raw.bounded
+
+
+def test_the_kinesis_source_follows_the_environments_checkpointing(flink_env_with_jar):
+    from job.sources import kinesis_source
+
+    checkpointing, _ = flink_env.create_environment(FlinkSettings(parallelism=1, checkpoint_interval_ms=1000))
+    source = SourceSettings(stream_arn=ARN, aws_region="us-east-1")
+    for env, expected in ((flink_env_with_jar, "childrenAfterCheckpoint=false"),
+                          (checkpointing, "childrenAfterCheckpoint=true")):  # fmt: skip
+        j_source = kinesis_source(env, source).stream._j_data_stream.getTransformation().getSource()
+        assert expected in j_source.describe()
 
 
 @pytest.mark.parametrize(("settings", "message"), [

@@ -47,6 +47,17 @@ import java.util.function.Function;
  * drop the finished markers they kept in their own checkpoints meanwhile (an event sent between the
  * enumerator's and a reader's part of one checkpoint would otherwise be lost on restore, and the
  * children of that shard would never be read).
+ *
+ * <p>With {@code source.shard.children-after-checkpoint} (the default) a child waits for that same
+ * completed checkpoint, not just for the event: a parent's last records may still be queued between
+ * its reader and the downstream operators when the event arrives, and the child may go to another
+ * reader, whose records Flink does not order after them. The event arrives after the reader emitted
+ * the parent's last record, and a checkpoint's barrier leaves that reader after its enumerator
+ * snapshot is taken; so once a checkpoint whose snapshot records the parent completes (aligned
+ * barriers: every operator processed everything before them), every operator has processed the
+ * parent's records. A restored enumerator counts its restored finished shards as recorded (their
+ * checkpoint completed). Without the option a child is assigned as soon as its parents' events
+ * arrived (for jobs without checkpointing, where no checkpoint ever completes).
  */
 final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit, KinesisEnumeratorState> {
 
@@ -78,6 +89,7 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
         }
         this.assigned = new TreeSet<>(state.assigned);
         this.finished = new TreeSet<>(state.finished);
+        this.recorded.addAll(state.finished);
     }
 
     @Override
@@ -160,9 +172,9 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
     }
 
     /**
-     * Gives every shard whose parents are all finished (or unknown) to the least loaded reader, once
-     * every reader has registered (the first to register would otherwise get every shard, and after a
-     * failover the returned shards wait for their reader to come back).
+     * Gives every shard whose parents are all done (see {@link #isDone}) to the least loaded reader,
+     * once every reader has registered (the first to register would otherwise get every shard, and
+     * after a failover the returned shards wait for their reader to come back).
      */
     private void assignReadyShards() {
         Set<Integer> readers = context.registeredReaders().keySet();
@@ -177,7 +189,7 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
         Iterator<KinesisShardSplit> it = unassigned.values().iterator();
         while (it.hasNext()) {
             KinesisShardSplit split = it.next();
-            boolean ready = split.parentShardIds().stream().allMatch(p -> finished.contains(p) || !isKnown(p));
+            boolean ready = split.parentShardIds().stream().allMatch(this::isDone);
             if (!ready) {
                 continue;
             }
@@ -194,6 +206,18 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
             LOG.info("Kinesis source on {}: assigning {}", options.streamArn, assignment);
             context.assignSplits(new SplitsAssignment<>(assignment));
         }
+    }
+
+    /**
+     * Whether a parent no longer holds its children back: never listed (older than the start
+     * position), or finished and, with {@code source.shard.children-after-checkpoint}, recorded by a
+     * completed checkpoint.
+     */
+    private boolean isDone(String parentShardId) {
+        if (!isKnown(parentShardId)) {
+            return true;
+        }
+        return options.childrenAfterCheckpoint ? recorded.contains(parentShardId) : finished.contains(parentShardId);
     }
 
     @Override
@@ -237,7 +261,8 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
                 alreadyRecorded.add(id);
             }
         }
-        LOG.info("Kinesis source on {}: shard(s) {} finished (subtask {})", options.streamArn, shardIds, subtaskId);
+        LOG.info("Kinesis source on {}: shard(s) {} finished (subtask {}){}", options.streamArn, shardIds, subtaskId,
+                options.childrenAfterCheckpoint ? "; children wait for a completed checkpoint recording that" : "");
         if (!alreadyRecorded.isEmpty()) {
             context.sendEventToSourceReader(subtaskId, new FinishedShardsRecordedEvent(alreadyRecorded));
         }
@@ -268,6 +293,7 @@ final class KinesisShardEnumerator implements SplitEnumerator<KinesisShardSplit,
         for (int reader : context.registeredReaders().keySet()) {
             context.sendEventToSourceReader(reader, new FinishedShardsRecordedEvent(ids));
         }
+        assignReadyShards();
     }
 
     @Override

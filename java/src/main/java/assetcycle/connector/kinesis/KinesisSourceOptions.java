@@ -32,6 +32,13 @@ import java.util.TreeSet;
  *       source.shard.get-records.max-record-count} (10000), {@code
  *       source.reader.empty-records-fetch-interval} (250 ms), {@code
  *       source.reader.nonempty-records-fetch-interval} (0);
+ *   <li>{@code source.shard.children-after-checkpoint} (true; not a key of the official connector): a
+ *       child shard is read only once a completed checkpoint records all its parents as read to
+ *       their end, so that their last records have passed every operator of the job before the
+ *       child's first ones are read (a child may go to another reader, and Flink keeps no order
+ *       between two subtasks). Needs checkpointing: without it nothing completes and children
+ *       would never be read, so the job sets it to false then (a child is read as soon as its
+ *       parents were read to their end);
  *   <li>{@code aws.region} (default: from the stream ARN), {@code aws.endpoint} (optional);
  *       credentials always come from the SDK's default provider chain;
  *   <li>{@code retry-strategy.attempts.max} (10), {@code retry-strategy.delay.min} (300 ms), {@code
@@ -60,6 +67,7 @@ public final class KinesisSourceOptions implements Serializable {
     static final String EFO_CONSUMER_NAME = "source.efo.consumer.name";
     static final String EFO_LIFECYCLE = "source.efo.lifecycle";
     static final String DISCOVERY_INTERVAL = "source.shard.discovery.interval";
+    static final String CHILDREN_AFTER_CHECKPOINT = "source.shard.children-after-checkpoint";
     static final String MAX_RECORDS = "source.shard.get-records.max-record-count";
     static final String EMPTY_FETCH_INTERVAL = "source.reader.empty-records-fetch-interval";
     static final String NONEMPTY_FETCH_INTERVAL = "source.reader.nonempty-records-fetch-interval";
@@ -71,8 +79,8 @@ public final class KinesisSourceOptions implements Serializable {
 
     private static final List<String> KNOWN_KEYS = Arrays.asList(
             INIT_POSITION, INIT_TIMESTAMP, INIT_TIMESTAMP_FORMAT, READER_TYPE, EFO_CONSUMER_NAME,
-            EFO_LIFECYCLE, DISCOVERY_INTERVAL, MAX_RECORDS, EMPTY_FETCH_INTERVAL, NONEMPTY_FETCH_INTERVAL,
-            REGION, ENDPOINT, RETRY_ATTEMPTS, RETRY_MIN_DELAY, RETRY_MAX_DELAY);
+            EFO_LIFECYCLE, DISCOVERY_INTERVAL, CHILDREN_AFTER_CHECKPOINT, MAX_RECORDS, EMPTY_FETCH_INTERVAL,
+            NONEMPTY_FETCH_INTERVAL, REGION, ENDPOINT, RETRY_ATTEMPTS, RETRY_MIN_DELAY, RETRY_MAX_DELAY);
 
     final String streamArn;
     final String streamName;
@@ -81,6 +89,7 @@ public final class KinesisSourceOptions implements Serializable {
     final InitialPosition initialPosition;
     final long initialTimestampMs;
     final Duration discoveryInterval;
+    final boolean childrenAfterCheckpoint;
     final int maxRecordsPerFetch;
     final Duration emptyFetchInterval;
     final Duration nonEmptyFetchInterval;
@@ -138,6 +147,7 @@ public final class KinesisSourceOptions implements Serializable {
             this.initialTimestampMs = 0L;
         }
         this.discoveryInterval = duration(conf, DISCOVERY_INTERVAL, Duration.ofSeconds(10), Duration.ofMillis(100));
+        this.childrenAfterCheckpoint = bool(conf, CHILDREN_AFTER_CHECKPOINT, true);
         this.maxRecordsPerFetch = integer(conf, MAX_RECORDS, 10_000, 1, 10_000);
         this.emptyFetchInterval = duration(conf, EMPTY_FETCH_INTERVAL, Duration.ofMillis(250), Duration.ZERO);
         this.nonEmptyFetchInterval = duration(conf, NONEMPTY_FETCH_INTERVAL, Duration.ZERO, Duration.ZERO);
@@ -201,6 +211,18 @@ public final class KinesisSourceOptions implements Serializable {
         return parsed;
     }
 
+    private static boolean bool(Map<String, String> conf, String key, boolean dflt) {
+        String value = emptyToNull(conf.get(key));
+        if (value == null) {
+            return dflt;
+        }
+        String lower = value.toLowerCase(Locale.ROOT);
+        if (!"true".equals(lower) && !"false".equals(lower)) {
+            throw new IllegalArgumentException(key + " must be true or false, got " + value);
+        }
+        return "true".equals(lower);
+    }
+
     private static int integer(Map<String, String> conf, String key, int dflt, int min, int max) {
         String value = emptyToNull(conf.get(key));
         if (value == null) {
@@ -228,6 +250,7 @@ public final class KinesisSourceOptions implements Serializable {
         return "KinesisSourceOptions{stream=" + streamArn + ", region=" + region + ", endpoint=" + endpoint
                 + ", initialPosition=" + initialPosition
                 + (initialPosition == InitialPosition.TRIM_HORIZON ? "" : "(" + Instant.ofEpochMilli(initialTimestampMs) + ")")
-                + ", discoveryInterval=" + discoveryInterval + ", maxRecordsPerFetch=" + maxRecordsPerFetch + "}";
+                + ", discoveryInterval=" + discoveryInterval + ", childrenAfterCheckpoint=" + childrenAfterCheckpoint
+                + ", maxRecordsPerFetch=" + maxRecordsPerFetch + "}";
     }
 }

@@ -106,6 +106,12 @@ class KinesisShardEnumeratorTest {
         enumerator.handleSourceEvent(reader, new ShardsFinishedEvent(ids));
     }
 
+    /** Checkpoint {@code id}: the enumerator's snapshot, then the notice that the checkpoint completed. */
+    private void checkpoint(long id) {
+        enumerator.snapshotState(id);
+        enumerator.notifyCheckpointComplete(id);
+    }
+
     private static Map<Integer, List<String>> byReader(Object... readerThenShards) {
         Map<Integer, List<String>> out = new TreeMap<>();
         for (int i = 0; i < readerThenShards.length; i += 2) {
@@ -228,8 +234,10 @@ class KinesisShardEnumeratorTest {
         assertEquals(byReader(0, shards(0), 1, shards(1)), assigned(), "the children wait for shard 0");
 
         finished(1, 1);
+        checkpoint(1L);
         assertEquals(byReader(0, shards(0), 1, shards(1)), assigned(), "shard 1 is not their parent");
         finished(0, 0);
+        checkpoint(2L);
         assertEquals(byReader(0, shards(0, 2), 1, shards(1, 3)), assigned());
         for (KinesisShardSplit split : assignedSplits().subList(2, 4)) {
             assertEquals(Set.of(shardId(0)), split.parentShardIds());
@@ -244,8 +252,10 @@ class KinesisShardEnumeratorTest {
         kinesis.merge(shardId(0), shardId(1), shardId(2));
         discover();
         finished(0, 0);
+        checkpoint(1L);
         assertEquals(byReader(0, shards(0), 1, shards(1)), assigned(), "shard 1 is not finished yet");
         finished(1, 1);
+        checkpoint(2L);
         assertEquals(byReader(0, shards(0, 2), 1, shards(1)), assigned());
     }
 
@@ -334,9 +344,92 @@ class KinesisShardEnumeratorTest {
         assertEquals(ShardFilterType.AFTER_SHARD_ID, resumed.shardFilter().type());
         assertEquals(shardId(3), resumed.shardFilter().shardId());
 
-        // a reader restored with shard 0 read to its end reports it again (its finished marker)
+        // a reader restored with shard 0 read to its end reports it again (its finished marker); the
+        // restored checkpoint does not record it, so the children wait for the next one
         finished(0, 0);
+        assertEquals(Map.of(), assigned());
+        checkpoint(2L);
         assertEquals(byReader(0, shards(2), 1, shards(3)), assigned());
+    }
+
+    /**
+     * A parent's last records may still be on their way to the keyed operator when its reader reports
+     * it finished; a child given to another reader then could overtake them. A checkpoint whose
+     * enumerator snapshot was taken after the report has its barrier behind those records, so its
+     * completion means every operator processed them.
+     */
+    @Test
+    void childrenWaitForACompletedCheckpointTakenAfterTheirParentFinished() throws Throwable {
+        openShards(2);
+        start(2);
+        discover();
+        kinesis.split(shardId(0), shardId(2), shardId(3));
+        discover();
+        enumerator.snapshotState(1L);
+        finished(0, 0);
+        assertEquals(byReader(0, shards(0), 1, shards(1)), assigned(), "read to its end, not yet processed");
+        enumerator.notifyCheckpointComplete(1L);
+        assertEquals(byReader(0, shards(0), 1, shards(1)), assigned(),
+                "checkpoint 1 was taken before shard 0 finished: its barrier may precede shard 0's last records");
+        enumerator.snapshotState(2L);
+        discover();
+        assertEquals(byReader(0, shards(0), 1, shards(1)), assigned(), "checkpoint 2 has not completed");
+        enumerator.notifyCheckpointComplete(2L);
+        assertEquals(byReader(0, shards(0, 2, 3), 1, shards(1)), assigned(), "reader 0 read none once shard 0 ended");
+    }
+
+    @Test
+    void aCheckpointThatNeverCompletesReleasesNothingUntilALaterOneDoes() throws Throwable {
+        openShards(1);
+        start(1);
+        discover();
+        kinesis.split(shardId(0), shardId(1), shardId(2));
+        discover();
+        finished(0, 0);
+        enumerator.snapshotState(1L);
+        enumerator.snapshotState(2L);
+        assertEquals(byReader(0, shards(0)), assigned());
+        enumerator.notifyCheckpointComplete(2L);
+        assertEquals(byReader(0, shards(0, 1, 2)), assigned(), "checkpoint 1 was aborted; 2 records shard 0 too");
+    }
+
+    @Test
+    void aRestoredFinishedParentReleasesItsChildrenAtOnce() throws Throwable {
+        openShards(2);
+        start(2);
+        discover();
+        kinesis.split(shardId(0), shardId(2), shardId(3));
+        discover();
+        finished(0, 0);
+        KinesisSerializers.StateSerializer serializer = new KinesisSerializers.StateSerializer();
+        byte[] checkpoint = serializer.serialize(enumerator.snapshotState(1L));
+        assertEquals(byReader(0, shards(0), 1, shards(1)), assigned(), "checkpoint 1 has not completed here");
+
+        // the job fails and is restored from checkpoint 1, which therefore completed
+        start("TRIM_HORIZON", serializer.deserialize(serializer.getVersion(), checkpoint), 2);
+        discover();
+        assertEquals(byReader(0, shards(2), 1, shards(3)), assigned());
+
+        // reader 0 restored shard 0's finished marker and reports it again: it is told at once
+        finished(0, 0);
+        assertEquals(Set.of(shardId(0)),
+                ((FinishedShardsRecordedEvent) context.getSentSourceEvent().get(0).get(0)).shardIds);
+    }
+
+    /** Without checkpointing no checkpoint ever completes: children follow their parents' end at once. */
+    @Test
+    void withoutChildrenAfterCheckpointAChildIsAssignedWhenItsParentFinished() throws Throwable {
+        openShards(2);
+        Map<String, String> conf = new TreeMap<>();
+        conf.put(KinesisSourceOptions.INIT_POSITION, "TRIM_HORIZON");
+        conf.put(KinesisSourceOptions.CHILDREN_AFTER_CHECKPOINT, "false");
+        start(KinesisSourceOptions.of(FakeKinesis.STREAM_ARN, conf), KinesisEnumeratorState.initial(), 2);
+        discover();
+        kinesis.split(shardId(0), shardId(2), shardId(3));
+        discover();
+        assertEquals(byReader(0, shards(0), 1, shards(1)), assigned(), "the children wait for shard 0");
+        finished(0, 0);
+        assertEquals(byReader(0, shards(0, 2, 3), 1, shards(1)), assigned(), "reader 0 read none once shard 0 ended");
     }
 
     @Test

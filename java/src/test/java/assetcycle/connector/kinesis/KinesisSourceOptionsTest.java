@@ -46,6 +46,7 @@ class KinesisSourceOptionsTest {
         assertEquals(StartingPosition.Kind.AT_TIMESTAMP, latest.kind(), "LATEST: when the options were made");
         assertTrue(before <= latest.timestampMs() && latest.timestampMs() <= after, latest.toString());
         assertEquals(Duration.ofSeconds(10), options.discoveryInterval);
+        assertTrue(options.childrenAfterCheckpoint);
         assertEquals(10_000, options.maxRecordsPerFetch);
         assertEquals(Duration.ofMillis(250), options.emptyFetchInterval);
         assertEquals(Duration.ZERO, options.nonEmptyFetchInterval);
@@ -80,6 +81,12 @@ class KinesisSourceOptionsTest {
     }
 
     @Test
+    void childrenAfterCheckpointCanBeSwitchedOff() {
+        assertEquals(false, of("source.shard.children-after-checkpoint", " FALSE ").childrenAfterCheckpoint);
+        assertEquals(true, of("source.shard.children-after-checkpoint", "true").childrenAfterCheckpoint);
+    }
+
+    @Test
     void mistakesAreRefusedNamingTheKey() {
         assertTrue(rejected(ARN, "source.init.postion", "LATEST").contains("unknown Kinesis source option "
                 + "source.init.postion"));
@@ -96,6 +103,8 @@ class KinesisSourceOptionsTest {
         assertTrue(rejected(ARN, "source.shard.discovery.interval", "10 ms").contains("at least 100 ms"));
         assertTrue(rejected(ARN, "source.shard.discovery.interval", "often").contains("must be a duration"));
         assertTrue(rejected(ARN, "source.shard.get-records.max-record-count", "10001").contains("between 1 and 10000"));
+        assertTrue(rejected(ARN, "source.shard.children-after-checkpoint", "yes")
+                .contains("source.shard.children-after-checkpoint must be true or false"));
         assertTrue(rejected(ARN, "retry-strategy.attempts.max", "ten").contains("must be an integer"));
         assertTrue(rejected(ARN, "retry-strategy.delay.min", "2 s", "retry-strategy.delay.max", "1 s")
                 .contains("at least 2000 ms"));

@@ -26,8 +26,9 @@ import org.junit.jupiter.api.Test;
 /**
  * The whole source on one in-memory stream: the enumerator and two readers, wired as Flink wires
  * them (assignments to readers, source events both ways), through a split, a merge and a restore
- * from a checkpoint taken while a shard finished. Every record is read exactly once counting from
- * the checkpoint, and a key's records stay in order across parent and child shards.
+ * from a checkpoint taken while a shard finished, after which checkpoints complete as the readers
+ * go on (a child shard is read only once one records its parents). Every record is read exactly once
+ * counting from the checkpoint, and a key's records stay in order across parent and child shards.
  */
 class KinesisSourceReshardTest {
 
@@ -51,6 +52,8 @@ class KinesisSourceReshardTest {
         final List<TestingReaderContext> readerContexts = new ArrayList<>();
         final RecordingOutput output = new RecordingOutput();
         private int assignmentsDelivered;
+        /** The id of the next checkpoint taken every round of {@link #runUntil}; 0: none taken. */
+        private long nextCheckpointId;
         private final Map<Integer, Integer> eventsDelivered = new HashMap<>();
 
         Run(KinesisEnumeratorState state, List<List<KinesisShardSplit>> restoredReaders) throws Exception {
@@ -107,7 +110,22 @@ class KinesisSourceReshardTest {
             }
         }
 
-        /** Routes and polls every reader until {@code done}. */
+        /** From now on {@link #runUntil} completes a checkpoint every round, from id {@code firstId} on. */
+        void checkpointEveryRound(long firstId) {
+            nextCheckpointId = firstId;
+        }
+
+        /** A checkpoint as Flink takes it: the enumerator's part, the readers' parts, then its completion. */
+        private void completeCheckpoint(long checkpointId) throws Exception {
+            enumerator.snapshotState(checkpointId);
+            snapshotReaders(checkpointId);
+            enumerator.notifyCheckpointComplete(checkpointId);
+            for (KinesisSourceReader reader : readers) {
+                reader.notifyCheckpointComplete(checkpointId);
+            }
+        }
+
+        /** Routes, checkpoints (when asked to) and polls every reader until {@code done}. */
         void runUntil(BooleanSupplier done) throws Exception {
             runUntil(done, true);
         }
@@ -115,6 +133,9 @@ class KinesisSourceReshardTest {
         void runUntil(BooleanSupplier done, boolean readerEventsToo) throws Exception {
             for (int round = 0; round < MAX_ROUNDS && !done.getAsBoolean(); round++) {
                 route(readerEventsToo);
+                if (nextCheckpointId > 0) {
+                    completeCheckpoint(nextCheckpointId++);
+                }
                 boolean any = false;
                 for (KinesisSourceReader reader : readers) {
                     any |= reader.pollNext(output) == InputStatus.MORE_AVAILABLE;
@@ -187,6 +208,7 @@ class KinesisSourceReshardTest {
         // restore from checkpoint 1 (the job failed before the report arrived)
         KinesisSerializers.StateSerializer serializer = new KinesisSerializers.StateSerializer();
         Run second = new Run(serializer.deserialize(serializer.getVersion(), enumeratorCheckpoint), readerCheckpoint);
+        second.checkpointEveryRound(2L); // a child is read once a completed checkpoint records its parents
         second.discover();
         second.runUntil(() -> second.output.data.size() == 2);
         assertEquals(List.of("a4", "c1"), sorted(second.output.data),
