@@ -2,6 +2,7 @@
 mode, parallelism = TaskManagers), on the same bundle, into PostgreSQL, and where a record's CPU goes.
 
 Usage: python bench/cluster_throughput.py [--trucks 200] [--hours 24] [--bundle DIR] [--taskmanagers 1,2]
+[--repeat 1]
 
 For each cluster size a fresh cluster (cli.flink_cluster, a directory and free ports of its own) runs
 the job submitted through its entry point as ``asset-cycle run --cluster`` does (``flink run -d -pym
@@ -22,6 +23,10 @@ on disk, into the PostgreSQL upsert sinks. Printed per size:
   readers, the JDBC writers' flush threads, the JIT compilers, the garbage collector, the rest;
   threads that ended between two samples are counted as such;
 * the speed-up of each size over the first.
+
+With ``--repeat N`` the sizes run N times, interleaved (1, 2, 1, 2, ...: a drift of the machine
+weighs on both), and the medians are printed at the end: two runs of the same size differ by up to
+about 10 % here, so one run each does not tell a 10 % difference.
 
 Then the pure engine (``workbench.replay.Replayer`` over the same lines in this process, as the job runs
 a bounded input: no live rows), whose CPU per record is the Python engine's share; the task threads'
@@ -336,6 +341,24 @@ def print_run(run: ClusterRun, baseline: ClusterRun | None) -> None:
     print("  busiest threads (µs per record): " + ", ".join(f"{name} {s / n * 1e6:.1f}" for name, s in top))
 
 
+def print_medians(runs: list[ClusterRun], sizes: list[int]) -> None:
+    """The median of each figure over the repetitions of each size, and each size's speed-up of medians."""
+    from statistics import median
+
+    print(f"\nmedians over {len(runs) // len(sizes)} runs of each size:")
+    base: tuple[float, float] | None = None
+    for taskmanagers in sizes:
+        mine = [run for run in runs if run.taskmanagers == taskmanagers]
+        n = mine[0].records
+        wall, window = median(r.wall_s for r in mine), median(r.window_s for r in mine)
+        cpu = median(r.per_k(r.server_cpu_s) for r in mine)
+        spread = ", ".join(f"{n / r.wall_s:,.0f}" for r in mine)
+        speed_up = f"; speed-up {base[0] / wall:.2f}x end to end, {base[1] / window:.2f}x after start-up" if base else ""
+        print(f"  {taskmanagers} TM: {n / wall:,.0f} events/s end to end (runs: {spread}), {n / window:,.0f} after "
+              f"start-up, CPU s per 1,000 records {cpu:.3f}{speed_up}")  # fmt: skip
+        base = base or (wall, window)
+
+
 def main() -> int:
     """Run every cluster size, then the pure engine, and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -343,15 +366,24 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=24)
     parser.add_argument("--bundle", type=Path, help="an existing bundle instead of the generated one")
     parser.add_argument("--taskmanagers", default="1,2", help="cluster sizes to run, in order (default 1,2)")
+    parser.add_argument("--repeat", type=int, default=1, help="run the sizes this many times, interleaved, and "
+                                                              "print the medians (default 1)")  # fmt: skip
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     bundle = args.bundle or ensure_bundle(args.trucks, args.hours)
     records = count_lines(bundle / "telemetry.jsonl")
     print(f"bundle {bundle}: {records:,} lines; {os.cpu_count()} CPUs", flush=True)
+    sizes = [int(n) for n in args.taskmanagers.split(",")]
     runs: list[ClusterRun] = []
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
-        for taskmanagers in (int(n) for n in args.taskmanagers.split(",")):
-            runs.append(run_on_cluster(bundle, records, taskmanagers, Path(tmp)))
-            print_run(runs[-1], runs[0] if len(runs) > 1 else None)
+        for repetition in range(args.repeat):
+            first = len(runs)
+            for n, taskmanagers in enumerate(sizes):
+                runs.append(run_on_cluster(bundle, records, taskmanagers, Path(tmp) / f"r{repetition}"))
+                print_run(runs[-1], runs[first] if n else None)
+    if args.repeat > 1:
+        print_medians(runs, sizes)
     lines, pure_s = pure_engine_cpu_s(bundle)
     pure = pure_s / lines * 1e6
     print(f"\npure engine (replay in one process): {pure:.1f} µs CPU per record ({lines / pure_s:,.0f} events/s "

@@ -55,6 +55,13 @@ STOP_TIMEOUT_S = 20.0
 SUBMIT_TIMEOUT_S = 300.0
 DEFAULT_REST_PORT = 8081
 JOB_ID = re.compile(r"Job has been submitted with JobID ([0-9a-f]{32})")
+CONTROL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+"""JIT of the JobManager's and the ``flink run`` client's JVMs: the quick compiler (C1) only. They
+schedule, coordinate checkpoints and submit, and carry no records, so C2's optimised code gains them
+nothing while compiling it kept a second core busy for seconds: on the 200-truck x 24 h bench
+(bench/cluster_throughput.py) the JobManager fell from about 3.8 to 1.6 µs of CPU per record and the
+client from 5.0 to 3.3 s of CPU. The TaskManagers keep the JVM's default (both tiers): records run
+through their code, where a long job earns C2's compile time back (docs/deploy.md)."""
 
 
 class ClusterError(CliError):
@@ -81,7 +88,8 @@ def cluster_configuration(rest_port: int, rpc_port: int, slots: int, python: str
                           extra: Mapping[str, str] | None = None) -> dict[str, str]:  # fmt: skip
     """The cluster's config.yaml: every port on 127.0.0.1, ``slots`` slots per TaskManager, the Python
     of this environment for the job's client and its Python operators, JVMs in UTC (as the local
-    minicluster), a lost TaskManager noticed within seconds, then ``extra`` on top."""
+    minicluster), the JobManager and client JVMs with CONTROL_JVM_OPTIONS, a lost TaskManager noticed
+    within seconds, then ``extra`` on top."""
     conf = {
         "jobmanager.rpc.address": "127.0.0.1",
         "jobmanager.rpc.port": str(rpc_port),
@@ -98,6 +106,8 @@ def cluster_configuration(rest_port: int, rpc_port: int, slots: int, python: str
         "python.executable": python,
         "python.client.executable": python,
         "env.java.opts.all": f"{distribution_java_options()} -Duser.timezone=UTC".strip(),
+        "env.java.opts.jobmanager": CONTROL_JVM_OPTIONS,
+        "env.java.opts.client": CONTROL_JVM_OPTIONS,
         # a killed TaskManager is noticed after two failed heartbeats (2 s apart), not after 50 s
         "heartbeat.interval": "2000",
         "heartbeat.timeout": "20000",
@@ -394,7 +404,7 @@ def client_conf_dir(rest_host: str, rest_port: int, into: Path) -> Path:
     cluster not started here: ``asset-cycle run --jobmanager HOST:PORT``)."""
     into.mkdir(parents=True, exist_ok=True)
     conf = {"rest.address": rest_host, "rest.port": str(rest_port),
-            "env.java.opts.all": distribution_java_options()}  # fmt: skip
+            "env.java.opts.all": distribution_java_options(), "env.java.opts.client": CONTROL_JVM_OPTIONS}  # fmt: skip
     (into / "config.yaml").write_text(yaml.safe_dump(conf, default_flow_style=False))
     for name in ("log4j-cli.properties", "log4j.properties"):
         if (flink_home() / "conf" / name).is_file():

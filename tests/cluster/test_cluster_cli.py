@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.flink_cluster import FlinkCluster, alive
+from cli.flink_cluster import CONTROL_JVM_OPTIONS, FlinkCluster, alive
 from cli.local_services import free_local_port
 from stores.postgres import TableNames
 from tests.job.reliability_support import (
@@ -62,6 +62,9 @@ def test_cluster_up_run_status_and_down(
     state = cluster.state()
     assert state is not None and len(state.taskmanagers) == 2
     assert (cluster.lib_dir / Path(next(cluster.lib_dir.glob("asset-cycle-flink-*.jar"))).name).exists()
+    # the JobManager's JVM compiles with C1 only (it carries no records), the TaskManagers' with both tiers
+    assert CONTROL_JVM_OPTIONS in _jvm_options(state.jobmanager)
+    assert all(CONTROL_JVM_OPTIONS not in _jvm_options(pid) for pid in state.taskmanagers)
 
     # a bounded file: submitted through the entry point, followed to its end, every slot used
     bundle = tmp_path / "site"
@@ -108,6 +111,11 @@ def test_cluster_up_run_status_and_down(
     assert down.returncode == 0 and "stopped: TaskManager" in down.stdout, down.stdout + down.stderr
     assert not any(alive(pid) for pid in [state.jobmanager, *state.taskmanagers])
     assert _cli(env, "cluster", "status").stdout.strip() == "no cluster running"
+
+
+def _jvm_options(pid: int) -> list[str]:
+    """The command line of the process ``pid`` (a cluster process is its JVM)."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
 def _wait(condition, timeout_s: float) -> bool:
