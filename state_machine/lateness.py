@@ -8,11 +8,11 @@ get the same figures:
   points of its own truck: a retrying gateway, a dead zone). Only this needs a hold. The timeline is
   the truck's newest time as the engine keeps it (state_machine.truck): a point far ahead of it (a
   clock stray, a live point sent before a backlog) is set aside until the timeline reaches it, the
-  stream passes it by the lead hold, or the truck sends nothing else; a lone one that the timeline
-  passes is dropped (the engine rejects it as CLOCK_JUMP). A truck's backlog that arrives in order
-  after an outage is behind the stream but not behind its timeline, and a copy of a point that arrives
-  while the engine still keeps its burst apart (max_disorder_s of stream time after it arrived) is a
-  duplicate: neither needs a hold.
+  stream passes it by the lead hold (the newest such point: once the truck sent a newer one), or the
+  truck sends nothing else; a lone one that the timeline passes is dropped (the engine rejects it as
+  CLOCK_JUMP). A truck's backlog that arrives in order after an outage is behind the stream but not
+  behind its timeline, and a copy of a point that arrives while the engine still keeps its burst apart
+  (max_disorder_s of stream time after it arrived) is a duplicate: neither needs a hold.
 * **Arrival lag**: the stream's time minus the point's event time (backlogs included): how late data
   arrives, for dashboards (``udfs.parse`` gauges, ``workbench.replay`` summary).
 
@@ -82,6 +82,8 @@ RECHECK_MS = 60_000
 """Stream time between two re-evaluations of a hold for decay."""
 LEAD_HOLD_MS = int(CycleThresholds().lead_hold_s * 1000)
 """The engine's lead_hold_s (its default: the parse step knows no per-site thresholds)."""
+IDLE_CLOSE_MS = int(CycleThresholds().idle_close_s * 1000)
+"""The engine's idle_close_s (its default): how long a truck's newest lead point waits for a newer one."""
 MAX_SITES = 1024
 """Sites measured apart; the points of further sites (a flood of made-up site ids) share one estimate."""
 _RENORMALISE_AT = 64.0  # half-lives since the reference time: rescale the weights (float range)
@@ -366,9 +368,10 @@ class StreamLateness:
             settled = now_ms - self.disorder_ms
             while recent and recent[0][0] <= settled:
                 recent.popleft()
-            if lead and now_ms - self.lag_ms >= min(held[0] for held in lead) + LEAD_HOLD_MS:
-                timeline = truck[_TIMELINE] = max(timeline, *(held[0] for held in lead))  # the truck moved on
-                lead = truck[_LEAD] = None
+            watermark = now_ms - self.lag_ms
+            if lead and watermark >= min(held[0] for held in lead) + LEAD_HOLD_MS:
+                lead = truck[_LEAD] = self._take_lead_on_stream_time(truck, lead, watermark)
+                timeline = truck[_TIMELINE]
         if ts_ms <= timeline:
             if recent and ts_ms >= min(t for _, t in recent):
                 return 0  # the engine still keeps the points that came with it apart: nothing is committed past it
@@ -390,6 +393,20 @@ class StreamLateness:
             truck[_TIMELINE] = max(held[0] for held in lead)  # the truck's time moved on
             truck[_LEAD] = None
         return 0
+
+    @staticmethod
+    def _take_lead_on_stream_time(truck: list, lead: list, watermark_ms: int) -> list | None:
+        """As the engine when the stream's time passed the first lead point by the lead hold: the truck's
+        timeline moves to the newest lead point the watermark reached, but for the newest of them all,
+        which waits for a newer point of the truck or IDLE_CLOSE_MS of stream time; returns what stays
+        held (None: nothing)."""
+        newest = max(held[0] for held in lead)
+        taken = [held[0] for held in lead if held[0] <= watermark_ms
+                 and (held[0] < newest or watermark_ms >= newest + IDLE_CLOSE_MS)]
+        if not taken:
+            return lead
+        timeline = truck[_TIMELINE] = max(truck[_TIMELINE], *taken)  # the truck moved on
+        return [[ts, timeline, since] for ts, _, since in lead if ts > timeline] or None
 
     def _forget(self) -> None:
         """Drop trucks not heard from for FORGET_AFTER records."""

@@ -24,8 +24,11 @@ Ordering (per truck, deterministic for a given arrival order):
     points or lead_hold_s of their own time) or when they are more than 2 x LEAD_MAX (late points of
     its own kept arriving in between: a device reporting every second, with some points late); and
     the lead points the stream's event time reached join it once that time passes the first by
-    lead_hold_s. A lone lead point that the truck's timeline passes by lead_hold_s without reaching
-    it is rejected as CLOCK_JUMP, with an alert; at the end of the input every lead point joins.
+    lead_hold_s, but for the newest: nothing the truck sent confirms it yet (a stray before a silence
+    whose backlog is still to come), so it joins when the truck's timeline reaches it, a newer point
+    of the truck joins, or the stream passes it by idle_close_s. A lone lead point that the truck's
+    timeline passes by lead_hold_s without reaching it is rejected as CLOCK_JUMP, with an alert; at
+    the end of the input every lead point joins.
   * For low latency the temporary-table row is computed speculatively from the committed state
     plus the buffered points (optional); it is an upsert, so a later re-order simply overwrites it.
 Timers: the truck needs a timer at newest + hold (to flush its buffer when it goes quiet; when its
@@ -212,8 +215,10 @@ class TruckState:
             if self.pending[-1].ts_ms > newest:  # joined lead points beyond the truck's timeline
                 beyond = next(e.ts_ms for e in self.pending if e.ts_ms > newest)
                 due.append(beyond + int(th.lead_hold_s * 1000))
-        if self.lead:
+        if len(self.lead) > 1:  # all but the newest lead point may join on the stream's time
             due.append(self.lead[0][0].ts_ms + int(th.lead_hold_s * 1000))
+        if self.lead:
+            due.append(self.lead[-1][0].ts_ms + int(th.idle_close_s * 1000))
         last = self.committed.prev_ts
         if self.committed.phase != SEG_NONE and last is not None:
             due.append(last + int(th.idle_close_s * 1000))
@@ -440,11 +445,7 @@ class TruckEngine:
         rt = self._site_runtime(state.committed.site)
         th = rt.th
         if state.lead and (watermark_ms >= END_OF_INPUT or watermark_ms >= state.lead[0][0].ts_ms + rt.lead_hold_ms):
-            # the stream's time passed them: the truck's time moved on (a lone point the stream has not
-            # reached stays held, to be judged by the truck's own timeline)
-            reached = len(state.lead) if watermark_ms >= END_OF_INPUT else bisect_right(
-                state.lead, watermark_ms, key=lambda held: held[0].ts_ms)
-            self._take_lead(state, reached)
+            self._take_lead_on_stream_time(state, watermark_ms, rt)
         newest = state.newest_ms or 0
         if state.pending and state.quiet_from_ms() + (state.hold_ms or rt.disorder_ms) <= watermark_ms:
             # a quiet truck: its timeline is final; lead points that joined the buffer beyond it wait
@@ -585,6 +586,26 @@ class TruckEngine:
         out.alerts.append(Alert(ALERT_CLOCK_JUMP, p.asset_guid, p.site_guid, p.ts_ms, p.latitude, p.longitude,
                                 f"device clock jumped ahead: {detail}; the point was rejected"))
         state._spec = None
+
+    @staticmethod
+    def _take_lead_on_stream_time(state: TruckState, watermark_ms: int, rt: _SiteRuntime) -> None:
+        """The stream's time passed the first lead point by lead_hold_s: the lead points it reached join
+        the buffer, but for the newest one, which nothing the truck sent after it confirms yet. That one
+        (a lone point ahead of a truck gone silent: a clock stray, or a live point before a backlog that
+        is still on its way) joins only once the stream passes it by idle_close_s, the longest a backlog
+        is waited for; committing it earlier would turn that backlog LATE. A lone point the stream has
+        not reached stays held, to be judged by the truck's own timeline."""
+        lead = state.lead
+        if watermark_ms >= END_OF_INPUT:
+            reached = len(lead)
+        else:
+            reached = bisect_right(lead, watermark_ms, key=lambda held: held[0].ts_ms)
+            if reached == len(lead) and watermark_ms < lead[-1][0].ts_ms + int(rt.th.idle_close_s * 1000):
+                reached -= 1
+        if reached:
+            TruckEngine._take_lead(state, reached)
+            # what stays held came after the point the truck's timeline now is at, with nothing between
+            state.lead = [(entry, state.newest_ms) for entry, _anchor in state.lead]
 
     @staticmethod
     def _take_lead(state: TruckState, n: int) -> None:

@@ -167,6 +167,21 @@ def test_a_lone_stray_ahead_then_the_truck_going_on_needs_no_hold():
     assert stream.hold == 0
 
 
+def test_a_lone_stray_ahead_then_a_silence_and_the_backlog_needs_no_hold():
+    """A truck's last point before a 20-minute outage is a stray 2 min ahead; its backlog arrives in
+    order after the stream passed the stray by more than the lead hold. As in the engine, nothing the
+    truck sent confirms the stray, so the backlog is not behind the truck's timeline."""
+    stream = Stream()
+    end = live(stream, FLEET, T, WARM_MIN)
+    stream.feed("T0", end + 2 * MIN)
+    for ts in range(end, end + 20 * MIN, 20_000):
+        for n in range(1, FLEET):
+            stream.feed(f"T{n}", ts)
+    for ts in range(end, end + 20 * MIN, 20_000):
+        stream.feed("T0", ts)  # the backlog, in order, 20 min behind the stream
+    assert stream.hold == 0
+
+
 def test_sites_are_measured_apart():
     stream = Stream()
     ts = T

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from state_machine.config import CycleThresholds
 from state_machine.model import TelemetryPoint
 from state_machine.telemetry import format_record, parse_record
 from workbench.replay import Replayer, replay
@@ -413,3 +414,24 @@ def test_a_file_whose_second_part_is_a_day_later_moves_the_stream_time_on():
     assert [c for c in both.sorted_closed() if c.load_start_ms >= day2] == second.sorted_closed()
     timeouts = [c for c in both.closed if c.invalid_reason == "IDLE_TIMEOUT"]
     assert len(timeouts) >= 10 and all(c.load_start_ms < day2 for c in timeouts)
+
+
+def test_a_stray_ahead_just_before_a_trucks_outage_costs_none_of_its_backlog():
+    """A case the property test above found: S01-HT-011's stray 2 min ahead is its last point before an
+    outage, and the outage's backlog arrives after the stream's time passed the stray by more than
+    lead_hold_s. The stray is held until the backlog reaches it; no genuine point is LATE."""
+    sim, clean = _fleet()
+    truck = "S01-HT-011"
+    lines, strays = _strays_at(sim.telemetry_lines, {truck: 0.6584}, 2 * 60_000)
+    stray_at = next(i for i, line in enumerate(lines)
+                    if isinstance(p := parse_record(line), TelemetryPoint) and p.ts_ms == strays[truck])
+    next_at = next(i for i in range(stray_at + 1, len(lines))
+                   if getattr(parse_record(lines[i]), "asset_guid", None) == truck)
+    stream_then = max(p.ts_ms for line in lines[:next_at] if isinstance(p := parse_record(line), TelemetryPoint)
+                      and p.asset_guid != truck)  # fmt: skip
+    lead_hold_ms = int(CycleThresholds().lead_hold_s * 1000)
+    assert parse_record(lines[next_at]).ts_ms < strays[truck]  # the backlog, behind the stray
+    assert stream_then > strays[truck] + lead_hold_ms + 60_000  # ... after the stream passed it (and the lag)
+    glitched = replay(_labelled(lines), sim.reference)
+    _assert_glitch_contained(clean, glitched, strays, rejected_as=("CLOCK_JUMP", "LATE"), reach_ms=60_000,
+                             shift_ms=2 * 60_000)

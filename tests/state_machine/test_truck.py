@@ -173,6 +173,58 @@ def test_a_stray_held_beside_the_next_row_after_a_silence_is_not_taken_with_it()
     assert got == expected
 
 
+def test_a_stray_ahead_of_a_truck_gone_silent_waits_for_the_backlog_that_follows():
+    """A stray 2 min ahead is the truck's last point before a 10-minute outage; the stream's time passes
+    it by more than lead_hold_s before the outage's backlog arrives in order. Nothing the truck sent
+    confirms the stray, so it is still held: the backlog is applied, none of it LATE, and the stray,
+    reached by the backlog, is put in order (at most the cycle holding it changes)."""
+    points = Track().approach(every=20).cycle(every=20).cycle(every=20).stand(100, every=20).points
+    engine = TruckEngine()
+    expected, _, _, _ = run(engine, points)
+    for k in (12, 25, 40):
+        stray = points[k - 1]._replace(ts_ms=points[k - 1].ts_ms + 120_000)
+        state, closed, rejected = None, [], []
+        for p in points[:k] + [stray]:
+            out, state = engine.on_point(state, p, SITE, arrival_ms=p.ts_ms - 61_000)
+            closed += out.closed
+        silence_ends = stray.ts_ms + 600_000
+        out, state = engine.on_timer(state, state.timer_due_ms(engine.config), silence_ends, SITE)
+        closed += out.closed
+        assert state.committed.prev_ts < stray.ts_ms and [e.ts_ms for e, _ in state.lead] == [stray.ts_ms]
+        for p in points[k:]:
+            out, state = engine.on_point(state, p, SITE, arrival_ms=silence_ends)
+            closed += out.closed
+            rejected += out.rejected
+        out, state = engine.on_timer(state, 0, END_OF_INPUT, SITE)
+        closed += out.closed
+        assert rejected == [], k
+        untouched = [c for c in expected if c.cycle_end_ms < points[k - 1].ts_ms or c.load_start_ms > stray.ts_ms]
+        assert len(closed) == len(expected) and all(c in closed for c in untouched), k
+
+
+def test_a_sparse_devices_newest_point_waits_for_the_next_one_or_idle_close():
+    """A device reporting every 10 min: each point is ahead of the truck's timeline. One joins once the
+    stream's time passed it by lead_hold_s and a newer point came; the newest waits (shown in the live
+    row), until idle_close_s of stream time passed it."""
+    points = Track().stand(3600, every=600).points
+    engine = TruckEngine()
+    th = engine.config.for_site(points[0].site_guid)
+    lead_hold, idle_close = int(th.lead_hold_s * 1000), int(th.idle_close_s * 1000)
+    state = None
+    for i, p in enumerate(points):
+        _, state = engine.on_point(state, p, SITE, arrival_ms=p.ts_ms)
+        out, state = engine.on_timer(state, p.ts_ms + lead_hold, p.ts_ms + lead_hold, SITE)
+        assert out.rejected == []
+        assert engine.current(state).prev_ts == p.ts_ms  # the live row shows the newest point
+        if i:
+            assert [e.ts_ms for e, _ in state.lead] == [p.ts_ms]
+            assert state.committed.prev_ts == points[i - 1].ts_ms
+            assert state.timer_due_ms(engine.config) >= points[i - 1].ts_ms + idle_close  # no timer before
+    last = points[-1].ts_ms
+    _, state = engine.on_timer(state, last + idle_close, last + idle_close, SITE)
+    assert state.lead == [] and state.committed.prev_ts == last
+
+
 def test_confirmed_forward_jump_is_accepted():
     points = Track().approach().cycle().stand(100).points
     later = Track(start_ms=points[-1].ts_ms + 86_400_000).approach().cycle().stand(100).points
