@@ -89,12 +89,16 @@ def _java_class(name: str) -> Any:
 def kinesis_configuration(source: SourceSettings, checkpointing: bool) -> dict[str, str]:
     """Settings -> the Kinesis source configuration as plain key/value strings. Without
     ``checkpointing`` CHILDREN_AFTER_CHECKPOINT is false (a child shard is read once its parents
-    ended, not once a checkpoint records that: none would ever complete); set true then, SourceError."""
+    ended, not once a checkpoint records that: none would ever complete); set true then, SourceError,
+    as for a value other than true or false."""
     if not source.stream_arn:
         raise SourceError("SourceConfig.stream.arn is required for the Kinesis source")
     conf = source.kinesis_config()
+    asked = conf.get(CHILDREN_AFTER_CHECKPOINT)
+    if asked is not None and asked.strip().lower() not in ("true", "false"):
+        raise SourceError(f"SourceConfig: {CHILDREN_AFTER_CHECKPOINT} must be true or false, not {asked!r}")
     if not checkpointing:
-        if conf.get(CHILDREN_AFTER_CHECKPOINT, "").strip().lower() == "true":
+        if asked is not None and asked.strip().lower() == "true":
             raise SourceError(f"SourceConfig: {CHILDREN_AFTER_CHECKPOINT}=true needs checkpointing "
                               "(no checkpoint would complete and a split shard's children would never be read)")  # fmt: skip
         conf[CHILDREN_AFTER_CHECKPOINT] = "false"

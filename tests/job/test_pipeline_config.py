@@ -169,6 +169,9 @@ def test_without_checkpointing_a_child_shard_does_not_wait_for_a_checkpoint():
     with pytest.raises(SourceError, match="children-after-checkpoint=true needs checkpointing") as err:
         kinesis_configuration(asked, checkpointing=False)
     assert "\n" not in str(err.value)
+    for checkpointing in (False, True):
+        with pytest.raises(SourceError, match="children-after-checkpoint must be true or false, not 'yes'"):
+            kinesis_configuration(replace(src, extra={"source.shard.children-after-checkpoint": "yes"}), checkpointing)
 
 
 def test_resolve_file_path(tmp_path):
