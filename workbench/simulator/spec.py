@@ -108,6 +108,10 @@ class SimulationSpec:
     ``glitch_offset_s`` away from it (ahead when > 0, back when < 0), sent right after it. A stray is
     not a real point: the truth is the motion."""
     glitch_offset_s: float = 0.0
+    glitch_before_outage: bool = False
+    """The glitch truck's stray is, instead, the first point of its first outage, stamped
+    ``glitch_offset_s`` away and sent live as the outage begins: its last word before the outage's
+    backlog (which arrives in order when the outage ends)."""
 
     def __post_init__(self) -> None:
         for name in ("trucks", "sites", "non_trucks", "unknown_assets", "ramp_faces", "glitch_trucks"):
@@ -214,6 +218,8 @@ SCENARIO_FAMILIES: dict[str, dict[str, Any]] = {
     "late-dead-zones-sparse-device": {"device": "on_change", **DEGRADED_PRESET, **_DEAD_ZONES},
     "clock-strays-ahead": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": 7200.0},
     "clock-strays-back": {**DEGRADED_PRESET, "glitch_trucks": 4, "glitch_offset_s": -1800.0},
+    "clock-strays-before-outages": {**DEGRADED_PRESET, "outages_per_day": 8.0, "glitch_trucks": 4,
+                                    "glitch_offset_s": 120.0, "glitch_before_outage": True},
     "threshold-stops": {"threshold_stops": 0.3, "ping_interval_s": (5.0, 10.0), "gps_outlier_p": 0.0},
 }
 """Named scenario families (overrides of SimulationSpec): the engine's accuracy bar is checked on each

@@ -244,7 +244,10 @@ class Runner:
                     return
                 proc.backlog += 1
                 delivery = proc.outage[1] + proc.backlog * 10
-        if proc.glitch_at is not None and ts >= proc.glitch_at:
+                if proc.glitch_at is not None and self.spec.glitch_before_outage:
+                    proc.glitch_at = None  # the stray, sent live as the outage begins, before its backlog
+                    self._push(ts, line.replace(iso, _iso(ts + self._glitch_ms)))
+        if proc.glitch_at is not None and not self.spec.glitch_before_outage and ts >= proc.glitch_at:
             proc.glitch_at = None  # the stray, sent right after this point with its position and state
             self._push(delivery + 1, line.replace(iso, _iso(ts + self._glitch_ms)))
         if delivery == ts:  # sent live (a backlog is sent in order when the outage ends)
