@@ -245,11 +245,12 @@ def _assert_glitch_contained(clean, glitched, strays: dict[str, int], rejected_a
                              reach_ms: int = 0, shift_ms: int = 0) -> None:
     """At most the one cycle holding the stray changes per glitch truck, nothing else anywhere, and no
     genuine point is dead-lettered (only strays, as ``rejected_as``). The cycle holding the stray: the
-    one whose points count it (up to the confirmation of the next load, its ``last_event_ms``, which
-    can be after its end), or whose start is ``reach_ms`` after it, or, for a stray ``shift_ms`` away
-    from when it was sent, the cycle running then (a truck's last point, a stray, closes it); at the
-    end of the input a stray ahead that nothing refuted yet is taken, and closes the cycle open then
-    as DATA_GAP (a genuine point is never rejected for want of evidence). A stray can move the start of
+    one whose points count it in either run (up to the confirmation of the next load, its
+    ``last_event_ms``, which can be after its end), or whose start is ``reach_ms`` after it, or, for a
+    stray ``shift_ms`` away from when it was sent, the cycle running then (a truck's last point, a
+    stray, closes it); at the end of the input a stray ahead that nothing refuted yet is taken, and
+    closes the cycle open then as DATA_GAP (a genuine point is never rejected for want of evidence).
+    A stray can move the start of
     a load, which is also the end of the cycle before: read as the first point of that load, or, in
     the cycle before, as standing evidence (it repeats an earlier position) just before it. So two
     cycles sharing that boundary may both change, provided one of them holds the stray."""
@@ -261,10 +262,14 @@ def _assert_glitch_contained(clean, glitched, strays: dict[str, int], rejected_a
             continue
 
         def holds_the_stray(c, a=a, b=b, truck=truck) -> bool:
+            """Whether the cycle, as either run closed it (same load start), holds the stray."""
             if a and c is a[-1] and c.invalid_reason == "DATA_GAP" and c not in b:
                 return True  # the cycle open at the end of the input, closed by the gap to a stray nothing refuted
-            last = max(c.cycle_end_ms or strays[truck], c.last_event_ms or 0)
-            return any(c.load_start_ms - reach_ms <= moment <= last for moment in (strays[truck], strays[truck] - shift_ms))
+            for v in [v for v in (*a, *b) if v.load_start_ms == c.load_start_ms] or [c]:
+                last = max(v.cycle_end_ms or strays[truck], v.last_event_ms or 0)
+                if any(v.load_start_ms - reach_ms <= moment <= last for moment in (strays[truck], strays[truck] - shift_ms)):
+                    return True
+            return False
 
         for changed in ([c for c in b if c not in a], [c for c in a if c not in b]):
             changed.sort(key=lambda c: c.load_start_ms)
