@@ -27,6 +27,7 @@ from workbench.replay import replay
 from workbench.scoring import ScoreReport, score
 from workbench.simulator import SCENARIO_FAMILIES, SimulationSpec, scenario_spec, simulate
 
+
 def _replay(spec: SimulationSpec, config: EngineConfig | None = None):
     sim = simulate(spec)
     return sim, replay(((f"line {i}", line) for i, (_, line) in enumerate(sim.deliveries)), sim.reference, config)
