@@ -95,10 +95,11 @@ def kinesis_configuration(source: SourceSettings, checkpointing: bool) -> dict[s
         raise SourceError("SourceConfig.stream.arn is required for the Kinesis source")
     conf = source.kinesis_config()
     asked = conf.get(CHILDREN_AFTER_CHECKPOINT)
-    if asked is not None and asked.strip().lower() not in ("true", "false"):
+    choice = None if asked is None else asked.strip().lower()
+    if choice not in (None, "true", "false"):
         raise SourceError(f"SourceConfig: {CHILDREN_AFTER_CHECKPOINT} must be true or false, not {asked!r}")
     if not checkpointing:
-        if asked is not None and asked.strip().lower() == "true":
+        if choice == "true":
             raise SourceError(f"SourceConfig: {CHILDREN_AFTER_CHECKPOINT}=true needs checkpointing "
                               "(no checkpoint would complete and a split shard's children would never be read)")  # fmt: skip
         conf[CHILDREN_AFTER_CHECKPOINT] = "false"

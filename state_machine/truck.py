@@ -366,6 +366,7 @@ class _SiteRuntime(NamedTuple):
     lead_hold_ms: int
     max_hold_ms: int
     max_gap_ms: int
+    idle_close_ms: int
 
 
 class TruckEngine:
@@ -386,7 +387,7 @@ class TruckEngine:
         index = self.spatial.get(site, th.loader_distance_m) if site is not None else None
         disorder = int(th.max_disorder_s * 1000)
         rt = _SiteRuntime(site, th, index, disorder, int(th.lead_hold_s * 1000), max(disorder, int(th.max_hold_s * 1000)),
-                          int(th.max_gap_s * 1000))
+                          int(th.max_gap_s * 1000), int(th.idle_close_s * 1000))
         self._runtime[site_guid] = rt
         return rt
 
@@ -443,7 +444,6 @@ class TruckEngine:
         if site is not None:
             self._site_runtime(site.site_guid, site)
         rt = self._site_runtime(state.committed.site)
-        th = rt.th
         if state.lead and (watermark_ms >= END_OF_INPUT or watermark_ms >= state.lead[0][0].ts_ms + rt.lead_hold_ms):
             self._take_lead_on_stream_time(state, watermark_ms, rt)
         newest = state.newest_ms or 0
@@ -463,7 +463,7 @@ class TruckEngine:
             and not state.pending
             and last is not None
             and state.committed.phase != SEG_NONE
-            and watermark_ms >= last + int(th.idle_close_s * 1000)
+            and watermark_ms >= last + rt.idle_close_ms
         ):
             rec = close_cycle(state.committed, last, IDLE_TIMEOUT)
             if rec is not None:
@@ -600,7 +600,7 @@ class TruckEngine:
             reached = len(lead)
         else:
             reached = bisect_right(lead, watermark_ms, key=lambda held: held[0].ts_ms)
-            if reached == len(lead) and watermark_ms < lead[-1][0].ts_ms + int(rt.th.idle_close_s * 1000):
+            if reached == len(lead) and watermark_ms < lead[-1][0].ts_ms + rt.idle_close_ms:
                 reached -= 1
         if reached:
             TruckEngine._take_lead(state, reached)

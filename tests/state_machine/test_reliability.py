@@ -250,10 +250,10 @@ def _assert_glitch_contained(clean, glitched, strays: dict[str, int], rejected_a
     stray ``shift_ms`` away from when it was sent, the cycle running then (a truck's last point, a
     stray, closes it); at the end of the input a stray ahead that nothing refuted yet is taken, and
     closes the cycle open then as DATA_GAP (a genuine point is never rejected for want of evidence).
-    A stray can move the start of
-    a load, which is also the end of the cycle before: read as the first point of that load, or, in
-    the cycle before, as standing evidence (it repeats an earlier position) just before it. So two
-    cycles sharing that boundary may both change, provided one of them holds the stray."""
+    A stray can move the start of a load, which is also the end of the cycle before: read as the first
+    point of that load, or, in the cycle before, as standing evidence (it repeats an earlier position)
+    just before it. So two cycles sharing that boundary may both change, provided one of them holds
+    the stray."""
     before, after = _cycles_by_truck(clean), _cycles_by_truck(glitched)
     for truck in set(before) | set(after):
         b, a = before.get(truck, []), after.get(truck, [])
