@@ -2,10 +2,11 @@
 mode, parallelism = TaskManagers), on the same bundle, into PostgreSQL, and where a record's CPU goes.
 
 Usage: python bench/cluster_throughput.py [--trucks 200] [--hours 24] [--bundle DIR] [--taskmanagers 1,2]
-[--repeat 1]
+[--repeat 1] [--taskmanager-jvm-options OPTS]
 
-For each cluster size a fresh cluster (cli.flink_cluster, a directory and free ports of its own) runs
-the job submitted through its entry point as ``asset-cycle run --cluster`` does (``flink run -d -pym
+For each cluster size a fresh cluster (cli.flink_cluster, a directory and free ports of its own; the
+TaskManagers' JVMs with ``--taskmanager-jvm-options``, by default the cluster's own) runs the job
+submitted through its entry point as ``asset-cycle run --cluster`` does (``flink run -d -pym
 job.main``): the bundle as a bounded file source, its reference data loaded once from PostgreSQL and
 Redis (seeded into a throwaway schema and key prefix, both removed afterwards), checkpoints every 10 s
 on disk, into the PostgreSQL upsert sinks. Printed per size:
@@ -56,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import PG_DSN, bench_schema, commit_window, count_lines, ensure_bundle  # noqa: E402
 from cli.console import ClusterJob, rest_json  # noqa: E402
-from cli.flink_cluster import FlinkCluster  # noqa: E402
+from cli.flink_cluster import TASKMANAGER_JVM_OPTIONS, FlinkCluster  # noqa: E402
 from cli.local_services import free_local_port  # noqa: E402
 from job.properties import property_groups, write_properties  # noqa: E402
 from job.settings import AppSettings, FlinkSettings, ReferenceSettings, SinkSettings, SourceSettings  # noqa: E402
@@ -274,12 +275,15 @@ def seeded_schema(bundle: Path) -> Iterator[tuple[TableNames, str]]:
             client.close()
 
 
-def run_on_cluster(bundle: Path, records: int, taskmanagers: int, tmp: Path) -> ClusterRun:
-    """Start a cluster of ``taskmanagers`` TaskManagers, run the job at that parallelism, stop it."""
+def run_on_cluster(bundle: Path, records: int, taskmanagers: int, tmp: Path,
+                   taskmanager_jvm_options: str = TASKMANAGER_JVM_OPTIONS) -> ClusterRun:  # fmt: skip
+    """Start a cluster of ``taskmanagers`` TaskManagers (their JVMs with ``taskmanager_jvm_options``), run
+    the job at that parallelism, stop it."""
     from psycopg2.extensions import parse_dsn
 
     cluster = FlinkCluster(tmp / f"cluster-{taskmanagers}")
-    state = cluster.start(taskmanagers, slots=1, rest_port=free_local_port(), tied=True)
+    state = cluster.start(taskmanagers, slots=1, rest_port=free_local_port(), tied=True,
+                          conf={"env.java.opts.taskmanager": taskmanager_jvm_options})
     try:
         with seeded_schema(bundle) as (names, prefix):
             settings = settings_for(bundle, names, prefix, taskmanagers, tmp / f"run-{taskmanagers}")
@@ -368,6 +372,9 @@ def main() -> int:
     parser.add_argument("--taskmanagers", default="1,2", help="cluster sizes to run, in order (default 1,2)")
     parser.add_argument("--repeat", type=int, default=1, help="run the sizes this many times, interleaved, and "
                                                               "print the medians (default 1)")  # fmt: skip
+    parser.add_argument("--taskmanager-jvm-options", default=TASKMANAGER_JVM_OPTIONS,
+                        help=f"the TaskManagers' JVM options (default {TASKMANAGER_JVM_OPTIONS!r}, the cluster's; "
+                             "'' for the JVM's defaults)")  # fmt: skip
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -380,7 +387,8 @@ def main() -> int:
         for repetition in range(args.repeat):
             first = len(runs)
             for n, taskmanagers in enumerate(sizes):
-                runs.append(run_on_cluster(bundle, records, taskmanagers, Path(tmp) / f"r{repetition}"))
+                runs.append(run_on_cluster(bundle, records, taskmanagers, Path(tmp) / f"r{repetition}",
+                                           args.taskmanager_jvm_options))
                 print_run(runs[-1], runs[first] if n else None)
     if args.repeat > 1:
         print_medians(runs, sizes)

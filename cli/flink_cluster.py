@@ -60,8 +60,14 @@ CONTROL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 schedule, coordinate checkpoints and submit, and carry no records, so C2's optimised code gains them
 nothing while compiling it kept a second core busy for seconds: on the 200-truck x 24 h bench
 (bench/cluster_throughput.py) the JobManager fell from about 3.8 to 1.6 µs of CPU per record and the
-client from 5.0 to 3.3 s of CPU. The TaskManagers keep the JVM's default (both tiers): records run
-through their code, where a long job earns C2's compile time back (docs/deploy.md)."""
+client from 5.0 to 3.3 s of CPU. The TaskManagers keep both tiers (records run through their code,
+where a long job earns C2's compile time back) with TASKMANAGER_JVM_OPTIONS (docs/deploy.md)."""
+TASKMANAGER_JVM_OPTIONS = "-XX:CompileThresholdScaling=5"
+"""JIT of the TaskManagers' JVMs: both tiers, with every compile threshold five times the default, so
+that C2 compiles the code that stays hot rather than all that was warm for a moment. Each TaskManager
+compiles the same code on its own; on the 200-truck x 24 h bench this cut the compiler threads from
+about 4 (1 TM) and 9 (2 TMs) to about 1.7 and 3.2 µs of CPU per record, and on the 96 h bundle left
+the Java operators' code as fast as the default's (docs/deploy.md)."""
 
 
 class ClusterError(CliError):
@@ -88,8 +94,8 @@ def cluster_configuration(rest_port: int, rpc_port: int, slots: int, python: str
                           extra: Mapping[str, str] | None = None) -> dict[str, str]:  # fmt: skip
     """The cluster's config.yaml: every port on 127.0.0.1, ``slots`` slots per TaskManager, the Python
     of this environment for the job's client and its Python operators, JVMs in UTC (as the local
-    minicluster), the JobManager and client JVMs with CONTROL_JVM_OPTIONS, a lost TaskManager noticed
-    within seconds, then ``extra`` on top."""
+    minicluster), the JobManager and client JVMs with CONTROL_JVM_OPTIONS, the TaskManagers' with
+    TASKMANAGER_JVM_OPTIONS, a lost TaskManager noticed within seconds, then ``extra`` on top."""
     conf = {
         "jobmanager.rpc.address": "127.0.0.1",
         "jobmanager.rpc.port": str(rpc_port),
@@ -108,6 +114,7 @@ def cluster_configuration(rest_port: int, rpc_port: int, slots: int, python: str
         "env.java.opts.all": f"{distribution_java_options()} -Duser.timezone=UTC".strip(),
         "env.java.opts.jobmanager": CONTROL_JVM_OPTIONS,
         "env.java.opts.client": CONTROL_JVM_OPTIONS,
+        "env.java.opts.taskmanager": TASKMANAGER_JVM_OPTIONS,
         # a killed TaskManager is noticed after two failed heartbeats (2 s apart), not after 50 s
         "heartbeat.interval": "2000",
         "heartbeat.timeout": "20000",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.flink_cluster import CONTROL_JVM_OPTIONS, FlinkCluster, alive
+from cli.flink_cluster import CONTROL_JVM_OPTIONS, TASKMANAGER_JVM_OPTIONS, FlinkCluster, alive
 from cli.local_services import free_local_port
 from stores.postgres import TableNames
 from tests.job.reliability_support import (
@@ -62,9 +62,12 @@ def test_cluster_up_run_status_and_down(
     state = cluster.state()
     assert state is not None and len(state.taskmanagers) == 2
     assert (cluster.lib_dir / Path(next(cluster.lib_dir.glob("asset-cycle-flink-*.jar"))).name).exists()
-    # the JobManager's JVM compiles with C1 only (it carries no records), the TaskManagers' with both tiers
+    # the JobManager's JVM compiles with C1 only (it carries no records), the TaskManagers' with both
+    # tiers and raised compile thresholds
     assert CONTROL_JVM_OPTIONS in _jvm_options(state.jobmanager)
+    assert TASKMANAGER_JVM_OPTIONS not in _jvm_options(state.jobmanager)
     assert all(CONTROL_JVM_OPTIONS not in _jvm_options(pid) for pid in state.taskmanagers)
+    assert all(TASKMANAGER_JVM_OPTIONS in _jvm_options(pid) for pid in state.taskmanagers)
 
     # a bounded file: submitted through the entry point, followed to its end, every slot used
     bundle = tmp_path / "site"
