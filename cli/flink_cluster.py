@@ -66,8 +66,8 @@ TASKMANAGER_JVM_OPTIONS = "-XX:CompileThresholdScaling=5"
 """JIT of the TaskManagers' JVMs: both tiers, with every compile threshold five times the default, so
 that C2 compiles the code that stays hot rather than all that was warm for a moment. Each TaskManager
 compiles the same code on its own; on the 200-truck x 24 h bench this cut the compiler threads from
-about 4 (1 TM) and 9 (2 TMs) to about 1.7 and 3.2 µs of CPU per record, and on the 96 h bundle left
-the Java operators' code as fast as the default's (docs/deploy.md)."""
+4.1-4.7 (1 TM) and 9.2-9.8 (2 TMs) to 1.6-1.8 and 3.1-3.2 µs of CPU per record, and on the 96 h bundle
+left the Java operators' code as fast as with the default thresholds (docs/deploy.md)."""
 
 
 class ClusterError(CliError):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cli.flink_cluster import TASKMANAGER_JVM_OPTIONS
 from deploy import jars
 from deploy.package import MSF_PYTHON_VERSION
 
@@ -125,6 +126,12 @@ def test_flinkdeployment_upgrade_mode_and_state_dirs(k8s_docs: list[dict[str, An
     assert conf["execution.checkpointing.dir"].startswith("s3://")
     major, minor = _pinned_flink().split(".")[:2]
     assert spec["flinkVersion"] == f"v{major}_{minor}"
+
+
+def test_flinkdeployment_taskmanagers_compile_as_the_local_clusters_do(k8s_docs: list[dict[str, Any]]) -> None:
+    """The TaskManagers' JIT options are the ones `asset-cycle cluster` runs and the bench measured."""
+    conf = _deployment(k8s_docs)["spec"]["flinkConfiguration"]
+    assert conf["env.java.opts.taskmanager"] == TASKMANAGER_JVM_OPTIONS
 
 
 def test_flinkdeployment_runs_the_python_entry_point(k8s_docs: list[dict[str, Any]]) -> None:
