@@ -61,6 +61,11 @@ DECODED_KEEP = 4096
 """Loaders whose decoded state an operator keeps (their state bytes are big: up to MAX_VISITS visits)."""
 
 
+def _encoded(values: list) -> orjson.Fragment:
+    """``values`` as the JSON they are stored as, to be placed in a state's encoding as is."""
+    return orjson.Fragment(orjson.dumps(values))
+
+
 def _visit_key(v: LoadVisit) -> tuple[int, int, str, int]:
     """Visits that ended in order of departure, then those still open in order of their first stop."""
     return (1, v.first_stop_ms, v.asset_guid, v.load_start_ms) if v.open else (0, v.departure_ms, v.asset_guid,
@@ -179,10 +184,16 @@ class LoaderState:
     """``serve(visits, previous_departure_ms)``, kept while the state stays decoded (not encoded)."""
     keys: set[tuple[str, int]] | None = field(default=None, compare=False, repr=False)
     """The kept visits' keys (asset, load start), kept while the state stays decoded (not encoded)."""
-    visits_json: orjson.Fragment | None = field(default=None, compare=False, repr=False)
-    """``visits`` as last encoded; None once they changed (kept while the state stays decoded)."""
-    cycles_json: orjson.Fragment | None = field(default=None, compare=False, repr=False)
-    """``cycles`` as last encoded; None once they changed (kept while the state stays decoded)."""
+    visit_parts: list[orjson.Fragment] | None = field(default=None, compare=False, repr=False)
+    """Each of ``visits`` encoded, in step with them (kept while the state stays decoded)."""
+    cycle_parts: dict[tuple[str, int], orjson.Fragment] | None = field(default=None, compare=False, repr=False)
+    """Each of ``cycles`` encoded, same keys in the same order (kept while the state stays decoded)."""
+
+    def set_cycle(self, key: tuple[str, int], values: list) -> None:
+        """Keep (or replace) the stored values of the cycle ``key``."""
+        self.cycles[key] = values
+        if self.cycle_parts is not None:
+            self.cycle_parts[key] = _encoded(values)
 
     def served_visits(self) -> list[ServedVisit]:
         """The kept visits in their order of service (computed once per decoded state)."""
@@ -197,14 +208,16 @@ class LoaderState:
         return self.keys
 
     def to_bytes(self) -> bytes:
-        """Versioned compact JSON; from_bytes(to_bytes(s)) == s. The visits and the cycles are encoded
-        again only after they changed (a loader's state holds up to MAX_VISITS of each)."""
-        if self.visits_json is None:
-            self.visits_json = orjson.Fragment(orjson.dumps([list(v) for v in self.visits]))
-        if self.cycles_json is None:
-            self.cycles_json = orjson.Fragment(orjson.dumps(list(self.cycles.values())))
+        """Versioned compact JSON; from_bytes(to_bytes(s)) == s. Each visit and cycle is encoded once
+        and kept encoded while the state stays decoded (a loader's state holds up to MAX_VISITS of
+        each, and a step changes one or a few)."""
+        if self.visit_parts is None:
+            self.visit_parts = [_encoded(list(v)) for v in self.visits]
+        if self.cycle_parts is None:
+            self.cycle_parts = {key: _encoded(values) for key, values in self.cycles.items()}
         return orjson.dumps([
-            LOADER_STATE_VERSION, self.site, self.visits_json, self.previous_departure_ms, self.cycles_json,
+            LOADER_STATE_VERSION, self.site, self.visit_parts, self.previous_departure_ms,
+            list(self.cycle_parts.values()),
             [[asset, where, since] for asset, (where, since) in self.presence.items()],
             self.idle_since_ms, self.event_ms, None if self.status is None else list(self.status), self.horizon_ms,
         ])  # fmt: skip
@@ -271,7 +284,12 @@ class LoaderOperator:
         visits = kept if replaced is None else kept[:replaced] + kept[replaced + 1:]
         at = bisect_right(visits, _visit_key(visit), key=_visit_key)
         visits.insert(at, visit)
-        ls.visits, ls.visits_json = visits, None
+        parts = ls.visit_parts
+        if parts is not None:
+            if replaced is not None:
+                parts = parts[:replaced] + parts[replaced + 1:]
+            parts.insert(at, _encoded(list(visit)))
+        ls.visits, ls.visit_parts = visits, parts
         # the order of service before the first visit that moved is unchanged: serve from there on
         first = at if replaced is None else min(at, replaced)
         head = old_served[:first]
@@ -294,10 +312,11 @@ class LoaderOperator:
                 previous = served[start - 1].visit.departure_ms if start else ls.previous_departure_ms
                 out.hours.append(hour_figures(loader, ls.site, served[start:], hour, previous))
         for sv in changed:
-            values = ls.cycles.get(_served_key(sv))
+            key = _served_key(sv)
+            values = ls.cycles.get(key)
             if values is not None and values[_QUEUE] != sv.queue_seconds:
                 values[_QUEUE] = sv.queue_seconds
-                ls.cycles_json = None
+                ls.set_cycle(key, values)
                 out.cycles.append(CycleRecord(*values))
         if not visit.open and (ls.idle_since_ms is None or visit.departure_ms > ls.idle_since_ms):
             ls.idle_since_ms = visit.departure_ms
@@ -317,8 +336,7 @@ class LoaderOperator:
                       if _served_key(served[i]) == key), None)  # fmt: skip (a cycle closes soon after its visit)
         cycle = replace(cycle, queue_seconds=queue)
         if ls.horizon_ms is None or (cycle.load_start_ms or 0) >= ls.horizon_ms:
-            ls.cycles[key] = [getattr(cycle, name) for name in _CYCLE_FIELD_NAMES]
-            ls.cycles_json = None
+            ls.set_cycle(key, [getattr(cycle, name) for name in _CYCLE_FIELD_NAMES])
         out.cycles.append(cycle)
         return self._step(loader, ls, out)
 
@@ -363,13 +381,16 @@ class LoaderOperator:
         last = let_go[-1]
         ls.previous_departure_ms = ls.horizon_ms = last.departure_ms
         del ls.visits[: len(let_go)]
-        ls.visits_json = ls.cycles_json = None
+        if ls.visit_parts is not None:
+            del ls.visit_parts[: len(let_go)]
         if ls.served is not None:  # the visits after them were served after last's departure: unchanged
             del ls.served[: len(let_go)]
         if ls.keys is not None:
             ls.keys.difference_update((v.asset_guid, v.load_start_ms) for v in let_go)
         for key in [k for k, c in ls.cycles.items() if (c[_LOAD_START] or 0) <= last.load_start_ms]:
             del ls.cycles[key]
+            if ls.cycle_parts is not None:
+                del ls.cycle_parts[key]
 
     @staticmethod
     def _status(loader: str, ls: LoaderState, out: LoaderOutput) -> None:
