@@ -48,8 +48,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the run")
     parser.add_argument("--batch-records", type=int, help=f"records per batch (default: the job's, {BATCH_RECORDS})")
     args = parser.parse_args()
-    if args.batch_records is not None and args.batch_records < 1:
-        parser.error("--batch-records must be at least 1")
+    if args.batch_records is not None and not 1 <= args.batch_records <= BATCH_RECORDS:
+        parser.error(f"--batch-records must be 1..{BATCH_RECORDS} (the replay cuts a batch at {BATCH_RECORDS} anyway)")
 
     bundle = ensure_bundle(args)
     reference, _ = read_reference(bundle)
@@ -60,7 +60,7 @@ def main() -> None:
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    batch = args.batch_records or len(lines)
+    batch = args.batch_records or max(len(lines), 1)
     for start in range(0, len(lines), batch):
         for line in lines[start:start + batch]:
             feed("bench", line)
