@@ -25,9 +25,11 @@ Policy (docs/cycle-rules.md for the engine's own rules):
 * Before a point is applied, the truck's due timers run with the point's watermark hint (the stream's
   watermark before it), so each truck sees timers at the same positions of its own points whatever
   the timing of the runtime's watermarks; a timer that fires later only finds less to do.
-* One event-time timer per truck, rounded up to ``timer_grid_ms``; a new one is asked for only when
-  the due time moves earlier than the registered one; timers are never deleted, a superseded one is
-  ignored and an early one only re-arms.
+* One event-time timer per truck, at its due time rounded up to ``timer_grid_ms``: when the due time
+  moves to another slot of the grid, the registered timer is deleted and the new one registered, so a
+  truck whose points keep coming (its points' hints run its due timers) is not called for timers
+  that find nothing to do. A timer that fires anyway without being the registered one (restored from
+  an older state) is ignored; one that fires before the due time only re-arms.
 * A watermark at or beyond END_THRESHOLD is the end of a bounded input: timers run with the largest
   hint seen, then with END_OF_INPUT (buffers flush, no cycle is closed), held points are dead-lettered.
 * A truck silent for ``state_retention_s`` (its site's threshold) of event time after its open cycle
@@ -157,7 +159,9 @@ class Step:
     state: bytes | None
     """The key's new state; None when it is to be cleared (or was never created)."""
     timer_ms: int | None = None
-    """An event-time timer to register now (earlier than any registered one)."""
+    """An event-time timer to register now (the truck's only one)."""
+    delete_timer_ms: int | None = None
+    """The truck's registered event-time timer, to delete now (it moved to ``timer_ms``)."""
     retry: bool = False
     """Points wait for reference data: call on_retry again soon."""
     changed: bool = True
@@ -417,17 +421,18 @@ class TruckOperator:
         due = None if watermark_ms is not None and watermark_ms >= END_OF_INPUT else self._due(ks, watermark_ms)
         if due is not None and watermark_ms is not None and due <= watermark_ms:
             due = None if watermark_ms >= END_THRESHOLD else watermark_ms + 1
-        register = None
+        register = delete = None
         if due is not None:
             # a timer may fire late (the next point's hint runs due timers anyway); rounding up to the
             # grid keeps it unchanged across most points
             grid = self.timer_grid_ms
             due = -(-due // grid) * grid
-            if ks.timer_ms < 0 or due < ks.timer_ms:
+            if due != ks.timer_ms:
+                delete = ks.timer_ms if ks.timer_ms >= 0 else None
                 ks.timer_ms = register = due
         state = ks.to_bytes()
         self._remember(asset, state, ks)
-        return Step(out, state, register, retry=bool(ks.held))
+        return Step(out, state, register, retry=bool(ks.held), delete_timer_ms=delete)
 
     # -- decoded states --------------------------------------------------------------------------
     def _load(self, asset: str, state: bytes | None) -> KeyState:

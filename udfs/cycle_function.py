@@ -6,8 +6,8 @@ of input, retention, dead letters, alerts) is the operator's; this class only ad
 * Input: udfs.rows GROUP_TYPE rows (from udfs.parse), one truck's points of one parse batch; each becomes one
   ``on_points`` call, with one keyed-state read and write.
 * Keyed state: the operator's state bytes in one ValueState (cleared when the operator says so).
-* Timers: the event-time timer the operator asks for is registered (never deleted: the operator
-  ignores superseded ones); a processing-time timer retries held points every second (broadcast
+* Timers: the event-time timer the operator asks for is registered, the one it moved from deleted;
+  a processing-time timer retries held points every second (broadcast
   updates cannot reach keyed state directly in PyFlink) and flushes the metrics.
 * Reference data arrives on the broadcast input as ``(kind, key, payload)`` updates (udfs.rows
   REF_*), is kept in broadcast state (restored from checkpoints) and cached as SiteReference objects
@@ -195,6 +195,8 @@ class CycleFunction(KeyedBroadcastProcessFunction):
             else:
                 self.state.update(step.state)
         service = ctx.timer_service()
+        if step.delete_timer_ms is not None:
+            service.delete_event_time_timer(step.delete_timer_ms)
         if step.timer_ms is not None:
             service.register_event_time_timer(step.timer_ms)
         if step.retry:  # whole seconds: at most one retry timer per truck and second

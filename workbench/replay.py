@@ -4,7 +4,7 @@ The Flink job and this replay call the same code: ``state_machine.stream.StreamP
 validate, the stream's watermark and each record's watermark hint) and
 ``state_machine.operator.TruckOperator`` (every per-truck policy: reference-data holds, non-truck
 filtering, the engine, timers, dead letters, alerts). This module only plays Flink's part: it keeps
-each truck's state bytes, registers the timers the operator asks for (never deleted, as in Flink),
+each truck's state bytes, registers the timers the operator asks for and deletes those it moves from, as Flink does,
 fires those due before each record at the record's hint, and at the end fires everything with the
 END_OF_INPUT watermark. Reference data is static (a ReferenceData). Timestamps further than
 max_future_s ahead of ``now_ms`` are rejected when ``now_ms`` is given (the CLI passes the wall
@@ -100,7 +100,8 @@ class Replayer:
         self._closed_at: dict[tuple[str, int | None], int] = {}  # index of each closed cycle in result.closed
         self.now_ms = now_ms
         self.states: dict[str, bytes] = {}
-        self._heap: list[tuple[int, int, str]] = []  # (timer, order, asset): registered, never deleted
+        self._heap: list[tuple[int, int, str]] = []  # (timer, order, asset), deleted ones left in until due
+        self._timers: set[tuple[int, str]] = set()  # (timer, asset) registered and not deleted
         self._order = 0
         self._pending: dict[str, list[ParsedPoint]] = {}  # this batch's points by truck, in arrival order
         self._pending_records = 0
@@ -142,7 +143,10 @@ class Replayer:
             self.states.pop(asset, None)
         else:
             self.states[asset] = step.state
-        if step.timer_ms is not None:
+        if step.delete_timer_ms is not None:
+            self._timers.discard((step.delete_timer_ms, asset))
+        if step.timer_ms is not None and (step.timer_ms, asset) not in self._timers:  # one per key and time
+            self._timers.add((step.timer_ms, asset))
             self._order += 1
             heapq.heappush(self._heap, (step.timer_ms, self._order, asset))
 
@@ -170,10 +174,13 @@ class Replayer:
             res.loader_status[loader] = out.status
 
     def _fire_timers(self, watermark: int) -> None:
-        heap = self._heap
+        heap, timers = self._heap, self._timers
         operator, reference = self.operator, self.reference
         while heap and heap[0][0] <= watermark:
             timer, _, asset = heapq.heappop(heap)
+            if (timer, asset) not in timers:
+                continue  # deleted
+            timers.discard((timer, asset))
             state = self.states.get(asset)
             if state is not None:
                 self._collect(asset, operator.on_timer(asset, state, timer, watermark, reference))

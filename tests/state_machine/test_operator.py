@@ -32,10 +32,17 @@ def test_points_are_applied_and_one_timer_is_asked_for_on_the_grid():
     points = Track().approach().stand(60).points
     step = op.on_points(TRUCK, None, parsed(points[:5]), refs())
     assert step.output.counts["pointsApplied"] == 5 and step.output.status.last_event_ms == points[4].ts_ms
-    assert step.timer_ms is not None and step.timer_ms % 10_000 == 0
+    assert step.timer_ms is not None and step.timer_ms % 10_000 == 0 and step.delete_timer_ms is None
     assert step.timer_ms >= points[4].ts_ms + 60_000  # the re-order buffer's flush
-    again = op.on_points(TRUCK, step.state, parsed(points[5:6]), refs())
-    assert again.timer_ms is None  # coalesced: the registered one is not later than needed
+    registered = step.timer_ms
+    for i in range(5, len(points)):  # one point a call: the timer moves with the due time
+        step = op.on_points(TRUCK, step.state, parsed(points[i : i + 1]), refs())
+        assert step.delete_timer_ms == registered and step.timer_ms > registered
+        registered = step.timer_ms
+        assert KeyState.from_bytes(step.state).timer_ms == registered
+    again = op.on_points(TRUCK, step.state, parsed(points[-1:]), refs())  # a duplicate: the due time stays
+    assert again.output.counts["duplicatesDropped"] == 1
+    assert again.timer_ms is None and again.delete_timer_ms is None
 
 
 def test_non_truck_assets_are_dropped_and_counted_without_state():
