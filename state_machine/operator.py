@@ -28,8 +28,9 @@ Policy (docs/cycle-rules.md for the engine's own rules):
 * One event-time timer per truck, at its due time rounded up to ``timer_grid_ms``: when the due time
   moves to another slot of the grid, the registered timer is deleted and the new one registered, so a
   truck whose points keep coming (its points' hints run its due timers) is not called for timers
-  that find nothing to do. A timer that fires anyway without being the registered one (restored from
-  an older state) is ignored; one that fires before the due time only re-arms.
+  that find nothing to do. A timer that fires without being the registered one (left from a cleared
+  state, or from a state written before timers moved) is ignored; one that fires before the due
+  time only re-arms.
 * A watermark at or beyond END_THRESHOLD is the end of a bounded input: timers run with the largest
   hint seen, then with END_OF_INPUT (buffers flush, no cycle is closed), held points are dead-lettered.
 * A truck silent for ``state_retention_s`` (its site's threshold) of event time after its open cycle

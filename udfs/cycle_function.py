@@ -7,8 +7,8 @@ of input, retention, dead letters, alerts) is the operator's; this class only ad
   ``on_points`` call, with one keyed-state read and write.
 * Keyed state: the operator's state bytes in one ValueState (cleared when the operator says so).
 * Timers: the event-time timer the operator asks for is registered, the one it moved from deleted;
-  a processing-time timer retries held points every second (broadcast
-  updates cannot reach keyed state directly in PyFlink) and flushes the metrics.
+  a processing-time timer retries held points every second (broadcast updates cannot reach keyed
+  state directly in PyFlink) and flushes the metrics.
 * Reference data arrives on the broadcast input as ``(kind, key, payload)`` updates (udfs.rows
   REF_*), is kept in broadcast state (restored from checkpoints) and cached as SiteReference objects
   (filled lazily from broadcast state after a restore): ``BroadcastReferences``.
