@@ -64,6 +64,27 @@ def test_a_group_row_is_one_operator_call_one_state_write_and_the_timer_it_asks_
     assert len(h.timers) == 1 and next(iter(h.timers))[0] == state.timer_ms
 
 
+def test_a_truck_whose_points_keep_coming_is_not_called_for_timers_until_they_stop():
+    """Each call moves the truck's one timer with its due time (the registered one deleted), so while
+    its points keep coming the watermark never reaches it; after the last point, it fires once."""
+    h = make()
+    with_reference(h)
+    points = Track().approach().cycle().cycle().stand(60).points
+    fired: list[int] = []
+    on_timer = h.f.on_timer
+    h.f.on_timer = lambda ts, ctx: (fired.append(ts), on_timer(ts, ctx))[1]
+    for i in range(0, len(points), 3):
+        h.element(group(points[i : i + 3]))
+        h.advance(points[min(i + 2, len(points) - 1)].ts_ms)  # event time up to the newest point
+        assert len(h.timers) == 1
+    assert fired == []
+    registered = next(iter(h.timers))[0]
+    h.take()
+    h.advance(END_OF_INPUT)
+    assert fired == [registered] and not h.timers
+    assert KeyState.from_bytes(bytes(h.values["truck"][TRUCK])).truck.pending == []
+
+
 def test_points_held_for_reference_data_are_released_by_the_processing_time_retry():
     h = make()
     points = Track().approach().stand(30).points
