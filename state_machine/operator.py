@@ -214,7 +214,7 @@ class TruckOperator:
             return Step(out, None, changed=False)
         ks = self._load(asset, state)
         if ks.timer_ms != timer_ms:
-            return Step(out, state, changed=False)  # not the registered one (left from a cleared or older state)
+            return Step(out, state, changed=False)  # not the registered one: from a cleared or older state
         end = watermark_ms >= END_THRESHOLD
         truck = ks.truck
         if not ks.held and not end and truck is not None:

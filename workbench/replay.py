@@ -6,9 +6,9 @@ validate, the stream's watermark and each record's watermark hint) and
 filtering, the engine, timers, dead letters, alerts). This module only plays Flink's part: it keeps
 each truck's state bytes, registers the timers the operator asks for and deletes those it moves
 from, as Flink does, fires those due after each batch at the batch's watermark, and at the end fires
-everything with the END_OF_INPUT watermark. Reference data is static (a ReferenceData). Timestamps further than
-max_future_s ahead of ``now_ms`` are rejected when ``now_ms`` is given (the CLI passes the wall
-clock, as the Flink job's parse step does). ``speculative`` (the live in-progress rows of
+everything with the END_OF_INPUT watermark. Reference data is static (a ReferenceData). Timestamps
+further than max_future_s ahead of ``now_ms`` are rejected when ``now_ms`` is given (the CLI passes
+the wall clock, as the Flink job's parse step does). ``speculative`` (the live in-progress rows of
 state_machine.truck) defaults to off, as the job runs a bounded input: the final rows are the same
 either way. The closed cycles of a replay are the contract the Flink job is tested against.
 """
