@@ -2,12 +2,18 @@
 figures and the live state of its bay. Every per-loader policy is here, written once; Flink's keyed
 operator (udfs.loader_function) and the offline replay (workbench.replay) call the same steps:
 
-    on_visit(loader, state, visit) -> LoaderStep       a load visit that ended (state_machine.cycle)
-    on_cycle(loader, state, cycle) -> LoaderStep       a closed cycle that began with a load here
-    on_presence(loader, state, presence) -> LoaderStep a truck arrived, waits, or left (live)
+    on_visit(loader, state, visit, parts) -> LoaderStep       a load visit that ended (state_machine.cycle)
+    on_cycle(loader, state, cycle, parts) -> LoaderStep       a closed cycle that began with a load here
+    on_presence(loader, state, presence, parts) -> LoaderStep a truck arrived, waits, or left (live)
 
-``state`` is the loader's state as versioned bytes (None for a new loader); a ``LoaderStep`` carries
-what to emit and the new state.
+A loader's state is stored in two pieces, so that a step writes what it changed and not the loader's
+whole history (up to MAX_VISITS visits and their cycles: hundreds of KiB, which a step would otherwise
+copy through Flink twice). ``state`` is the small versioned part: the bay's live state and the
+bookkeeping (None for a new loader). The visits and cycles are stored apart, in one part per hour of
+load start (``parts``: a callable returning {hour index: bytes}); the operator reads them only when it
+does not hold the loader's decoded state already (``holds``), so Flink's keyed operator reads its map
+state only after a restore. A ``LoaderStep`` carries what to emit, the new ``state`` and the parts
+that changed (``parts``: bytes, or None to delete; ``store_parts`` applies them to a dict).
 
 Order of service (docs/cycle-rules.md, Loaders). A loader serves one truck at a time, so its visits are
 taken in the order the trucks left. A visit whose first stop came before the previous truck left waited
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 import orjson
@@ -49,7 +55,9 @@ from state_machine.model import (
     ServedVisit,
 )
 
-LOADER_STATE_VERSION = 1
+LOADER_STATE_VERSION = 2
+"""Version 2 keeps the visits and cycles in parts by hour of load start (version 1 held them in the one
+value: it is still read, and its parts are all written at the loader's next step)."""
 HOUR_MS = 3_600_000
 MAX_VISITS = 1000
 """Visits kept per loader (about three days of a loader serving 12 trucks an hour)."""
@@ -58,12 +66,26 @@ _CYCLE_FIELD_NAMES = tuple(f.name for f in fields(CycleRecord))
 _LOAD_START = _CYCLE_FIELD_NAMES.index("load_start_ms")
 _QUEUE = _CYCLE_FIELD_NAMES.index("queue_seconds")
 DECODED_KEEP = 4096
-"""Loaders whose decoded state an operator keeps (their state bytes are big: up to MAX_VISITS visits)."""
+"""Loaders whose decoded state an operator keeps (decoding one reads up to MAX_VISITS visits)."""
+
+VisitKey = tuple[str, int]
+"""A visit's and its cycle's key: (truck, load start)."""
+PartReader = Callable[[], Mapping[int, bytes]]
+"""Reads a loader's stored parts, {hour index of load start: bytes}."""
 
 
-def _encoded(values: list) -> orjson.Fragment:
-    """``values`` as the JSON they are stored as, to be placed in a state's encoding as is."""
-    return orjson.Fragment(orjson.dumps(values))
+def _part_of(key: VisitKey) -> int:
+    """The stored part of a visit or cycle: the hour of its load start."""
+    return (key[1] or 0) // HOUR_MS
+
+
+def store_parts(parts: dict[int, bytes], changed: Mapping[int, bytes | None]) -> None:
+    """Apply a step's changed parts (None: deleted) to a loader's stored parts."""
+    for part, data in changed.items():
+        if data is None:
+            parts.pop(part, None)
+        else:
+            parts[part] = data
 
 
 def _visit_key(v: LoadVisit) -> tuple[int, int, str, int]:
@@ -168,7 +190,7 @@ class LoaderState:
     visits: list[LoadVisit] = field(default_factory=list)
     previous_departure_ms: int | None = None
     """Departure of the last visit no longer kept (the one before visits[0])."""
-    cycles: dict[tuple[str, int], list] = field(default_factory=dict)
+    cycles: dict[VisitKey, list] = field(default_factory=dict)
     """The closed cycles the kept visits began, as CycleRecord field values (as they are stored)."""
     presence: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Trucks at or waiting for the loader: asset -> (AT_LOADER | WAITING, since_ms)."""
@@ -180,20 +202,45 @@ class LoaderState:
     """The newest instant the status reflects (a departure, or a truck's arrival or first stop). Both
     are maxima over what arrived, so the order events came in does not change them."""
     status: LoaderStatus | None = None
+    writes: int = field(default=0, compare=False)
+    """How many times the state was encoded: stored with it, so that a state's encoding differs from
+    every earlier one of the loader (an operator's decoded copy is recognised by its encoding alone)."""
     served: list[ServedVisit] | None = field(default=None, compare=False, repr=False)
-    """``serve(visits, previous_departure_ms)``, kept while the state stays decoded (not encoded)."""
-    keys: set[tuple[str, int]] | None = field(default=None, compare=False, repr=False)
-    """The kept visits' keys (asset, load start), kept while the state stays decoded (not encoded)."""
-    visit_parts: list[orjson.Fragment] | None = field(default=None, compare=False, repr=False)
-    """Each of ``visits`` encoded, in step with them (kept while the state stays decoded)."""
-    cycle_parts: dict[tuple[str, int], orjson.Fragment] | None = field(default=None, compare=False, repr=False)
-    """Each of ``cycles`` encoded, same keys in the same order (kept while the state stays decoded)."""
+    """``serve(visits, previous_departure_ms)``, kept while the state stays decoded."""
+    by_key: dict[VisitKey, LoadVisit] = field(default_factory=dict, compare=False, repr=False)
+    """The kept visits by key."""
+    part_keys: dict[int, set[VisitKey]] = field(default_factory=dict, compare=False, repr=False)
+    """The keys of the kept visits and cycles by stored part."""
+    dirty: set[int] = field(default_factory=set, compare=False, repr=False)
+    """The stored parts changed since the state was last encoded."""
 
-    def set_cycle(self, key: tuple[str, int], values: list) -> None:
+    def set_visit(self, visit: LoadVisit) -> None:
+        """Note a visit added to ``visits`` or replacing its earlier report there."""
+        key = (visit.asset_guid, visit.load_start_ms)
+        self.by_key[key] = visit
+        self._touch(key)
+
+    def set_cycle(self, key: VisitKey, values: list) -> None:
         """Keep (or replace) the stored values of the cycle ``key``."""
         self.cycles[key] = values
-        if self.cycle_parts is not None:
-            self.cycle_parts[key] = _encoded(values)
+        self._touch(key)
+
+    def _touch(self, key: VisitKey) -> None:
+        part = _part_of(key)
+        self.part_keys.setdefault(part, set()).add(key)
+        self.dirty.add(part)
+
+    def let_go(self, visits: list[VisitKey], cycles: list[VisitKey]) -> None:
+        """Forget visits (already taken out of ``visits``) and cycles."""
+        for key in visits:
+            self.by_key.pop(key, None)
+        for key in cycles:
+            self.cycles.pop(key, None)
+        for key in visits + cycles:
+            part = _part_of(key)
+            self.dirty.add(part)
+            if key not in self.by_key and key not in self.cycles:
+                self.part_keys.get(part, set()).discard(key)
 
     def served_visits(self) -> list[ServedVisit]:
         """The kept visits in their order of service (computed once per decoded state)."""
@@ -201,38 +248,53 @@ class LoaderState:
             self.served = serve(self.visits, self.previous_departure_ms)
         return self.served
 
-    def visit_keys(self) -> set[tuple[str, int]]:
-        """The kept visits' keys (computed once per decoded state)."""
-        if self.keys is None:
-            self.keys = {(v.asset_guid, v.load_start_ms) for v in self.visits}
-        return self.keys
-
-    def to_bytes(self) -> bytes:
-        """Versioned compact JSON; from_bytes(to_bytes(s)) == s. Each visit and cycle is encoded once
-        and kept encoded while the state stays decoded (a loader's state holds up to MAX_VISITS of
-        each, and a step changes one or a few)."""
-        if self.visit_parts is None:
-            self.visit_parts = [_encoded(list(v)) for v in self.visits]
-        if self.cycle_parts is None:
-            self.cycle_parts = {key: _encoded(values) for key, values in self.cycles.items()}
-        return orjson.dumps([
-            LOADER_STATE_VERSION, self.site, self.visit_parts, self.previous_departure_ms,
-            list(self.cycle_parts.values()),
+    def encode(self) -> tuple[bytes, dict[int, bytes | None]]:
+        """The state's versioned compact JSON and its changed parts (None: now empty); decode(state,
+        parts) == self once the parts are stored."""
+        self.writes += 1
+        state = orjson.dumps([
+            LOADER_STATE_VERSION, self.writes, self.site, self.previous_departure_ms,
             [[asset, where, since] for asset, (where, since) in self.presence.items()],
             self.idle_since_ms, self.event_ms, None if self.status is None else list(self.status), self.horizon_ms,
         ])  # fmt: skip
+        changed: dict[int, bytes | None] = {}
+        for part in sorted(self.dirty):
+            keys = sorted(self.part_keys.get(part, ()), key=lambda k: (k[0], k[1] or 0))
+            if not keys:
+                self.part_keys.pop(part, None)
+                changed[part] = None
+                continue
+            changed[part] = orjson.dumps([[list(self.by_key[k]) for k in keys if k in self.by_key],
+                                          [self.cycles[k] for k in keys if k in self.cycles]])  # fmt: skip
+        self.dirty.clear()
+        return state, changed
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> LoaderState:
-        """Decode to_bytes output; raises ValueError on an unknown version."""
-        values = orjson.loads(data)
-        if not values or values[0] != LOADER_STATE_VERSION:
-            raise ValueError(f"unsupported loader state version {values[0] if values else None!r}")
-        _, site, visits, previous, cycles, presence, idle_since, event_ms, status, horizon = values
-        return cls(site, [LoadVisit(*v) for v in visits], previous,
-                   {(c[0], c[_LOAD_START]): c for c in cycles},
-                   {asset: (where, since) for asset, where, since in presence}, horizon, idle_since, event_ms,
-                   None if status is None else LoaderStatus(*status))  # fmt: skip
+    def decode(cls, state: bytes, parts: Mapping[int, bytes]) -> LoaderState:
+        """Decode encode() output and the stored parts (a version 1 state holds everything: ``parts``
+        is not read, and every part is written at its next encoding); raises ValueError on an
+        unknown version."""
+        values = orjson.loads(state)
+        version = values[0] if values else None
+        if version == 1:
+            _, site, visits, previous, cycles, presence, idle_since, event_ms, status, horizon = values
+            writes, stored = 0, [(visits, cycles)]
+        elif version == LOADER_STATE_VERSION:
+            _, writes, site, previous, presence, idle_since, event_ms, status, horizon = values
+            stored = [orjson.loads(data) for data in parts.values()]
+        else:
+            raise ValueError(f"unsupported loader state version {version!r}")
+        ls = cls(site, [], previous, {}, {asset: (where, since) for asset, where, since in presence}, horizon,
+                 idle_since, event_ms, None if status is None else LoaderStatus(*status), writes)  # fmt: skip
+        for visits, cycles in stored:
+            for values in visits:
+                ls.set_visit(LoadVisit(*values))
+            for values in cycles:
+                ls.set_cycle((values[0], values[_LOAD_START]), values)
+        ls.visits = sorted(ls.by_key.values(), key=_visit_key)
+        if version == LOADER_STATE_VERSION:
+            ls.dirty.clear()
+        return ls
 
 
 @dataclass(slots=True)
@@ -249,10 +311,12 @@ class LoaderOutput:
 
 @dataclass(slots=True)
 class LoaderStep:
-    """The result of one call: what to emit and the loader's new state."""
+    """The result of one call: what to emit, the loader's new state and its changed parts."""
 
     output: LoaderOutput
     state: bytes
+    parts: dict[int, bytes | None] = field(default_factory=dict)
+    """The stored parts that changed: their new bytes, None for one now empty (to delete)."""
 
 
 class LoaderOperator:
@@ -263,11 +327,19 @@ class LoaderOperator:
         self._decoded: dict[str, tuple[bytes, LoaderState]] = {}
         """Each loader's last state as bytes and decoded (a state is read back without decoding it)."""
 
+    def holds(self, loader: str, state: bytes | None) -> bool:
+        """Whether the loader's next step needs no stored parts: a new loader, or one whose decoded state
+        this operator holds (it wrote ``state`` last)."""
+        if state is None:
+            return True
+        kept = self._decoded.get(loader)
+        return kept is not None and kept[0] == state
+
     # -- public steps ----------------------------------------------------------------------------
-    def on_visit(self, loader: str, state: bytes | None, visit: LoadVisit) -> LoaderStep:
+    def on_visit(self, loader: str, state: bytes | None, visit: LoadVisit, parts: PartReader | None = None) -> LoaderStep:
         """A load visit ended (or an open one was reported): re-serve the loader's visits and emit
         what changed."""
-        ls = self._load(loader, state, visit.site_guid)
+        ls = self._load(loader, state, parts, visit.site_guid)
         out = LoaderOutput()
         kept = ls.visits
         if ls.horizon_ms is not None and visit.departure_ms < ls.horizon_ms:
@@ -275,21 +347,15 @@ class LoaderOperator:
             return self._step(loader, ls, out)
         old_served = ls.served_visits()
         replaced = None  # the index of the visit's earlier report (open then, or sent again)
-        if (visit.asset_guid, visit.load_start_ms) in ls.visit_keys():
+        if (visit.asset_guid, visit.load_start_ms) in ls.by_key:
             replaced = next((i for i in range(len(kept) - 1, -1, -1)
                              if kept[i].asset_guid == visit.asset_guid and kept[i].load_start_ms == visit.load_start_ms),
                             None)  # fmt: skip
-        else:
-            ls.keys.add((visit.asset_guid, visit.load_start_ms))
         visits = kept if replaced is None else kept[:replaced] + kept[replaced + 1:]
         at = bisect_right(visits, _visit_key(visit), key=_visit_key)
         visits.insert(at, visit)
-        parts = ls.visit_parts
-        if parts is not None:
-            if replaced is not None:
-                parts = parts[:replaced] + parts[replaced + 1:]
-            parts.insert(at, _encoded(list(visit)))
-        ls.visits, ls.visit_parts = visits, parts
+        ls.visits = visits
+        ls.set_visit(visit)
         # the order of service before the first visit that moved is unchanged: serve from there on
         first = at if replaced is None else min(at, replaced)
         head = old_served[:first]
@@ -325,10 +391,10 @@ class LoaderOperator:
         self._status(loader, ls, out)
         return self._step(loader, ls, out)
 
-    def on_cycle(self, loader: str, state: bytes | None, cycle: CycleRecord) -> LoaderStep:
+    def on_cycle(self, loader: str, state: bytes | None, cycle: CycleRecord, parts: PartReader | None = None) -> LoaderStep:
         """A closed cycle that began with a load at this loader: emitted with its visit's queue (None
         while no visit is known for it), kept so that a later change of the queue updates it."""
-        ls = self._load(loader, state, cycle.site_guid)
+        ls = self._load(loader, state, parts, cycle.site_guid)
         out = LoaderOutput()
         key = (cycle.asset_guid, cycle.load_start_ms)
         served = ls.served_visits()
@@ -340,9 +406,10 @@ class LoaderOperator:
         out.cycles.append(cycle)
         return self._step(loader, ls, out)
 
-    def on_presence(self, loader: str, state: bytes | None, presence: LoaderPresence) -> LoaderStep:
+    def on_presence(self, loader: str, state: bytes | None, presence: LoaderPresence,
+                    parts: PartReader | None = None) -> LoaderStep:  # fmt: skip
         """A truck's place relative to this loader changed: update the loader's live status."""
-        ls = self._load(loader, state, presence.site_guid)
+        ls = self._load(loader, state, parts, presence.site_guid)
         out = LoaderOutput()
         if presence.state == LEFT:
             ls.presence.pop(presence.asset_guid, None)
@@ -353,22 +420,26 @@ class LoaderOperator:
         return self._step(loader, ls, out)
 
     # -- internals -------------------------------------------------------------------------------
-    def _load(self, loader: str, state: bytes | None, site: str) -> LoaderState:
+    def _load(self, loader: str, state: bytes | None, parts: PartReader | None, site: str) -> LoaderState:
         kept = self._decoded.pop(loader, None)
         if state is None:
             ls = LoaderState(site)
+        elif kept is not None and kept[0] == state:
+            ls = kept[1]
+        elif parts is None:
+            raise ValueError(f"loader {loader}: its stored parts are needed (its state is not held decoded)")
         else:
-            ls = kept[1] if kept is not None and kept[0] == state else LoaderState.from_bytes(state)
+            ls = LoaderState.decode(state, parts())
         ls.site = ls.site or site
         return ls
 
     def _step(self, loader: str, ls: LoaderState, out: LoaderOutput) -> LoaderStep:
         """The step's result; the state is kept decoded for the loader's next call."""
-        state = ls.to_bytes()
+        state, parts = ls.encode()
         if len(self._decoded) >= DECODED_KEEP:
             del self._decoded[next(iter(self._decoded))]
         self._decoded[loader] = (state, ls)
-        return LoaderStep(out, state)
+        return LoaderStep(out, state, parts)
 
     def _forget(self, ls: LoaderState) -> None:
         """Let the oldest visits (and the cycles they began) go beyond MAX_VISITS."""
@@ -381,16 +452,10 @@ class LoaderOperator:
         last = let_go[-1]
         ls.previous_departure_ms = ls.horizon_ms = last.departure_ms
         del ls.visits[: len(let_go)]
-        if ls.visit_parts is not None:
-            del ls.visit_parts[: len(let_go)]
         if ls.served is not None:  # the visits after them were served after last's departure: unchanged
             del ls.served[: len(let_go)]
-        if ls.keys is not None:
-            ls.keys.difference_update((v.asset_guid, v.load_start_ms) for v in let_go)
-        for key in [k for k, c in ls.cycles.items() if (c[_LOAD_START] or 0) <= last.load_start_ms]:
-            del ls.cycles[key]
-            if ls.cycle_parts is not None:
-                del ls.cycle_parts[key]
+        ls.let_go([(v.asset_guid, v.load_start_ms) for v in let_go],
+                  [k for k, c in ls.cycles.items() if (c[_LOAD_START] or 0) <= last.load_start_ms])
 
     @staticmethod
     def _status(loader: str, ls: LoaderState, out: LoaderOutput) -> None:

@@ -5,7 +5,9 @@ this class only adapts it to Flink:
 
 * Input: udfs.rows LOADER_EVENT rows from the cycle operator (a closed cycle, a load visit or a truck's
   presence), keyed by loader; each becomes one ``on_cycle`` / ``on_visit`` / ``on_presence`` call.
-* Keyed state: the operator's state bytes in one ValueState (no timers: its retention is a count).
+* Keyed state: the operator's state bytes in one ValueState and its stored parts (visits and cycles by
+  hour of load start) in one MapState, read only when the operator does not hold the loader decoded
+  (after a restore); a step writes the parts it changed (no timers: its retention is a count).
 * Output: one LOADER_ENVELOPE row per output (tags L_*): closed cycles with their queue, served visits,
   hour rows and the loader's status, split into the sinks by the Java ``EnvelopeSplitter``.
 * Metrics (udfs.metrics): visits and visits too late to count; per site, the queue and hang of the
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 
 from pyflink.common import Row, Types
 from pyflink.datastream.functions import KeyedProcessFunction
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from state_machine.loader import LoaderOperator, LoaderOutput
 from state_machine.model import LoaderHour
@@ -38,6 +40,7 @@ from udfs.rows import (
 )
 
 LOADER_STATE = ValueStateDescriptor("loader", Types.PICKLED_BYTE_ARRAY())
+LOADER_PARTS = MapStateDescriptor("loader-parts", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
 
 
 class LoaderFunction(KeyedProcessFunction):
@@ -46,6 +49,7 @@ class LoaderFunction(KeyedProcessFunction):
     def open(self, runtime_context) -> None:
         self.operator = LoaderOperator()
         self.state = runtime_context.get_state(LOADER_STATE)
+        self.parts = runtime_context.get_map_state(LOADER_PARTS)
         m = self.metrics = OperatorMetrics(runtime_context)
         self.counters = {name: m.counter(name, batch=1) for name in ("loaderVisits", "loaderVisitsTooLate")}
         self.g_queue = m.labelled_gauges("site", "loaderQueueSecondsHour")
@@ -59,13 +63,22 @@ class LoaderFunction(KeyedProcessFunction):
         value = self.state.value()
         state = None if value is None else bytes(value)
         if event[2] is not None:
-            step = self.operator.on_visit(loader, state, event_visit(event[2]))
+            step = self.operator.on_visit(loader, state, event_visit(event[2]), self._read_parts)
         elif event[3] is not None:
-            step = self.operator.on_presence(loader, state, event_presence(event[3]))
+            step = self.operator.on_presence(loader, state, event_presence(event[3]), self._read_parts)
         else:
-            step = self.operator.on_cycle(loader, state, event_cycle(event[1]))
+            step = self.operator.on_cycle(loader, state, event_cycle(event[1]), self._read_parts)
         self.state.update(step.state)
+        for part, data in step.parts.items():
+            if data is None:
+                self.parts.remove(part)
+            else:
+                self.parts.put(part, data)
         return self._rows(step.output)
+
+    def _read_parts(self) -> dict[int, bytes]:
+        """The current loader's stored parts (the operator asks only when it does not hold them)."""
+        return {int(part): bytes(data) for part, data in self.parts.items()}
 
     def _rows(self, out: LoaderOutput) -> Iterator[Row]:
         for name, n in out.counts.items():

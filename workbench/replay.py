@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from state_machine.config import EngineConfig
 from state_machine.lateness import LatenessFigures
-from state_machine.loader import LoaderOperator, LoaderStep
+from state_machine.loader import LoaderOperator, LoaderStep, store_parts
 from state_machine.model import (
     Alert,
     CycleRecord,
@@ -97,6 +97,7 @@ class Replayer:
         self.operator = TruckOperator(self.config, source, speculative=speculative)
         self.loaders = LoaderOperator()
         self.loader_states: dict[str, bytes] = {}
+        self.loader_parts: dict[str, dict[int, bytes]] = {}
         self._closed_at: dict[tuple[str, int | None], int] = {}  # index of each closed cycle in result.closed
         self.now_ms = now_ms
         self.states: dict[str, bytes] = {}
@@ -116,17 +117,15 @@ class Replayer:
     def _collect(self, asset: str, step: Step) -> None:
         out: OperatorOutput = step.output
         res = self._result
+        loaders = self.loaders
         for visit in out.visits:
-            self._loader_step(visit.loader_guid, self.loaders.on_visit(
-                visit.loader_guid, self.loader_states.get(visit.loader_guid), visit))
+            self._loader_step(visit.loader_guid, loaders.on_visit, visit)
         for hour in out.hours:
             res.truck_hours[(hour.asset_guid, hour.hour_start_ms)] = hour
         for presence in out.presence:
-            loader = presence.loader_guid
-            self._loader_step(loader, self.loaders.on_presence(loader, self.loader_states.get(loader), presence))
+            self._loader_step(presence.loader_guid, loaders.on_presence, presence)
         for cycle in out.closed:
-            loader = cycle.loader_asset_guid or ""
-            self._loader_step(loader, self.loaders.on_cycle(loader, self.loader_states.get(loader), cycle))
+            self._loader_step(cycle.loader_asset_guid or "", loaders.on_cycle, cycle)
         if out.in_progress is not None:
             res.in_progress[asset] = out.in_progress
         if out.status is not None:
@@ -160,9 +159,13 @@ class Replayer:
         else:
             res.closed[at] = cycle
 
-    def _loader_step(self, loader: str, step: LoaderStep) -> None:
-        """Keep a loader's new state and its rows (upserts: the latest of a key wins)."""
+    def _loader_step(self, loader: str, call: Callable[..., LoaderStep], event: object) -> None:
+        """Run one loader step (``call``: an on_* of the loader operator), keep the loader's new state and
+        its rows (upserts: the latest of a key wins)."""
+        parts = self.loader_parts.setdefault(loader, {})
+        step = call(loader, self.loader_states.get(loader), event, parts.copy)
         self.loader_states[loader] = step.state
+        store_parts(parts, step.parts)
         out, res = step.output, self._result
         for sv in out.served:
             res.served[(sv.visit.asset_guid, sv.visit.load_start_ms)] = sv

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from state_machine.loader import HOUR_MS, LoaderOperator, LoaderState, hour_figures, serve
+from state_machine.loader import (
+    HOUR_MS,
+    LoaderOperator,
+    LoaderState,
+    LoaderStep,
+    hour_figures,
+    serve,
+    store_parts,
+)
 from state_machine.model import (
     AT_LOADER,
     COMPLETE,
@@ -76,15 +85,29 @@ def _cycle(asset: str, load_start_s: int) -> CycleRecord:
                        load_start_ms=T0 + load_start_s * S, cycle_end_ms=T0 + load_start_s * S + 1800 * S)
 
 
+class Stored:
+    """One loader's stored state and parts, kept as Flink's keyed state and the replay keep them."""
+
+    def __init__(self) -> None:
+        self.state: bytes | None = None
+        self.parts: dict[int, bytes] = {}
+
+    def step(self, operator: LoaderOperator, kind: str, event) -> LoaderStep:
+        step = getattr(operator, f"on_{kind}")("LDR", self.state, event, self.parts.copy)
+        self.state = step.state
+        store_parts(self.parts, step.parts)
+        return step
+
+    def decoded(self) -> LoaderState:
+        return LoaderState.decode(self.state, self.parts)
+
+
 def _run(operator: LoaderOperator, events: list) -> dict:
     """Feed events in order; return the final rows by key (what the tables hold)."""
-    state = None
+    stored = Stored()
     rows: dict = {}
     for kind, event in events:
-        step = {"visit": operator.on_visit, "cycle": operator.on_cycle, "presence": operator.on_presence}[kind](
-            "LDR", state, event)
-        state = step.state
-        out = step.output
+        out = stored.step(operator, kind, event).output
         for sv in out.served:
             rows[("served", sv.visit.asset_guid, sv.visit.load_start_ms)] = sv
         for cycle in out.cycles:
@@ -188,25 +211,24 @@ def test_a_late_visit_updates_the_next_trucks_queue_and_its_cycle_row():
 
 
 def test_a_visit_older_than_every_one_kept_changes_nothing_and_is_counted():
-    operator = LoaderOperator(max_visits=5)
-    state = None
+    operator, stored = LoaderOperator(max_visits=5), Stored()
     for k in range(8):
-        state = operator.on_visit("LDR", state, visit("A", 3600 + k * 600, 3600 + k * 600, 3600 + k * 600 + 300)).state
-    kept = LoaderState.from_bytes(state)
+        stored.step(operator, "visit", visit("A", 3600 + k * 600, 3600 + k * 600, 3600 + k * 600 + 300))
+    kept = stored.decoded()
     assert len(kept.visits) == 5 and kept.previous_departure_ms == T0 + (3600 + 2 * 600 + 300) * S
-    step = operator.on_visit("LDR", state, visit("B", 100, 90, 300))
-    assert step.output.counts["loaderVisitsTooLate"] == 1 and not step.output.served
-    assert LoaderState.from_bytes(step.state).visits == kept.visits
+    step = stored.step(operator, "visit", visit("B", 100, 90, 300))
+    assert step.output.counts["loaderVisitsTooLate"] == 1 and not step.output.served and not step.parts
+    assert stored.decoded().visits == kept.visits
 
 
 def test_the_next_visit_after_the_ones_let_go_still_knows_when_the_last_one_left():
-    operator = LoaderOperator(max_visits=3)
-    state = None
+    operator, stored = LoaderOperator(max_visits=3), Stored()
     for k in range(6):  # one visit an hour
-        state = operator.on_visit("LDR", state, visit("A", k * 3600, k * 3600, k * 3600 + 600)).state
-    kept = LoaderState.from_bytes(state)
+        stored.step(operator, "visit", visit("A", k * 3600, k * 3600, k * 3600 + 600))
+    kept = stored.decoded()
     assert len(kept.visits) == 3 and kept.previous_departure_ms == kept.visits[0].departure_ms - HOUR_MS
-    step = operator.on_visit("LDR", state, visit("B", 5 * 3600 + 100, 5 * 3600 + 90, 5 * 3600 + 900))
+    assert len(stored.parts) == 3  # the parts of the visits let go are deleted
+    step = stored.step(operator, "visit", visit("B", 5 * 3600 + 100, 5 * 3600 + 90, 5 * 3600 + 900))
     assert step.output.served[-1].queue_seconds == 500.0
 
 
@@ -236,28 +258,73 @@ def test_the_status_shows_who_is_served_who_waits_since_when_and_since_when_the_
     assert rows["status"].event_ms == T0 + 380 * S
 
 
-def test_state_round_trips():
-    operator = LoaderOperator()
+def _busy_loader(operator: LoaderOperator, stored: Stored, loads: int = 10) -> None:
+    """Visits, cycles and trucks at the loader over a few hours."""
     rng = random.Random(3)
-    state = None
-    for k in range(10):
-        t = k * 400 + rng.randrange(100)
-        state = operator.on_visit("LDR", state, visit(f"T{k}", t, t - 5, t + 300)).state
-        state = operator.on_cycle("LDR", state, _cycle(f"T{k}", t)).state
-        state = operator.on_presence("LDR", state, LoaderPresence(f"T{k}", "SITE", "LDR", AT_LOADER, T0 + t * S,
-                                                                  T0 + t * S)).state  # fmt: skip
-    decoded = LoaderState.from_bytes(state)
-    assert decoded.to_bytes() == state
+    for k in range(loads):
+        t = k * 1200 + rng.randrange(100)
+        stored.step(operator, "visit", visit(f"T{k}", t, t - 5, t + 300))
+        stored.step(operator, "cycle", _cycle(f"T{k}", t))
+        stored.step(operator, "presence", LoaderPresence(f"T{k}", "SITE", "LDR", AT_LOADER, T0 + t * S, T0 + t * S))
+
+
+def test_state_round_trips_and_each_part_is_encoded_the_same_whatever_wrote_it():
+    stored = Stored()
+    _busy_loader(LoaderOperator(), stored)
+    decoded = stored.decoded()
+    assert len(decoded.visits) == 10 and len(decoded.cycles) == 10 and len(stored.parts) == 4
+    decoded.dirty = set(decoded.part_keys)  # every part written again from the decoded state
+    state, parts = decoded.encode()
+    assert parts == stored.parts and state != stored.state  # the state counts its writes
+    assert LoaderState.decode(state, parts) == decoded
     with pytest.raises(ValueError):
-        LoaderState.from_bytes(b'[99, "x"]')
+        LoaderState.decode(b'[99, "x"]', {})
+
+
+def test_a_version_1_state_holding_everything_is_read_and_its_parts_are_written_at_the_next_step():
+    stored = Stored()
+    _busy_loader(LoaderOperator(), stored)
+    ls = stored.decoded()
+    version_1 = orjson.dumps([1, ls.site, [list(v) for v in ls.visits], ls.previous_departure_ms, list(ls.cycles.values()),
+                              [[a, w, t] for a, (w, t) in ls.presence.items()], ls.idle_since_ms, ls.event_ms,
+                              list(ls.status), ls.horizon_ms])  # fmt: skip
+    assert LoaderState.decode(version_1, {}) == ls
+    old = Stored()
+    old.state = version_1
+    step = old.step(LoaderOperator(), "presence", LoaderPresence("X", "SITE", "LDR", WAITING, T0, T0))
+    assert set(step.parts) == set(stored.parts) and old.decoded() == LoaderState.decode(
+        stored.step(LoaderOperator(), "presence", LoaderPresence("X", "SITE", "LDR", WAITING, T0, T0)).state,
+        stored.parts)  # fmt: skip
+
+
+def test_a_step_writes_the_parts_it_changed_and_reads_none_while_the_operator_holds_the_loader():
+    """The point of the parts: a step moves what it changed through Flink, not the loader's history."""
+    operator, stored = LoaderOperator(), Stored()
+    _busy_loader(operator, stored)
+
+    def unread() -> dict[int, bytes]:
+        raise AssertionError("the parts were read although the operator holds the loader")
+
+    assert operator.holds("LDR", stored.state)
+    t = 5 * 1200
+    step = operator.on_presence("LDR", stored.state, LoaderPresence("X", "SITE", "LDR", WAITING, T0 + t * S,
+                                                                    T0 + t * S), unread)  # fmt: skip
+    assert step.parts == {}
+    step = operator.on_visit("LDR", step.state, visit("X", t, t - 5, t + 300), unread)
+    assert list(step.parts) == [(T0 + t * S) // HOUR_MS]
+    step = operator.on_cycle("LDR", step.state, _cycle("X", t), unread)
+    assert list(step.parts) == [(T0 + t * S) // HOUR_MS]
+    assert not LoaderOperator().holds("LDR", step.state) and LoaderOperator().holds("LDR", None)
+    with pytest.raises(ValueError):
+        LoaderOperator().on_cycle("LDR", step.state, _cycle("Y", t))
 
 
 @settings(max_examples=200, deadline=None)
 @given(reported_visits(), st.integers(2, 30), st.randoms(use_true_random=False))
-def test_a_loader_kept_decoded_steps_as_one_decoded_from_its_bytes_every_time(reports, max_visits, rnd):
+def test_a_loader_kept_decoded_steps_as_one_decoded_from_its_stored_state_every_time(reports, max_visits, rnd):
     """The operator keeps each loader's last state decoded, with what it derived from it (the order of
-    service, the encoded visits and cycles): every step's output and state bytes equal those of an
-    operator that decodes the state from its bytes at every step (a restore, a loader it let go)."""
+    service, the keys of each part): every step's output, state and changed parts equal those of an
+    operator that decodes the stored state and parts at every step (a restore, a loader it let go)."""
     arrived, _ = reports
     events = [("visit", v) for v in arrived] + [("cycle", _cycle(v.asset_guid, (v.load_start_ms - T0) // S))
                                                 for v in arrived if not v.open]  # fmt: skip
@@ -265,9 +332,12 @@ def test_a_loader_kept_decoded_steps_as_one_decoded_from_its_bytes_every_time(re
                                            v.first_stop_ms, v.departure_ms)) for v in arrived[::3]]  # fmt: skip
     rnd.shuffle(events)
     kept = LoaderOperator(max_visits=max_visits)
-    kept_state = fresh_state = None
+    kept_stored, fresh_stored = Stored(), Stored()
     for kind, event in events:
-        step = getattr(kept, f"on_{kind}")("LDR", kept_state, event)
-        fresh = getattr(LoaderOperator(max_visits=max_visits), f"on_{kind}")("LDR", fresh_state, event)
-        assert step.output == fresh.output and step.state == fresh.state
-        kept_state, fresh_state = step.state, fresh.state
+        step = kept_stored.step(kept, kind, event)
+        fresh = fresh_stored.step(LoaderOperator(max_visits=max_visits), kind, event)
+        assert step.output == fresh.output and step.state == fresh.state and step.parts == fresh.parts
+    if kept_stored.state is not None:
+        decoded = kept_stored.decoded()
+        assert len(decoded.visits) <= max(max_visits, sum(v.open for v in decoded.visits))
+        assert {p for v in decoded.visits for p in [(v.load_start_ms or 0) // HOUR_MS]} <= set(kept_stored.parts)
