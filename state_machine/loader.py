@@ -11,9 +11,9 @@ whole history (up to MAX_VISITS visits and their cycles: hundreds of KiB, which 
 copy through Flink twice). ``state`` is the small versioned part: the bay's live state and the
 bookkeeping (None for a new loader). The visits and cycles are stored apart, in one part per hour of
 load start (``parts``: a callable returning {hour index: bytes}); the operator reads them only when it
-does not hold the loader's decoded state already (``holds``), so Flink's keyed operator reads its map
-state only after a restore. A ``LoaderStep`` carries what to emit, the new ``state`` and the parts
-that changed (``parts``: bytes, or None to delete; ``store_parts`` applies them to a dict).
+does not hold the loader's decoded state (``holds``: after a restore, or once it let DECODED_KEEP newer
+loaders take its place). A ``LoaderStep`` carries what to emit, the new ``state`` and the parts that
+changed (``parts``: bytes, or None to delete; ``store_parts`` applies them to a dict).
 
 Order of service (docs/cycle-rules.md, Loaders). A loader serves one truck at a time, so its visits are
 taken in the order the trucks left. A visit whose first stop came before the previous truck left waited
