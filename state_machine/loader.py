@@ -421,10 +421,11 @@ class LoaderOperator:
 
     # -- internals -------------------------------------------------------------------------------
     def _load(self, loader: str, state: bytes | None, parts: PartReader | None, site: str) -> LoaderState:
+        held = self.holds(loader, state)
         kept = self._decoded.pop(loader, None)
         if state is None:
             ls = LoaderState(site)
-        elif kept is not None and kept[0] == state:
+        elif held:
             ls = kept[1]
         elif parts is None:
             raise ValueError(f"loader {loader}: its stored parts are needed (its state is not held decoded)")
