@@ -7,7 +7,8 @@ this class only adapts it to Flink:
   presence), keyed by loader; each becomes one ``on_cycle`` / ``on_visit`` / ``on_presence`` call.
 * Keyed state: the operator's state bytes in one ValueState and its stored parts (visits and cycles by
   hour of load start) in one MapState, read only when the operator does not hold the loader decoded
-  (after a restore); a step writes the parts it changed (no timers: its retention is a count).
+  (after a restore, or once DECODED_KEEP other loaders took its place); a step writes the parts it
+  changed (no timers: its retention is a count).
 * Output: one LOADER_ENVELOPE row per output (tags L_*): closed cycles with their queue, served visits,
   hour rows and the loader's status, split into the sinks by the Java ``EnvelopeSplitter``.
 * Metrics (udfs.metrics): visits and visits too late to count; per site, the queue and hang of the
