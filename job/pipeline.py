@@ -18,8 +18,9 @@
                                                                  loader hours / loader status ──> SinkSet
 
 Parallelism: a Kinesis source has one reader per subtask and each reader's records are batched and
-parsed in its own subtask; a file or the simulator is read by one subtask and its records are spread
-over the parse subtasks by truck (TruckPartitioner, Java). Either way a truck's records reach one
+parsed in its own subtask; so are a file's, whose every reader keeps the lines of its own subtask's
+trucks (job.sources.file_source); a watched directory or the simulator is read by one subtask and its
+records are spread over the parse subtasks by truck (TruckPartitioner, Java). Either way a truck's records reach one
 parse subtask in the order they were read, and each parse subtask computes the watermark of the
 records it sees (the replay of each subtask's records gives every truck the rows the replay of the
 whole stream gives it: tests/workbench/test_replay.py).
@@ -144,8 +145,9 @@ def keyed_by_loader(events: DataStream) -> KeyedStream:
 
 def batched(raw_stream: DataStream, parallelism: int) -> DataStream:
     """(position, raw) rows -> (positions[], raws[]) batches (Java), in ``parallelism`` subtasks: the
-    source's own (records go forward: a Kinesis reader's shards keep their arrival order), or, when one
-    subtask reads the source (a file, the simulator) and the job runs more, all of them, the records
+    source's own (records go forward: a Kinesis reader's shards keep their arrival order, a file reader's
+    trucks their lines' order), or, when one subtask reads the source (a watched directory, the
+    simulator) and the job runs more, all of them, the records
     spread by truck (assetcycle.pipeline.TruckPartitioner: each truck's records stay in order, in the
     subtask whose cycle operator holds the truck's key, so none crosses the network to reach it)."""
     jvm = get_gateway().jvm

@@ -12,9 +12,11 @@ source as a whole: dead-letter ids hash it, not the position, so the same bad re
   ``SourceSettings.kinesis_config()`` (keys mirror Flink's official ``KinesisStreamsSource``;
   CHILDREN_AFTER_CHECKPOINT set false when the job does not checkpoint).
   uid ``kinesis-source[-suffix]``.
-* File: Flink's FileSource with our ``LineNumberedTextFormat`` (lines + line numbers): a bundle
-  directory (its telemetry.jsonl) or a .jsonl file (bounded), or a directory monitored
-  continuously for new files. One reader (parallelism 1), so files are read one after the other.
+* File: a bundle directory (its telemetry.jsonl) or a .jsonl file (bounded) is read by every subtask,
+  each keeping its own trucks' lines (our ``TruckPartitionedFileSource``, uid ``file-by-truck``); a
+  directory, monitored continuously for new files or read once, by Flink's FileSource with our
+  ``LineNumberedTextFormat`` (lines + line numbers) in one reader (parallelism 1, uid ``file-source``),
+  so its files are read one after the other.
 * Simulator: PyFlink has no Python SourceFunction. A rate-limited Java source (the Table API
   ``datagen`` connector, 20 ticks/s) drives ``SimulatorPuller``, a parallelism-1 flat_map that
   owns ``workbench.simulator.iter_deliveries(spec)`` and on each tick emits the lines due by
@@ -41,6 +43,7 @@ from pyflink.datastream.connectors.file_system import BulkFormat, FileSource
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
+from job.flink_env import MAX_PARALLELISM
 from job.settings import SourceSettings
 from udfs.rows import RAW_RECORD_TYPE
 from workbench.simulator import SimulationSpec, iter_deliveries
@@ -52,6 +55,9 @@ CHILDREN_AFTER_CHECKPOINT = "source.shard.children-after-checkpoint"
 """Kinesis source option: a child shard is read only once a completed checkpoint records its parents
 as read to their end, so that their last records have passed every operator first (docs/deploy.md)."""
 FILE_FORMAT_CLASS = "assetcycle.connector.file.LineNumberedTextFormat"
+PARTITIONED_FILE_SOURCE_CLASS = "assetcycle.connector.file.TruckPartitionedFileSource"
+FILE_UID = "file-source"
+PARTITIONED_FILE_UID = "file-by-truck"
 TELEMETRY_FILE = "telemetry.jsonl"
 
 
@@ -145,20 +151,33 @@ def resolve_file_path(path: str | Path) -> Path:
 
 
 def file_source(env: StreamExecutionEnvironment, path: str | Path, monitor_interval_s: float | None = None,
-                uid: str = "file-source", label: str | None = None) -> RawSource:  # fmt: skip
+                label: str | None = None) -> RawSource:  # fmt: skip
     """Lines of a bundle/.jsonl (bounded) or of a directory monitored every N s (unbounded), each
-    with its ``file:<path>:<line>`` position."""
+    with its ``file:<path>:<line>`` position.
+
+    A file is read by every subtask (``TruckPartitionedFileSource``, uid ``file-by-truck``): each keeps
+    the lines of the trucks its keyed operators hold, so they are parsed where they are used. A
+    directory (watched, or read once) is read by one subtask (Flink's FileSource, uid ``file-source``),
+    its files one after the other, and the job spreads the lines over the parse subtasks by truck."""
     p = Path(path) if monitor_interval_s else resolve_file_path(path)
     if monitor_interval_s and not p.is_dir():
         raise SourceError(f"continuous file source needs a directory, got {p}")
+    label = label or f"file:{path}"
+    if not p.is_dir():
+        parallelism = env.get_parallelism()
+        by_truck = _java_class(PARTITIONED_FILE_SOURCE_CLASS)(str(p.resolve()), parallelism, MAX_PARALLELISM)
+        stream = env.from_source(Source(by_truck), WatermarkStrategy.no_watermarks(), PARTITIONED_FILE_UID,
+                                 type_info=RAW_RECORD_TYPE)  # fmt: skip
+        stream = stream.uid(PARTITIONED_FILE_UID).name(PARTITIONED_FILE_UID).set_parallelism(parallelism)
+        return RawSource(stream, label, bounded=True)
     line_format = BulkFormat(_java_class(FILE_FORMAT_CLASS)())
     builder = FileSource.for_bulk_file_format(line_format, str(p.resolve()))
     if monitor_interval_s:
         builder = builder.monitor_continuously(Duration.of_millis(int(monitor_interval_s * 1000)))
-    stream = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), uid, type_info=RAW_RECORD_TYPE)
+    stream = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), FILE_UID, type_info=RAW_RECORD_TYPE)
     # one reader: files in the order they are found, lines in order (the job spreads them by truck)
-    stream = stream.uid(uid).name(uid).set_parallelism(1)
-    return RawSource(stream, label or f"file:{path}", bounded=not monitor_interval_s)
+    stream = stream.uid(FILE_UID).name(FILE_UID).set_parallelism(1)
+    return RawSource(stream, label, bounded=not monitor_interval_s)
 
 
 # --------------------------------------------------------------------------- simulator

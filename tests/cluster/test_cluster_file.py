@@ -1,11 +1,13 @@
 """The job on a real session cluster (three TaskManager JVMs of one slot each), from a file source,
 submitted through its entry point as the Docker image runs it: at parallelism 2 and 3; a TaskManager
 killed with SIGKILL and replaced while the job runs; a savepoint taken at parallelism 2 restored at 1
-and at 3. Every result is compared with the offline replay: the tables are equal.
+and at 3, of a watched directory and of a file stopped mid-file. Every result is compared with the
+offline replay: the tables are equal.
 
-A file is read by one subtask and its records are spread over the parse subtasks by truck, so every
-subtask parses (and every TaskManager's interpreter works). The restore tests read a watched
-directory: the first half of a bundle, then the second half after the restore. That the state came
+A file is read by every subtask, each keeping its own trucks' lines; a watched directory is read by
+one subtask and its records are spread over the parse subtasks by truck. Either way every subtask
+parses (and every TaskManager's interpreter works). Most restore tests read a watched directory: the
+first half of a bundle, then the second half after the restore. That the state came
 back is shown three ways: the REST API names the checkpoint or savepoint restored, the restored
 source reads exactly the second half (the first is in its state), and the tables equal the replay of
 the whole bundle, which the replay of the second half alone (what a cold start would write) does not.
@@ -13,6 +15,10 @@ the whole bundle, which the replay of the second half alone (what a cold start w
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +55,7 @@ from workbench.simulator import SimulationSpec, write_simulation
 pytestmark = [pytest.mark.cluster, pytest.mark.flink, pytest.mark.services]
 
 SOURCE_OPERATOR = "Source__file-source"
+FILE_SOURCE_OPERATOR = "Source__file-by-truck"
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +215,69 @@ def test_a_savepoint_taken_at_parallelism_2_restores_at_1_and_at_3_and_equals_th
 
     cold = replay((("x", line) for line in lines[half:]), reference)
     assert rows(cold) - rows(replay((("x", line) for line in lines), reference))
+
+
+@pytest.fixture(scope="module")
+def long_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A degraded 60-truck, 20-hour site (about 310k lines): many times what the job holds in flight."""
+    path = tmp_path_factory.mktemp("cluster-long-site") / "site"
+    write_simulation(SimulationSpec(trucks=60, hours=20, seed=7).degraded(), path)
+    return path
+
+
+@contextmanager
+def writes_held(pg_dsn: str, names: TableNames, kind: str) -> Iterator[psycopg2.extensions.connection]:
+    """The ``kind`` table locked against writes (SHARE: reads go on) until the block ends or the
+    returned connection rolls back: the sink that writes it waits, and the job upstream of it stops
+    once its buffers are full."""
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'LOCK TABLE "{names.schema}"."{names.table_name(kind)}" IN SHARE MODE')
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def _stalled(job: Any, operator: str, seen: list[tuple[float, int]], for_s: float = 3.0) -> bool:
+    """True once ``operator`` emitted records and its count has not moved for ``for_s`` (the REST API's
+    metrics are fetched once a second: an unchanged count over less says nothing)."""
+    now, count = time.monotonic(), records_out(job, operator)
+    seen.append((now, count))
+    return count > 0 and any(at <= now - for_s and earlier == count for at, earlier in seen)
+
+
+def test_a_file_stopped_mid_file_at_parallelism_2_restores_at_1_and_at_3_each_line_once_and_equals_the_replay(
+    flink_cluster: FlinkCluster, long_site: Path, tmp_path: Path, pg_dsn: str, redis_url: str, redis_client: Any,
+    redis_prefix: str, table_names: TableNames, extra_schema: TableNames,
+) -> None:  # fmt: skip
+    _prepare(pg_dsn, table_names, redis_client, redis_prefix, long_site)
+    lines = _lines(long_site)
+    source = SourceSettings(kind="file", file_path=str(long_site))
+    with writes_held(pg_dsn, table_names, "cycle_tmp") as held:
+        job = submit(flink_cluster, job_settings(source, table_names, pg_dsn, redis_url, redis_prefix, tmp_path, 2),
+                     pg_dsn, tmp_path / "p2.json")  # fmt: skip
+        try:
+            seen: list[tuple[float, int]] = []
+            wait_for(job, lambda: _stalled(job, FILE_SOURCE_OPERATOR, seen), "the file's readers to stop")
+            # the savepoint's barrier waits behind the held writes: let them go once it is on its way
+            threading.Timer(2.0, held.rollback).start()
+            savepoint = stop_with_savepoint(job, tmp_path / "savepoints", drain=False)
+        finally:
+            job.cancel()
+    read_before = sum(subtask_reads(job, "file-by-truck"))  # up to the savepoint's barrier, kept once stopped
+    assert 0 < read_before < len(lines) // 2, f"{read_before} of {len(lines)} lines read: not mid-file"
+    _copy_tables(pg_dsn, table_names, extra_schema, redis_client, redis_prefix)
+
+    for parallelism, names in ((1, table_names), (3, extra_schema)):
+        settings = job_settings(source, names, pg_dsn, redis_url, redis_prefix, tmp_path, parallelism,
+                                from_savepoint=savepoint)  # fmt: skip
+        job = submit(flink_cluster, settings, pg_dsn, tmp_path / f"p{parallelism}.json")
+        wait_finished(job)
+        back = restored(job)
+        assert back and back["is_savepoint"], back
+        # exactly once: the restored readers read every line the stopped ones had not, and no other
+        reads = subtask_reads(job, "file-by-truck")
+        assert len(reads) == parallelism and sum(reads) == len(lines) - read_before, (reads, read_before)
+        assert_tables_equal_replay(pg_dsn, names, long_site, lines)

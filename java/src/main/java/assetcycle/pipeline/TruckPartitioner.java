@@ -44,7 +44,19 @@ public final class TruckPartitioner implements Partitioner<String> {
 
     @Override
     public int partition(String key, int numPartitions) {
-        return KeyGroupRangeAssignment.assignKeyToParallelOperator(Row.of(key), maxParallelism, numPartitions);
+        return subtaskOfTruck(key, maxParallelism, numPartitions);
+    }
+
+    /**
+     * The subtask, of {@code parallelism}, whose keyed operators of {@code maxParallelism} key groups
+     * hold the truck of the raw record {@code raw} (its top-level {@code asset_guid}, "" without one).
+     */
+    public static int subtaskOfRecord(String raw, int maxParallelism, int parallelism) {
+        return subtaskOfTruck(assetGuid(raw), maxParallelism, parallelism);
+    }
+
+    private static int subtaskOfTruck(String assetGuid, int maxParallelism, int parallelism) {
+        return KeyGroupRangeAssignment.assignKeyToParallelOperator(Row.of(assetGuid), maxParallelism, parallelism);
     }
 
     /** The truck of a raw record (its field 1). */
