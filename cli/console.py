@@ -409,9 +409,11 @@ class ClusterJob:
         self._last = JobCounts()
 
     def status(self) -> str:
-        job = rest_json(self.rest_url, f"/jobs/{self.job_id}")
-        if job is not None and job.get("state"):
-            self._status = str(job["state"])
+        # the status resource alone: the job's details would make the JobManager fetch every
+        # TaskManager's metrics (once per metrics.fetcher.update-interval) on each poll
+        job = rest_json(self.rest_url, f"/jobs/{self.job_id}/status")
+        if job is not None and job.get("status"):
+            self._status = str(job["status"])
         return self._status
 
     def ended(self) -> bool:

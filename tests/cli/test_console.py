@@ -333,6 +333,7 @@ def test_a_cluster_jobs_counters_are_summed_and_gauges_maxed_over_subtasks_and_k
     routes[("GET", f"/jobs/{job}")] = _Turns({"state": "RUNNING", "vertices": [{"id": "v1"}, {"id": "v2"}]},
                                              {"state": "FINISHED", "vertices": [{"id": "v1"}, {"id": "v2"}]})
     routes[("GET", f"/jobs/{job}")] = [routes[("GET", f"/jobs/{job}")]]
+    routes[("GET", f"/jobs/{job}/status")] = {"status": "FINISHED"}
     rest = _FakeRest(routes)
     try:
         cluster_job = ClusterJob(rest.url, job)
@@ -359,7 +360,7 @@ def test_a_cluster_job_is_stopped_with_a_savepoint_cancelled_and_its_failure_rea
             "class": "x", "stack-trace": "java.util.concurrent.CompletionException: x\nCaused by: "
                                          "org.apache.flink.runtime.checkpoint.CheckpointException: Task local checkpoint failure."}}},
         ("PATCH", f"/jobs/{job}?mode=cancel"): {},
-        ("GET", f"/jobs/{job}"): {"state": "FAILED"},
+        ("GET", f"/jobs/{job}/status"): {"status": "FAILED"},
         ("GET", f"/jobs/{job}/exceptions?maxExceptions=1"): {"exceptionHistory": {"entries": [{
             "stacktrace": "org.apache.flink.runtime.JobException: Recovery is suppressed\nCaused by: "
                           "java.io.IOException: sink failed"}]}},

@@ -6,6 +6,9 @@ import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.types.Row;
 
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+
 /**
  * Spreads raw telemetry records {@code Row(position, raw)} over the parse subtasks by truck, so that a
  * source read by one subtask (a file, the simulator) is parsed by all of them while each truck's
@@ -25,7 +28,7 @@ import org.apache.flink.types.Row;
 public final class TruckPartitioner implements Partitioner<String> {
 
     private static final long serialVersionUID = 1L;
-    private static final String FIELD = "asset_guid";
+    private static final byte[] FIELD_UTF8 = "asset_guid".getBytes(StandardCharsets.UTF_8);
 
     private final int maxParallelism;
 
@@ -49,10 +52,11 @@ public final class TruckPartitioner implements Partitioner<String> {
 
     /**
      * The subtask, of {@code parallelism}, whose keyed operators of {@code maxParallelism} key groups
-     * hold the truck of the raw record {@code raw} (its top-level {@code asset_guid}, "" without one).
+     * hold the truck of the raw record in the first {@code length} bytes of {@code utf8} (its top-level
+     * {@code asset_guid}, "" without one).
      */
-    public static int subtaskOfRecord(String raw, int maxParallelism, int parallelism) {
-        return subtaskOfTruck(assetGuid(raw), maxParallelism, parallelism);
+    public static int subtaskOfRecord(byte[] utf8, int length, int maxParallelism, int parallelism) {
+        return subtaskOfTruck(assetGuid(utf8, length), maxParallelism, parallelism);
     }
 
     private static int subtaskOfTruck(String assetGuid, int maxParallelism, int parallelism) {
@@ -72,7 +76,16 @@ public final class TruckPartitioner implements Partitioner<String> {
 
     /** The top-level {@code asset_guid} string of a JSON object, or "" when there is none. */
     static String assetGuid(String json) {
-        Scanner s = new Scanner(json);
+        byte[] utf8 = json.getBytes(StandardCharsets.UTF_8);
+        return assetGuid(utf8, utf8.length);
+    }
+
+    /**
+     * The top-level {@code asset_guid} string of a JSON object, its text the first {@code length} bytes
+     * of {@code utf8}, or "" when there is none.
+     */
+    public static String assetGuid(byte[] utf8, int length) {
+        Scanner s = new Scanner(utf8, length);
         try {
             s.skipSpace();
             if (!s.take('{')) {
@@ -85,12 +98,12 @@ public final class TruckPartitioner implements Partitioner<String> {
             }
             while (true) {
                 s.skipSpace();
-                String key = s.string();
+                boolean truck = s.keyIs(FIELD_UTF8);
                 s.skipSpace();
                 s.expect(':');
                 s.skipSpace();
-                if (FIELD.equals(key)) {
-                    found = s.peek() == '"' ? s.string() : skipped(s);
+                if (truck) {
+                    found = s.peek() == '"' ? s.string(true) : skipped(s);
                 } else {
                     s.skipValue();
                 }
@@ -110,21 +123,35 @@ public final class TruckPartitioner implements Partitioner<String> {
         return "";
     }
 
-    /** A cursor over JSON text; throws IllegalStateException / IndexOutOfBoundsException on bad input. */
+    /**
+     * A cursor over JSON text in UTF-8 (structural characters are ASCII, and no byte of a multi-byte
+     * character is one); throws IllegalStateException / IndexOutOfBoundsException on bad input.
+     */
     private static final class Scanner {
-        private final String text;
+        private final byte[] text;
+        private final int length;
         private int at;
 
-        Scanner(String text) {
+        Scanner(byte[] text, int length) {
             this.text = text;
+            this.length = length;
         }
 
-        char peek() {
-            return text.charAt(at);
+        byte peek() {
+            if (at >= length) {
+                throw new IndexOutOfBoundsException("end of the record");
+            }
+            return text[at];
+        }
+
+        private byte next() {
+            byte b = peek();
+            at++;
+            return b;
         }
 
         boolean take(char c) {
-            if (at < text.length() && text.charAt(at) == c) {
+            if (at < length && text[at] == c) {
                 at++;
                 return true;
             }
@@ -138,8 +165,8 @@ public final class TruckPartitioner implements Partitioner<String> {
         }
 
         void skipSpace() {
-            while (at < text.length()) {
-                char c = text.charAt(at);
+            while (at < length) {
+                byte c = text[at];
                 if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
                     return;
                 }
@@ -147,20 +174,38 @@ public final class TruckPartitioner implements Partitioner<String> {
             }
         }
 
-        String string() {
+        /** Reads a string; whether its value is {@code key} (UTF-8), without building it when unescaped. */
+        boolean keyIs(byte[] key) {
+            int start = at + 1;
+            String escaped = string(false);
+            if (escaped != null) {
+                return escaped.equals(new String(key, StandardCharsets.UTF_8));
+            }
+            return Arrays.equals(text, start, at - 1, key, 0, key.length);
+        }
+
+        /**
+         * Reads a string. Its value when {@code build} or when it has escapes (decoded), else null
+         * (its bytes are then those between the quotes).
+         */
+        String string(boolean build) {
             expect('"');
             StringBuilder out = null;
-            int start = at;
+            int run = at;
             while (true) {
-                char c = text.charAt(at++);
+                byte c = next();
                 if (c == '"') {
-                    return out == null ? text.substring(start, at - 1) : out.toString();
+                    if (out == null) {
+                        return build ? new String(text, run, at - 1 - run, StandardCharsets.UTF_8) : null;
+                    }
+                    return out.append(new String(text, run, at - 1 - run, StandardCharsets.UTF_8)).toString();
                 }
                 if (c == '\\') {
                     if (out == null) {
-                        out = new StringBuilder(text.substring(start, at - 1));
+                        out = new StringBuilder();
                     }
-                    char e = text.charAt(at++);
+                    out.append(new String(text, run, at - 1 - run, StandardCharsets.UTF_8));
+                    byte e = next();
                     switch (e) {
                         case 'b': out.append('\b'); break;
                         case 'f': out.append('\f'); break;
@@ -168,24 +213,26 @@ public final class TruckPartitioner implements Partitioner<String> {
                         case 'r': out.append('\r'); break;
                         case 't': out.append('\t'); break;
                         case 'u':
-                            out.append((char) Integer.parseInt(text.substring(at, at + 4), 16));
+                            if (at + 4 > length) {
+                                throw new IndexOutOfBoundsException("end of the record");
+                            }
+                            out.append((char) Integer.parseInt(new String(text, at, 4, StandardCharsets.US_ASCII), 16));
                             at += 4;
                             break;
-                        case '"': case '\\': case '/': out.append(e); break;
+                        case '"': case '\\': case '/': out.append((char) e); break;
                         default: throw new IllegalStateException("bad escape");
                     }
-                } else if (c < 0x20) {
+                    run = at;
+                } else if (c >= 0 && c < 0x20) {
                     throw new IllegalStateException("control character in a string");
-                } else if (out != null) {
-                    out.append(c);
                 }
             }
         }
 
         void skipValue() {
-            char c = peek();
+            byte c = peek();
             if (c == '"') {
-                string();
+                string(false);
             } else if (c == '{' || c == '[') {
                 char close = c == '{' ? '}' : ']';
                 at++;
@@ -196,7 +243,7 @@ public final class TruckPartitioner implements Partitioner<String> {
                 while (true) {
                     skipSpace();
                     if (close == '}') {
-                        string();
+                        string(false);
                         skipSpace();
                         expect(':');
                         skipSpace();
@@ -210,13 +257,17 @@ public final class TruckPartitioner implements Partitioner<String> {
                 }
             } else {
                 int start = at;
-                while (at < text.length() && ",}] \t\n\r".indexOf(text.charAt(at)) < 0) {
+                while (at < length && !endsValue(text[at])) {
                     at++;
                 }
                 if (at == start) {
                     throw new IllegalStateException("value expected");
                 }
             }
+        }
+
+        private static boolean endsValue(byte b) {
+            return b == ',' || b == '}' || b == ']' || b == ' ' || b == '\t' || b == '\n' || b == '\r';
         }
     }
 }

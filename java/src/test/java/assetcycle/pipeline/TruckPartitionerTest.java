@@ -3,6 +3,8 @@ package assetcycle.pipeline;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Map;
 
@@ -24,6 +26,16 @@ class TruckPartitionerTest {
         assertEquals("T-3", key("{\"asset_guid\":\"T-1\",\"asset_guid\":\"T-3\"}"), "the last of duplicate keys");
         assertEquals("T\"é/4\u00e9", key("{\"asset_guid\":\"T\\\"\\u00e9\\/4é\"}"));
         assertEquals("T-5", key("{\"n\":null,\"b\":true,\"f\":-1.5e3,\"e\":{},\"l\":[],\"asset_guid\":\"T-5\"}"));
+    }
+
+    @Test
+    void theTruckIsReadFromTheFirstLengthBytesOfABufferAndAnEscapedKeyCounts() {
+        byte[] line = "{\"site_guid\":\"Sé\u2603\",\"asset\\u005fguid\":\"T-6\"}".getBytes(StandardCharsets.UTF_8);
+        byte[] buffer = Arrays.copyOf(line, line.length + 40);
+        System.arraycopy("},\"asset_guid\":\"T-7\"}".getBytes(StandardCharsets.UTF_8), 0, buffer, line.length, 20);
+        assertEquals("T-6", TruckPartitioner.assetGuid(buffer, line.length));
+        assertEquals("", TruckPartitioner.assetGuid(buffer, line.length - 1), "cut short: no object");
+        assertEquals(TruckPartitioner.subtaskOfRecord(buffer, line.length, 128, 3), new TruckPartitioner(128).partition("T-6", 3));
     }
 
     @Test

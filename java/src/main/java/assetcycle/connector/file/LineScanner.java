@@ -28,6 +28,7 @@ final class LineScanner implements Closeable {
     private long bufferStartOffset;
     private long lineNumber;
     private byte[] line = new byte[256];
+    private int lineLength;
     private boolean eof;
 
     private LineScanner(FSDataInputStream stream, long offset, long linesBefore) {
@@ -58,35 +59,66 @@ final class LineScanner implements Closeable {
     /** The next line without its terminator, or null at the end of the file. */
     @Nullable
     String next() throws IOException {
+        return advance() ? text() : null;
+    }
+
+    /**
+     * Moves to the next line, false at the end of the file; its bytes are then the first
+     * {@link #length()} of {@link #bytes()} until the next move.
+     */
+    boolean advance() throws IOException {
         int length = 0;
         boolean any = false;
         while (true) {
             if (bufferPos == bufferEnd && !fill()) {
                 if (!any) {
-                    return null;
+                    return false;
                 }
                 break;
             }
             any = true;
-            byte b = buffer[bufferPos++];
-            if (b == '\n') {
-                break;
+            int end = bufferPos;
+            byte last = 0;
+            while (end < bufferEnd) {
+                last = buffer[end];
+                if (last == '\n' || last == '\r') {
+                    break;
+                }
+                end++;
             }
-            if (b == '\r') {
-                if (bufferPos < bufferEnd || fill()) {
-                    if (buffer[bufferPos] == '\n') {
-                        bufferPos++;
-                    }
+            int chunk = end - bufferPos;
+            if (length + chunk > line.length) {
+                line = Arrays.copyOf(line, Math.max(line.length * 2, length + chunk));
+            }
+            System.arraycopy(buffer, bufferPos, line, length, chunk);
+            length += chunk;
+            bufferPos = end;
+            if (end < bufferEnd) {  // the line's terminator: \n, \r or \r\n
+                bufferPos++;
+                if (last == '\r' && (bufferPos < bufferEnd || fill()) && buffer[bufferPos] == '\n') {
+                    bufferPos++;
                 }
                 break;
             }
-            if (length == line.length) {
-                line = Arrays.copyOf(line, line.length * 2);
-            }
-            line[length++] = b;
         }
+        lineLength = length;
         lineNumber++;
-        return new String(line, 0, length, StandardCharsets.UTF_8);
+        return true;
+    }
+
+    /** The current line's bytes (its first {@link #length()}), valid until the next move. */
+    byte[] bytes() {
+        return line;
+    }
+
+    /** The current line's length in bytes. */
+    int length() {
+        return lineLength;
+    }
+
+    /** The current line, decoded. */
+    String text() {
+        return new String(line, 0, lineLength, StandardCharsets.UTF_8);
     }
 
     /** Refills the buffer once it is fully consumed; false at the end of the file. */

@@ -59,16 +59,15 @@ final class TruckLinesReader implements SourceReader<Row, TruckLinesSplit> {
         }
         LineScanner lines = reading;
         for (int i = 0; i < LINES_PER_POLL; i++) {
-            String text = lines.next();
-            if (text == null) {
+            if (!lines.advance()) {
                 lines.close();
                 reading = null;
                 held.clear();
                 return noMoreSplits ? InputStatus.END_OF_INPUT : InputStatus.NOTHING_AVAILABLE;
             }
-            TruckLinesSplit split = held.get(partitionOf(text));
+            TruckLinesSplit split = held.get(partitionOfLine(lines));
             if (split != null && lines.lineNumber() > split.linesRead) {
-                output.collect(Row.of(prefix + lines.lineNumber(), text));
+                output.collect(Row.of(prefix + lines.lineNumber(), lines.text()));
                 recordsIn.inc();
             }
         }
@@ -92,8 +91,10 @@ final class TruckLinesReader implements SourceReader<Row, TruckLinesSplit> {
         return true;
     }
 
-    private int partitionOf(String text) {
-        return partitions == 1 ? 0 : TruckPartitioner.subtaskOfRecord(text, maxParallelism, partitions);
+    /** The partition of the current line: its truck's, found in its bytes (only lines kept are decoded). */
+    private int partitionOfLine(LineScanner lines) {
+        return partitions == 1 ? 0
+                : TruckPartitioner.subtaskOfRecord(lines.bytes(), lines.length(), maxParallelism, partitions);
     }
 
     /** A held split with the position the reading has reached for it. */

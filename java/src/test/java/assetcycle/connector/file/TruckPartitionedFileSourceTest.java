@@ -67,11 +67,16 @@ class TruckPartitionedFileSourceTest {
         List<String> out = new ArrayList<>();
         List<String> all = lines(file);
         for (int i = 0; i < all.size(); i++) {
-            if (TruckPartitioner.subtaskOfRecord(all.get(i), MAX_PARALLELISM, partitions) == partition) {
+            if (partitionOf(all.get(i), partitions) == partition) {
                 out.add(position(file, i + 1));
             }
         }
         return out;
+    }
+
+    private static int partitionOf(String line, int partitions) {
+        byte[] utf8 = line.getBytes(StandardCharsets.UTF_8);
+        return TruckPartitioner.subtaskOfRecord(utf8, utf8.length, MAX_PARALLELISM, partitions);
     }
 
     private static String position(Path file, long line) {
@@ -172,7 +177,7 @@ class TruckPartitionedFileSourceTest {
             for (Recording out : after) {
                 for (String position : out.positions) {
                     int line = Integer.parseInt(position.substring(position.lastIndexOf(':') + 1));
-                    if (TruckPartitioner.subtaskOfRecord(lines(file).get(line - 1), MAX_PARALLELISM, 2) == partition) {
+                    if (partitionOf(lines(file).get(line - 1), 2) == partition) {
                         restored.add(position);
                     }
                 }
