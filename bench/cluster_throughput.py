@@ -18,10 +18,11 @@ on disk, into the PostgreSQL upsert sinks. Printed per size:
   PostgreSQL process (those running plus those that exited, through the postmaster's children
   times), from /proc, over the run; the ``flink run`` client's CPU is printed apart;
 * where the TaskManagers' CPU goes, per thread (/proc/<pid>/task/*, sampled every 0.2 s): the task
-  threads whose chain holds a Python operator (with the Java operators chained to it: at parallelism
-  1 the file source's task is ``Source: file-source -> batch -> parse+validate -> watermarks``), the
-  Java-only tasks (the file source's at higher parallelism, the dead-letter sink), the source
-  readers, the JDBC writers' flush threads, the JIT compilers, the garbage collector, the rest;
+  threads whose chain holds a Python operator (with the Java operators chained to it: the file
+  source's task is ``Source: file-by-truck -> batch -> parse+validate -> watermarks``, one per
+  subtask), the Java-only tasks (the dead-letter sink), the source readers' fetcher threads (none for
+  a file: its readers read in their task), the JDBC writers' flush threads, the JIT compilers, the
+  garbage collector, the rest;
   threads that ended between two samples are counted as such;
 * the speed-up of each size over the first.
 
