@@ -33,7 +33,7 @@ import java.util.concurrent.CompletableFuture;
  */
 final class TruckLinesReader implements SourceReader<Row, TruckLinesSplit> {
 
-    static final int LINES_PER_POLL = 1024;
+    private static final int LINES_PER_POLL = 1024;
 
     private final int maxParallelism;
     private final Counter recordsIn;
