@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import assetcycle.connector.RecordingOutput;
 import assetcycle.pipeline.TruckPartitioner;
 
 import java.io.IOException;
@@ -14,10 +15,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
-import org.apache.flink.api.common.eventtime.Watermark;
 import org.apache.flink.api.connector.source.ReaderInfo;
-import org.apache.flink.api.connector.source.ReaderOutput;
-import org.apache.flink.api.connector.source.SourceOutput;
 import org.apache.flink.api.connector.source.SplitsAssignment;
 import org.apache.flink.api.connector.source.mocks.MockSplitEnumeratorContext;
 import org.apache.flink.configuration.Configuration;
@@ -25,7 +23,6 @@ import org.apache.flink.connector.testutils.source.reader.TestingReaderContext;
 import org.apache.flink.core.io.InputStatus;
 import org.apache.flink.metrics.testutils.MetricListener;
 import org.apache.flink.runtime.metrics.groups.InternalSourceReaderMetricGroup;
-import org.apache.flink.types.Row;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -94,7 +91,7 @@ class TruckPartitionedFileSourceTest {
     }
 
     /** Polls until ``records`` more were emitted or the input ended; the status of the last poll. */
-    private static InputStatus poll(TruckLinesReader reader, Recording out, int records) throws IOException {
+    private static InputStatus poll(TruckLinesReader reader, RecordingOutput out, int records) throws IOException {
         long target = (long) out.positions.size() + records;
         InputStatus status = InputStatus.MORE_AVAILABLE;
         while (status == InputStatus.MORE_AVAILABLE && out.positions.size() < target) {
@@ -111,7 +108,7 @@ class TruckPartitionedFileSourceTest {
             TruckLinesReader reader = reader();
             reader.addSplits(List.of(split(file, partition, 3)));
             reader.notifyNoMoreSplits();
-            Recording out = new Recording();
+            RecordingOutput out = new RecordingOutput();
             assertEquals(InputStatus.END_OF_INPUT, poll(reader, out, Integer.MAX_VALUE));
             assertEquals(positionsOf(file, partition, 3), out.positions);
             assertTrue(out.positions.size() > LINES / 10, "partition " + partition + ": " + out.positions.size());
@@ -135,7 +132,7 @@ class TruckPartitionedFileSourceTest {
         TruckLinesReader reader = reader();
         reader.addSplits(List.of(split(file, 0, 1)));
         reader.notifyNoMoreSplits();
-        Recording out = new Recording();
+        RecordingOutput out = new RecordingOutput();
         assertEquals(InputStatus.END_OF_INPUT, poll(reader, out, Integer.MAX_VALUE));
         assertEquals(lines(file), out.data);
         assertEquals(position(file, LINES), out.positions.get(LINES - 1));
@@ -149,13 +146,13 @@ class TruckPartitionedFileSourceTest {
         for (int partition = 0; partition < 2; partition++) {
             TruckLinesReader reader = reader();
             reader.addSplits(List.of(split(file, partition, 2)));
-            Recording out = new Recording();
+            RecordingOutput out = new RecordingOutput();
             poll(reader, out, 700 + 900 * partition);  // the two stand at different lines
             checkpoint.addAll(reader.snapshotState(1L));
             before.add(out.positions);
             reader.close();
         }
-        List<Recording> after = new ArrayList<>();
+        List<RecordingOutput> after = new ArrayList<>();
         for (int r = 0; r < readers; r++) {
             TruckLinesReader reader = reader();
             List<TruckLinesSplit> mine = new ArrayList<>();
@@ -167,14 +164,14 @@ class TruckPartitionedFileSourceTest {
                 reader.addSplits(mine);
             }
             reader.notifyNoMoreSplits();
-            Recording out = new Recording();
+            RecordingOutput out = new RecordingOutput();
             assertEquals(InputStatus.END_OF_INPUT, poll(reader, out, Integer.MAX_VALUE));
             after.add(out);
             reader.close();
         }
         for (int partition = 0; partition < 2; partition++) {
             List<String> restored = new ArrayList<>();
-            for (Recording out : after) {
+            for (RecordingOutput out : after) {
                 for (String position : out.positions) {
                     int line = Integer.parseInt(position.substring(position.lastIndexOf(':') + 1));
                     if (partitionOf(lines(file).get(line - 1), 2) == partition) {
@@ -186,7 +183,7 @@ class TruckPartitionedFileSourceTest {
             whole.addAll(restored);
             assertEquals(positionsOf(file, partition, 2), whole, "partition " + partition);
         }
-        for (Recording out : after) {  // a reader's lines in file order, whichever partitions it holds
+        for (RecordingOutput out : after) {  // a reader's lines in file order, whichever partitions it holds
             List<Integer> numbers = new ArrayList<>();
             out.positions.forEach(p -> numbers.add(Integer.parseInt(p.substring(p.lastIndexOf(':') + 1))));
             List<Integer> sorted = new ArrayList<>(numbers);
@@ -210,7 +207,7 @@ class TruckPartitionedFileSourceTest {
         Path file = telemetry();
         TruckLinesReader reader = reader();
         reader.addSplits(List.of(split(file, 0, 2)));
-        Recording out = new Recording();
+        RecordingOutput out = new RecordingOutput();
         poll(reader, out, 1500);
         reader.addSplits(List.of(split(file, 1, 2)));
         reader.notifyNoMoreSplits();
@@ -226,7 +223,7 @@ class TruckPartitionedFileSourceTest {
     @Test
     void withoutSplitsAReaderWaitsUntilToldThereAreNoMore() throws Exception {
         TruckLinesReader reader = reader();
-        Recording out = new Recording();
+        RecordingOutput out = new RecordingOutput();
         assertEquals(InputStatus.NOTHING_AVAILABLE, reader.pollNext(out));
         var available = reader.isAvailable();
         assertTrue(!available.isDone());
@@ -280,39 +277,5 @@ class TruckPartitionedFileSourceTest {
             out.put(subtask, names);
         });
         return out;
-    }
-
-    /** What a reader emits: positions and lines. */
-    private static final class Recording implements ReaderOutput<Row> {
-        final List<String> positions = new ArrayList<>();
-        final List<String> data = new ArrayList<>();
-
-        @Override
-        public void collect(Row record) {
-            positions.add((String) record.getField(0));
-            data.add((String) record.getField(1));
-        }
-
-        @Override
-        public void collect(Row record, long timestamp) {
-            collect(record);
-        }
-
-        @Override
-        public void emitWatermark(Watermark watermark) {}
-
-        @Override
-        public void markIdle() {}
-
-        @Override
-        public void markActive() {}
-
-        @Override
-        public SourceOutput<Row> createOutputForSplit(String splitId) {
-            return this;
-        }
-
-        @Override
-        public void releaseOutputForSplit(String splitId) {}
     }
 }

@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
+import assetcycle.connector.RecordingOutput;
+
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;

@@ -1,4 +1,4 @@
-package assetcycle.connector.kinesis;
+package assetcycle.connector;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -9,11 +9,11 @@ import org.apache.flink.api.connector.source.SourceOutput;
 import org.apache.flink.types.Row;
 
 /** Collects what a source reader emits: each row's data, its position field and its timestamp. */
-final class RecordingOutput implements ReaderOutput<Row> {
+public final class RecordingOutput implements ReaderOutput<Row> {
 
-    final List<String> data = new ArrayList<>();
-    final List<String> positions = new ArrayList<>();
-    final List<Long> timestamps = new ArrayList<>();
+    public final List<String> data = new ArrayList<>();
+    public final List<String> positions = new ArrayList<>();
+    public final List<Long> timestamps = new ArrayList<>();
 
     @Override
     public void collect(Row record) {
