@@ -4,6 +4,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.fail;
 
+import assetcycle.connector.RecordingOutput;
+
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -14,9 +16,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.function.BooleanSupplier;
 
-import org.apache.flink.api.common.eventtime.Watermark;
-import org.apache.flink.api.connector.source.ReaderOutput;
-import org.apache.flink.api.connector.source.SourceOutput;
 import org.apache.flink.api.connector.source.SourceReader;
 import org.apache.flink.connector.file.src.FileSource;
 import org.apache.flink.connector.file.src.FileSourceSplit;
@@ -50,35 +49,12 @@ class LineNumberedTextFormatTest {
     }
 
     /** Emitted rows as {@code <position>=<line>}. */
-    private static final class Lines implements ReaderOutput<Row> {
-        final List<String> rows = new ArrayList<>();
-
-        @Override
-        public void collect(Row row) {
-            rows.add(row.getField(0) + "=" + row.getField(1));
+    private static List<String> rows(RecordingOutput out) {
+        List<String> rows = new ArrayList<>(out.data.size());
+        for (int i = 0; i < out.data.size(); i++) {
+            rows.add(out.positions.get(i) + "=" + out.data.get(i));
         }
-
-        @Override
-        public void collect(Row row, long timestamp) {
-            collect(row);
-        }
-
-        @Override
-        public void emitWatermark(Watermark watermark) {}
-
-        @Override
-        public void markIdle() {}
-
-        @Override
-        public void markActive() {}
-
-        @Override
-        public SourceOutput<Row> createOutputForSplit(String splitId) {
-            return this;
-        }
-
-        @Override
-        public void releaseOutputForSplit(String splitId) {}
+        return rows;
     }
 
     private FileSourceSplit file(String name, byte[] content) throws IOException {
@@ -102,7 +78,7 @@ class LineNumberedTextFormatTest {
         return reader;
     }
 
-    private static void pollUntil(SourceReader<Row, FileSourceSplit> reader, Lines out, BooleanSupplier done)
+    private static void pollUntil(SourceReader<Row, FileSourceSplit> reader, RecordingOutput out, BooleanSupplier done)
             throws Exception {
         for (int i = 0; i < MAX_POLLS && !done.getAsBoolean(); i++) {
             if (reader.pollNext(out) == InputStatus.NOTHING_AVAILABLE) {
@@ -114,14 +90,14 @@ class LineNumberedTextFormatTest {
             }
         }
         if (!done.getAsBoolean()) {
-            fail("not done after " + MAX_POLLS + " polls; read " + out.rows.size() + " lines");
+            fail("not done after " + MAX_POLLS + " polls; read " + out.data.size() + " lines");
         }
     }
 
     private List<String> readAll(List<FileSourceSplit> splits, int lines) throws Exception {
-        Lines out = new Lines();
-        pollUntil(reader(splits), out, () -> out.rows.size() >= lines);
-        return out.rows;
+        RecordingOutput out = new RecordingOutput();
+        pollUntil(reader(splits), out, () -> out.data.size() >= lines);
+        return rows(out);
     }
 
     private String position(String name, int line) {
@@ -188,18 +164,18 @@ class LineNumberedTextFormatTest {
         FileSourceSplit split = file("long.txt", content.toString());
         List<String> expected = expected("long.txt", lines);
         for (int checkpointAfter : new int[] {1, 1023, 1024, 1025, 2_000, 2_999}) {
-            Lines before = new Lines();
+            RecordingOutput before = new RecordingOutput();
             SourceReader<Row, FileSourceSplit> reader = reader(List.of(split));
-            pollUntil(reader, before, () -> before.rows.size() == checkpointAfter);
+            pollUntil(reader, before, () -> before.data.size() == checkpointAfter);
             List<FileSourceSplit> checkpoint = reader.snapshotState(checkpointAfter);
             assertEquals(1, checkpoint.size());
             assertFalse(checkpoint.get(0).getReaderPosition().isEmpty(), "a position after " + checkpointAfter);
 
-            Lines after = new Lines();
+            RecordingOutput after = new RecordingOutput();
             SourceReader<Row, FileSourceSplit> restored = reader(checkpoint);
-            pollUntil(restored, after, () -> before.rows.size() + after.rows.size() == lines.size());
-            List<String> all = new ArrayList<>(before.rows);
-            all.addAll(after.rows);
+            pollUntil(restored, after, () -> before.data.size() + after.data.size() == lines.size());
+            List<String> all = rows(before);
+            all.addAll(rows(after));
             assertEquals(expected, all, "checkpoint after line " + checkpointAfter);
         }
     }
