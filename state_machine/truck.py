@@ -214,7 +214,8 @@ class TruckState:
                 due.append(quiet_from + (self.hold_ms or int(th.max_disorder_s * 1000)))
             if self.pending[-1].ts_ms > newest:  # joined lead points beyond the truck's timeline
                 beyond = next(e.ts_ms for e in self.pending if e.ts_ms > newest)
-                due.append(beyond + int(th.lead_hold_s * 1000))
+                unconfirmed = beyond == self.pending[-1].ts_ms  # the newest waits as a lone lead point does
+                due.append(beyond + int((th.idle_close_s if unconfirmed else th.lead_hold_s) * 1000))
         if len(self.lead) > 1:  # all but the newest lead point may join on the stream's time
             due.append(self.lead[0][0].ts_ms + int(th.lead_hold_s * 1000))
         if self.lead:
@@ -446,12 +447,8 @@ class TruckEngine:
         rt = self._site_runtime(state.committed.site)
         if state.lead and (watermark_ms >= END_OF_INPUT or watermark_ms >= state.lead[0][0].ts_ms + rt.lead_hold_ms):
             self._take_lead_on_stream_time(state, watermark_ms, rt)
-        newest = state.newest_ms or 0
         if state.pending and state.quiet_from_ms() + (state.hold_ms or rt.disorder_ms) <= watermark_ms:
-            # a quiet truck: its timeline is final; lead points that joined the buffer beyond it wait
-            # until the stream's time passes them by lead_hold_s (the rest of a backlog may come)
-            horizon = END_OF_INPUT if watermark_ms >= END_OF_INPUT else max(newest, watermark_ms - rt.lead_hold_ms)
-            self._commit(state, out, horizon)
+            self._commit(state, out, self._quiet_horizon(state, watermark_ms, rt))
         last = state.committed.prev_ts
         if watermark_ms >= END_OF_INPUT and not state.pending:
             visit = open_visit(state.committed)  # the input ended while the truck was at a loader
@@ -577,6 +574,21 @@ class TruckEngine:
                                   f"timeline, which went on for {(newest - anchor) / 1000:.0f} s without reaching it")
             else:
                 k += 1
+
+    @staticmethod
+    def _quiet_horizon(state: TruckState, watermark_ms: int, rt: _SiteRuntime) -> int:
+        """How far a quiet truck's buffer commits: its timeline is final. Lead points that joined the
+        buffer beyond it wait until the stream's time passes them by lead_hold_s (the rest of a backlog
+        may come), but for the newest, which nothing the truck sent after it confirms: like a lone lead
+        point, it waits idle_close_s, or a backlog behind a stray would turn LATE."""
+        if watermark_ms >= END_OF_INPUT:
+            return END_OF_INPUT
+        newest = state.newest_ms or 0
+        horizon = max(newest, watermark_ms - rt.lead_hold_ms)
+        last = state.pending[-1].ts_ms
+        if newest < last <= horizon and watermark_ms < last + rt.idle_close_ms:
+            return last - 1
+        return horizon
 
     @staticmethod
     def _reject_lead(state: TruckState, k: int, out: StepOutput, detail: str) -> None:

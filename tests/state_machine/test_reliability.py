@@ -444,3 +444,33 @@ def test_a_stray_ahead_just_before_a_trucks_outage_costs_none_of_its_backlog():
     glitched = replay(_labelled(lines), sim.reference)
     _assert_glitch_contained(clean, glitched, strays, rejected_as=("CLOCK_JUMP", "LATE"), reach_ms=60_000,
                              shift_ms=2 * 60_000)
+
+
+def test_a_stray_ahead_that_the_truck_reached_before_an_outage_costs_none_of_its_backlog():
+    """Another case the property test found: S01-HT-011's stray 2 min ahead is reached by the truck's
+    next points (within max_disorder_s of it, so it joins the buffer), and then the truck's outage
+    begins; its backlog arrives after the stream passed the stray by more than lead_hold_s. Nothing the
+    truck sent after the stray confirms it, so it stays in the buffer until the backlog reaches it; no
+    genuine point is LATE."""
+    sim, clean = _fleet()
+    truck = "S01-HT-011"
+    lines, strays = _strays_at(sim.telemetry_lines, {truck: 0.6484375}, 2 * 60_000)
+    stray = strays[truck]
+    own = [(i, p.ts_ms) for i, line in enumerate(lines)
+           if isinstance(p := parse_record(line), TelemetryPoint) and p.asset_guid == truck and p.ts_ms != stray]
+    stray_at = next(i for i, line in enumerate(lines) if getattr(parse_record(line), "ts_ms", None) == stray)
+    stream = [0] * len(lines)  # the stream's newest point (of the other trucks) before each line
+    for i, line in enumerate(lines[:-1]):
+        p = parse_record(line)
+        newer = p.ts_ms if isinstance(p, TelemetryPoint) and p.asset_guid != truck else 0
+        stream[i + 1] = max(stream[i], newer)
+    th = CycleThresholds()
+    passed = stray + th.lead_hold_s * 1000 + 60_000  # the stream passed the stray by lead_hold_s (and the lag)
+    backlog_at, backlog_ts = next((i, ts) for i, ts in own if i > stray_at and stream[i] > passed)
+    reached = max(ts for i, ts in own if i < backlog_at)
+    assert stray - th.max_disorder_s * 1000 <= reached < stray  # the truck's timeline reached the stray
+    assert reached < backlog_ts < stray  # ... and the first point of its outage's backlog is behind it
+    glitched = replay(_labelled(lines), sim.reference)
+    assert not [d for d in glitched.dead_letters if d not in clean.dead_letters and d.ts_ms != stray]
+    _assert_glitch_contained(clean, glitched, strays, rejected_as=("CLOCK_JUMP", "LATE"), reach_ms=60_000,
+                             shift_ms=2 * 60_000)
