@@ -153,16 +153,23 @@ CDS_FLAGS = ("-Xshare", "SharedArchiveFile", "ArchiveClassesAtExit")
 _CDS_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
-def share_jvm_classes(java: str, jar_paths: list[Path], cds_dir: Path | None = None) -> tuple[str, str | None]:
+def gateway_running() -> bool:
+    """Whether PyFlink's gateway JVM runs already: an earlier environment of this process, or the
+    ``flink run`` client whose JVM started this process."""
+    return java_gateway._gateway is not None or bool(os.environ.get(CLI_CLIENT_ENV))
+
+
+def share_jvm_classes(java: str | None, jar_paths: list[Path], cds_dir: Path | None = None) -> tuple[str, str | None]:
     """Class data sharing for the local gateway JVM (AppCDS, Java 13+), which saves 1.5-2 s of
     start-up: the first run dumps the classes it loaded into an archive when its JVM exits, later
     runs map it. The archive is named after a digest of the java binary, the Flink and job jars and
     JVM_ARGS, so a new JDK, PyFlink or jar makes a new one (a stale one is also just ignored by the
     JVM). A dump still being written (its JVM alive) is neither used nor started again. JVM_ARGS that
     set sharing themselves are left alone. Returns what was done (for the log) and the file a dump
-    goes to (for note_archive_writer, once the gateway runs). Call before the gateway starts."""
+    goes to (for note_archive_writer, once the gateway runs). Call before the gateway starts (``java``
+    is None when it runs already)."""
     opts = os.environ.get("JVM_ARGS", "")
-    if java_gateway._gateway is not None or os.environ.get(CLI_CLIENT_ENV):
+    if java is None or gateway_running():
         return "class data sharing: the gateway JVM runs already", None
     if any(flag in opts for flag in CDS_FLAGS):
         return "class data sharing left to JVM_ARGS", None
@@ -300,7 +307,7 @@ def create_environment(
     """(StreamExecutionEnvironment, EnvInfo). Raises FlinkEnvError with a clear message.
 
     ``extra_conf``: raw Flink options set on top (benchmarks, experiments)."""
-    java = None if on_msf else check_java()
+    java = None if on_msf or gateway_running() else check_java()  # a running JVM needs no check
     jar_paths = [] if on_msf else required_jars(flink.jar_dir)
     conf_dict = build_configuration(flink, jar_paths, on_msf=on_msf)
     if on_msf and extra_conf and any(not msf_allows(k) for k in extra_conf):

@@ -83,6 +83,7 @@ from udfs.rows import (
     OUT_TRUCK_HOUR,
     REF_LOADED,
     REFERENCE_TYPE,
+    STRING,
 )
 
 BATCH_MAX_RECORDS = 32768
@@ -139,7 +140,7 @@ def keyed_by_loader(events: DataStream) -> KeyedStream:
     """The loader events ``(loader_guid, LOADER_EVENT row)`` keyed by loader (Java key selector, as for
     the trucks: the key is the row's first field)."""
     jvm = get_gateway().jvm
-    j_keyed = events._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
+    j_keyed = events._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([STRING]).get_java_type_info())
     return KeyedStream(j_keyed, LOADER_EVENT_TYPE, events)
 
 
@@ -172,7 +173,7 @@ def keyed_with_batch_end_watermarks(groups: DataStream, lag_ms: int, idleness_ms
         strategy = strategy.withIdleness(jvm.java.time.Duration.ofMillis(idleness_ms))
     j_stamped = groups._j_data_stream.assignTimestampsAndWatermarks(strategy)
     j_stamped.uid("watermarks").name("watermarks").setParallelism(groups._j_data_stream.getParallelism())
-    j_keyed = j_stamped.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
+    j_keyed = j_stamped.keyBy(jvm.KeyByKeySelector(), Types.ROW([STRING]).get_java_type_info())
     return KeyedStream(j_keyed, GROUP_TYPE, DataStream(j_stamped))
 
 

@@ -22,8 +22,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyflink.common import Types
-from pyflink.common.typeinfo import RowTypeInfo
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 
@@ -143,15 +141,18 @@ def java_sink(spec: SinkSpec) -> Any:
                       spec.max_retries, MAX_BACKOFF_MS)  # fmt: skip
 
 
-def check_row_type(kind: str, row_type: RowTypeInfo) -> None:
-    """Raise SinkError unless a row type's fields are, in order and with their types, the sources of
-    the kind's columns."""
-    columns = sink_columns(kind)
-    expected = [(source_field(name), getattr(Types, ftype)()) for name, ftype in columns]
-    actual = list(zip(row_type.get_field_names(), row_type.get_field_types(), strict=True))
-    if actual != expected:
-        raise SinkError(f"rows for {kind} are {[(n, str(t)) for n, t in actual]}, the table needs "
-                        f"{[(n, t) for (n, _), (_, t) in zip(expected, columns, strict=True)]}")  # fmt: skip
+_JAVA_TYPE_NAME = {"STRING": "String", "LONG": "Long", "DOUBLE": "Double", "INT": "Integer"}
+"""How Flink's Java type information prints each row field type of sink_columns."""
+
+
+def check_row_type(kind: str, java_row_type: str) -> None:
+    """Raise SinkError unless a row type (as its Java type information prints it, ``Row(name: Type,
+    ...)``: one call to the JVM, where converting the type to Python costs a hundred) has, in order and
+    with their types, the fields that feed the kind's columns."""
+    fields = ", ".join(f"{source_field(name)}: {_JAVA_TYPE_NAME[ftype]}" for name, ftype in sink_columns(kind))
+    expected = f"Row({fields})"
+    if java_row_type != expected:
+        raise SinkError(f"rows for {kind} are {java_row_type}, the table needs {expected}")
 
 
 @dataclass
@@ -170,7 +171,7 @@ class SinkSet:
     def add(self, kind: str, stream: DataStream) -> None:
         """Insert a DataStream of rows into the sink of ``kind``: a ROW_NAMED type whose fields are the
         table's columns in order (udfs.rows layouts: an ``x_ms`` field feeds column ``x_utc``)."""
-        check_row_type(kind, stream.get_type())
+        check_row_type(kind, stream._j_data_stream.getType().toString())
         self._streams.setdefault(kind, []).append(stream)
 
     def attach(self) -> None:

@@ -41,20 +41,23 @@ from state_machine.model import (
 )
 from state_machine.stream import ParsedPoint
 
+# one instance of each field type for every row type: PyFlink converts each instance to its Java type
+# once, with eight calls to the JVM, when a job graph is built
+STRING, LONG, DOUBLE, INT, BOOLEAN = Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.INT(), Types.BOOLEAN()
+
 # --------------------------------------------------------------------------- raw records and truck groups
 
-RAW_RECORD_TYPE = Types.ROW_NAMED(["position", "raw"], [Types.STRING(), Types.STRING()])
+RAW_RECORD_TYPE = Types.ROW_NAMED(["position", "raw"], [STRING, STRING])
 """A source's record: (where it came from or None, the raw text)."""
 GROUP_FIELDS = ("asset", "wm_ts", "batch_end", "points")
-GROUP_TYPE = Types.ROW_NAMED(list(GROUP_FIELDS),
-                             [Types.STRING(), Types.LONG(), Types.BOOLEAN(), Types.PICKLED_BYTE_ARRAY()])  # fmt: skip
+GROUP_TYPE = Types.ROW_NAMED(list(GROUP_FIELDS), [STRING, LONG, BOOLEAN, Types.PICKLED_BYTE_ARRAY()])
 """One truck's valid points of one parse batch, in arrival order (udfs.parse). ``points`` is
 the columns ``(sites, timestamps, lats, lons, work_states, hints, raws, positions, holds)``, each a tuple,
 pickled by PyFlink as one byte string: one value to convert per crossing instead of one per point
 and field (columns pickle and unpickle faster than one tuple per point)."""
 GROUP_WM_FIELD = GROUP_FIELDS.index("wm_ts")
 GROUP_END_FIELD = GROUP_FIELDS.index("batch_end")
-KEYED_GROUP_TYPE = Types.ROW([Types.STRING(), GROUP_TYPE])
+KEYED_GROUP_TYPE = Types.ROW([STRING, GROUP_TYPE])
 """What the parse step emits: ``(asset_guid, GROUP_TYPE row)``, the shape of a Flink keyed stream's
 records in PyFlink (key first), so no extra Python operator has to add the key."""
 KEYED_VALUE_FIELD = 1
@@ -90,20 +93,20 @@ REF_LOADED = "loaded"
 """Marker that follows the updates of the first complete load: the keyed operator's event time waits
 for it (job.pipeline.reference_event_time)."""
 LOADED_MARKER = (REF_LOADED, "", "")
-REFERENCE_TYPE: TypeInformation = Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()])
+REFERENCE_TYPE: TypeInformation = Types.TUPLE([STRING, STRING, STRING])
 
 # --------------------------------------------------------------------------- sink rows
 
 
 def _flink_type(name: str, annotation: str) -> TypeInformation:
     if name.endswith("_ms"):
-        return Types.LONG()
+        return LONG
     if annotation.startswith("str"):
-        return Types.STRING()
+        return STRING
     if annotation.startswith("float"):
-        return Types.DOUBLE()
+        return DOUBLE
     if annotation.startswith("int"):
-        return Types.INT()
+        return INT
     raise TypeError(f"no Flink type for field {name}: {annotation}")
 
 
@@ -119,27 +122,24 @@ _CYCLE_FLOAT_FIELDS = tuple(i for i, f in enumerate(fields(CycleRecord)) if str(
 STATUS_FIELDS: tuple[str, ...] = TruckStatus._fields
 STATUS_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
     list(STATUS_FIELDS),
-    [Types.STRING(), Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.INT(), Types.STRING(),
-     Types.STRING(), Types.STRING()],
-)  # fmt: skip
+    [STRING, STRING, LONG, DOUBLE, DOUBLE, INT, STRING, STRING, STRING],
+)
 
 DEAD_LETTER_FIELDS: tuple[str, ...] = (
     "dead_letter_id", "received_ms", "source", "reason", "detail", "asset_guid", "event_ms", "raw", "raw_size",
 )  # fmt: skip
 DEAD_LETTER_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
     list(DEAD_LETTER_FIELDS),
-    [Types.STRING(), Types.LONG(), Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(),
-     Types.STRING(), Types.INT()],
-)  # fmt: skip
+    [STRING, LONG, STRING, STRING, STRING, STRING, LONG, STRING, INT],
+)
 
 ALERT_FIELDS: tuple[str, ...] = (
     "alert_id", "alert_type", "asset_guid", "site_guid", "event_ms", "latitude", "longitude", "detail",
 )  # fmt: skip
 ALERT_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
     list(ALERT_FIELDS),
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE(),
-     Types.STRING()],
-)  # fmt: skip
+    [STRING, STRING, STRING, STRING, LONG, DOUBLE, DOUBLE, STRING],
+)
 
 TRUCK_HOUR_FIELDS: tuple[str, ...] = (
     "asset_guid", "hour_start_ms", "site_guid", "working_seconds", "idle_seconds", "loaded_distance_m",
@@ -147,28 +147,26 @@ TRUCK_HOUR_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 TRUCK_HOUR_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
     list(TRUCK_HOUR_FIELDS),
-    [Types.STRING(), Types.LONG(), Types.STRING(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(),
-     Types.INT()],
-)  # fmt: skip
+    [STRING, LONG, STRING, DOUBLE, DOUBLE, DOUBLE, DOUBLE, INT],
+)
 
 # --------------------------------------------------------------------------- to the loader stage
 
 VISIT_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
     list(LoadVisit._fields),
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG(),
-     Types.BOOLEAN()],
-)  # fmt: skip
+    [STRING, STRING, STRING, LONG, LONG, LONG, LONG, BOOLEAN],
+)
 PRESENCE_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
     list(LoaderPresence._fields),
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG()],
+    [STRING, STRING, STRING, STRING, LONG, LONG],
 )
 LOADER_EVENT_FIELDS = ("loader", "cycle", "visit", "presence")
 LOADER_EVENT_TYPE: TypeInformation = Types.ROW_NAMED(
-    list(LOADER_EVENT_FIELDS), [Types.STRING(), CYCLE_ROW_TYPE, VISIT_ROW_TYPE, PRESENCE_ROW_TYPE]
+    list(LOADER_EVENT_FIELDS), [STRING, CYCLE_ROW_TYPE, VISIT_ROW_TYPE, PRESENCE_ROW_TYPE]
 )
 """One event for a loader: a closed cycle that began with a load there, a load visit, or a truck's
 presence (only one of the three set)."""
-KEYED_LOADER_EVENT_TYPE: TypeInformation = Types.ROW([Types.STRING(), LOADER_EVENT_TYPE])
+KEYED_LOADER_EVENT_TYPE: TypeInformation = Types.ROW([STRING, LOADER_EVENT_TYPE])
 """``(loader_guid, LOADER_EVENT row)``: the shape of a Flink keyed stream's records in PyFlink."""
 
 # The cycle operator's output: one tagged part set (the loader event carries its own key).
@@ -181,7 +179,7 @@ OUT_TRUCK_HOUR = 5
 ENVELOPE_FIELDS = ("tag", "cycle", "status", "dead_letter", "alert", "truck_hour", "loader")
 ENVELOPE_TYPE: TypeInformation = Types.ROW_NAMED(
     list(ENVELOPE_FIELDS),
-    [Types.INT(), CYCLE_ROW_TYPE, STATUS_ROW_TYPE, DEAD_LETTER_ROW_TYPE, ALERT_ROW_TYPE, TRUCK_HOUR_ROW_TYPE,
+    [INT, CYCLE_ROW_TYPE, STATUS_ROW_TYPE, DEAD_LETTER_ROW_TYPE, ALERT_ROW_TYPE, TRUCK_HOUR_ROW_TYPE,
      KEYED_LOADER_EVENT_TYPE],
 )  # fmt: skip
 
@@ -193,27 +191,24 @@ LOAD_VISIT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 LOAD_VISIT_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
     list(LOAD_VISIT_FIELDS),
-    [Types.STRING(), Types.LONG(), Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG(), Types.LONG(),
-     Types.LONG(), Types.INT(), Types.DOUBLE()],
-)  # fmt: skip
+    [STRING, LONG, STRING, STRING, LONG, LONG, LONG, LONG, INT, DOUBLE],
+)
 LOADER_HOUR_FIELDS: tuple[str, ...] = (
     "loader_asset_guid", "hour_start_ms", "site_guid", "loads", "busy_seconds", "hang_seconds", "queue_seconds",
     "trucks_served",
 )  # fmt: skip
 LOADER_HOUR_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
     list(LOADER_HOUR_FIELDS),
-    [Types.STRING(), Types.LONG(), Types.STRING(), Types.INT(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(),
-     Types.INT()],
-)  # fmt: skip
+    [STRING, LONG, STRING, INT, DOUBLE, DOUBLE, DOUBLE, INT],
+)
 LOADER_STATUS_FIELDS: tuple[str, ...] = (
     "loader_asset_guid", "site_guid", "in_service_asset", "in_service_since_ms", "waiting_count", "waiting",
     "oldest_wait_since_ms", "idle_since_ms", "event_ms",
 )  # fmt: skip
 LOADER_STATUS_ROW_TYPE: TypeInformation = Types.ROW_NAMED(
     list(LOADER_STATUS_FIELDS),
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.INT(), Types.STRING(), Types.LONG(),
-     Types.LONG(), Types.LONG()],
-)  # fmt: skip
+    [STRING, STRING, STRING, LONG, INT, STRING, LONG, LONG, LONG],
+)
 
 # The loader stage's output: one tagged part set.
 L_CYCLE = 0
@@ -223,7 +218,7 @@ L_STATUS = 3
 LOADER_ENVELOPE_FIELDS = ("tag", "cycle", "load_visit", "loader_hour", "loader_status")
 LOADER_ENVELOPE_TYPE: TypeInformation = Types.ROW_NAMED(
     list(LOADER_ENVELOPE_FIELDS),
-    [Types.INT(), CYCLE_ROW_TYPE, LOAD_VISIT_ROW_TYPE, LOADER_HOUR_ROW_TYPE, LOADER_STATUS_ROW_TYPE],
+    [INT, CYCLE_ROW_TYPE, LOAD_VISIT_ROW_TYPE, LOADER_HOUR_ROW_TYPE, LOADER_STATUS_ROW_TYPE],
 )
 
 

@@ -21,8 +21,8 @@ class MemorySinks:
         """Collect a DataStream of ROW_NAMED rows as sink ``kind`` (checked as SinkSet.add does)."""
         from pyflink.common import Types
 
+        check_row_type(kind, stream._j_data_stream.getType().toString())
         row_type = stream.get_type()
-        check_row_type(kind, row_type)
         names = tuple(row_type.get_field_names())
         self._streams.append(stream.map(lambda row, k=kind, n=names: (k, dict(zip(n, row, strict=True))),
                                         output_type=Types.PICKLED_BYTE_ARRAY()).name(f"collect {kind}"))  # fmt: skip

@@ -262,16 +262,22 @@ def test_the_keys_the_job_decides_are_accepted_on_msf():
 def test_sink_rows_must_match_their_table_in_order_and_type():
     from udfs.rows import ALERT_ROW_TYPE, CYCLE_ROW_TYPE, DEAD_LETTER_ROW_TYPE, STATUS_ROW_TYPE
 
+    def java(row_type) -> str:
+        return row_type.get_java_type_info().toString()
+
     for kind, row_type in (("cycle_tmp", CYCLE_ROW_TYPE), ("cycle", CYCLE_ROW_TYPE), ("alerts", ALERT_ROW_TYPE),
                            ("process_info", STATUS_ROW_TYPE), ("dead_letter", DEAD_LETTER_ROW_TYPE)):  # fmt: skip
-        check_row_type(kind, row_type)
+        check_row_type(kind, java(row_type))
     with pytest.raises(SinkError, match="rows for cycle"):
-        check_row_type("cycle", STATUS_ROW_TYPE)
+        check_row_type("cycle", java(STATUS_ROW_TYPE))
     fields = list(STATUS_ROW_TYPE.get_field_names())
     types = list(STATUS_ROW_TYPE.get_field_types())
     types[2] = Types.INT()  # last_event_ms as INT: not epoch milliseconds
     with pytest.raises(SinkError, match="process_info"):
-        check_row_type("process_info", Types.ROW_NAMED(fields, types))
+        check_row_type("process_info", java(Types.ROW_NAMED(fields, types)))
+    fields[0], fields[1] = fields[1], fields[0]  # two fields swapped
+    with pytest.raises(SinkError, match="process_info"):
+        check_row_type("process_info", java(Types.ROW_NAMED(fields, list(STATUS_ROW_TYPE.get_field_types()))))
 
 
 def test_class_data_sharing_dumps_once_then_maps_the_archive(tmp_path, monkeypatch):
