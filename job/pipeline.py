@@ -106,6 +106,8 @@ def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
     return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
 
 
+KEY_TYPE = Types.ROW([STRING])
+"""The key of the keyed streams (a truck's or a loader's guid: the first field of their records)."""
 LOADER_EVENTS = "loader_events"
 """The cycle operator's output that goes to the loader stage, not to a sink."""
 TRUCK_OUTPUTS = {OUT_TMP: ("cycle_tmp", "cycle"), OUT_LOADER: (LOADER_EVENTS, "loader"),
@@ -140,7 +142,7 @@ def keyed_by_loader(events: DataStream) -> KeyedStream:
     """The loader events ``(loader_guid, LOADER_EVENT row)`` keyed by loader (Java key selector, as for
     the trucks: the key is the row's first field)."""
     jvm = get_gateway().jvm
-    j_keyed = events._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([STRING]).get_java_type_info())
+    j_keyed = events._j_data_stream.keyBy(jvm.KeyByKeySelector(), KEY_TYPE.get_java_type_info())
     return KeyedStream(j_keyed, LOADER_EVENT_TYPE, events)
 
 
@@ -173,7 +175,7 @@ def keyed_with_batch_end_watermarks(groups: DataStream, lag_ms: int, idleness_ms
         strategy = strategy.withIdleness(jvm.java.time.Duration.ofMillis(idleness_ms))
     j_stamped = groups._j_data_stream.assignTimestampsAndWatermarks(strategy)
     j_stamped.uid("watermarks").name("watermarks").setParallelism(groups._j_data_stream.getParallelism())
-    j_keyed = j_stamped.keyBy(jvm.KeyByKeySelector(), Types.ROW([STRING]).get_java_type_info())
+    j_keyed = j_stamped.keyBy(jvm.KeyByKeySelector(), KEY_TYPE.get_java_type_info())
     return KeyedStream(j_keyed, GROUP_TYPE, DataStream(j_stamped))
 
 

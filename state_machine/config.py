@@ -73,9 +73,9 @@ class CycleThresholds:
     live points sent before an outage's backlog, or simply the next row after a silence) is held,
     not applied: until the truck's timeline catches up with it, until the stream's event time passes
     it by this much and the truck sent a newer point (a truck's newest point waits for that up to
-    idle_close_s, in the lead or, once the timeline reached it, in the buffer), or until the truck has sent nothing else for this long of its own time; a lone
-    held point that the truck's timeline passes by this much without reaching is rejected as a clock
-    jump (CLOCK_JUMP)."""
+    idle_close_s, in the lead or, once the timeline reached it, in the buffer), or until the truck
+    has sent nothing else for this long of its own time; a lone held point that the truck's timeline
+    passes by this much without reaching is rejected as a clock jump (CLOCK_JUMP)."""
 
     state_retention_s: float = 604_800.0
     """A truck silent for this long (event time) after its open cycle was closed has its state
